@@ -1,0 +1,94 @@
+# raftcask — build, run, test, bench, fuzz.
+#
+#   make run     build (optimised) and start raftcask
+#   make test    build with ASan+UBSan (SANITIZE=0 to turn them off) and run every test
+#   make bench   build optimised and run the benchmarks in bench/
+#   make fuzz    build the libFuzzer targets with clang and run each for FUZZ_SECONDS
+#
+# run, test, bench and fuzz first install missing Debian packages (scripts/install-deps).
+
+ifneq ($(filter test check,$(MAKECMDGOALS)),)
+SANITIZE ?= 1
+endif
+SANITIZE ?= 0
+
+CC ?= cc
+ifeq ($(SANITIZE),1)
+BUILD := build/san
+OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DRC_DEBUG=1
+else
+BUILD := build/rel
+OPT := -O2 -g -DNDEBUG
+endif
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CFLAGS += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Isrc -MMD -MP -pthread
+LDLIBS += -pthread -lm
+
+LIB_SRCS := $(sort $(filter-out src/main.c,$(wildcard src/*/*.c)))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB := $(BUILD)/libraftcask.a
+
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+TEST_MAIN := $(BUILD)/tests/harness.o
+
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+
+BIN := $(BUILD)/raftcask
+
+.PHONY: all run test check bench fuzz clean deps format unit
+all: $(BIN) $(UNIT_BINS)
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/src/main.o $(LIB)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(TEST_MAIN): tests/unit/harness.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%: tests/unit/%.c $(TEST_MAIN) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(TEST_MAIN) $(LIB) -o $@ $(LDLIBS)
+
+# Benchmarks link against the reference engines too.
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS) -llmdb -lleveldb
+
+run: deps $(BIN)
+	$(BIN)
+
+unit: $(UNIT_BINS)
+
+test check: deps
+	@$(MAKE) --no-print-directory SANITIZE=$(SANITIZE) all
+	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) scripts/run-tests
+
+bench: deps
+	@$(MAKE) --no-print-directory SANITIZE=0 $(BENCH_BINS)
+	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
+
+fuzz: deps
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-60} scripts/run-fuzz
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)
