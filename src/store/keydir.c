@@ -18,9 +18,12 @@
  *   +--------+-----------------+---------+--------------------------------+
  *   | header | slot 0 | slot 1 |  free   | entry | hole | entry | entry   |
  *   +--------+-----------------+---------+--------------------------------+
- *   header: refs (atomic u32), is_leaf, count, data_start, live_bytes, first_child
- *   slot:   u16 offset of the entry in the page, u16 hint (first two key bytes, big-endian,
- *           zero-padded) so that a binary search mostly touches the slot array only
+ *   header: refs (atomic u32), is_leaf, count, data_start, live_bytes, hint_skip, first_child
+ *   slot:   u16 offset of the entry in the page, u16 hint: the two key bytes that follow the
+ *           hint_skip bytes every key of the node shares, big-endian and zero-padded. A binary
+ *           search compares hints first and so mostly touches the slot array alone; without
+ *           the skip, the keys of one leaf of a big map share their first bytes and every
+ *           probe would read an entry (a cache miss) per step.
  *   entry:  payload | u16 key tag | key bytes, or an 8-byte kd_blob pointer if tag == 0xFFFF
  *   leaf payload (28 bytes):   file_id u32, offset u32, value_len u32, revision u64,
  *                              expiry_ms i64
@@ -37,7 +40,8 @@
  * is greater than the left half's last key (usually 2 or 3 bytes for random keys).
  *
  * Invariants (keydir_check verifies all of them):
- *   I1. Keys in a node are strictly increasing; slot hints match their keys.
+ *   I1. Keys in a node are strictly increasing; all share their first hint_skip bytes, and
+ *       each slot's hint is key_hint() of its key's bytes after them.
  *   I2. Every key under child i of a node lies in [separator i-1, separator i), and inside the
  *       bounds inherited from the node's ancestors.
  *   I3. All leaves are at the same depth.
@@ -116,7 +120,7 @@ struct kd_blob {
 
 struct kd_slot {
     uint16_t offset; /* of the entry, from the start of the page */
-    uint16_t hint;   /* key_hint() of the entry's key */
+    uint16_t hint;   /* key_hint() of the entry's key past the node's hint_skip bytes */
 };
 
 /* The page header; slots follow it and entries fill the page from its end. */
@@ -127,6 +131,7 @@ struct kd_node {
     uint16_t count;              /* slots in use */
     uint16_t data_start;         /* lowest byte used by an entry; KD_PAGE_BYTES when none */
     uint16_t live_bytes;         /* bytes of live entries (holes left by removals not counted) */
+    uint16_t hint_skip;          /* every key here starts with the same hint_skip bytes (I1) */
     struct kd_node *first_child; /* internal nodes: child 0; NULL in leaves */
 };
 
@@ -164,7 +169,6 @@ struct kd_probe {
 struct kd_entry_buf {
     unsigned char bytes[KD_MAX_ENTRY_BYTES];
     uint16_t size;
-    uint16_t hint;
 };
 
 /* The nodes from the root (level 0) down to a leaf (level depth) visited by a writer. */
@@ -190,6 +194,7 @@ static int key_compare(const unsigned char *a, size_t alen, const unsigned char 
 /*
  * The first two bytes, zero-padded, as a big-endian number. If hint(a) < hint(b) then a < b,
  * because a zero pad sorts before any byte just as a shorter key sorts before a longer one.
+ * Nodes apply it to the bytes after the prefix their keys share (hint_skip).
  */
 static uint16_t key_hint(const unsigned char *key, size_t len)
 {
@@ -330,7 +335,6 @@ static uint16_t entry_build_key(struct kd_entry_buf *e, size_t payload, const un
     else if (len)
         memcpy(e->bytes + payload + 2, key, len);
     e->size = (uint16_t)(payload + 2 + (blob ? sizeof blob : len));
-    e->hint = key_hint(key, len);
     return e->size;
 }
 
@@ -345,6 +349,7 @@ static void page_init(struct kd_node *n, bool is_leaf, struct kd_node *first_chi
     n->count = 0;
     n->data_start = KD_PAGE_BYTES;
     n->live_bytes = 0;
+    n->hint_skip = 0;
     n->first_child = first_child;
 }
 
@@ -467,11 +472,33 @@ static size_t node_search(const struct kd_node *n, const struct kd_probe *p, boo
     const struct kd_slot *slots = node_slots(n);
     size_t payload = payload_bytes(n);
     size_t lo = 0, hi = n->count;
+    uint16_t hint = p->hint;
+    *found = false;
+    if (hi == 0)
+        return 0;
+    if (n->hint_skip) {
+        /* Hints describe the bytes after the prefix all keys here share. A probe without
+         * that prefix sorts before or after every key; otherwise take its bytes after it. */
+        size_t skip = n->hint_skip, len0;
+        const unsigned char *key0 = entry_key(node_entry(n, 0), payload, &len0);
+        size_t common = p->len < skip ? p->len : skip;
+        int c = common ? memcmp(p->bytes, key0, common) : 0;
+        if (c < 0 || (c == 0 && p->len < skip))
+            return 0;
+        if (c > 0)
+            return hi;
+        hint = key_hint(p->bytes + skip, p->len - skip);
+    }
+    /* The search below touches the slot array's cache lines one after another, each a likely
+     * miss in a big map; asking for all of them now lets the misses overlap. */
+    const char *slot_bytes = (const char *)slots;
+    for (size_t line = 64; line < hi * sizeof *slots; line += 64)
+        __builtin_prefetch(slot_bytes + line);
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
         int c;
-        if (slots[mid].hint != p->hint) {
-            c = slots[mid].hint < p->hint ? -1 : 1;
+        if (slots[mid].hint != hint) {
+            c = slots[mid].hint < hint ? -1 : 1;
         } else {
             size_t len;
             const unsigned char *key =
@@ -487,7 +514,6 @@ static size_t node_search(const struct kd_node *n, const struct kd_probe *p, boo
             return mid;
         }
     }
-    *found = false;
     return lo;
 }
 
@@ -514,21 +540,51 @@ static const unsigned char *leaf_find(const struct kd_node *n, const struct kd_p
 /* Changing one page: insert, remove, rebuild                                               */
 /* ---------------------------------------------------------------------------------------- */
 
-/* Appends an entry after the last slot of a page being built in key order. */
-static void page_append(struct kd_node *n, const unsigned char *entry, size_t size, uint16_t hint)
+static size_t common_prefix(const unsigned char *a, size_t alen, const unsigned char *b,
+                            size_t blen)
+{
+    size_t i = 0;
+    while (i < alen && i < blen && a[i] == b[i])
+        i++;
+    return i;
+}
+
+/* Recomputes hint_skip (the common prefix of the first and last keys, hence of all keys)
+ * and every slot's hint. Run after a page is rebuilt or its first or last key changed. */
+static void page_refresh_hints(struct kd_node *n)
+{
+    size_t payload = payload_bytes(n), first_len, last_len;
+    if (n->count == 0) {
+        n->hint_skip = 0;
+        return;
+    }
+    const unsigned char *first = entry_key(node_entry(n, 0), payload, &first_len);
+    const unsigned char *last = entry_key(node_entry(n, n->count - 1u), payload, &last_len);
+    size_t skip = common_prefix(first, first_len, last, last_len);
+    n->hint_skip = (uint16_t)(skip > UINT16_MAX ? UINT16_MAX : skip);
+    for (size_t i = 0; i < n->count; i++) {
+        size_t len;
+        const unsigned char *key = entry_key(node_entry(n, i), payload, &len);
+        node_slots(n)[i].hint = key_hint(key + n->hint_skip, len - n->hint_skip);
+    }
+}
+
+/* Appends an entry after the last slot of a page being built in key order; the builder
+ * calls page_refresh_hints() when done. */
+static void page_append(struct kd_node *n, const unsigned char *entry, size_t size)
 {
     n->data_start = (uint16_t)(n->data_start - size);
     memcpy((unsigned char *)n + n->data_start, entry, size);
     struct kd_slot *slot = &node_slots(n)[n->count++];
     slot->offset = n->data_start;
-    slot->hint = hint;
+    slot->hint = 0;
     n->live_bytes = (uint16_t)(n->live_bytes + size);
 }
 
 static void page_append_from(struct kd_node *dst, const struct kd_node *src, size_t i)
 {
     const unsigned char *e = node_entry(src, i);
-    page_append(dst, e, entry_size(e, payload_bytes(src)), node_slots(src)[i].hint);
+    page_append(dst, e, entry_size(e, payload_bytes(src)));
 }
 
 /* Squeezes out the holes left by removed entries, so free space is contiguous again. */
@@ -538,6 +594,9 @@ static void node_compact(struct kd_node *n)
     page_init(&buf.node, n->is_leaf, n->first_child);
     for (size_t i = 0; i < n->count; i++)
         page_append_from(&buf.node, n, i);
+    buf.node.hint_skip = n->hint_skip; /* same keys, same prefix, same hints */
+    for (size_t i = 0; i < n->count; i++)
+        node_slots(&buf.node)[i].hint = node_slots(n)[i].hint;
     page_copy_contents(n, &buf.node);
 }
 
@@ -552,9 +611,24 @@ static void node_insert_at(struct kd_node *n, size_t i, const struct kd_entry_bu
     struct kd_slot *slots = node_slots(n);
     memmove(&slots[i + 1], &slots[i], (n->count - i) * sizeof *slots);
     slots[i].offset = n->data_start;
-    slots[i].hint = e->hint;
     n->count++;
     n->live_bytes = (uint16_t)(n->live_bytes + e->size);
+
+    /* A key inserted between two others shares their prefix; one at either end may not. */
+    size_t payload = payload_bytes(n), len, other_len;
+    const unsigned char *key = entry_key(e->bytes, payload, &len);
+    if (n->count == 1) {
+        page_refresh_hints(n);
+        return;
+    }
+    if (i == 0 || i == n->count - 1u) {
+        const unsigned char *other = entry_key(node_entry(n, i == 0 ? 1 : 0), payload, &other_len);
+        if (common_prefix(key, len, other, other_len) < n->hint_skip) {
+            page_refresh_hints(n);
+            return;
+        }
+    }
+    slots[i].hint = key_hint(key + n->hint_skip, len - n->hint_skip);
 }
 
 /* Removes slot i. The entry's blob and child references are the caller's business. */
@@ -581,7 +655,7 @@ static void node_split_insert(struct kd_node *node, size_t index,
                               struct kd_entry_buf *separator)
 {
     const unsigned char *entries[KD_MAX_SLOTS];
-    uint16_t sizes[KD_MAX_SLOTS], hints[KD_MAX_SLOTS];
+    uint16_t sizes[KD_MAX_SLOTS];
     size_t payload = payload_bytes(node);
     size_t n = (size_t)node->count + 1, total = 0;
 
@@ -589,12 +663,10 @@ static void node_split_insert(struct kd_node *node, size_t index,
         if (i == index) {
             entries[i] = pending->bytes;
             sizes[i] = pending->size;
-            hints[i] = pending->hint;
             continue;
         }
         entries[i] = node_entry(node, j);
         sizes[i] = (uint16_t)entry_size(entries[i], payload);
-        hints[i] = node_slots(node)[j].hint;
         j++;
     }
     for (size_t i = 0; i < n; i++)
@@ -614,7 +686,8 @@ static void node_split_insert(struct kd_node *node, size_t index,
     union kd_page_buffer left;
     page_init(&left.node, node->is_leaf, node->first_child);
     for (size_t i = 0; i < split; i++)
-        page_append(&left.node, entries[i], sizes[i], hints[i]);
+        page_append(&left.node, entries[i], sizes[i]);
+    page_refresh_hints(&left.node);
 
     page_init(right, node->is_leaf, NULL);
     size_t right_from = split;
@@ -624,11 +697,11 @@ static void node_split_insert(struct kd_node *node, size_t index,
         right->first_child = entry_child(entries[split]);
         memcpy(separator->bytes, entries[split], sizes[split]);
         separator->size = sizes[split];
-        separator->hint = hints[split];
         right_from = split + 1;
     }
     for (size_t i = right_from; i < n; i++)
-        page_append(right, entries[i], sizes[i], hints[i]);
+        page_append(right, entries[i], sizes[i]);
+    page_refresh_hints(right);
 
     if (node->is_leaf) {
         /* Shortest prefix of right's first key that is greater than left's last key. */
@@ -798,10 +871,11 @@ static void merge_siblings(struct kd_family *family, struct kd_node *parent, siz
         size_t size = entry_size(sep, KD_INNER_PAYLOAD);
         memcpy(down, sep, size);
         entry_set_child(down, right->first_child);
-        page_append(&buf.node, down, size, node_slots(parent)[k].hint);
+        page_append(&buf.node, down, size);
     }
     for (size_t i = 0; i < right->count; i++)
         page_append_from(&buf.node, right, i);
+    page_refresh_hints(&buf.node);
 
     /* The merged page now refers to everything `other` refers to; `other` keeps its own
      * references until it is released below. */
@@ -1169,7 +1243,12 @@ static int check_page(const struct kd_node *n, const unsigned char *lo, size_t l
                        atomic_load(&blob->refs), blob->len);
         size_t len;
         const unsigned char *key = entry_key(e, payload, &len);
-        if (node_slots(n)[i].hint != key_hint(key, len))
+        size_t skip = n->hint_skip, len0;
+        const unsigned char *key0 = entry_key(node_entry(n, 0), payload, &len0);
+        if (len < skip || memcmp(key, key0, skip) != 0)
+            CHECK_FAIL("page %p slot %zu: key lacks the node's %zu-byte prefix", (void *)n, i,
+                       skip);
+        if (node_slots(n)[i].hint != key_hint(key + skip, len - skip))
             CHECK_FAIL("page %p slot %zu: stale hint", (void *)n, i);
         if (prev && key_compare(prev, prev_len, key, len) >= 0)
             CHECK_FAIL("page %p slot %zu: keys out of order", (void *)n, i);
