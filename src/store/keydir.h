@@ -30,11 +30,11 @@
 
 /* Where the newest record of a key lives, and what the store needs without reading it. */
 struct kd_meta {
-    uint32_t file_id;    /* data file number */
-    uint32_t offset;     /* byte offset of the record's header in that file */
-    uint32_t value_len;  /* length of the value in bytes */
-    uint64_t revision;   /* revision that wrote the record */
-    int64_t expiry_ms;   /* absolute expiry, ms since the Unix epoch; 0 = never */
+    uint32_t file_id;   /* data file number */
+    uint32_t offset;    /* byte offset of the record's header in that file */
+    uint32_t value_len; /* length of the value in bytes */
+    uint64_t revision;  /* revision that wrote the record */
+    int64_t expiry_ms;  /* absolute expiry, ms since the Unix epoch; 0 = never */
 };
 
 enum kd_bound_kind {

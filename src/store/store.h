@@ -30,12 +30,11 @@ struct rc_store;
 struct rc_store_view;
 
 /* Reported by rc_store_open when repair dropped corrupt bytes (see options.repair). */
-typedef void (*rc_store_repair_fn)(const char *file, uint64_t offset, uint64_t length,
-                                   void *ctx);
+typedef void (*rc_store_repair_fn)(const char *file, uint64_t offset, uint64_t length, void *ctx);
 
 struct rc_store_options {
-    uint64_t max_file_bytes; /* roll the active data file past this size; default 64 MiB */
-    uint32_t max_key_bytes;  /* default 64 KiB; larger keys are RC_ETOOBIG */
+    uint64_t max_file_bytes;  /* roll the active data file past this size; default 64 MiB */
+    uint32_t max_key_bytes;   /* default 64 KiB; larger keys are RC_ETOOBIG */
     uint32_t max_value_bytes; /* default 512 MiB; larger values are RC_ETOOBIG */
     /*
      * A corrupt record followed by valid ones (bit rot) makes open fail with RC_ECORRUPT and
@@ -96,8 +95,8 @@ int rc_store_get(struct rc_store *s, const void *key, size_t klen, struct rc_buf
  * Revisions are the caller's; the store keeps the highest it has seen.
  * RC_ETOOBIG, RC_EIO (the store then refuses further writes: RC_ECLOSED), RC_ENOMEM.
  */
-int rc_store_put(struct rc_store *s, const void *key, size_t klen, const void *value,
-                 size_t vlen, int64_t expiry_ms, uint64_t revision);
+int rc_store_put(struct rc_store *s, const void *key, size_t klen, const void *value, size_t vlen,
+                 int64_t expiry_ms, uint64_t revision);
 
 /* Writes a tombstone for key at revision. RC_ENOTFOUND (nothing written) if the key is
  * absent; an expired key is still present here, so that its deletion is recorded. */
@@ -116,9 +115,9 @@ uint64_t rc_store_applied_revision(struct rc_store *s);
 /* A key range for scans; see keydir.h for bound kinds. */
 struct rc_store_range {
     struct kd_bound lo, hi;
-    bool reverse;       /* descending key order */
-    size_t limit;       /* at most this many keys; 0 = no limit */
-    bool with_values;   /* read values (else the callback gets value NULL, vlen = value size) */
+    bool reverse;     /* descending key order */
+    size_t limit;     /* at most this many keys; 0 = no limit */
+    bool with_values; /* read values (else the callback gets value NULL, vlen = value size) */
 };
 
 /* Called per key in order; return 0 to go on, non-zero to stop (that value is returned).
@@ -143,7 +142,7 @@ struct rc_store_stats {
     uint64_t files;            /* data files */
     uint64_t keydir_bytes;     /* memory of the key directory (shared nodes counted once) */
     uint64_t applied_revision;
-    uint64_t merges;           /* merges completed since open */
+    uint64_t merges; /* merges completed since open */
 };
 int rc_store_stats(struct rc_store *s, struct rc_store_stats *out);
 

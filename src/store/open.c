@@ -1,0 +1,492 @@
+/*
+ * open.c — opening a store (lock, recovery, torn-tail truncation) and closing it.
+ *
+ * Recovery replays the data files in ascending id order (invariant 1 of store.c), each from
+ * its hint when it has a usable one, else by reading its records:
+ *  - In the last file (the one that was active), an invalid record after which no valid
+ *    record follows is a torn or zero-filled tail (a crash during a write, or the file's
+ *    preallocated space): the file is cut there and a line is logged.
+ *  - An invalid record followed by valid ones, in any file, is corruption (bit rot): open
+ *    fails naming the file and offset, unless options.repair, which drops the bad bytes
+ *    and reports them. So is an invalid record in a sealed file, which was fsynced whole.
+ * Then the last file becomes the active file again if it is still small, else a new one is
+ * made.
+ */
+#include "store_impl.h"
+
+#include "common/alloc.h"
+#include "common/crc32c.h"
+#include "common/fileio.h"
+#include "common/log.h"
+#include "hint.h"
+#include "raftcask.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+/* ============================== replay ============================== */
+
+struct load_ctx {
+    struct rc_store *s;
+    uint32_t file_id;
+};
+
+/* Applies one record (from a data file or a hint) to the key directory being rebuilt. */
+static int load_apply(const struct load_item *it, void *arg)
+{
+    struct load_ctx *lc = arg;
+    struct rc_store *s = lc->s;
+    const struct record *r = &it->rec;
+    if (r->revision > s->applied_revision)
+        s->applied_revision = r->revision;
+    struct kd_meta old;
+    bool replaced = false;
+    int rc = 0;
+    switch (r->kind) {
+    case RECORD_PUT: {
+        struct kd_meta m = {lc->file_id, it->offset, r->value_len, r->revision, r->expiry_ms};
+        rc = keydir_put(s->kd, r->key, r->key_len, &m, &old, &replaced);
+        if (rc == 0) {
+            s->live_bytes += r->total_len;
+            s->keys_with_expiry += m.expiry_ms != 0;
+        }
+        break;
+    }
+    case RECORD_DELETE:
+        rc = keydir_delete(s->kd, r->key, r->key_len, &old);
+        replaced = rc == 0;
+        if (rc == RC_ENOTFOUND)
+            rc = 0;
+        break;
+    case RECORD_CLEAR: {
+        struct keydir *fresh;
+        rc = keydir_new(&fresh);
+        if (rc == 0) {
+            keydir_free(s->kd);
+            s->kd = fresh;
+            s->live_bytes = 0;
+            s->keys_with_expiry = 0;
+        }
+        break;
+    }
+    case RECORD_MARK:
+    case RECORD_PAD:
+        break;
+    }
+    if (replaced) {
+        s->live_bytes -= record_size(r->key_len, old.value_len);
+        s->keys_with_expiry -= old.expiry_ms != 0;
+    }
+    return rc;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+/* Overwrites [off, off + len) with PAD records, so that the file is valid again and later
+ * opens (and hint writing) need no repair. Ranges shorter than a header cannot be padded. */
+static int pad_range(struct datafile *f, uint64_t off, uint64_t len)
+{
+    if (len < RECORD_HEADER_SIZE)
+        return RC_EINVAL;
+    uint8_t *buf = rc_calloc(1, 1 << 16);
+    if (!buf)
+        return RC_ENOMEM;
+    int rc = 0;
+    while (len > 0 && rc == 0) {
+        uint64_t piece = len;
+        if (piece > RECORD_MAX_VALUE)
+            piece = RECORD_MAX_VALUE; /* leaves >= 32 bytes for the next pad, or none */
+        if (len - piece > 0 && len - piece < RECORD_HEADER_SIZE)
+            piece -= RECORD_HEADER_SIZE;
+        uint32_t vlen = (uint32_t)(piece - RECORD_HEADER_SIZE);
+        /* The CRC covers the header's tail and vlen zero bytes. */
+        uint8_t hdr[RECORD_HEADER_SIZE];
+        record_encode(hdr, RECORD_PAD, 0, 0, NULL, 0, NULL, 0);
+        memcpy(hdr + 28, &vlen, 4);
+        uint32_t crc = rc_crc32c(0, hdr + 4, RECORD_HEADER_SIZE - 4);
+        for (uint64_t done = 0; done < vlen; done += 1 << 16) {
+            size_t n = vlen - done < (1 << 16) ? (size_t)(vlen - done) : 1 << 16;
+            crc = rc_crc32c(crc, buf, n);
+            if (rc == 0)
+                rc =
+                    rc_pwrite_all(f->fd, buf, n, (off_t)(off + RECORD_HEADER_SIZE + done), f->path);
+        }
+        memcpy(hdr, &crc, 4);
+        if (rc == 0)
+            rc = rc_pwrite_all(f->fd, hdr, sizeof hdr, (off_t)off, f->path);
+        off += piece;
+        len -= piece;
+    }
+    rc_free(buf);
+    return rc == 0 ? rc_fsync_file(f->fd, f->path) : rc;
+}
+
+static void report_dropped(struct rc_store *s, struct datafile *f, uint64_t off, uint64_t len)
+{
+    int padded = pad_range(f, off, len);
+    rc_warn("%s: repair dropped %llu corrupt bytes at offset %llu%s", f->path,
+            (unsigned long long)len, (unsigned long long)off,
+            padded == 0 ? " (overwritten with padding)"
+                        : " (left in place: the next open needs repair again)");
+    if (s->opts.on_repair)
+        s->opts.on_repair(f->path, off, len, s->opts.on_repair_ctx);
+}
+
+/* Replays every record of f, handling a bad tail or bad records as the file comment says. */
+static int load_data_file(struct rc_store *s, struct datafile *f, bool is_last)
+{
+    struct load_ctx lc = {s, f->id};
+    uint64_t off = 0;
+    while (off < f->size) {
+        struct load_item it = {.offset = (uint32_t)off};
+        if (record_decode(f->map + off, f->size - off, &it.rec) == RECORD_OK) {
+            int rc = load_apply(&it, &lc);
+            if (rc != 0)
+                return rc;
+            off += it.rec.total_len;
+            continue;
+        }
+        uint64_t next = record_find_next_valid(f->map, f->size, off);
+        if (next >= f->size && (is_last || s->opts.repair)) {
+            uint64_t dropped = f->size - off;
+            if (!is_last)
+                report_dropped(s, f, off, dropped);
+            else if (all_zero(f->map + off, dropped))
+                rc_info("%s: cut %llu bytes of zero-filled tail at offset %llu", f->path,
+                        (unsigned long long)dropped, (unsigned long long)off);
+            else
+                rc_warn("%s: cut %llu bytes of torn tail at offset %llu (an interrupted "
+                        "write)",
+                        f->path, (unsigned long long)dropped, (unsigned long long)off);
+            return datafile_truncate(f, off);
+        }
+        if (!s->opts.repair) {
+            rc_error("%s: corrupt record at offset %llu%s; refusing to open (the repair "
+                     "option drops it)",
+                     f->path, (unsigned long long)off,
+                     next < f->size ? ", followed by valid records" : " of a sealed file");
+            return RC_ECORRUPT;
+        }
+        report_dropped(s, f, off, next - off);
+        off = next;
+    }
+    return 0;
+}
+
+/* ============================== directory ============================== */
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Parses "NNNNNN<suffix>" (digits only before the suffix); 0 if name is not of that form. */
+static int parse_name(const char *name, const char *suffix, uint32_t *id)
+{
+    size_t n = strlen(name), sl = strlen(suffix);
+    if (n <= sl || n - sl > 10 || strcmp(name + n - sl, suffix) != 0)
+        return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n - sl; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(name[i] - '0');
+    }
+    if (v == 0 || v > UINT32_MAX)
+        return 0;
+    *id = (uint32_t)v;
+    return 1;
+}
+
+static bool has_suffix(const char *name, const char *suffix)
+{
+    size_t n = strlen(name), sl = strlen(suffix);
+    return n >= sl && strcmp(name + n - sl, suffix) == 0;
+}
+
+/* Lists data file ids (sorted) and removes leftovers of interrupted writes and merges. */
+static int list_dir(const char *dir, uint32_t **ids_out, size_t *n_out)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        rc_error("open directory %s: %s", dir, strerror(errno));
+        return RC_EIO;
+    }
+    uint32_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *e;
+    char path[PATH_MAX];
+    while ((e = readdir(d)) != NULL) {
+        uint32_t id;
+        if (has_suffix(e->d_name, ".tmp") || has_suffix(e->d_name, ".merging")) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            rc_info("removing %s, left by an interrupted write or merge", path);
+            unlink(path);
+        } else if (parse_name(e->d_name, ".data", &id)) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 16;
+                uint32_t *a = rc_realloc(ids, cap * sizeof *a);
+                if (!a) {
+                    rc = RC_ENOMEM;
+                    break;
+                }
+                ids = a;
+            }
+            ids[n++] = id;
+        }
+    }
+    closedir(d);
+    if (rc != 0) {
+        rc_free(ids);
+        return rc;
+    }
+    if (n > 1)
+        qsort(ids, n, sizeof *ids, cmp_u32);
+    *ids_out = ids;
+    *n_out = n;
+    return 0;
+}
+
+/* Removes hints whose data file is gone (a merge deleted it before its hint). */
+static void remove_orphan_hints(struct rc_store *s)
+{
+    DIR *d = opendir(s->dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[PATH_MAX];
+    while ((e = readdir(d)) != NULL) {
+        uint32_t id;
+        if (parse_name(e->d_name, ".hint", &id) && !store_find_file(s->files, s->nfiles, id)) {
+            snprintf(path, sizeof path, "%s/%s", s->dir, e->d_name);
+            unlink(path);
+        }
+    }
+    closedir(d);
+}
+
+static int take_lock(struct rc_store *s)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/LOCK", s->dir);
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (s->lock_fd < 0) {
+        rc_error("open %s: %s", path, strerror(errno));
+        return RC_EIO;
+    }
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        close(s->lock_fd);
+        s->lock_fd = -1;
+        if (err == EWOULDBLOCK) {
+            rc_error("store %s is in use by another process or handle (LOCK is held)", s->dir);
+            return RC_ELOCKED;
+        }
+        rc_error("lock %s: %s", path, strerror(err));
+        return RC_EIO;
+    }
+    return 0;
+}
+
+/* ============================== open ============================== */
+
+/* Replays every data file; on return the file table holds them all. */
+static int load_files(struct rc_store *s, const uint32_t *ids, size_t n, bool *last_sealed)
+{
+    char path[PATH_MAX];
+    *last_sealed = true;
+    for (size_t i = 0; i < n; i++) {
+        struct datafile *f;
+        datafile_path(path, sizeof path, s->dir, ids[i], ".data");
+        int rc = datafile_open(path, ids[i], &f);
+        if (rc != 0)
+            return rc;
+        rc = store_files_insert(s, f);
+        if (rc != 0) {
+            datafile_unref(f);
+            return rc;
+        }
+        s->total_bytes += f->size;
+        struct load_ctx lc = {s, f->id};
+        rc = hint_load(s->dir, f->id, f->size, load_apply, &lc);
+        bool is_last = i == n - 1;
+        if (rc == RC_ECORRUPT) { /* unusable hint: remove it, so a new one gets written */
+            datafile_path(path, sizeof path, s->dir, ids[i], ".hint");
+            unlink(path);
+        }
+        if (rc == RC_ENOTFOUND || rc == RC_ECORRUPT) {
+            uint64_t before = f->size;
+            rc = load_data_file(s, f, is_last && rc == RC_ENOTFOUND);
+            s->total_bytes -= before - f->size;
+            if (is_last)
+                *last_sealed = false;
+        }
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int rc_store_open(const char *dir, const struct rc_store_options *opts, struct rc_store **out)
+{
+    struct rc_store *s = rc_calloc(1, sizeof *s);
+    if (!s)
+        return RC_ENOMEM;
+    s->lock_fd = -1;
+    if (opts)
+        s->opts = *opts;
+    else
+        rc_store_options_init(&s->opts);
+    if (!s->opts.clock_ms) {
+        struct rc_store_options d;
+        rc_store_options_init(&d);
+        s->opts.clock_ms = d.clock_ms;
+    }
+    int rc = RC_EINVAL;
+    if (s->opts.max_file_bytes < 4096 || s->opts.max_file_bytes > (1ull << 31) ||
+        s->opts.max_key_bytes > RECORD_MAX_KEY || s->opts.max_value_bytes > RECORD_MAX_VALUE)
+        goto fail_free;
+    rc = RC_ENOMEM;
+    s->dir = rc_memdup(dir, strlen(dir));
+    if (!s->dir)
+        goto fail_free;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    atomic_init(&s->merge_abort, false);
+    rc = rc_mkdir_p(dir);
+    if (rc != 0)
+        goto fail_sync;
+    rc = take_lock(s);
+    if (rc != 0)
+        goto fail_sync;
+    rc = keydir_new(&s->kd);
+    if (rc != 0)
+        goto fail_lock;
+
+    uint32_t *ids;
+    size_t n;
+    rc = list_dir(dir, &ids, &n);
+    if (rc != 0)
+        goto fail_keydir;
+    bool last_sealed;
+    rc = load_files(s, ids, n, &last_sealed);
+    rc_free(ids);
+    if (rc != 0)
+        goto fail_files;
+    remove_orphan_hints(s);
+
+    /* The active file: the last one again if it was not sealed or is still small (its hint
+     * is then removed first, since the file will change), else a new file. */
+    struct datafile *last = s->nfiles ? s->files[s->nfiles - 1] : NULL;
+    char path[PATH_MAX];
+    bool reuse = last && (!last_sealed || last->size < s->opts.max_file_bytes / 2);
+    if (reuse && last_sealed) {
+        datafile_path(path, sizeof path, dir, last->id, ".hint");
+        reuse = unlink(path) == 0 && rc_fsync_dir(dir) == 0;
+    }
+    if (reuse) {
+        rc = datafile_make_writable(last, s->opts.max_file_bytes);
+        if (rc != 0)
+            goto fail_files;
+        s->active = last;
+    } else {
+        uint32_t id = last ? last->id + 1 : 1;
+        struct datafile *f;
+        datafile_path(path, sizeof path, dir, id, ".data");
+        rc = datafile_create(path, id, s->opts.max_file_bytes, &f);
+        if (rc != 0)
+            goto fail_files;
+        rc = store_files_insert(s, f);
+        if (rc != 0) {
+            datafile_unref(f);
+            unlink(path);
+            goto fail_files;
+        }
+        s->active = f;
+    }
+
+    if (pthread_create(&s->worker, NULL, store_worker_main, s) != 0) {
+        rc = RC_ENOMEM;
+        goto fail_files;
+    }
+    s->worker_running = true;
+    /* Sealed files that had no usable hint get one in the background. */
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i + 1 < s->nfiles; i++) {
+        datafile_path(path, sizeof path, dir, s->files[i]->id, ".hint");
+        if (access(path, F_OK) != 0)
+            store_queue_hint(s, s->files[i]);
+    }
+    pthread_mutex_unlock(&s->mu);
+    *out = s;
+    return 0;
+
+fail_files:
+    for (size_t i = 0; i < s->nfiles; i++)
+        datafile_unref(s->files[i]);
+    rc_free(s->files);
+fail_keydir:
+    keydir_free(s->kd);
+fail_lock:
+    close(s->lock_fd);
+fail_sync:
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+fail_free:
+    rc_free(s->dir);
+    rc_free(s);
+    return rc;
+}
+
+/* ============================== close ============================== */
+
+int rc_store_close(struct rc_store *s)
+{
+    if (!s)
+        return 0;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    atomic_store(&s->merge_abort, true);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->worker_running)
+        pthread_join(s->worker, NULL);
+
+    /* Seal the active file and give it a hint, so the next open reads no data file; an
+     * empty active file is simply removed. */
+    int rc = 0;
+    struct datafile *a = s->active;
+    if (a && a->size == 0) {
+        unlink(a->path);
+        rc = rc_fsync_dir(s->dir);
+    } else if (a && !s->failed) {
+        rc = datafile_seal(a);
+        if (rc == 0 && hint_write(s->dir, a) != 0)
+            rc_warn("%s: no hint written; the next open reads the data file", a->path);
+    }
+    for (size_t i = 0; i < s->nfiles; i++)
+        datafile_unref(s->files[i]);
+    rc_free(s->files);
+    keydir_free(s->kd);
+    close(s->lock_fd);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    rc_free(s->dir);
+    rc_free(s);
+    return rc;
+}

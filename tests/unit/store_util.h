@@ -1,0 +1,103 @@
+/* store_util.h — helpers shared by the store's test files (included, not linked). */
+#ifndef RC_TEST_STORE_UTIL_H
+#define RC_TEST_STORE_UTIL_H
+
+#include "test.h"
+
+#include "common/alloc.h"
+#include "raftcask.h"
+#include "store/store.h"
+
+#include <stdio.h>
+#include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int64_t test_clock_now = 1000000;
+static int64_t test_clock(void *ctx)
+{
+    (void)ctx;
+    return test_clock_now;
+}
+
+static inline struct rc_store *open_store_opts(const char *dir, uint64_t max_file_bytes,
+                                               bool repair)
+{
+    struct rc_store_options o;
+    rc_store_options_init(&o);
+    o.clock_ms = test_clock;
+    if (max_file_bytes)
+        o.max_file_bytes = max_file_bytes;
+    o.repair = repair;
+    struct rc_store *s = NULL;
+    int rc = rc_store_open(dir, &o, &s);
+    CHECK_MSG(rc == 0, "rc_store_open(%s) = %d (%s)", dir, rc, rc_strerror(rc));
+    return s;
+}
+
+static inline struct rc_store *open_store(const char *dir)
+{
+    return open_store_opts(dir, 0, false);
+}
+
+static inline void put_str(struct rc_store *s, const char *k, const char *v, uint64_t rev)
+{
+    CHECK_OK(rc_store_put(s, k, strlen(k), v, strlen(v), 0, rev));
+}
+
+/* Checks that key k holds v (or is absent when v is NULL). */
+static inline void check_value(struct rc_store *s, const char *k, const char *v)
+{
+    struct rc_buf b = {0};
+    int rc = rc_store_get(s, k, strlen(k), &b, NULL);
+    if (!v) {
+        CHECK_MSG(rc == RC_ENOTFOUND, "key '%s': expected absent, got rc %d", k, rc);
+    } else {
+        CHECK_MSG(rc == 0, "key '%s': expected '%s', got rc %d", k, v, rc);
+        CHECK_MEM(b.data, b.len, v, strlen(v));
+    }
+    rc_free(b.data);
+}
+
+/* Collects "k=v," for every key of a scan, for comparing whole contents. */
+struct collect {
+    char *text;
+    size_t len, cap;
+    size_t count;
+};
+
+static int collect_fn(const void *key, size_t klen, const void *value, size_t vlen,
+                      const struct rc_item_meta *meta, void *ctx)
+{
+    struct collect *c = ctx;
+    size_t need = klen + (value ? vlen : 0) + 4;
+    if (c->len + need + 1 > c->cap) {
+        c->cap = (c->len + need + 1) * 2;
+        c->text = realloc(c->text, c->cap);
+    }
+    memcpy(c->text + c->len, key, klen);
+    c->len += klen;
+    if (value) {
+        c->text[c->len++] = '=';
+        memcpy(c->text + c->len, value, vlen);
+        c->len += vlen;
+    }
+    c->text[c->len++] = ',';
+    c->text[c->len] = '\0';
+    c->count++;
+    (void)meta;
+    return 0;
+}
+
+/* The whole contents as "k=v,k=v,..."; caller frees. */
+static inline char *dump_store(struct rc_store *s)
+{
+    struct collect c = {0};
+    struct rc_store_range r = {.with_values = true};
+    CHECK_OK(rc_store_scan(s, &r, collect_fn, &c));
+    if (!c.text)
+        c.text = calloc(1, 1);
+    return c.text;
+}
+
+#endif
