@@ -440,10 +440,16 @@ static int buf_set(struct rc_buf *b, const void *data, size_t len)
 int rc_store_get(struct rc_store *s, const void *key, size_t klen, struct rc_buf *value,
                  struct rc_item_meta *meta)
 {
+    return rc_store_get_at(s, key, klen, 0, value, meta);
+}
+
+int rc_store_get_at(struct rc_store *s, const void *key, size_t klen, int64_t now_ms,
+                    struct rc_buf *value, struct rc_item_meta *meta)
+{
     struct kd_meta m;
     pthread_mutex_lock(&s->mu);
     int rc = keydir_get(s->kd, key, klen, &m);
-    if (rc == 0 && is_expired(&m, store_now(s)))
+    if (rc == 0 && is_expired(&m, now_ms ? now_ms : store_now(s)))
         rc = RC_ENOTFOUND;
     if (rc == 0 && value) {
         struct record r;
@@ -477,7 +483,7 @@ struct scan_ctx {
 static int scan_one(const void *key, size_t len, const struct kd_meta *meta, void *arg)
 {
     struct scan_ctx *c = arg;
-    if (is_expired(meta, c->now))
+    if (!c->range->include_expired && is_expired(meta, c->now))
         return 0;
     struct rc_item_meta im = {meta->revision, meta->expiry_ms, meta->value_len};
     const void *value = NULL;
@@ -504,7 +510,7 @@ static int scan_keydir(const struct keydir *kd, struct datafile *const *files, s
                        int64_t now, const struct rc_store_range *range, rc_store_scan_fn fn,
                        void *ctx)
 {
-    struct scan_ctx c = {files, nfiles, range, fn, ctx, now, 0, 0};
+    struct scan_ctx c = {files, nfiles, range, fn, ctx, range->now_ms ? range->now_ms : now, 0, 0};
     keydir_scan(kd, &range->lo, &range->hi, range->reverse, scan_one, &c);
     return c.error;
 }
@@ -518,30 +524,55 @@ int rc_store_scan(struct rc_store *s, const struct rc_store_range *range, rc_sto
     return rc;
 }
 
+void rc_store_range_prefix(struct rc_store_range *r, const void *prefix, size_t plen,
+                           unsigned char *succ)
+{
+    /* The keys with a prefix are those in [prefix, successor): the successor is the prefix
+     * with trailing 0xFF bytes dropped and its last byte incremented (none if all 0xFF). */
+    const unsigned char *p = prefix;
+    size_t slen = plen;
+    while (slen > 0 && p[slen - 1] == 0xFF)
+        slen--;
+    r->lo = (struct kd_bound){plen ? KD_BOUND_INCLUSIVE : KD_BOUND_OPEN, prefix, plen};
+    r->hi = (struct kd_bound){KD_BOUND_OPEN, NULL, 0};
+    if (slen > 0) {
+        memcpy(succ, prefix, slen);
+        succ[slen - 1]++;
+        r->hi = (struct kd_bound){KD_BOUND_EXCLUSIVE, succ, slen};
+    }
+}
+
 int rc_store_scan_prefix(struct rc_store *s, const void *prefix, size_t plen, bool reverse,
                          size_t limit, bool with_values, rc_store_scan_fn fn, void *ctx)
 {
     struct rc_store_range range = {.reverse = reverse, .limit = limit, .with_values = with_values};
-    /* The keys with a prefix are those in [prefix, successor): the successor is the prefix
-     * with trailing 0xFF bytes dropped and its last byte incremented (none if all 0xFF). */
-    unsigned char *succ = NULL;
-    size_t slen = plen;
-    const unsigned char *p = prefix;
-    while (slen > 0 && p[slen - 1] == 0xFF)
-        slen--;
-    if (plen > 0) {
-        range.lo = (struct kd_bound){KD_BOUND_INCLUSIVE, prefix, plen};
-        if (slen > 0) {
-            succ = rc_malloc(slen);
-            if (!succ)
-                return RC_ENOMEM;
-            memcpy(succ, prefix, slen);
-            succ[slen - 1]++;
-            range.hi = (struct kd_bound){KD_BOUND_EXCLUSIVE, succ, slen};
-        }
-    }
+    unsigned char *succ = rc_malloc(plen ? plen : 1);
+    if (!succ)
+        return RC_ENOMEM;
+    rc_store_range_prefix(&range, prefix, plen, succ);
     int rc = rc_store_scan(s, &range, fn, ctx);
     rc_free(succ);
+    return rc;
+}
+
+struct sample_ctx {
+    rc_store_scan_fn fn;
+    void *ctx;
+};
+
+static int sample_one(const void *key, size_t len, const struct kd_meta *meta, void *arg)
+{
+    struct sample_ctx *c = arg;
+    struct rc_item_meta im = {meta->revision, meta->expiry_ms, meta->value_len};
+    return c->fn(key, len, NULL, meta->value_len, &im, c->ctx);
+}
+
+int rc_store_sample(struct rc_store *s, uint64_t r, rc_store_scan_fn fn, void *ctx)
+{
+    struct sample_ctx c = {fn, ctx};
+    pthread_mutex_lock(&s->mu);
+    int rc = keydir_sample(s->kd, r, sample_one, &c);
+    pthread_mutex_unlock(&s->mu);
     return rc;
 }
 

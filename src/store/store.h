@@ -89,6 +89,10 @@ struct rc_item_meta {
  */
 int rc_store_get(struct rc_store *s, const void *key, size_t klen, struct rc_buf *value,
                  struct rc_item_meta *meta);
+/* The same, judging expiry at now_ms instead of the store's clock: applying a replicated
+ * entry must decide "expired or not" at the entry's time on every node alike. */
+int rc_store_get_at(struct rc_store *s, const void *key, size_t klen, int64_t now_ms,
+                    struct rc_buf *value, struct rc_item_meta *meta);
 
 /*
  * Writes key = value with absolute expiry (ms since epoch, 0 = never) at revision.
@@ -115,9 +119,11 @@ uint64_t rc_store_applied_revision(struct rc_store *s);
 /* A key range for scans; see keydir.h for bound kinds. */
 struct rc_store_range {
     struct kd_bound lo, hi;
-    bool reverse;     /* descending key order */
-    size_t limit;     /* at most this many keys; 0 = no limit */
-    bool with_values; /* read values (else the callback gets value NULL, vlen = value size) */
+    bool reverse;         /* descending key order */
+    size_t limit;         /* at most this many keys; 0 = no limit */
+    bool with_values;     /* read values (else the callback gets value NULL, vlen = value size) */
+    bool include_expired; /* also report keys whose expiry has passed */
+    int64_t now_ms;       /* judge expiry at this time; 0 = the store's clock */
 };
 
 /* Called per key in order; return 0 to go on, non-zero to stop (that value is returned).
@@ -127,9 +133,19 @@ typedef int (*rc_store_scan_fn)(const void *key, size_t klen, const void *value,
 
 int rc_store_scan(struct rc_store *s, const struct rc_store_range *range, rc_store_scan_fn fn,
                   void *ctx);
+/* Sets r->lo and r->hi to select the keys that start with prefix (all keys when plen == 0).
+ * succ must hold plen bytes; r->hi may point into it, so it must outlive the scan. */
+void rc_store_range_prefix(struct rc_store_range *r, const void *prefix, size_t plen,
+                           unsigned char *succ);
 /* Scan of the keys that start with prefix (all keys when plen == 0). */
 int rc_store_scan_prefix(struct rc_store *s, const void *prefix, size_t plen, bool reverse,
                          size_t limit, bool with_values, rc_store_scan_fn fn, void *ctx);
+
+/*
+ * Calls fn once with a key picked by a random descent driven by r (expired keys included;
+ * value NULL). RC_ENOTFOUND when the store is empty. For RANDOMKEY-like sampling.
+ */
+int rc_store_sample(struct rc_store *s, uint64_t r, rc_store_scan_fn fn, void *ctx);
 
 /* Number of keys, expired ones not yet deleted included (as Redis's DBSIZE). */
 size_t rc_store_count(struct rc_store *s);
