@@ -674,6 +674,8 @@ TEST(keydir_allocation_failure_atomic)
     keydir_free(kd);
 }
 
+static size_t make_fat_key(uint64_t *rng, unsigned char *key);
+
 struct sample_tally {
     const struct model *m;
     unsigned hits[64];
@@ -711,13 +713,25 @@ TEST(keydir_sample_picks_existing_keys_and_all_of_them)
     CHECK(!t.missing);
     for (size_t i = 0; i < m.n; i++)
         CHECK_MSG(t.hits[i] > 0, "key %zu never sampled", i);
-    /* A multi-level tree: every sample is a live key, and many distinct keys come up. */
-    for (int i = 0; i < 20000; i++)
-        random_write(kd, &m, &rng, seed, 30);
-    struct sample_tally big = {&m, {0}, false};
-    for (int i = 0; i < 4000; i++)
-        CHECK_EQ(keydir_sample(kd, test_rand(&rng), tally_fn, &big), 5);
-    CHECK(!big.missing);
+    /* A tree of several levels (fat keys: ~14 per leaf, ~15 children per internal node):
+     * every sample is a live key and every one of the 60 keys comes up. */
+    keydir_free(kd);
+    model_free(&m);
+    kd = new_keydir();
+    unsigned char fat[MAX_TEST_KEY];
+    while (m.n < 60) {
+        size_t len = make_fat_key(&rng, fat);
+        struct kd_meta meta = make_meta(&rng);
+        CHECK_OK(keydir_put(kd, fat, len, &meta, NULL, NULL));
+        model_put(&m, fat, len, &meta);
+    }
+    CHECK_MSG(keydir_memory(kd) > 4 * 4096, "not a multi-level tree");
+    struct sample_tally deep = {&m, {0}, false};
+    for (int i = 0; i < 6000; i++)
+        CHECK_EQ(keydir_sample(kd, test_rand(&rng), tally_fn, &deep), 5);
+    CHECK(!deep.missing);
+    for (size_t i = 0; i < m.n; i++)
+        CHECK_MSG(deep.hits[i] > 0, "fat key %zu never sampled", i);
     model_free(&m);
     keydir_free(kd);
 }
@@ -857,4 +871,44 @@ TEST(keydir_unlinks_empty_nodes_that_cannot_merge)
         model_free(&m);
         keydir_free(kd);
     }
+}
+
+struct writer_job {
+    struct keydir *kd;
+    struct model m;
+    uint64_t seed;
+};
+
+static void *writer_main(void *arg)
+{
+    struct writer_job *job = arg;
+    uint64_t rng = job->seed * 31 + 1;
+    for (int i = 0; i < 3000; i++)
+        random_write(job->kd, &job->m, &rng, job->seed, 40);
+    return NULL;
+}
+
+/* Two handles of one family written at once on two threads: each copies the nodes it shares
+ * with the other, and each must end with exactly its own writes. */
+TEST(keydir_original_and_clone_written_concurrently)
+{
+    uint64_t seed = test_seed(8080);
+    uint64_t rng = seed;
+    struct writer_job a = {new_keydir(), {0}, seed};
+    for (int i = 0; i < 3000; i++)
+        random_write(a.kd, &a.m, &rng, seed, 5);
+    struct writer_job b = {NULL, {0}, seed + 1};
+    CHECK_OK(keydir_clone(a.kd, &b.kd));
+    model_copy(&b.m, &a.m);
+    pthread_t thread;
+    CHECK_EQ(pthread_create(&thread, NULL, writer_main, &b), 0);
+    writer_main(&a);
+    CHECK_EQ(pthread_join(thread, NULL), 0);
+    check_same(a.kd, &a.m, seed);
+    check_same(b.kd, &b.m, seed);
+    keydir_free(a.kd);
+    check_same(b.kd, &b.m, seed);
+    keydir_free(b.kd);
+    model_free(&a.m);
+    model_free(&b.m);
 }
