@@ -63,6 +63,16 @@
  * parent, which can never overflow it), and an emptied node is unlinked and freed. Pages may
  * therefore stay sparse after heavy deletes; I4 is the fill invariant we keep.
  *
+ * Memory. A leaf entry for a 16-byte key takes 28 + 2 + 16 bytes plus a 4-byte slot, 34
+ * bytes beyond the key; at ~70% fill that is ~57 bytes per key, internal pages add under 1%
+ * (their separators are short prefixes) and glibc's chunk header per 4 KiB page 0.4%.
+ * bench/keydir.c measures it both by mallinfo2() and by keydir_memory(), which counts pages
+ * and blobs at their requested sizes.
+ *
+ * Speed. A lookup costs about one cache miss per level for the page header, one for the
+ * slot array (all its lines are prefetched at once, see node_search), and one for the entry
+ * whose key finally matches; the hints keep the binary search out of the entries.
+ *
  * State changes and the functions that make them:
  *   - path_make_exclusive():  copies every shared node on the path from the root to a leaf
  *     (node_copy) and points the exclusive parent at the copy. Semantically neutral, so it
@@ -709,10 +719,8 @@ static void node_split_insert(struct kd_node *node, size_t index,
         size_t last_len, first_len;
         const unsigned char *last = entry_key(entries[split - 1], payload, &last_len);
         const unsigned char *first = entry_key(entries[split], payload, &first_len);
-        size_t common = 0;
-        while (common < last_len && common < first_len && last[common] == first[common])
-            common++;
-        size_t sep_len = common + 1; /* <= first_len because last < first */
+        /* The prefix is at most first_len long because last < first. */
+        size_t sep_len = common_prefix(last, last_len, first, first_len) + 1;
         struct kd_blob *blob = NULL;
         if (sep_len > KD_INLINE_KEY_MAX) {
             /* Too long to sit inline: share the whole first key instead; still a valid
