@@ -143,6 +143,18 @@ int main(int argc, char **argv)
     double t_clone = (now_s() - t0) / clones;
     printf("bench: keydir clone_and_free_unshared %.0f ns\n", t_clone * 1e9);
 
+    /* A snapshot's typical life: clone, one write (copies the root-to-leaf path), free. */
+    t0 = now_s();
+    for (int i = 0; i < clones; i++) {
+        if ((rc = keydir_clone(kd, &clone)))
+            die("keydir_clone", rc);
+        meta.revision = 2 * n + (size_t)i;
+        if ((rc = keydir_put(kd, probes + (size_t)i * KEY_BYTES, KEY_BYTES, &meta, NULL, NULL)))
+            die("keydir_put after clone", rc);
+        keydir_free(clone);
+    }
+    printf("bench: keydir clone_write_free_cycle %.2f us\n", (now_s() - t0) / clones * 1e6);
+
     if ((rc = keydir_clone(kd, &clone)))
         die("keydir_clone", rc);
     size_t mem_before_writes = keydir_memory(kd);

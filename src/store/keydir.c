@@ -69,9 +69,10 @@
  * bench/keydir.c measures it both by mallinfo2() and by keydir_memory(), which counts pages
  * and blobs at their requested sizes.
  *
- * Speed. A lookup costs about one cache miss per level for the page header, one for the
- * slot array (all its lines are prefetched at once, see node_search), and one for the entry
- * whose key finally matches; the hints keep the binary search out of the entries.
+ * Speed. A lookup in a big map costs, per level not in cache, a miss for the page header,
+ * then overlapping misses for the rest of the slot array (prefetched at once, see
+ * node_search) and for the first key (to test the shared prefix), then one for the entry
+ * whose key finally matches; the hints keep the binary search out of the other entries.
  *
  * State changes and the functions that make them:
  *   - path_make_exclusive():  copies every shared node on the path from the root to a leaf
