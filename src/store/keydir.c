@@ -1169,6 +1169,7 @@ static int scan_node(const struct kd_node *n, const struct scan_state *s)
     return 0;
 }
 
+/* A NULL bound is taken as KD_BOUND_OPEN, a convenience beyond what keydir.h promises. */
 int keydir_scan(const struct keydir *kd, const struct kd_bound *lo, const struct kd_bound *hi,
                 bool reverse, kd_scan_fn fn, void *ctx)
 {
