@@ -100,25 +100,36 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n; i++)
         memcpy(probes + i * KEY_BYTES, keys + order[i] * KEY_BYTES, KEY_BYTES);
 
+    /* Three passes each, reporting the first and the best: the machine is shared, and the
+     * best pass is the one least disturbed by other work. */
     struct kd_meta got;
     uint64_t checksum = 0;
-    t0 = now_s();
-    for (size_t i = 0; i < n; i++) {
-        if ((rc = keydir_get(kd, probes + i * KEY_BYTES, KEY_BYTES, &got)))
-            die("keydir_get", rc);
-        checksum += got.offset;
-    }
-    double t_get = now_s() - t0;
-    printf("bench: keydir random_get %.2f Mops/s\n", (double)n / t_get / 1e6);
+    double get_first = 0, get_best = 0, update_first = 0, update_best = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        t0 = now_s();
+        for (size_t i = 0; i < n; i++) {
+            if ((rc = keydir_get(kd, probes + i * KEY_BYTES, KEY_BYTES, &got)))
+                die("keydir_get", rc);
+            checksum += got.offset;
+        }
+        double rate = (double)n / (now_s() - t0) / 1e6;
+        get_first = pass == 0 ? rate : get_first;
+        get_best = rate > get_best ? rate : get_best;
 
-    t0 = now_s();
-    for (size_t i = 0; i < n; i++) {
-        meta.revision = n + i;
-        if ((rc = keydir_put(kd, probes + i * KEY_BYTES, KEY_BYTES, &meta, NULL, NULL)))
-            die("keydir_put update", rc);
+        t0 = now_s();
+        for (size_t i = 0; i < n; i++) {
+            meta.revision = n * (size_t)(pass + 1) + i;
+            if ((rc = keydir_put(kd, probes + i * KEY_BYTES, KEY_BYTES, &meta, NULL, NULL)))
+                die("keydir_put update", rc);
+        }
+        rate = (double)n / (now_s() - t0) / 1e6;
+        update_first = pass == 0 ? rate : update_first;
+        update_best = rate > update_best ? rate : update_best;
     }
-    double t_update = now_s() - t0;
-    printf("bench: keydir random_update %.2f Mops/s\n", (double)n / t_update / 1e6);
+    printf("bench: keydir random_get %.2f Mops/s\n", get_first);
+    printf("bench: keydir random_get_best_of_3 %.2f Mops/s\n", get_best);
+    printf("bench: keydir random_update %.2f Mops/s\n", update_first);
+    printf("bench: keydir random_update_best_of_3 %.2f Mops/s\n", update_best);
 
     /* Clone: O(1); then the first writes pay for copying their paths. */
     struct keydir *clone;
@@ -132,13 +143,25 @@ int main(int argc, char **argv)
     double t_clone = (now_s() - t0) / clones;
     printf("bench: keydir clone_and_free_unshared %.0f ns\n", t_clone * 1e9);
 
+    /* A snapshot's typical life: clone, one write (copies the root-to-leaf path), free. */
+    t0 = now_s();
+    for (int i = 0; i < clones; i++) {
+        if ((rc = keydir_clone(kd, &clone)))
+            die("keydir_clone", rc);
+        meta.revision = 2 * n + (size_t)i;
+        if ((rc = keydir_put(kd, probes + (size_t)i * KEY_BYTES, KEY_BYTES, &meta, NULL, NULL)))
+            die("keydir_put after clone", rc);
+        keydir_free(clone);
+    }
+    printf("bench: keydir clone_write_free_cycle %.2f us\n", (now_s() - t0) / clones * 1e6);
+
     if ((rc = keydir_clone(kd, &clone)))
         die("keydir_clone", rc);
     size_t mem_before_writes = keydir_memory(kd);
     const size_t writes = n / 10;
     t0 = now_s();
     for (size_t i = 0; i < writes; i++) {
-        meta.revision = 3 * n + i;
+        meta.revision = 4 * n + i;
         if ((rc = keydir_put(kd, probes + i * KEY_BYTES, KEY_BYTES, &meta, NULL, NULL)))
             die("keydir_put after clone", rc);
     }

@@ -674,6 +674,8 @@ TEST(keydir_allocation_failure_atomic)
     keydir_free(kd);
 }
 
+static size_t make_fat_key(uint64_t *rng, unsigned char *key);
+
 struct sample_tally {
     const struct model *m;
     unsigned hits[64];
@@ -711,13 +713,202 @@ TEST(keydir_sample_picks_existing_keys_and_all_of_them)
     CHECK(!t.missing);
     for (size_t i = 0; i < m.n; i++)
         CHECK_MSG(t.hits[i] > 0, "key %zu never sampled", i);
-    /* A multi-level tree: every sample is a live key, and many distinct keys come up. */
-    for (int i = 0; i < 20000; i++)
-        random_write(kd, &m, &rng, seed, 30);
-    struct sample_tally big = {&m, {0}, false};
-    for (int i = 0; i < 4000; i++)
-        CHECK_EQ(keydir_sample(kd, test_rand(&rng), tally_fn, &big), 5);
-    CHECK(!big.missing);
+    /* A tree of several levels (fat keys: ~14 per leaf, ~15 children per internal node):
+     * every sample is a live key and every one of the 60 keys comes up. */
+    keydir_free(kd);
+    model_free(&m);
+    kd = new_keydir();
+    unsigned char fat[MAX_TEST_KEY];
+    while (m.n < 60) {
+        size_t len = make_fat_key(&rng, fat);
+        struct kd_meta meta = make_meta(&rng);
+        CHECK_OK(keydir_put(kd, fat, len, &meta, NULL, NULL));
+        model_put(&m, fat, len, &meta);
+    }
+    CHECK_MSG(keydir_memory(kd) > 4 * 4096, "not a multi-level tree");
+    struct sample_tally deep = {&m, {0}, false};
+    for (int i = 0; i < 6000; i++)
+        CHECK_EQ(keydir_sample(kd, test_rand(&rng), tally_fn, &deep), 5);
+    CHECK(!deep.missing);
+    for (size_t i = 0; i < m.n; i++)
+        CHECK_MSG(deep.hits[i] > 0, "fat key %zu never sampled", i);
     model_free(&m);
     keydir_free(kd);
+}
+
+/* Keys of 254 bytes sharing 250 (inline separators of ~252 bytes) or 404 bytes sharing 400
+ * (separators that must be out-of-line blobs): internal nodes hold ~15 children, so a few
+ * thousand keys make a deep tree where sparse nodes often cannot merge and get unlinked. */
+static size_t make_fat_key(uint64_t *rng, unsigned char *key)
+{
+    bool blob = test_rand(rng) % 4 == 0;
+    size_t prefix = blob ? 400 : 250, len = prefix + 4;
+    memset(key, blob ? 'q' : 'p', prefix);
+    for (size_t i = prefix; i < len; i++)
+        key[i] = (unsigned char)('a' + test_rand(rng) % 6);
+    return len;
+}
+
+TEST(keydir_fat_keys_deep_tree_with_clones_and_failures)
+{
+    uint64_t seed = test_seed(2718);
+    uint64_t rng = seed;
+    struct keydir *kd = new_keydir();
+    struct keydir *clone = NULL;
+    struct model m = {0}, frozen = {0};
+    for (int op = 0; op < 5000; op++) {
+        if (op % 400 == 0) { /* a clone now and then, so merges meet shared siblings */
+            if (clone) {
+                check_same(clone, &frozen, seed);
+                keydir_free(clone);
+                model_free(&frozen);
+            }
+            CHECK_OK(keydir_clone(kd, &clone));
+            model_copy(&frozen, &m);
+        }
+        unsigned char key[MAX_TEST_KEY];
+        size_t len = make_fat_key(&rng, key);
+        bool del = op >= 2500 ? test_rand(&rng) % 10 < 9 : test_rand(&rng) % 10 == 0;
+        struct kd_meta meta = make_meta(&rng);
+        bool found;
+        model_find(&m, key, len, &found);
+        /* Every 5th operation runs under allocation failure until it succeeds. */
+        for (long n = op % 5 == 0 ? 0 : -1;; n++) {
+            rc_alloc_fail_after(n);
+            int rc = del ? keydir_delete(kd, key, len, NULL)
+                         : keydir_put(kd, key, len, &meta, NULL, NULL);
+            rc_alloc_fail_after(-1);
+            if (rc == RC_ENOMEM) {
+                CHECK_EQ_U(keydir_count(kd), m.n);
+                if (n < 3)
+                    CHECK_MSG(keydir_check(kd) == 0, "seed %" PRIu64 " op %d", seed, op);
+                continue;
+            }
+            CHECK_MSG(rc == (del && !found ? RC_ENOTFOUND : 0), "seed %" PRIu64 " op %d: %d", seed,
+                      op, rc);
+            break;
+        }
+        if (del)
+            model_delete(&m, key, len);
+        else
+            model_put(&m, key, len, &meta);
+        if (op % 250 == 0)
+            check_same(kd, &m, seed);
+    }
+    check_same(kd, &m, seed);
+    check_same(clone, &frozen, seed);
+    keydir_free(clone);
+    while (m.n) {
+        size_t i = test_rand(&rng) % m.n;
+        CHECK_OK(keydir_delete(kd, m.v[i].key, m.v[i].len, NULL));
+        model_delete(&m, m.v[i].key, m.v[i].len);
+        if (m.n % 97 == 0)
+            check_same(kd, &m, seed);
+    }
+    CHECK_EQ_U(keydir_memory(kd), 0);
+    model_free(&m);
+    model_free(&frozen);
+    keydir_free(kd);
+}
+
+/* Key number x of the unlink scenario: a long shared prefix, then seven digits (255 bytes
+ * inline, or 407 bytes in a blob). */
+static size_t unlink_key(unsigned char *key, bool blob, int x)
+{
+    size_t prefix = blob ? 400 : 248;
+    memset(key, 'p', prefix);
+    snprintf((char *)key + prefix, 8, "%07d", x);
+    return prefix + 7;
+}
+
+static void unlink_put(struct keydir *kd, struct model *m, bool blob, int x)
+{
+    unsigned char key[MAX_TEST_KEY];
+    size_t len = unlink_key(key, blob, x);
+    struct kd_meta meta = {(uint32_t)x, 0, 0, 0, 0};
+    CHECK_OK(keydir_put(kd, key, len, &meta, NULL, NULL));
+    model_put(m, key, len, &meta);
+}
+
+/*
+ * White-box: builds three full leaves A | B | C under one root, then deletes every key of A
+ * and then of B. Neither can merge into its full neighbour, so each is emptied, unlinked as
+ * child 0 of the root, and finally the root collapses onto C. The leaf capacity and the
+ * split point follow from the page layout (entry = 28 + 2 + key or blob pointer, slot = 4,
+ * 4072 usable bytes; a split leaves floor((cap + 1) / 2) entries on the left).
+ */
+TEST(keydir_unlinks_empty_nodes_that_cannot_merge)
+{
+    for (int blob = 0; blob < 2; blob++) {
+        size_t entry = 28 + 2 + (blob ? 8 : 255) + 4;
+        int cap = (int)(4072 / entry), left = (cap + 1) / 2;
+        struct keydir *kd = new_keydir();
+        struct model m = {0};
+        for (int i = 0; i <= cap; i++) /* splits into A = [0, left) and B */
+            unlink_put(kd, &m, blob, i * 1000);
+        for (int i = cap + 1; i <= cap + left; i++) /* B splits into B = [left, 2 left), C */
+            unlink_put(kd, &m, blob, i * 1000);
+        int fill_a = cap - left, fill_b = cap - left, fill_c = cap - (cap + left - 2 * left + 1);
+        for (int j = 1; j <= fill_a; j++)
+            unlink_put(kd, &m, blob, j);
+        for (int j = 1; j <= fill_b; j++)
+            unlink_put(kd, &m, blob, left * 1000 + j);
+        for (int j = 1; j <= fill_c; j++)
+            unlink_put(kd, &m, blob, 2 * left * 1000 + j);
+        check_same(kd, &m, 0);
+        CHECK_EQ_U(m.n, 3 * (size_t)cap);
+        if (!blob)
+            CHECK_EQ_U(keydir_memory(kd), 4 * 4096); /* three full leaves and a root */
+        /* Empty A, then B, from their smallest key up. */
+        size_t victims = 2 * (size_t)cap;
+        while (m.n > 3 * (size_t)cap - victims) {
+            CHECK_OK(keydir_delete(kd, m.v[0].key, m.v[0].len, NULL));
+            model_delete(&m, m.v[0].key, m.v[0].len);
+            check_same(kd, &m, 0);
+        }
+        if (!blob)
+            CHECK_EQ_U(keydir_memory(kd), 4096); /* C alone, as the root */
+        model_free(&m);
+        keydir_free(kd);
+    }
+}
+
+struct writer_job {
+    struct keydir *kd;
+    struct model m;
+    uint64_t seed;
+};
+
+static void *writer_main(void *arg)
+{
+    struct writer_job *job = arg;
+    uint64_t rng = job->seed * 31 + 1;
+    for (int i = 0; i < 3000; i++)
+        random_write(job->kd, &job->m, &rng, job->seed, 40);
+    return NULL;
+}
+
+/* Two handles of one family written at once on two threads: each copies the nodes it shares
+ * with the other, and each must end with exactly its own writes. */
+TEST(keydir_original_and_clone_written_concurrently)
+{
+    uint64_t seed = test_seed(8080);
+    uint64_t rng = seed;
+    struct writer_job a = {new_keydir(), {0}, seed};
+    for (int i = 0; i < 3000; i++)
+        random_write(a.kd, &a.m, &rng, seed, 5);
+    struct writer_job b = {NULL, {0}, seed + 1};
+    CHECK_OK(keydir_clone(a.kd, &b.kd));
+    model_copy(&b.m, &a.m);
+    pthread_t thread;
+    CHECK_EQ(pthread_create(&thread, NULL, writer_main, &b), 0);
+    writer_main(&a);
+    CHECK_EQ(pthread_join(thread, NULL), 0);
+    check_same(a.kd, &a.m, seed);
+    check_same(b.kd, &b.m, seed);
+    keydir_free(a.kd);
+    check_same(b.kd, &b.m, seed);
+    keydir_free(b.kd);
+    model_free(&a.m);
+    model_free(&b.m);
 }
