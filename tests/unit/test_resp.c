@@ -222,6 +222,13 @@ TEST(parse_large_requests_in_chunks)
     CHECK_OK(rc);
     CHECK_EQ(used, n);
     CHECK_EQ(argv.args[1].len, bulk);
+
+    /* The size hint names the length at which the big bulk completes. */
+    CHECK_EQ(resp_parse(&p, &lim, buf, 3, &argv, &used), RC_EAGAIN);
+    CHECK_EQ(resp_parse_wanted(&p), 0);
+    CHECK_EQ(resp_parse(&p, &lim, buf, (size_t)hdr + 10, &argv, &used), RC_EAGAIN);
+    CHECK_EQ(resp_parse_wanted(&p), n);
+    resp_parser_init(&p);
     rc_free(buf);
 
     /* 200,000 one-byte arguments, fed 1000 bytes at a time. */
@@ -809,6 +816,10 @@ TEST(ld2str_like_redis_incrbyfloat)
         {"1e17", "100000000000000000"},
         {"1e-4940", "0"},
         {"0x10", "16"},
+        {"0x1p3", "8"},
+        {"+1", "1"},
+        {".5", "0.5"},
+        {"1e-4950", "0"},
         {"123456789.123456789", "123456789.12345678899873747"},
         {"1e308", "9999999999999999999668587965584564566056009984741556720779704799492173486883"
                   "8061"},
