@@ -94,7 +94,8 @@ void resp_parser_init(struct resp_parser *p);
  * Redis ignores). Returns RC_EAGAIN when buf holds only part of a command: the parser
  * remembers how far it got, and the next call must pass the same bytes (the buffer may have
  * moved, e.g. by realloc) followed by any new ones; it resumes there, so a command fed in
- * many small reads is scanned once in total. Returns RC_EPROTO for malformed or over-limit
+ * many small reads is scanned once in total. Until that next call, argv holds the partial
+ * command (lengths only): do not modify it. Returns RC_EPROTO for malformed or over-limit
  * input: resp_parser_error() gives Redis's message (without "-ERR "), and the connection
  * should be closed. Returns RC_ENOMEM if argv could not grow (the state is kept, so a later
  * call may retry). After 0 or RC_EPROTO the parser is ready for the next command, which
