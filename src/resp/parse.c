@@ -147,7 +147,7 @@ void resp_parser_init(struct resp_parser *p)
 
 const char *resp_parser_error(const struct resp_parser *p)
 {
-    return p->error;
+    return p->error ? p->error : p->error_buf;
 }
 
 static int fail(struct resp_parser *p, const char *message)
@@ -163,7 +163,8 @@ static int fail_expected_dollar(struct resp_parser *p, char got)
     if (got == '\r' || got == '\n' || got == '\0')
         got = ' ';
     snprintf(p->error_buf, sizeof p->error_buf, "Protocol error: expected '$', got '%c'", got);
-    return fail(p, p->error_buf);
+    /* NULL means "in error_buf": a pointer into p would dangle if the caller moved p. */
+    return fail(p, NULL);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -336,6 +337,13 @@ static int parse_inline(struct resp_parser *p, const struct resp_limits *lim, co
         return rc;
     *consumed = nl + 1;
     return 0;
+}
+
+size_t resp_parse_wanted(const struct resp_parser *p)
+{
+    if (p->mode != MODE_ARGS || p->bulk_len < 0)
+        return 0;
+    return p->next + (size_t)p->bulk_len + 2;
 }
 
 /* ---------------------------------------------------------------------------------------- */

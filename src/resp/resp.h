@@ -69,18 +69,18 @@ struct resp_argv {
 };
 
 void resp_argv_init(struct resp_argv *argv);
-/* Frees what the parser allocated; argv may be reused after resp_argv_init(). */
+/* Frees what the parser allocated and leaves argv empty, ready for reuse. */
 void resp_argv_free(struct resp_argv *argv);
 
 /* Resumable parser state for one connection. Fields are private to parse.c. */
 struct resp_parser {
-    int mode;           /* what the bytes at offset 0 are (START, MULTIBULK, INLINE) */
+    int mode;           /* how far the current command got (START, COUNT, ARGS, INLINE) */
     size_t scan_from;   /* where the search for the current line's end resumes */
     size_t next;        /* offset of the first byte not yet parsed */
     size_t first_arg;   /* offset of the first '$' header of the multibulk */
     uint64_t args_left; /* bulk arguments still expected */
     int64_t bulk_len;   /* length of the bulk whose header was read, or -1 */
-    const char *error;  /* message of the last RC_EPROTO */
+    const char *error;  /* message of the last RC_EPROTO; NULL: it is in error_buf */
     char error_buf[48]; /* holds the formatted "expected '$', got 'x'" message */
 };
 
@@ -94,7 +94,8 @@ void resp_parser_init(struct resp_parser *p);
  * Redis ignores). Returns RC_EAGAIN when buf holds only part of a command: the parser
  * remembers how far it got, and the next call must pass the same bytes (the buffer may have
  * moved, e.g. by realloc) followed by any new ones; it resumes there, so a command fed in
- * many small reads is scanned once in total. Returns RC_EPROTO for malformed or over-limit
+ * many small reads is scanned once in total. Until that next call, argv holds the partial
+ * command (lengths only): do not modify it. Returns RC_EPROTO for malformed or over-limit
  * input: resp_parser_error() gives Redis's message (without "-ERR "), and the connection
  * should be closed. Returns RC_ENOMEM if argv could not grow (the state is kept, so a later
  * call may retry). After 0 or RC_EPROTO the parser is ready for the next command, which
@@ -103,6 +104,14 @@ void resp_parser_init(struct resp_parser *p);
  */
 int resp_parse(struct resp_parser *p, const struct resp_limits *limits, const char *buf, size_t len,
                struct resp_argv *argv, size_t *consumed);
+
+/*
+ * After RC_EAGAIN: the buffer length at which the bulk argument being read will be complete,
+ * or 0 if not known yet (a header line is incomplete, or an inline line). A hint for sizing
+ * reads of big values; it is bounded by the limits (a few hundred MB by default), so a
+ * caller should not reserve it blindly for a client that has not authenticated.
+ */
+size_t resp_parse_wanted(const struct resp_parser *p);
 
 /* The message of the last RC_EPROTO, e.g. "Protocol error: invalid bulk length"; static or
  * inside p, valid until the next resp_parse() call. */

@@ -149,8 +149,8 @@ TEST(parse_pipelined_commands_one_after_another)
     char buf[1024];
     size_t len = 0;
     size_t count = sizeof valid_requests / sizeof *valid_requests;
-    /* The "xx" request must be last-but-one free: its skipped bytes are not "\r\n", so put
-     * all requests back to back exactly as written. */
+    /* All requests back to back, exactly as written (the "PINGxx" one included: its two
+     * skipped bytes must not swallow the start of the next request). */
     for (size_t r = 0; r < count; r++) {
         memcpy(buf + len, valid_requests[r].wire, wire_len(&valid_requests[r]));
         len += wire_len(&valid_requests[r]);
@@ -172,6 +172,57 @@ TEST(parse_pipelined_commands_one_after_another)
     CHECK_EQ(off, len);
     size_t used;
     CHECK_EQ(resp_parse(&p, &lim, buf + off, 0, &argv, &used), RC_EAGAIN);
+    resp_argv_free(&argv);
+}
+
+/* The pipeline again, arriving in random-sized reads into a buffer that moves, consumed
+ * bytes dropped after each command, as the server will do. */
+TEST(parse_pipeline_in_random_chunks)
+{
+    char wire[1024];
+    size_t len = 0, count = sizeof valid_requests / sizeof *valid_requests;
+    for (size_t r = 0; r < count; r++) {
+        memcpy(wire + len, valid_requests[r].wire, wire_len(&valid_requests[r]));
+        len += wire_len(&valid_requests[r]);
+    }
+    uint64_t st = test_seed(3);
+    struct resp_limits lim;
+    struct resp_argv argv;
+    resp_limits_default(&lim);
+    resp_argv_init(&argv);
+    for (int round = 0; round < 200; round++) {
+        struct resp_parser p;
+        resp_parser_init(&p);
+        char *buf = NULL;
+        size_t have = 0, fed = 0, next_request = 0;
+        while (fed < len) {
+            size_t chunk = 1 + test_rand(&st) % 16;
+            if (chunk > len - fed)
+                chunk = len - fed;
+            char *moved = rc_malloc(have + chunk);
+            if (have)
+                memcpy(moved, buf, have);
+            memcpy(moved + have, wire + fed, chunk);
+            rc_free(buf);
+            buf = moved;
+            have += chunk;
+            fed += chunk;
+            size_t used;
+            int rc;
+            while ((rc = resp_parse(&p, &lim, buf, have, &argv, &used)) == 0) {
+                CHECK(next_request < count);
+                CHECK_EQ(used, wire_len(&valid_requests[next_request]));
+                check_args(&valid_requests[next_request], &argv);
+                next_request++;
+                memmove(buf, buf + used, have - used);
+                have -= used;
+            }
+            CHECK_EQ(rc, RC_EAGAIN);
+        }
+        CHECK_EQ(next_request, count);
+        CHECK_EQ(have, 0);
+        rc_free(buf);
+    }
     resp_argv_free(&argv);
 }
 
@@ -222,6 +273,13 @@ TEST(parse_large_requests_in_chunks)
     CHECK_OK(rc);
     CHECK_EQ(used, n);
     CHECK_EQ(argv.args[1].len, bulk);
+
+    /* The size hint names the length at which the big bulk completes. */
+    CHECK_EQ(resp_parse(&p, &lim, buf, 3, &argv, &used), RC_EAGAIN);
+    CHECK_EQ(resp_parse_wanted(&p), 0);
+    CHECK_EQ(resp_parse(&p, &lim, buf, (size_t)hdr + 10, &argv, &used), RC_EAGAIN);
+    CHECK_EQ(resp_parse_wanted(&p), n);
+    resp_parser_init(&p);
     rc_free(buf);
 
     /* 200,000 one-byte arguments, fed 1000 bytes at a time. */
@@ -809,6 +867,10 @@ TEST(ld2str_like_redis_incrbyfloat)
         {"1e17", "100000000000000000"},
         {"1e-4940", "0"},
         {"0x10", "16"},
+        {"0x1p3", "8"},
+        {"+1", "1"},
+        {".5", "0.5"},
+        {"1e-4950", "0"},
         {"123456789.123456789", "123456789.12345678899873747"},
         {"1e308", "9999999999999999999668587965584564566056009984741556720779704799492173486883"
                   "8061"},
