@@ -23,7 +23,7 @@ endif
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Isrc -MMD -MP -pthread
-LDLIBS += -pthread -lm
+LDLIBS += -luv -pthread -lm
 
 LIB_SRCS := $(sort $(filter-out src/main.c,$(wildcard src/*/*.c)))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
@@ -46,28 +46,33 @@ deps:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	rm -f $@
-	ar rcs $@ $^
+	@rm -f $@
+	@echo "  AR    $@"
+	@ar rcs $@ $^
 
 $(BIN): $(BUILD)/src/main.o $(LIB)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+	@echo "  LINK  $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 $(TEST_MAIN): tests/unit/harness.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(TEST_MAIN) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(TEST_MAIN) $(LIB) -o $@ $(LDLIBS)
+	@echo "  TEST  $@"
+	@$(CC) $(CFLAGS) $< $(TEST_MAIN) $(LIB) -o $@ $(LDLIBS)
 
 # Benchmarks link against the reference engines too.
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS) -llmdb -lleveldb
+	@echo "  BENCH $@"
+	@$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS) -llmdb -lleveldb
 
 run: deps $(BIN)
 	$(BIN)

@@ -1,0 +1,373 @@
+/*
+ * client.c — client connections: accept, read, parse (pipelining), reply, close.
+ *
+ * NOTES
+ * 1. The query buffer holds received bytes from the start of the first unparsed command.
+ *    resp_parse resumes where it stopped, so a large bulk arriving in many reads is scanned
+ *    once. Parsed argv point into the buffer; it is compacted only after dispatch.
+ * 2. Back-pressure: while a client's unsent replies exceed OUTPUT_SOFT_LIMIT, its input is
+ *    not parsed and its socket not read, so a client that sends without reading cannot
+ *    grow the node's memory by more than one reply; a single reply that takes the total
+ *    past --client-output-limit disconnects it.
+ * 3. Lifetime: a client is referenced by the loop (until uv_close completes) and by each of
+ *    its writes in flight (the write path routes replies to it). It is freed at zero.
+ */
+#include "server.h"
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "raftcask.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define QUERY_READ_CHUNK  (16 * 1024)
+#define OUTPUT_SOFT_LIMIT (4u << 20)
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void process_input(struct client *c);
+
+/* ============================== lifetime ============================== */
+
+static void client_free(struct client *c)
+{
+    rc_free(c->query);
+    resp_argv_free(&c->argv);
+    resp_buf_free(&c->out);
+    resp_buf_free(&c->sending);
+    rc_free(c);
+}
+
+void client_release(struct client *c)
+{
+    if (--c->refs == 0)
+        client_free(c);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    client_release(h->data);
+}
+
+void client_close(struct client *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    c->closing = true;
+    struct server *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nclients--;
+    if (c->in_flush_list) { /* unlink from the flush list */
+        struct client **pp = &s->flush_list;
+        while (*pp && *pp != c)
+            pp = &(*pp)->next_flush;
+        if (*pp)
+            *pp = c->next_flush;
+        c->in_flush_list = false;
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+void client_close_after_reply(struct client *c)
+{
+    c->closing = true;
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    client_mark_output(c);
+}
+
+/* ============================== accepting ============================== */
+
+void client_on_connection(uv_stream_t *listener, int status)
+{
+    struct server *s = listener->data;
+    if (status < 0) {
+        rc_warn("accept: %s", uv_strerror(status));
+        return;
+    }
+    struct client *c = rc_calloc(1, sizeof *c);
+    if (!c) {
+        rc_warn("accept: out of memory");
+        return;
+    }
+    c->srv = s;
+    c->refs = 1;
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, on_closed);
+        return;
+    }
+    s->stats.connections_received++;
+    c->id = ++s->next_client_id;
+    c->created_ms = c->last_cmd_ms = (uint64_t)server_now_ms();
+    c->authenticated = s->cfg->requirepass[0] == '\0';
+    snprintf(c->last_cmd, sizeof c->last_cmd, "NULL");
+    resp_parser_init(&c->parser);
+    resp_argv_init(&c->argv);
+    resp_buf_init(&c->out);
+    resp_buf_init(&c->sending);
+    struct sockaddr_storage sa;
+    int salen = sizeof sa;
+    char host[48] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &salen) == 0) {
+        if (sa.ss_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *)&sa, host, sizeof host);
+            port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+        } else if (sa.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&sa, host, sizeof host);
+            port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+        }
+    }
+    snprintf(c->addr, sizeof c->addr, "%s:%d", host, port);
+    uv_tcp_nodelay(&c->tcp, 1);
+
+    c->next = s->clients;
+    if (s->clients)
+        s->clients->prev = c;
+    s->clients = c;
+    s->nclients++;
+    if (s->nclients > s->cfg->maxclients) {
+        s->stats.connections_rejected++;
+        resp_add_error(&c->out, "ERR max number of clients reached", 33);
+        client_close_after_reply(c);
+        return;
+    }
+    c->reading = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0;
+}
+
+/* ============================== reading ============================== */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct client *c = h->data;
+    (void)suggested;
+    if (c->query_cap - c->query_len < QUERY_READ_CHUNK) {
+        size_t cap = c->query_cap ? c->query_cap * 2 : QUERY_READ_CHUNK;
+        while (cap - c->query_len < QUERY_READ_CHUNK)
+            cap *= 2;
+        char *q = rc_realloc(c->query, cap);
+        if (!q) {
+            buf->base = NULL;
+            buf->len = 0; /* libuv reports UV_ENOBUFS to on_read */
+            return;
+        }
+        c->query = q;
+        c->query_cap = cap;
+    }
+    buf->base = c->query + c->query_len;
+    buf->len = c->query_cap - c->query_len;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct client *c = stream->data;
+    (void)buf;
+    if (nread < 0) {
+        if (nread != UV_EOF && nread != UV_ECONNRESET)
+            rc_debug("client %llu: read: %s", (unsigned long long)c->id, uv_strerror((int)nread));
+        client_close(c);
+        return;
+    }
+    c->query_len += (size_t)nread;
+    c->srv->stats.net_input_bytes += (uint64_t)nread;
+    process_input(c);
+}
+
+/* Drops consumed bytes from the front of the query buffer; shrinks it after a big command. */
+static void compact_query(struct client *c, size_t consumed)
+{
+    if (consumed == 0)
+        return;
+    memmove(c->query, c->query + consumed, c->query_len - consumed);
+    c->query_len -= consumed;
+    if (c->query_cap > (1u << 20) && c->query_len < QUERY_READ_CHUNK) {
+        char *q = rc_realloc(c->query, QUERY_READ_CHUNK * 2);
+        if (q) {
+            c->query = q;
+            c->query_cap = QUERY_READ_CHUNK * 2;
+        }
+    }
+}
+
+/* True when the next command may run now (see server.h on ordering). */
+static bool may_run(struct client *c, const struct resp_argv *argv)
+{
+    if (c->pending_writes == 0)
+        return true;
+    const struct command *cmd =
+        argv->count ? command_lookup(argv->args[0].ptr, argv->args[0].len) : NULL;
+    return cmd && (cmd->flags & CMD_WRITE);
+}
+
+static void set_reading(struct client *c, bool on)
+{
+    if (c->closing || c->reading == on)
+        return;
+    if (on)
+        c->reading = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0;
+    else {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+static void process_input(struct client *c)
+{
+    struct server *s = c->srv;
+    size_t pos = 0;
+    struct resp_limits limits = s->limits;
+    while (!c->closing && pos < c->query_len) {
+        if (c->out.len + c->sending.len > OUTPUT_SOFT_LIMIT)
+            break; /* back-pressure: resumed when the replies drain */
+        limits.unauthenticated = !c->authenticated;
+        size_t consumed = 0;
+        int rc = resp_parse(&c->parser, &limits, c->query + pos, c->query_len - pos, &c->argv,
+                            &consumed);
+        if (rc == RC_EAGAIN)
+            break;
+        if (rc == RC_EPROTO) {
+            const char *msg = resp_parser_error(&c->parser);
+            s->stats.protocol_errors++;
+            rc_debug("client %llu (%s): %s", (unsigned long long)c->id, c->addr, msg);
+            reply_error(c, msg);
+            client_close_after_reply(c);
+            break;
+        }
+        if (rc != 0) { /* RC_ENOMEM: try again on the next read */
+            rc_warn("client %llu: out of memory parsing a command", (unsigned long long)c->id);
+            break;
+        }
+        if (c->argv.count > 0 && !may_run(c, &c->argv)) {
+            /* Wait for the writes in flight; the command is parsed again on resume. */
+            resp_parser_init(&c->parser);
+            break;
+        }
+        pos += consumed;
+        if (c->argv.count > 0) {
+            s->stats.commands_processed++;
+            c->last_cmd_ms = (uint64_t)server_now_ms();
+            command_dispatch(c, c->argv.count, c->argv.args);
+        }
+    }
+    compact_query(c, pos);
+    set_reading(c, c->pending_writes == 0 && c->out.len + c->sending.len <= OUTPUT_SOFT_LIMIT);
+    if (c->out.len)
+        client_mark_output(c);
+}
+
+void client_resume(struct client *c)
+{
+    if (!c->closed && c->pending_writes == 0)
+        process_input(c);
+}
+
+/* ============================== writing ============================== */
+
+void client_mark_output(struct client *c)
+{
+    if (c->in_flush_list || c->closed)
+        return;
+    c->in_flush_list = true;
+    c->next_flush = c->srv->flush_list;
+    c->srv->flush_list = c;
+}
+
+static void start_write(struct client *c);
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct client *c = req->data;
+    c->writing = false;
+    c->sending.len = 0;
+    if (c->sending.cap > (1u << 20)) { /* give back a large buffer */
+        resp_buf_free(&c->sending);
+        resp_buf_init(&c->sending);
+    }
+    if (status < 0 || c->closed) {
+        if (!c->closed)
+            client_close(c);
+        client_release(c);
+        return;
+    }
+    if (c->out.len) {
+        start_write(c);
+    } else if (c->closing) {
+        client_close(c);
+    } else if (c->query_len && c->pending_writes == 0) {
+        process_input(c); /* input held back by back-pressure */
+    } else {
+        set_reading(c, c->pending_writes == 0);
+    }
+    client_release(c);
+}
+
+static void start_write(struct client *c)
+{
+    if (c->writing || c->closed)
+        return;
+    if (c->out.len == 0) {
+        if (c->closing)
+            client_close(c);
+        return;
+    }
+    if (c->out.len + c->sending.len > c->srv->cfg->client_output_limit) {
+        rc_warn("client %llu (%s) exceeded the output limit; disconnecting",
+                (unsigned long long)c->id, c->addr);
+        client_close(c);
+        return;
+    }
+    /* Swap: the accumulated replies go out, new ones gather in the other buffer. */
+    struct resp_buf t = c->sending;
+    c->sending = c->out;
+    c->out = t;
+    c->out.len = 0;
+    uv_buf_t b = uv_buf_init(c->sending.data, (unsigned)c->sending.len);
+    c->write_req.data = c;
+    c->srv->stats.net_output_bytes += c->sending.len;
+    int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+    if (rc != 0) {
+        client_close(c);
+        return;
+    }
+    c->writing = true;
+    c->refs++;
+}
+
+void client_flush_all(struct server *s)
+{
+    while (s->flush_list) {
+        struct client *c = s->flush_list;
+        s->flush_list = c->next_flush;
+        c->in_flush_list = false;
+        start_write(c);
+    }
+}
+
+void client_list_line(struct client *c, struct resp_buf *b)
+{
+    uint64_t now = (uint64_t)server_now_ms();
+    char line[512];
+    int n =
+        snprintf(line, sizeof line,
+                 "id=%llu addr=%s laddr=? fd=%d name=%s age=%llu idle=%llu flags=N db=0 "
+                 "sub=0 psub=0 ssub=0 multi=-1 qbuf=%zu qbuf-free=%zu argv-mem=0 "
+                 "multi-mem=0 obl=0 oll=0 omem=%zu tot-mem=%zu events=r cmd=%s user=default "
+                 "redir=-1 resp=2 lib-name=%s lib-ver=%s\n",
+                 (unsigned long long)c->id, c->addr, (int)c->tcp.io_watcher.fd, c->name,
+                 (unsigned long long)((now - c->created_ms) / 1000),
+                 (unsigned long long)((now - c->last_cmd_ms) / 1000), c->query_len,
+                 c->query_cap - c->query_len, c->out.len + c->sending.len,
+                 c->query_cap + c->out.cap + c->sending.cap, c->last_cmd, c->lib_name, c->lib_ver);
+    resp_buf_append(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}

@@ -1,0 +1,103 @@
+/*
+ * expire.c — the active expiry cycle: finds keys whose time has passed and deletes them
+ * through the write path (DELEXPIRED), so that every replica deletes them at the same log
+ * position. Expired keys are invisible to reads from the instant they expire; this cycle
+ * only reclaims their space.
+ *
+ * Each run (every 100 ms) walks up to SWEEP_KEYS keys in key order from where the last run
+ * stopped, wrapping around, and deletes the expired ones it saw; it repeats, within a time
+ * budget, while a good share of what it saw had expired (a burst of expiries is reclaimed
+ * quickly; a keyspace with few is swept slowly and cheaply). Nothing runs when no key has
+ * an expiry.
+ */
+#include "server.h"
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "raftcask.h"
+
+#include <string.h>
+
+#define SWEEP_KEYS         1000
+#define MAX_KEYS_PER_ENTRY 256
+#define BUDGET_NS          5000000ull /* 5 ms per run */
+
+struct sweep {
+    struct server *s;
+    int64_t now;
+    size_t seen;
+    struct resp_arg *keys; /* copies of expired keys (ptr owned) */
+    size_t nkeys;
+    char *last;
+    size_t last_len;
+    bool wrapped;
+    int error;
+};
+
+static int sweep_one(const void *key, size_t klen, const void *value, size_t vlen,
+                     const struct rc_item_meta *meta, void *ctx)
+{
+    struct sweep *w = ctx;
+    w->seen++;
+    char *copy = rc_memdup(key, klen);
+    if (!copy) {
+        w->error = RC_ENOMEM;
+        return 1;
+    }
+    rc_free(w->last);
+    w->last = copy;
+    w->last_len = klen;
+    if (meta->expiry_ms && meta->expiry_ms <= w->now && w->nkeys < MAX_KEYS_PER_ENTRY) {
+        char *k = rc_memdup(key, klen);
+        if (!k) {
+            w->error = RC_ENOMEM;
+            return 1;
+        }
+        w->keys[w->nkeys].ptr = k;
+        w->keys[w->nkeys].len = klen;
+        w->nkeys++;
+    }
+    return w->nkeys == MAX_KEYS_PER_ENTRY ? 1 : 0;
+}
+
+/* One sweep step; returns how many expired keys it submitted for deletion. */
+static size_t sweep_step(struct server *s, int64_t now)
+{
+    struct resp_arg args[MAX_KEYS_PER_ENTRY + 1];
+    struct sweep w = {.s = s, .now = now, .keys = args + 1};
+    struct rc_store_range r = {.limit = SWEEP_KEYS, .include_expired = true};
+    if (s->expire_pivot_set)
+        r.lo = (struct kd_bound){KD_BOUND_EXCLUSIVE, s->expire_pivot, s->expire_pivot_len};
+    rc_store_scan(s->store, &r, sweep_one, &w);
+    if (w.seen < SWEEP_KEYS && !w.error && w.nkeys < MAX_KEYS_PER_ENTRY) {
+        /* Reached the end of the keyspace: the next step starts over. */
+        rc_free(w.last);
+        w.last = NULL;
+        s->expire_pivot_set = false;
+    }
+    rc_free(s->expire_pivot);
+    s->expire_pivot = w.last;
+    s->expire_pivot_len = w.last_len;
+    if (w.last)
+        s->expire_pivot_set = true;
+    if (w.nkeys > 0) {
+        args[0] = (struct resp_arg){"DELEXPIRED", 10};
+        if (writepath_submit(s, NULL, w.nkeys + 1, args) == 0)
+            s->stats.expired_keys += w.nkeys;
+    }
+    for (size_t i = 0; i < w.nkeys; i++)
+        rc_free((char *)w.keys[i].ptr);
+    return w.nkeys * 4 >= w.seen && w.seen ? w.nkeys : 0;
+}
+
+void expire_cycle(struct server *s)
+{
+    struct rc_store_stats st;
+    rc_store_stats(s->store, &st);
+    if (st.keys_with_expiry == 0)
+        return;
+    uint64_t start = (uint64_t)uv_hrtime();
+    int64_t now = server_now_ms();
+    while (sweep_step(s, now) > 0 && uv_hrtime() - start < BUDGET_NS)
+        ;
+}

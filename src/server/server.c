@@ -1,0 +1,185 @@
+/*
+ * server.c — starting and stopping a single node: store, listener, loop handles, signals.
+ *
+ * One libuv loop runs everything. At the end of every iteration (a check handle) the
+ * writes gathered during the iteration are applied as one entry and every client's
+ * replies are written, so one write system call per client and one store pass per entry
+ * serve however many commands arrived together. A 100 ms timer drives the active expiry.
+ */
+#include "server.h"
+
+#include "common/alloc.h"
+#include "common/fileio.h"
+#include "common/log.h"
+#include "raftcask.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#define CRON_INTERVAL_MS 100
+
+int64_t server_now_ms(void)
+{
+    return rc_now_ms();
+}
+
+uint64_t server_random(struct server *s)
+{
+    uint64_t z = (s->rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* ============================== loop callbacks ============================== */
+
+static void on_check(uv_check_t *h)
+{
+    struct server *s = h->data;
+    /* Applying can resume clients, which can submit more writes: loop until quiet. */
+    while (s->batch.started)
+        writepath_flush(s);
+    client_flush_all(s);
+}
+
+static void on_cron(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    if (!s->shutting_down)
+        expire_cycle(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct server *s = h->data;
+    rc_info("received %s; shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    server_shutdown(s, 0);
+}
+
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void server_shutdown(struct server *s, int exit_code)
+{
+    if (s->shutting_down)
+        return;
+    s->shutting_down = true;
+    s->exit_code = exit_code;
+    /* Writes already accepted are applied before the store closes. */
+    while (s->batch.started)
+        writepath_flush(s);
+    close_handle((uv_handle_t *)&s->listener);
+    close_handle((uv_handle_t *)&s->check);
+    close_handle((uv_handle_t *)&s->cron);
+    close_handle((uv_handle_t *)&s->sigterm);
+    close_handle((uv_handle_t *)&s->sigint);
+    while (s->clients)
+        client_close(s->clients);
+}
+
+/* ============================== start ============================== */
+
+static int open_listener(struct server *s)
+{
+    char host[256];
+    int port;
+    rc_config_split_hostport(s->cfg->bind, host, &port);
+    struct sockaddr_storage addr;
+    int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)
+                               : uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+    if (rc != 0) {
+        rc_error("invalid --bind address '%s': %s", s->cfg->bind, uv_strerror(rc));
+        return rc;
+    }
+    uv_tcp_init(s->loop, &s->listener);
+    s->listener.data = s;
+    rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&s->listener, 511, client_on_connection);
+    if (rc != 0)
+        rc_error("cannot listen on %s: %s", s->cfg->bind, uv_strerror(rc));
+    return rc;
+}
+
+static void setup_logging(const struct rc_config *cfg)
+{
+    int level = rc_log_parse_level(cfg->loglevel);
+    rc_log_set_level(level < 0 ? RC_LOG_INFO : (enum rc_log_level)level);
+}
+
+int server_run(struct rc_config *cfg)
+{
+    struct server *s = rc_calloc(1, sizeof *s);
+    if (!s)
+        return 1;
+    s->cfg = cfg;
+    s->loop = uv_default_loop();
+    s->start_ms = (uint64_t)server_now_ms();
+    s->rng = s->start_ms ^ (uint64_t)getpid() << 32;
+    setup_logging(cfg);
+    resp_limits_default(&s->limits);
+    s->limits.max_bulk_len_bytes = cfg->proto_max_bulk_len;
+    signal(SIGPIPE, SIG_IGN);
+
+    int exit_code = 1;
+    if (commands_init() != 0)
+        goto out_free;
+    struct rc_store_options so;
+    rc_store_options_init(&so);
+    so.max_file_bytes = cfg->max_file_bytes;
+    so.max_key_bytes = (uint32_t)cfg->max_key_size;
+    so.max_value_bytes = (uint32_t)cfg->proto_max_bulk_len;
+    char cask[4096];
+    snprintf(cask, sizeof cask, "%s/cask", cfg->dir);
+    int rc = rc_store_open(cask, &so, &s->store);
+    if (rc != 0) {
+        rc_error("cannot open the store in %s: %s", cask, rc_strerror(rc));
+        goto out_commands;
+    }
+    s->revision = rc_store_applied_revision(s->store);
+    if (open_listener(s) != 0) {
+        uv_close((uv_handle_t *)&s->listener, NULL);
+        uv_run(s->loop, UV_RUN_DEFAULT);
+        goto out_store;
+    }
+    uv_check_init(s->loop, &s->check);
+    s->check.data = s;
+    uv_check_start(&s->check, on_check);
+    uv_timer_init(s->loop, &s->cron);
+    s->cron.data = s;
+    uv_timer_start(&s->cron, on_cron, CRON_INTERVAL_MS, CRON_INTERVAL_MS);
+    uv_signal_init(s->loop, &s->sigterm);
+    s->sigterm.data = s;
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_init(s->loop, &s->sigint);
+    s->sigint.data = s;
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+
+    rc_info("raftcask %s ready: %zu keys at revision %llu in %s, listening on %s", RC_VERSION,
+            rc_store_count(s->store), (unsigned long long)s->revision, cfg->dir, cfg->bind);
+    uv_run(s->loop, UV_RUN_DEFAULT);
+    exit_code = s->exit_code;
+    rc_info("stopped");
+
+out_store:
+    writepath_free(s);
+    scan_cursors_free(s);
+    rc_free(s->expire_pivot);
+    rc_free(s->scratch.data);
+    rc = rc_store_close(s->store);
+    if (rc != 0) {
+        rc_error("closing the store: %s", rc_strerror(rc));
+        exit_code = 1;
+    }
+out_commands:
+    commands_free();
+out_free:
+    uv_loop_close(s->loop);
+    rc_free(s);
+    return exit_code;
+}

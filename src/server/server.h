@@ -1,0 +1,228 @@
+/*
+ * server.h — the single-node RESP server: one libuv loop, clients, the command table and
+ * the write path. Shared by the files of src/server; nothing else includes it.
+ *
+ * Flow: a read fills a client's query buffer → every complete command in it is parsed
+ * (pipelining) and dispatched through the command table → a read command replies at once
+ * from the store; a write command is validated, normalised (clock-dependent options become
+ * absolute times) and submitted to the write path, which gathers the writes of one loop
+ * iteration into one entry and applies it (fsm_apply) with the next revision; each reply is
+ * routed back to its client in order → replies are written once per client per iteration.
+ *
+ * Ordering: a client with writes in flight keeps parsing only while the next command is a
+ * write too (it joins the same or a later entry, which apply in order); any other command
+ * waits until the writes are applied, so a pipeline's replies come back in order and a
+ * read sees the client's own earlier writes.
+ */
+#ifndef RC_SERVER_SERVER_H
+#define RC_SERVER_SERVER_H
+
+#include "cluster/entry.h"
+#include "config.h"
+#include "resp/reply.h"
+#include "resp/resp.h"
+#include "store/store.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct server;
+struct client;
+
+/* ============================== commands ============================== */
+
+enum command_flags {
+    CMD_WRITE = 1 << 0,    /* changes data: goes through the write path */
+    CMD_READONLY = 1 << 1, /* reads data */
+    CMD_ADMIN = 1 << 2,
+    CMD_FAST = 1 << 3,     /* O(1) or O(log n) */
+    CMD_NOAUTH = 1 << 4,   /* allowed before AUTH */
+    CMD_NOSCRIPT = 1 << 5, /* (informational, as Redis) */
+};
+
+typedef void (*command_fn)(struct client *c, size_t argc, const struct resp_arg *argv);
+
+/* One row of the command table: everything COMMAND, COMMAND DOCS and docs/COMMANDS.md say
+ * about a command comes from here. */
+struct command {
+    const char *name; /* lower case */
+    int arity;        /* Redis convention: n = exactly n args (name included), -n = at least n */
+    unsigned flags;
+    int first_key, last_key, key_step; /* key positions, as COMMAND reports them */
+    command_fn fn;
+    const char *group;   /* "string", "keyspace", "connection", "server", "raftcask" */
+    const char *since;   /* Redis version that introduced it, or raftcask's */
+    const char *syntax;  /* arguments, e.g. "key value [NX|XX] [GET] [EX seconds|...]" */
+    const char *summary; /* one line */
+};
+
+struct command_table {
+    const struct command *rows;
+    size_t count;
+};
+
+/* The tables of each command family (cmd_*.c). */
+extern const struct command_table string_commands;
+extern const struct command_table keyspace_commands;
+extern const struct command_table server_commands;
+
+/* Looks a command up by name (case-insensitive); NULL if unknown. */
+const struct command *command_lookup(const char *name, size_t len);
+/* Calls fn for every command, in table order. */
+void command_foreach(void (*fn)(const struct command *cmd, void *ctx), void *ctx);
+size_t command_count(void);
+/* Builds the lookup index; call once at start. 0 or RC_ENOMEM. */
+int commands_init(void);
+void commands_free(void);
+/* Prints docs/COMMANDS.md generated from the table. */
+void commands_print_markdown(FILE *out);
+/* COMMAND and its subcommands (commands.c). */
+void cmd_command(struct client *c, size_t argc, const struct resp_arg *argv);
+/* Executes one parsed command for client c (arity, auth and dispatch). */
+void command_dispatch(struct client *c, size_t argc, const struct resp_arg *argv);
+
+/* ============================== clients ============================== */
+
+struct client {
+    uv_tcp_t tcp;
+    struct server *srv;
+    uint64_t id;
+    struct client *next, *prev; /* all clients */
+    struct client *next_flush;  /* clients with replies to write this iteration */
+    bool in_flush_list;
+    char *query; /* bytes received and not yet consumed */
+    size_t query_len, query_cap;
+    struct resp_parser parser;
+    struct resp_argv argv;
+    struct resp_buf out;     /* replies not yet handed to the socket */
+    struct resp_buf sending; /* replies being written */
+    uv_write_t write_req;
+    bool writing;
+    bool reading;
+    bool closing; /* close once the replies are written */
+    bool closed;  /* uv_close was called */
+    bool authenticated;
+    bool readonly_mode;
+    unsigned pending_writes; /* writes submitted, replies not yet routed */
+    unsigned refs;           /* the loop's reference plus one per pending write */
+    char name[64];
+    char lib_name[64], lib_ver[32];
+    char addr[64];
+    uint64_t created_ms, last_cmd_ms;
+    char last_cmd[24];
+};
+
+/* ============================== the write path ============================== */
+
+/* A write in the batch being built: which client gets command `index`'s reply, or a reply
+ * decided up front (an error found while the client had writes in flight, kept in order). */
+struct write_slot {
+    struct client *client; /* NULL: nobody waits (the expiry cycle) */
+    bool preset;           /* reply is preset_reply, not the entry's reply */
+    uint32_t index;        /* command index in the entry */
+    char *preset_reply;
+    size_t preset_len;
+};
+
+struct write_batch {
+    struct entry_builder entry;
+    bool started;
+    struct write_slot *slots;
+    size_t nslots, cap;
+};
+
+/* ============================== the server ============================== */
+
+struct server_stats {
+    uint64_t connections_received;
+    uint64_t connections_rejected;
+    uint64_t commands_processed;
+    uint64_t entries_applied;
+    uint64_t expired_keys;
+    uint64_t net_input_bytes, net_output_bytes;
+    uint64_t protocol_errors;
+};
+
+struct server {
+    uv_loop_t *loop;
+    struct rc_config *cfg;
+    struct rc_store *store;
+    uv_tcp_t listener;
+    uv_check_t check; /* end of every loop iteration: apply the batch, write replies */
+    uv_timer_t cron;  /* 100 ms: active expiry */
+    uv_signal_t sigterm, sigint;
+    struct client *clients;
+    size_t nclients;
+    uint64_t next_client_id;
+    struct client *flush_list;
+    struct resp_limits limits;
+    struct write_batch batch;
+    uint64_t revision; /* of the last entry applied */
+    uint64_t start_ms;
+    bool shutting_down;
+    int exit_code;
+    struct server_stats stats;
+    /* SCAN cursors: a cursor is a number naming the last key returned (see cmd_keyspace.c). */
+    struct scan_cursor *cursors;
+    size_t ncursors;
+    uint64_t next_cursor;
+    /* Active expiry: where the next sweep resumes. */
+    char *expire_pivot;
+    size_t expire_pivot_len;
+    bool expire_pivot_set;
+    uint64_t rng;
+    struct rc_buf scratch; /* value buffer for reads on the loop thread */
+};
+
+/* server.c */
+int server_run(struct rc_config *cfg);
+void server_shutdown(struct server *s, int exit_code);
+int64_t server_now_ms(void);
+uint64_t server_random(struct server *s);
+
+/* client.c */
+void client_on_connection(uv_stream_t *listener, int status);
+void client_close(struct client *c);             /* close now, dropping unsent replies */
+void client_close_after_reply(struct client *c); /* close once replies are written */
+void client_flush_all(struct server *s);         /* write every client's pending replies */
+void client_mark_output(struct client *c);       /* c has replies to write this iteration */
+void client_release(struct client *c);           /* drop one reference (see refs) */
+void client_resume(struct client *c);            /* writes applied: go on parsing */
+void client_list_line(struct client *c, struct resp_buf *b); /* CLIENT LIST/INFO line */
+
+/* writepath.c */
+/* Submits a normalised write for client c (NULL for internal writes). 0 or RC_ENOMEM. */
+int writepath_submit(struct server *s, struct client *c, size_t argc, const struct resp_arg *a);
+/* Queues an error reply in order behind c's writes in flight. */
+int writepath_submit_error(struct server *s, struct client *c, const char *msg, size_t len);
+/* Applies the batch built so far (called at the end of each loop iteration). */
+void writepath_flush(struct server *s);
+void writepath_free(struct server *s);
+
+/* cmd_keyspace.c */
+void scan_cursors_free(struct server *s);
+
+/* expire.c */
+void expire_cycle(struct server *s);
+
+/* Reply helpers shared by the command files (cmd_util.c). */
+void reply_error(struct client *c, const char *msg);
+void reply_errorf(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void reply_wrong_arity(struct client *c, const char *cmd);
+void reply_syntax_error(struct client *c);
+void reply_not_integer(struct client *c);
+bool arg_is(const struct resp_arg *a, const char *word);
+bool arg_to_i64(const struct resp_arg *a, int64_t *out);
+/* Validates and submits a normalised write, or replies the error (keeping order). */
+void submit_write(struct client *c, size_t argc, const struct resp_arg *argv);
+void submit_error(struct client *c, const char *msg);
+/* Turns an expire argument into absolute ms since the epoch (seconds: multiply by 1000;
+ * relative: add now), with Redis's checks and errors ("invalid expire time in 'cmd'
+ * command"). Replies (in order) and returns false on error. */
+bool expire_arg_to_abs(struct client *c, const struct resp_arg *a, bool seconds, bool relative,
+                       const char *cmd, int64_t *out);
+/* Formats an absolute ms time as the decimal PXAT argument into buf (>= 24 bytes). */
+struct resp_arg abs_ms_arg(char *buf, int64_t ms);
+
+#endif
