@@ -38,7 +38,7 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 BIN := $(BUILD)/raftcask
 
-.PHONY: all run test check bench fuzz clean deps format unit
+.PHONY: all run test check bench fuzz clean deps format unit docs
 all: $(BIN) $(UNIT_BINS)
 
 deps:
@@ -89,6 +89,10 @@ bench: deps
 
 fuzz: deps
 	@FUZZ_SECONDS=$${FUZZ_SECONDS:-60} scripts/run-fuzz
+
+# docs/COMMANDS.md is generated from the command table.
+docs: $(BIN)
+	$(BIN) --commands-markdown > docs/COMMANDS.md
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -175,13 +175,17 @@ static void apply_getdel(struct apply_ctx *c, size_t argc, const struct resp_arg
     resp_add_bulk(c->out, c->val.data, c->val.len);
 }
 
-/* GETEX k [PXAT ms|PERSIST] */
+/* GETEX k [PXAT ms|PERSIST|ERROR message]: ERROR carries an invalid time found by the
+ * proposer, replied only if the key exists (Redis checks the key first). */
 static void apply_getex(struct apply_ctx *c, size_t argc, const struct resp_arg *a)
 {
     int64_t pxat = 0;
     bool persist = false;
+    const struct resp_arg *error = NULL;
     if (argc == 3 && arg_is(&a[2], "PERSIST"))
         persist = true;
+    else if (argc == 4 && arg_is(&a[2], "ERROR"))
+        error = &a[3];
     else if (argc == 4 && arg_is(&a[2], "PXAT") && parse_i64(&a[3], &pxat) && pxat > 0)
         ;
     else if (argc != 2)
@@ -194,6 +198,10 @@ static void apply_getex(struct apply_ctx *c, size_t argc, const struct resp_arg 
     }
     if (store_failed(c, found))
         return;
+    if (error) {
+        resp_add_error(c->out, error->ptr, error->len);
+        return;
+    }
     int rc = 0;
     bool deleted;
     if (pxat && pxat <= c->now)

@@ -12,7 +12,7 @@
  *   SET k v [NX|XX] [GET] [PXAT ms|KEEPTTL]  +OK, nil, or the old value (GET)
  *   SETNX k v                                :1 / :0
  *   GETDEL k                                 value or nil
- *   GETEX k [PXAT ms|PERSIST]                value or nil
+ *   GETEX k [PXAT ms|PERSIST|ERROR msg]      value or nil (ERROR msg: the error if k exists)
  *   MSET k v [k v ...]                       +OK
  *   MSETNX k v [k v ...]                     :1 / :0
  *   DEL k [k ...]                            :deleted

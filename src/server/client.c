@@ -225,11 +225,16 @@ static void set_reading(struct client *c, bool on)
 static void process_input(struct client *c)
 {
     struct server *s = c->srv;
+    if (c->in_process_input)
+        return;
+    c->in_process_input = true;
     size_t pos = 0;
     struct resp_limits limits = s->limits;
     while (!c->closing && pos < c->query_len) {
         if (c->out.len + c->sending.len > OUTPUT_SOFT_LIMIT)
             break; /* back-pressure: resumed when the replies drain */
+        if (c->pending_writes && writepath_full(s))
+            break; /* resumed when the entry is applied */
         limits.unauthenticated = !c->authenticated;
         size_t consumed = 0;
         int rc = resp_parse(&c->parser, &limits, c->query + pos, c->query_len - pos, &c->argv,
@@ -240,7 +245,7 @@ static void process_input(struct client *c)
             const char *msg = resp_parser_error(&c->parser);
             s->stats.protocol_errors++;
             rc_debug("client %llu (%s): %s", (unsigned long long)c->id, c->addr, msg);
-            reply_error(c, msg);
+            reply_errorf(c, "ERR %s", msg);
             client_close_after_reply(c);
             break;
         }
@@ -249,8 +254,10 @@ static void process_input(struct client *c)
             break;
         }
         if (c->argv.count > 0 && !may_run(c, &c->argv)) {
-            /* Wait for the writes in flight; the command is parsed again on resume. */
+            /* Wait for the writes in flight; the command is parsed again on resume, from a
+             * fresh parser and an empty argv (argv carries parser state too). */
             resp_parser_init(&c->parser);
+            c->argv.count = 0;
             break;
         }
         pos += consumed;
@@ -264,6 +271,7 @@ static void process_input(struct client *c)
     set_reading(c, c->pending_writes == 0 && c->out.len + c->sending.len <= OUTPUT_SOFT_LIMIT);
     if (c->out.len)
         client_mark_output(c);
+    c->in_process_input = false;
 }
 
 void client_resume(struct client *c)

@@ -41,13 +41,13 @@ static void cmd_exists(struct client *c, size_t argc, const struct resp_arg *a)
 {
     int64_t n = 0;
     for (size_t i = 1; i < argc; i++)
-        n += rc_store_get(store_of(c), a[i].ptr, a[i].len, NULL, NULL) == 0;
+        n += read_key(c, &a[i], NULL, NULL) == 0;
     resp_add_int(&c->out, n);
 }
 
 static void cmd_type(struct client *c, size_t argc, const struct resp_arg *a)
 {
-    int rc = rc_store_get(store_of(c), a[1].ptr, a[1].len, NULL, NULL);
+    int rc = read_key(c, &a[1], NULL, NULL);
     resp_add_status(&c->out, rc == 0 ? "string" : "none");
 }
 
@@ -166,7 +166,7 @@ static void cmd_pexpireat(struct client *c, size_t argc, const struct resp_arg *
 static void ttl_generic(struct client *c, const struct resp_arg *key, bool ms, bool absolute)
 {
     struct rc_item_meta m;
-    if (rc_store_get(store_of(c), key->ptr, key->len, NULL, &m) != 0) {
+    if (read_key(c, key, NULL, &m) != 0) {
         resp_add_int(&c->out, -2);
         return;
     }

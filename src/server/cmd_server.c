@@ -103,7 +103,7 @@ static void cmd_hello(struct client *c, size_t argc, const struct resp_arg *a)
         if (!arg_to_i64(&a[1], &proto))
             return reply_error(c, "ERR Protocol version is not an integer or out of range");
         if (proto != 2)
-            return reply_error(c, "NOPROTO sorry, this protocol version is not supported");
+            return reply_error(c, "NOPROTO unsupported protocol version");
     }
     const struct resp_arg *name = NULL;
     for (size_t i = 2; i < argc; i++) {
@@ -203,9 +203,53 @@ static void client_kill(struct client *c, size_t argc, const struct resp_arg *a)
     }
 }
 
+/* Subcommand arities (Redis convention), so errors read as Redis 7's
+ * "wrong number of arguments for 'client|setname' command". */
+struct subcommand {
+    const char *name;
+    int arity;
+};
+
+/* 0 when the subcommand exists and its arity holds; otherwise the error is replied. */
+static int check_subcommand(struct client *c, const char *cmd, const struct subcommand *subs,
+                            size_t n, size_t argc, const struct resp_arg *a)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!arg_is(&a[1], subs[i].name))
+            continue;
+        int ar = subs[i].arity;
+        if ((ar > 0 && argc != (size_t)ar) || (ar < 0 && argc < (size_t)-ar)) {
+            char lower[32];
+            size_t k = 0;
+            for (; subs[i].name[k] && k < sizeof lower - 1; k++)
+                lower[k] = (char)(subs[i].name[k] | 0x20);
+            lower[k] = '\0';
+            reply_errorf(c, "ERR wrong number of arguments for '%s|%s' command", cmd, lower);
+            return -1;
+        }
+        return 0;
+    }
+    char upper[16];
+    size_t k = 0;
+    for (; cmd[k] && k < sizeof upper - 1; k++)
+        upper[k] = (char)(cmd[k] & ~0x20);
+    upper[k] = '\0';
+    reply_errorf(c, "ERR unknown subcommand '%.*s'. Try %s HELP.",
+                 (int)(a[1].len > 40 ? 40 : a[1].len), a[1].ptr, upper);
+    return -1;
+}
+
+static const struct subcommand client_subs[] = {
+    {"ID", 2},    {"SETNAME", 3}, {"GETNAME", 2}, {"SETINFO", 4},
+    {"LIST", -2}, {"INFO", 2},    {"KILL", -3},
+};
+
 static void cmd_client(struct client *c, size_t argc, const struct resp_arg *a)
 {
     struct resp_buf *b = &c->out;
+    if (check_subcommand(c, "client", client_subs, sizeof client_subs / sizeof *client_subs, argc,
+                         a) != 0)
+        return;
     if (arg_is(&a[1], "ID") && argc == 2) {
         resp_add_int(b, (int64_t)c->id);
     } else if (arg_is(&a[1], "SETNAME") && argc == 3) {
@@ -281,8 +325,13 @@ static const char *const redis_compat[][2] = {
     {"cluster-enabled", "no"},
 };
 
+static const struct subcommand config_subs[] = {{"GET", -3}, {"SET", -4}, {"RESETSTAT", 2}};
+
 static void cmd_config(struct client *c, size_t argc, const struct resp_arg *a)
 {
+    if (check_subcommand(c, "config", config_subs, sizeof config_subs / sizeof *config_subs, argc,
+                         a) != 0)
+        return;
     if (arg_is(&a[1], "GET") && argc >= 3) {
         struct config_reply r = {0};
         resp_buf_init(&r.items);

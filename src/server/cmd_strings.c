@@ -12,17 +12,12 @@
 
 #include <string.h>
 
-static struct rc_store *store_of(struct client *c)
-{
-    return c->srv->store;
-}
-
 /* ============================== reads ============================== */
 
 static void cmd_get(struct client *c, size_t argc, const struct resp_arg *a)
 {
     struct rc_buf *v = &c->srv->scratch;
-    int rc = rc_store_get(store_of(c), a[1].ptr, a[1].len, v, NULL);
+    int rc = read_key(c, &a[1], v, NULL);
     if (rc == 0)
         resp_add_bulk(&c->out, v->data, v->len);
     else if (rc == RC_ENOTFOUND)
@@ -36,7 +31,7 @@ static void cmd_mget(struct client *c, size_t argc, const struct resp_arg *a)
     struct rc_buf *v = &c->srv->scratch;
     resp_add_array(&c->out, argc - 1);
     for (size_t i = 1; i < argc; i++) {
-        if (rc_store_get(store_of(c), a[i].ptr, a[i].len, v, NULL) == 0)
+        if (read_key(c, &a[i], v, NULL) == 0)
             resp_add_bulk(&c->out, v->data, v->len);
         else
             resp_add_null(&c->out);
@@ -46,7 +41,7 @@ static void cmd_mget(struct client *c, size_t argc, const struct resp_arg *a)
 static void cmd_strlen(struct client *c, size_t argc, const struct resp_arg *a)
 {
     struct rc_item_meta m;
-    int rc = rc_store_get(store_of(c), a[1].ptr, a[1].len, NULL, &m);
+    int rc = read_key(c, &a[1], NULL, &m);
     resp_add_int(&c->out, rc == 0 ? m.value_len : 0);
 }
 
@@ -56,7 +51,7 @@ static void cmd_getrange(struct client *c, size_t argc, const struct resp_arg *a
     if (!arg_to_i64(&a[2], &start) || !arg_to_i64(&a[3], &end))
         return reply_not_integer(c);
     struct rc_buf *v = &c->srv->scratch;
-    int rc = rc_store_get(store_of(c), a[1].ptr, a[1].len, v, NULL);
+    int rc = read_key(c, &a[1], v, NULL);
     int64_t len = rc == 0 ? (int64_t)v->len : 0;
     if (start < 0 && end < 0 && start > end) {
         resp_add_bulk(&c->out, "", 0);
@@ -86,9 +81,14 @@ static void cmd_set(struct client *c, size_t argc, const struct resp_arg *a)
 {
     bool nx = false, xx = false, get = false, keepttl = false;
     const struct resp_arg *expire = NULL;
-    bool seconds = false, relative = false;
+    const char *unit = NULL; /* the expire option given: repeating it is allowed, as Redis */
     for (size_t i = 3; i < argc; i++) {
         bool has_next = i + 1 < argc;
+        const char *opt = arg_is(&a[i], "EX")     ? "EX"
+                          : arg_is(&a[i], "PX")   ? "PX"
+                          : arg_is(&a[i], "EXAT") ? "EXAT"
+                          : arg_is(&a[i], "PXAT") ? "PXAT"
+                                                  : NULL;
         if (arg_is(&a[i], "NX") && !xx)
             nx = true;
         else if (arg_is(&a[i], "XX") && !nx)
@@ -97,15 +97,13 @@ static void cmd_set(struct client *c, size_t argc, const struct resp_arg *a)
             get = true;
         else if (arg_is(&a[i], "KEEPTTL") && !expire)
             keepttl = true;
-        else if (!keepttl && !expire && has_next &&
-                 (arg_is(&a[i], "EX") || arg_is(&a[i], "PX") || arg_is(&a[i], "EXAT") ||
-                  arg_is(&a[i], "PXAT"))) {
-            seconds = arg_is(&a[i], "EX") || arg_is(&a[i], "EXAT");
-            relative = arg_is(&a[i], "EX") || arg_is(&a[i], "PX");
+        else if (opt && !keepttl && (!unit || unit == opt) && has_next) {
+            unit = opt;
             expire = &a[++i];
         } else
             return submit_error(c, "ERR syntax error");
     }
+    bool seconds = unit && unit[0] == 'E', relative = unit && strlen(unit) == 2;
     struct resp_arg out[8] = {{"SET", 3}, a[1], a[2]};
     size_t n = 3;
     char when[24];
@@ -193,14 +191,29 @@ static void cmd_getex(struct client *c, size_t argc, const struct resp_arg *a)
          pxat = arg_is(&a[2], "PXAT");
     if (argc != 4 || !(ex || px || exat || pxat))
         return submit_error(c, "ERR syntax error");
-    int64_t v, abs_ms;
+    /* Redis looks the key up before it checks the time: a missing key answers nil even
+     * with a bad time. So a bad time travels to apply as ERROR msg, judged there. */
+    int64_t v, abs_ms = 0;
+    const char *err = NULL;
     if (!arg_to_i64(&a[3], &v))
-        return submit_error(c, "ERR value is not an integer or out of range");
-    if (v <= 0)
-        return submit_error(c, "ERR invalid expire time in 'getex' command");
-    if (!expire_arg_to_abs(c, &a[3], ex || exat, ex || px, "getex", &abs_ms))
-        return;
+        err = "ERR value is not an integer or out of range";
+    else if (v <= 0 || (ex || exat ? v > INT64_MAX / 1000 : false))
+        err = "ERR invalid expire time in 'getex' command";
+    else {
+        abs_ms = (ex || exat) ? v * 1000 : v;
+        if (ex || px) {
+            int64_t now = server_now_ms();
+            if (abs_ms > INT64_MAX - now)
+                err = "ERR invalid expire time in 'getex' command";
+            else
+                abs_ms += now;
+        }
+    }
     struct resp_arg out[4] = {{"GETEX", 5}, a[1], {"PXAT", 4}, abs_ms_arg(when, abs_ms)};
+    if (err) {
+        out[2] = (struct resp_arg){"ERROR", 5};
+        out[3] = (struct resp_arg){err, strlen(err)};
+    }
     submit_write(c, 4, out);
 }
 

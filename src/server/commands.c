@@ -99,6 +99,24 @@ static void reply_unknown(struct client *c, size_t argc, const struct resp_arg *
     reply_error(c, msg);
 }
 
+/* A write naming a key longer than --max-key-size is refused (in order) before anything is
+ * proposed; the key positions come from the table row. */
+static bool key_too_large(struct client *c, const struct command *cmd, size_t argc,
+                          const struct resp_arg *argv)
+{
+    if (cmd->first_key <= 0)
+        return false;
+    size_t last =
+        cmd->last_key < 0 ? (size_t)((int64_t)argc + cmd->last_key) : (size_t)cmd->last_key;
+    for (size_t i = (size_t)cmd->first_key; i <= last && i < argc; i += (size_t)cmd->key_step) {
+        if (argv[i].len > c->srv->cfg->max_key_size) {
+            submit_error(c, "ERR key is too large (max-key-size)");
+            return true;
+        }
+    }
+    return false;
+}
+
 void command_dispatch(struct client *c, size_t argc, const struct resp_arg *argv)
 {
     const struct command *cmd = command_lookup(argv[0].ptr, argv[0].len);
@@ -107,15 +125,21 @@ void command_dispatch(struct client *c, size_t argc, const struct resp_arg *argv
         return;
     }
     snprintf(c->last_cmd, sizeof c->last_cmd, "%s", cmd->name);
+    /* Errors found here go through submit_error: a write command may run while the
+     * client's earlier writes are in flight, and its reply must come after theirs. */
     if (!c->authenticated && !(cmd->flags & CMD_NOAUTH)) {
-        reply_error(c, "NOAUTH Authentication required.");
+        submit_error(c, "NOAUTH Authentication required.");
         return;
     }
     if ((cmd->arity > 0 && argc != (size_t)cmd->arity) ||
         (cmd->arity < 0 && argc < (size_t)-cmd->arity)) {
-        reply_wrong_arity(c, cmd->name);
+        char msg[96];
+        snprintf(msg, sizeof msg, "ERR wrong number of arguments for '%s' command", cmd->name);
+        submit_error(c, msg);
         return;
     }
+    if ((cmd->flags & CMD_WRITE) && key_too_large(c, cmd, argc, argv))
+        return;
     cmd->fn(c, argc, argv);
 }
 
@@ -220,7 +244,7 @@ void cmd_command(struct client *c, size_t argc, const struct resp_arg *argv)
             if (cmd)
                 add_info(b, cmd);
             else
-                resp_add_null_array(b);
+                resp_add_null(b);
         }
     } else if (arg_is(&argv[1], "DOCS")) {
         if (argc == 2) {

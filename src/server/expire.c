@@ -60,8 +60,10 @@ static int sweep_one(const void *key, size_t klen, const void *value, size_t vle
     return w->nkeys == MAX_KEYS_PER_ENTRY ? 1 : 0;
 }
 
-/* One sweep step; returns how many expired keys it submitted for deletion. */
-static size_t sweep_step(struct server *s, int64_t now)
+/* One sweep step: submits the expired keys among the next SWEEP_KEYS for deletion. Sets
+ * *seen to the keys looked at and *wrapped when it reached the end of the keyspace; returns
+ * how many it submitted. */
+static size_t sweep_step(struct server *s, int64_t now, size_t *seen, bool *wrapped)
 {
     struct resp_arg args[MAX_KEYS_PER_ENTRY + 1];
     struct sweep w = {.s = s, .now = now, .keys = args + 1};
@@ -69,8 +71,8 @@ static size_t sweep_step(struct server *s, int64_t now)
     if (s->expire_pivot_set)
         r.lo = (struct kd_bound){KD_BOUND_EXCLUSIVE, s->expire_pivot, s->expire_pivot_len};
     rc_store_scan(s->store, &r, sweep_one, &w);
-    if (w.seen < SWEEP_KEYS && !w.error && w.nkeys < MAX_KEYS_PER_ENTRY) {
-        /* Reached the end of the keyspace: the next step starts over. */
+    *wrapped = w.seen < SWEEP_KEYS && !w.error && w.nkeys < MAX_KEYS_PER_ENTRY;
+    if (*wrapped) { /* reached the end of the keyspace: the next step starts over */
         rc_free(w.last);
         w.last = NULL;
         s->expire_pivot_set = false;
@@ -87,17 +89,43 @@ static size_t sweep_step(struct server *s, int64_t now)
     }
     for (size_t i = 0; i < w.nkeys; i++)
         rc_free((char *)w.keys[i].ptr);
-    return w.nkeys * 4 >= w.seen && w.seen ? w.nkeys : 0;
+    *seen = w.seen;
+    return w.nkeys;
+}
+
+static bool has_expiring_keys(struct server *s)
+{
+    struct rc_store_stats st;
+    rc_store_stats(s->store, &st);
+    return st.keys_with_expiry > 0;
 }
 
 void expire_cycle(struct server *s)
 {
-    struct rc_store_stats st;
-    rc_store_stats(s->store, &st);
-    if (st.keys_with_expiry == 0)
+    if (!has_expiring_keys(s))
         return;
     uint64_t start = (uint64_t)uv_hrtime();
     int64_t now = server_now_ms();
-    while (sweep_step(s, now) > 0 && uv_hrtime() - start < BUDGET_NS)
-        ;
+    size_t seen, expired;
+    bool wrapped;
+    do /* go on while at least a quarter of what was seen had expired */
+        expired = sweep_step(s, now, &seen, &wrapped);
+    while (!wrapped && expired * 4 >= seen && expired > 0 && uv_hrtime() - start < BUDGET_NS);
+}
+
+void expire_sweep_all(struct server *s)
+{
+    if (!has_expiring_keys(s))
+        return;
+    int64_t now = server_now_ms();
+    size_t seen, expired, total = 0;
+    bool wrapped;
+    s->expire_pivot_set = false;
+    do {
+        expired = sweep_step(s, now, &seen, &wrapped);
+        total += expired;
+        writepath_flush(s);
+    } while (!wrapped);
+    if (total)
+        rc_info("deleted %zu keys that expired while the node was down", total);
 }

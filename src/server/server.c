@@ -142,6 +142,7 @@ int server_run(struct rc_config *cfg)
         goto out_commands;
     }
     s->revision = rc_store_applied_revision(s->store);
+    expire_sweep_all(s);
     if (open_listener(s) != 0) {
         uv_close((uv_handle_t *)&s->listener, NULL);
         uv_run(s->loop, UV_RUN_DEFAULT);

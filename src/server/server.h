@@ -104,6 +104,7 @@ struct client {
     bool closed;  /* uv_close was called */
     bool authenticated;
     bool readonly_mode;
+    bool in_process_input;   /* guards against re-entering process_input */
     unsigned pending_writes; /* writes submitted, replies not yet routed */
     unsigned refs;           /* the loop's reference plus one per pending write */
     char name[64];
@@ -196,6 +197,8 @@ void client_list_line(struct client *c, struct resp_buf *b); /* CLIENT LIST/INFO
 int writepath_submit(struct server *s, struct client *c, size_t argc, const struct resp_arg *a);
 /* Queues an error reply in order behind c's writes in flight. */
 int writepath_submit_error(struct server *s, struct client *c, const char *msg, size_t len);
+/* True when the batch is at its byte cap: clients should stop submitting until it is applied. */
+bool writepath_full(const struct server *s);
 /* Applies the batch built so far (called at the end of each loop iteration). */
 void writepath_flush(struct server *s);
 void writepath_free(struct server *s);
@@ -205,6 +208,8 @@ void scan_cursors_free(struct server *s);
 
 /* expire.c */
 void expire_cycle(struct server *s);
+/* Deletes every expired key now (at start, as Redis drops expired keys when it loads). */
+void expire_sweep_all(struct server *s);
 
 /* Reply helpers shared by the command files (cmd_util.c). */
 void reply_error(struct client *c, const char *msg);
@@ -217,6 +222,9 @@ bool arg_to_i64(const struct resp_arg *a, int64_t *out);
 /* Validates and submits a normalised write, or replies the error (keeping order). */
 void submit_write(struct client *c, size_t argc, const struct resp_arg *argv);
 void submit_error(struct client *c, const char *msg);
+/* rc_store_get for a client's read; an expired key it meets is queued for deletion. */
+int read_key(struct client *c, const struct resp_arg *key, struct rc_buf *value,
+             struct rc_item_meta *meta);
 /* Turns an expire argument into absolute ms since the epoch (seconds: multiply by 1000;
  * relative: add now), with Redis's checks and errors ("invalid expire time in 'cmd'
  * command"). Replies (in order) and returns false on error. */

@@ -17,7 +17,9 @@
 
 #include <string.h>
 
-/* An entry is flushed early once it holds this many bytes, to bound proposal size. */
+/* Clients stop adding to an entry once it holds this many bytes (they go on after it is
+ * applied), which bounds an entry's size. Flushing is never done from inside a submit: it
+ * resumes clients, and a client must not be resumed while its own input is being parsed. */
 #define BATCH_MAX_BYTES (4u << 20)
 
 static int grow_slots(struct write_batch *b)
@@ -60,9 +62,12 @@ int writepath_submit(struct server *s, struct client *c, size_t argc, const stru
         c->pending_writes++;
         c->refs++;
     }
-    if (b->entry.buf.len >= BATCH_MAX_BYTES)
-        writepath_flush(s);
     return 0;
+}
+
+bool writepath_full(const struct server *s)
+{
+    return s->batch.started && s->batch.entry.buf.len >= BATCH_MAX_BYTES;
 }
 
 int writepath_submit_error(struct server *s, struct client *c, const char *msg, size_t len)
