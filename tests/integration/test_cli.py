@@ -1,0 +1,133 @@
+"""The raftcask binary's command line: generated docs, options, config file, bad input.
+
+These run the binary directly (no fixtures needed beyond a temp dir) and stop every server
+they start by PID.
+"""
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("RAFTCASK_BIN", str(ROOT / "build/san/raftcask"))
+
+pytestmark = pytest.mark.skipif(not os.path.exists(BIN), reason=f"no binary at {BIN}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port, proc, deadline_s=15):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"raftcask exited with {proc.returncode}")
+        try:
+            if redis.Redis(port=port, socket_timeout=1).ping():
+                return
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)  # polling interval while waiting for the listener
+    raise AssertionError("raftcask did not answer PING in time")
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_commands_markdown_is_generated_from_the_table():
+    out = subprocess.run([BIN, "--commands-markdown"], capture_output=True, check=True, text=True)
+    committed = (ROOT / "docs/COMMANDS.md").read_text()
+    assert out.stdout == committed, "docs/COMMANDS.md is stale: run 'make docs'"
+    assert "| `GET key` |" in committed
+
+
+def test_version_and_help():
+    out = subprocess.run([BIN, "--version"], capture_output=True, check=True, text=True)
+    assert out.stdout.startswith("raftcask ")
+    out = subprocess.run([BIN, "--help"], capture_output=True, check=True, text=True)
+    for option in ("--dir", "--bind", "--requirepass", "--proto-max-bulk-len", "--config"):
+        assert option in out.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--no-such-flag"], "unknown option '--no-such-flag'"),
+    (["--bind"], "needs a value"),
+    (["--bind", "nonsense"], "invalid --bind"),
+    (["--maxclients", "lots"], "invalid value 'lots'"),
+    (["--read-consistency", "eventual"], "invalid --read-consistency"),
+])
+def test_bad_flags_exit_nonzero_with_one_clear_line(args, message):
+    out = subprocess.run([BIN] + args, capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+
+
+def test_unusable_dir_exits_nonzero(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = subprocess.run([BIN, "--dir", str(blocker / "data"), "--bind",
+                          f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "dir" in out.stderr
+
+
+def test_config_file_and_flags_win(tmp_path):
+    port = free_port()
+    conf = tmp_path / "raftcask.conf"
+    conf.write_text(f"# a comment\nbind 127.0.0.1:{free_port()}\nmaxclients 77\n"
+                    f"requirepass \"s3cret\"\ndir {tmp_path / 'data'}\n")
+    proc = subprocess.Popen([BIN, "--config", str(conf), "--bind", f"127.0.0.1:{port}"],
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        client = redis.Redis(port=port, password="s3cret", socket_timeout=5)
+        while True:  # the flag's port wins over the file's
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        assert client.config_get("maxclients") == {"maxclients": "77"}
+        assert client.config_get("dir")["dir"] == str(tmp_path / "data")
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=5).get("x")
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
+
+
+def test_logfile_and_sigint_shutdown(tmp_path):
+    port = free_port()
+    log = tmp_path / "node.log"
+    proc = subprocess.Popen([BIN, "--bind", f"127.0.0.1:{port}", "--dir", str(tmp_path / "d"),
+                             "--logfile", str(log), "--loglevel", "debug"])
+    try:
+        wait_ready(port, proc)
+        redis.Redis(port=port).set("k", "v")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
+    text = log.read_text()
+    assert "ready" in text and "SIGINT" in text and "stopped" in text
+    # Every line: time, level, node, message.
+    for line in text.splitlines():
+        stamp, level, node = line.split(" ")[:3]
+        assert stamp.endswith("Z") and level in ("debug", "info", "warning", "error")
