@@ -84,8 +84,9 @@ test check: deps
 	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) scripts/run-tests
 
 bench: deps
-	@$(MAKE) --no-print-directory SANITIZE=0 $(BENCH_BINS)
+	@$(MAKE) --no-print-directory SANITIZE=0 $(BENCH_BINS) build/rel/raftcask
 	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
+	@echo "== bench/server.py"; /usr/bin/python3 bench/server.py build/rel/raftcask
 
 fuzz: deps
 	@FUZZ_SECONDS=$${FUZZ_SECONDS:-60} scripts/run-fuzz
