@@ -1,0 +1,1073 @@
+/*
+ * raft_sim.h — a deterministic simulator of a Raft cluster, header-only (included by the
+ * raft test files, which the Makefile builds one binary each).
+ *
+ * One seeded PRNG drives everything: N cores (src/raft), their storage, the network between
+ * them and the clients. The same seed replays the same run exactly.
+ *
+ * Storage models fsync: entries and hard state written by a ready are "current"; sync makes
+ * them durable; a crash reverts a node to its durable image (unsynced writes lost, including
+ * unsynced truncations). A write can fail: the node is told (raft_advance with RC_EIO) and
+ * must stop taking part; the simulator restarts it later, as an operator would.
+ *
+ * The network delays (0..max_delay ticks), drops, duplicates and reorders messages and can
+ * be partitioned, symmetrically or one way. Every message goes through the codec.
+ *
+ * After every step (a tick or a delivered message and the ready it produced) the checker
+ * verifies:
+ *   election safety      at most one leader per term, ever;
+ *   log matching         two persisted entries with equal index and term have equal
+ *                        content and equal prefixes (a chained hash per entry);
+ *   leader completeness  a new leader of term T holds every entry committed before T;
+ *   commit agreement     no two nodes ever consider different entries committed at one
+ *                        index (this also covers "acknowledged proposals stay committed":
+ *                        an acknowledged write is a committed entry);
+ *   state machine safety no two nodes apply different entries at one index, and each
+ *                        applies indexes in order;
+ *   linearizable reads   a read served after ReadIndex reflects every write acknowledged
+ *                        before the read began;
+ * and, after healing every fault, that a leader emerges and a proposal commits and is
+ * acknowledged within a bound (liveness), and that every acknowledged write is in the final
+ * leader's log.
+ */
+#ifndef RC_RAFT_SIM_H
+#define RC_RAFT_SIM_H
+
+#include "test.h"
+
+#include "common/alloc.h"
+#include "raft/raft.h"
+#include "raftcask.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SIM_MAX_NODES 7
+
+/* ---------------------------------------------------------------- knobs */
+
+struct sim_params {
+    int n_nodes; /* initial voters, ids 1..n_nodes */
+    int chaos_ticks;
+    int liveness_bound_ticks;
+    int election_ticks;
+    int heartbeat_ticks;
+    int max_delay;      /* ticks */
+    int drop_pct;       /* per message, percent */
+    int dup_pct;        /* per message, percent */
+    int propose_pct;    /* per tick, percent chance of a client write */
+    int read_pct;       /* per tick, percent chance of a client read */
+    int crash_pml;      /* per tick, per mille chance of crashing a node */
+    int sync_crash_pml; /* per ready with writes, per mille chance of crashing before fsync */
+    int disk_fail_pml;  /* per ready with writes, per mille chance of a failed write */
+    int partition_pml;  /* per tick, per mille chance of a new partition */
+    int membership_pml; /* per tick, per mille chance of a membership change */
+    int transfer_pml;   /* per tick, per mille chance of a leadership transfer */
+    size_t max_msg_bytes;
+    int pre_vote, check_quorum;
+    int send_before_sync; /* broken caller: sends a ready's messages before fsync */
+    struct raft_testing_knobs knobs;
+    int verbose;
+};
+
+/* ---------------------------------------------------------------- storage */
+
+struct sim_ent {
+    struct raft_entry e; /* data owned */
+    uint64_t chain;      /* hash of this entry and all before it */
+};
+
+struct sim_storage {
+    struct sim_ent *ents; /* ents[i] has index i + 1 */
+    size_t n, cap;
+    size_t stable_prefix;  /* leading entries identical to the durable image */
+    struct sim_ent *saved; /* durable entries after stable_prefix, cut by unsynced truncation */
+    size_t n_saved, cap_saved;
+    struct raft_hard_state hs, durable_hs;
+};
+
+/* ---------------------------------------------------------------- cluster */
+
+struct sim_msg {
+    uint64_t deliver_at;
+    uint64_t from, to;
+    size_t len;
+    unsigned char *bytes;
+};
+
+struct sim_proposal {
+    uint64_t node, index, term, op;
+};
+
+struct sim_read {
+    uint64_t node, ctx;
+    uint64_t min_index; /* highest index of a write acknowledged before the read began */
+    uint64_t read_index;
+    int confirmed;
+};
+
+struct sim_node {
+    uint64_t id;
+    int exists; /* has storage (was started at least once) */
+    int up;
+    int failed_at; /* tick its disk failed, or -1 */
+    struct raft *r;
+    struct sim_storage st;
+    uint64_t applied;
+    uint64_t seen_commit;
+    uint64_t seen_leader_term;
+};
+
+struct sim_term_entry {
+    uint64_t term, chain;
+};
+
+struct sim_index_slot {
+    struct sim_term_entry *terms;
+    size_t n, cap;
+    uint64_t committed_term; /* 0 while no node committed this index */
+    uint64_t committed_hash; /* content hash of the committed entry */
+    uint64_t committed_in;   /* term of the observer when first seen committed */
+    uint64_t applied_hash;   /* 0 while nobody applied it */
+    int acked;               /* a client write at this index was acknowledged */
+};
+
+struct sim {
+    struct sim_params p;
+    uint64_t seed;
+    uint64_t rng;
+    uint64_t now;
+    struct sim_node nodes[SIM_MAX_NODES + 1];
+    int blocked[SIM_MAX_NODES + 1][SIM_MAX_NODES + 1]; /* from → to dropped */
+    uint64_t heal_at;
+    struct sim_msg *net;
+    size_t n_net, cap_net;
+    uint64_t *leader_of_term; /* index term */
+    size_t cap_terms;
+    struct sim_index_slot *slots; /* index → what the checker knows */
+    size_t cap_slots;
+    struct sim_proposal *props;
+    size_t n_props, cap_props;
+    struct sim_read *reads;
+    size_t n_reads, cap_reads;
+    uint64_t next_op, next_ctx;
+    uint64_t max_acked_index;
+    uint64_t acked_count, reads_served, elections;
+    int healing; /* faults off */
+    char violation[512];
+    int violated;
+};
+
+static uint64_t sim_current_seed;
+
+static void sim_abort_handler(int sig)
+{
+    char buf[96];
+    int n =
+        snprintf(buf, sizeof buf, "\n  raft_sim: aborted in seed %llu (replay: TEST_SEED=%llu)\n",
+                 (unsigned long long)sim_current_seed, (unsigned long long)sim_current_seed);
+    if (write(2, buf, (size_t)n) < 0)
+        (void)0;
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static uint64_t sim_rand(struct sim *s)
+{
+    return test_rand(&s->rng);
+}
+
+static int sim_chance(struct sim *s, int per, int out_of)
+{
+    return per > 0 && (int)(sim_rand(s) % (uint64_t)out_of) < per;
+}
+
+static void sim_violation(struct sim *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void sim_violation(struct sim *s, const char *fmt, ...)
+{
+    if (s->violated)
+        return;
+    s->violated = 1;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = snprintf(s->violation, sizeof s->violation, "t=%llu: ", (unsigned long long)s->now);
+    vsnprintf(s->violation + n, sizeof s->violation - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+static void *sim_grow(void *ptr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return ptr;
+    size_t c = *cap ? *cap : 16;
+    while (c < need)
+        c *= 2;
+    unsigned char *p = rc_realloc(ptr, c * elem);
+    if (!p) {
+        fprintf(stderr, "raft_sim: out of memory\n");
+        abort();
+    }
+    memset(p + *cap * elem, 0, (c - *cap) * elem);
+    *cap = c;
+    return p;
+}
+
+static uint64_t sim_mix(uint64_t h, uint64_t v)
+{
+    h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    h *= 0xFF51AFD7ED558CCDull;
+    return h ^ (h >> 33);
+}
+
+static uint64_t sim_entry_hash(const struct raft_entry *e)
+{
+    uint64_t h = sim_mix(sim_mix(0x1234, e->term), e->type);
+    const unsigned char *d = e->data;
+    for (uint32_t i = 0; i < e->len; i++)
+        h = sim_mix(h, d[i]);
+    return h | 1; /* never 0, which means "unknown" */
+}
+
+static struct sim_index_slot *sim_slot(struct sim *s, uint64_t index)
+{
+    s->slots = sim_grow(s->slots, &s->cap_slots, (size_t)index + 1, sizeof *s->slots);
+    return &s->slots[index];
+}
+
+/* ---------------------------------------------------------------- storage callbacks */
+
+static int sim_st_first(void *ctx, uint64_t *index)
+{
+    (void)ctx;
+    *index = 1;
+    return 0;
+}
+
+static int sim_st_last(void *ctx, uint64_t *index)
+{
+    *index = ((struct sim_storage *)ctx)->n;
+    return 0;
+}
+
+static int sim_st_term(void *ctx, uint64_t index, uint64_t *term)
+{
+    struct sim_storage *st = ctx;
+    if (index == 0) {
+        *term = 0;
+        return 0;
+    }
+    if (index > st->n)
+        return RC_ENOTFOUND;
+    *term = st->ents[index - 1].e.term;
+    return 0;
+}
+
+static int sim_st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes,
+                          struct raft_entry *out, size_t *n)
+{
+    struct sim_storage *st = ctx;
+    if (lo < 1 || hi > st->n + 1 || lo >= hi)
+        return RC_ENOTFOUND;
+    size_t bytes = 0, k = 0;
+    for (uint64_t i = lo; i < hi; i++) {
+        const struct raft_entry *e = &st->ents[i - 1].e;
+        if (k > 0 && bytes + e->len > max_bytes)
+            break;
+        out[k++] = *e;
+        bytes += e->len;
+    }
+    *n = k;
+    return 0;
+}
+
+static struct raft_storage sim_storage_ops(struct sim_storage *st)
+{
+    struct raft_storage ops = {st, sim_st_first, sim_st_last, sim_st_term, sim_st_entries};
+    return ops;
+}
+
+static void sim_st_free_range(struct sim_ent *ents, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++)
+        rc_free(ents[i].e.data);
+}
+
+static void sim_st_destroy(struct sim_storage *st)
+{
+    sim_st_free_range(st->ents, 0, st->n);
+    sim_st_free_range(st->saved, 0, st->n_saved);
+    rc_free(st->ents);
+    rc_free(st->saved);
+    memset(st, 0, sizeof *st);
+}
+
+/* Keeps the first keep entries; durable ones cut off are saved for a crash to restore. */
+static void sim_st_truncate(struct sim_storage *st, size_t keep)
+{
+    if (keep >= st->n)
+        return;
+    if (keep < st->stable_prefix) {
+        size_t moved = st->stable_prefix - keep;
+        st->saved = sim_grow(st->saved, &st->cap_saved, st->n_saved + moved, sizeof *st->saved);
+        if (st->n_saved)
+            memmove(st->saved + moved, st->saved, st->n_saved * sizeof *st->saved);
+        memcpy(st->saved, st->ents + keep, moved * sizeof *st->saved);
+        st->n_saved += moved;
+        sim_st_free_range(st->ents, st->stable_prefix, st->n);
+        st->stable_prefix = keep;
+    } else {
+        sim_st_free_range(st->ents, keep, st->n);
+    }
+    st->n = keep;
+}
+
+static void sim_st_sync(struct sim_storage *st)
+{
+    sim_st_free_range(st->saved, 0, st->n_saved);
+    st->n_saved = 0;
+    st->stable_prefix = st->n;
+    st->durable_hs = st->hs;
+}
+
+static void sim_st_crash(struct sim_storage *st)
+{
+    sim_st_free_range(st->ents, st->stable_prefix, st->n);
+    st->n = st->stable_prefix;
+    st->ents = sim_grow(st->ents, &st->cap, st->n + st->n_saved, sizeof *st->ents);
+    if (st->n_saved)
+        memcpy(st->ents + st->n, st->saved, st->n_saved * sizeof *st->saved);
+    st->n += st->n_saved;
+    st->n_saved = 0;
+    st->stable_prefix = st->n;
+    st->hs = st->durable_hs;
+}
+
+/* Appends copies; checks log matching against every entry ever persisted anywhere. */
+static void sim_st_append(struct sim *s, struct sim_storage *st, const struct raft_entry *e)
+{
+    if (e->index != st->n + 1) {
+        sim_violation(s, "storage append at %llu after %zu entries", (unsigned long long)e->index,
+                      st->n);
+        return;
+    }
+    st->ents = sim_grow(st->ents, &st->cap, st->n + 1, sizeof *st->ents);
+    struct sim_ent *se = &st->ents[st->n];
+    se->e = *e;
+    se->e.data = e->len ? rc_memdup(e->data, e->len) : NULL;
+    uint64_t prev = st->n ? st->ents[st->n - 1].chain : 0;
+    se->chain = sim_mix(prev, sim_entry_hash(e));
+    st->n++;
+
+    struct sim_index_slot *slot = sim_slot(s, e->index);
+    for (size_t i = 0; i < slot->n; i++) {
+        if (slot->terms[i].term == e->term) {
+            if (slot->terms[i].chain != se->chain)
+                sim_violation(s,
+                              "log matching: two logs hold index %llu term %llu with "
+                              "different content or prefix",
+                              (unsigned long long)e->index, (unsigned long long)e->term);
+            return;
+        }
+    }
+    slot->terms = sim_grow(slot->terms, &slot->cap, slot->n + 1, sizeof *slot->terms);
+    slot->terms[slot->n].term = e->term;
+    slot->terms[slot->n].chain = se->chain;
+    slot->n++;
+}
+
+/* ---------------------------------------------------------------- nodes */
+
+static void sim_node_options(struct sim *s, uint64_t id, struct raft_options *o)
+{
+    raft_options_default(o, id);
+    o->seed = sim_rand(s);
+    o->election_ticks = s->p.election_ticks;
+    o->heartbeat_ticks = s->p.heartbeat_ticks;
+    o->pre_vote = s->p.pre_vote;
+    o->check_quorum = s->p.check_quorum;
+    o->max_msg_bytes = s->p.max_msg_bytes;
+    o->max_inflight = 8;
+    o->knobs = s->p.knobs;
+}
+
+static void sim_start(struct sim *s, uint64_t id)
+{
+    struct sim_node *n = &s->nodes[id];
+    struct raft_options o;
+    sim_node_options(s, id, &o);
+    struct raft_storage ops = sim_storage_ops(&n->st);
+    int rc = raft_create(&o, &ops, &n->st.durable_hs, &n->r);
+    if (rc != 0) {
+        sim_violation(s, "node %llu cannot restart: %s", (unsigned long long)id, rc_strerror(rc));
+        return;
+    }
+    n->exists = 1;
+    n->up = 1;
+    n->failed_at = -1;
+    n->applied = 0;
+    n->seen_commit = 0;
+    n->seen_leader_term = 0;
+}
+
+static void sim_drop_client_state(struct sim *s, uint64_t id)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_props; i++)
+        if (s->props[i].node != id)
+            s->props[k++] = s->props[i];
+    s->n_props = k;
+    k = 0;
+    for (size_t i = 0; i < s->n_reads; i++)
+        if (s->reads[i].node != id)
+            s->reads[k++] = s->reads[i];
+    s->n_reads = k;
+}
+
+static void sim_crash(struct sim *s, uint64_t id)
+{
+    struct sim_node *n = &s->nodes[id];
+    if (!n->up)
+        return;
+    raft_destroy(n->r);
+    n->r = NULL;
+    n->up = 0;
+    /* The OS may or may not have written unsynced data back before the crash. */
+    if (sim_chance(s, 1, 2))
+        sim_st_sync(&n->st);
+    sim_st_crash(&n->st);
+    sim_drop_client_state(s, id);
+    if (s->p.verbose)
+        fprintf(stderr, "t=%llu crash %llu\n", (unsigned long long)s->now, (unsigned long long)id);
+}
+
+/* ---------------------------------------------------------------- network */
+
+static void sim_send(struct sim *s, const struct raft_message *m)
+{
+    if (m->to < 1 || m->to > SIM_MAX_NODES) {
+        sim_violation(s, "message to unknown node %llu", (unsigned long long)m->to);
+        return;
+    }
+    if (!s->healing && sim_chance(s, s->p.drop_pct, 100))
+        return;
+    int copies = (!s->healing && sim_chance(s, s->p.dup_pct, 100)) ? 2 : 1;
+    size_t len = raft_msg_encoded_size(m);
+    for (int c = 0; c < copies; c++) {
+        s->net = sim_grow(s->net, &s->cap_net, s->n_net + 1, sizeof *s->net);
+        struct sim_msg *sm = &s->net[s->n_net++];
+        sm->bytes = rc_malloc(len);
+        sm->len = raft_msg_encode(m, sm->bytes);
+        if (sm->len != len)
+            sim_violation(s, "encoded size mismatch");
+        sm->from = m->from;
+        sm->to = m->to;
+        int delay = s->p.max_delay > 0 ? (int)(sim_rand(s) % (uint64_t)(s->p.max_delay + 1)) : 0;
+        if (s->healing && delay > 1)
+            delay = 1;
+        sm->deliver_at = s->now + (uint64_t)delay;
+    }
+}
+
+/* ---------------------------------------------------------------- checks */
+
+static void sim_check_commit(struct sim *s, struct sim_node *n, const struct raft_status *st)
+{
+    for (uint64_t i = n->seen_commit + 1; i <= st->commit; i++) {
+        uint64_t term;
+        if (raft_log_term(n->r, i, &term) != 0) {
+            sim_violation(s, "node %llu committed %llu but has no such entry",
+                          (unsigned long long)n->id, (unsigned long long)i);
+            return;
+        }
+        struct sim_index_slot *slot = sim_slot(s, i);
+        if (slot->committed_term == 0) {
+            slot->committed_term = term;
+            slot->committed_in = st->term;
+        } else if (slot->committed_term != term) {
+            sim_violation(s,
+                          "commit agreement: node %llu committed index %llu of term %llu, "
+                          "another node committed term %llu there",
+                          (unsigned long long)n->id, (unsigned long long)i,
+                          (unsigned long long)term, (unsigned long long)slot->committed_term);
+            return;
+        }
+    }
+    if (st->commit > n->seen_commit)
+        n->seen_commit = st->commit;
+}
+
+static void sim_check_new_leader(struct sim *s, struct sim_node *n, const struct raft_status *st)
+{
+    s->leader_of_term =
+        sim_grow(s->leader_of_term, &s->cap_terms, (size_t)st->term + 1, sizeof *s->leader_of_term);
+    uint64_t *known = &s->leader_of_term[st->term];
+    if (*known != 0 && *known != n->id) {
+        sim_violation(s, "election safety: nodes %llu and %llu both lead term %llu",
+                      (unsigned long long)*known, (unsigned long long)n->id,
+                      (unsigned long long)st->term);
+        return;
+    }
+    if (n->seen_leader_term == st->term)
+        return;
+    n->seen_leader_term = st->term;
+    *known = n->id;
+    s->elections++;
+    /* Leader completeness: every entry committed before this term is in our log. */
+    for (uint64_t i = 1; i < s->cap_slots; i++) {
+        struct sim_index_slot *slot = &s->slots[i];
+        if (slot->committed_term == 0 || slot->committed_in >= st->term)
+            continue;
+        uint64_t term;
+        if (raft_log_term(n->r, i, &term) != 0 || term != slot->committed_term) {
+            sim_violation(s,
+                          "leader completeness: leader %llu of term %llu lacks index %llu "
+                          "(term %llu) committed in term %llu",
+                          (unsigned long long)n->id, (unsigned long long)st->term,
+                          (unsigned long long)i, (unsigned long long)slot->committed_term,
+                          (unsigned long long)slot->committed_in);
+            return;
+        }
+    }
+}
+
+static void sim_check_all(struct sim *s)
+{
+    for (uint64_t id = 1; id <= SIM_MAX_NODES && !s->violated; id++) {
+        struct sim_node *n = &s->nodes[id];
+        if (!n->up)
+            continue;
+        struct raft_status st;
+        raft_status(n->r, &st);
+        if (st.commit > st.last_index || st.applied > st.commit)
+            sim_violation(s, "node %llu: commit %llu last %llu applied %llu",
+                          (unsigned long long)id, (unsigned long long)st.commit,
+                          (unsigned long long)st.last_index, (unsigned long long)st.applied);
+        sim_check_commit(s, n, &st);
+        if (st.role == RAFT_LEADER)
+            sim_check_new_leader(s, n, &st);
+    }
+}
+
+/* ---------------------------------------------------------------- applying and reads */
+
+static void sim_serve_reads(struct sim *s, struct sim_node *n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_reads; i++) {
+        struct sim_read *rd = &s->reads[i];
+        if (rd->node == n->id && rd->confirmed && n->applied >= rd->read_index) {
+            /* The state served reflects every entry up to n->applied. */
+            if (n->applied < rd->min_index)
+                sim_violation(s,
+                              "linearizability: read %llu on node %llu served state at %llu, "
+                              "but a write at %llu was acknowledged before it began",
+                              (unsigned long long)rd->ctx, (unsigned long long)n->id,
+                              (unsigned long long)n->applied, (unsigned long long)rd->min_index);
+            s->reads_served++;
+            continue;
+        }
+        s->reads[k++] = *rd;
+    }
+    s->n_reads = k;
+}
+
+static void sim_apply(struct sim *s, struct sim_node *n, const struct raft_entry *e)
+{
+    if (e->index != n->applied + 1) {
+        sim_violation(s, "node %llu applied %llu after %llu", (unsigned long long)n->id,
+                      (unsigned long long)e->index, (unsigned long long)n->applied);
+        return;
+    }
+    n->applied = e->index;
+    struct sim_index_slot *slot = sim_slot(s, e->index);
+    uint64_t h = sim_entry_hash(e);
+    if (slot->applied_hash == 0)
+        slot->applied_hash = h;
+    else if (slot->applied_hash != h)
+        sim_violation(s, "state machine safety: node %llu applied a different entry at %llu",
+                      (unsigned long long)n->id, (unsigned long long)e->index);
+    if (e->type != RAFT_ENTRY_NORMAL || e->len < 8)
+        return;
+    uint64_t op;
+    memcpy(&op, e->data, 8);
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_props; i++) {
+        struct sim_proposal *p = &s->props[i];
+        if (p->node == n->id && p->index == e->index) {
+            if (p->term == e->term && p->op == op) {
+                /* The client gets its answer: this write is acknowledged. */
+                slot->acked = 1;
+                s->acked_count++;
+                if (e->index > s->max_acked_index)
+                    s->max_acked_index = e->index;
+            }
+            continue;
+        }
+        s->props[k++] = *p;
+    }
+    s->n_props = k;
+}
+
+/* ---------------------------------------------------------------- ready processing */
+
+static void sim_process_ready(struct sim *s, uint64_t id)
+{
+    struct sim_node *n = &s->nodes[id];
+    while (n->up && !s->violated && raft_has_ready(n->r)) {
+        struct raft_ready rd;
+        int rc = raft_ready(n->r, &rd);
+        if (rc != 0) {
+            sim_violation(s, "node %llu ready: %s", (unsigned long long)id, rc_strerror(rc));
+            return;
+        }
+        int writes = rd.has_hard_state || rd.n_entries > 0;
+        if (writes && !s->healing && sim_chance(s, s->p.disk_fail_pml, 1000)) {
+            /* The write failed before reaching the disk; nothing of this ready is sent. */
+            raft_advance(n->r, RC_EIO);
+            n->failed_at = (int)s->now;
+            if (s->p.verbose)
+                fprintf(stderr, "t=%llu disk failure %llu\n", (unsigned long long)s->now,
+                        (unsigned long long)id);
+            return;
+        }
+        if (rd.n_entries) {
+            sim_st_truncate(&n->st, (size_t)(rd.entries[0].index - 1));
+            for (size_t i = 0; i < rd.n_entries; i++)
+                sim_st_append(s, &n->st, &rd.entries[i]);
+        }
+        if (rd.has_hard_state)
+            n->st.hs = rd.hard_state;
+        if (s->p.send_before_sync)
+            for (size_t i = 0; i < rd.n_messages; i++)
+                sim_send(s, &rd.messages[i]);
+        if (writes && !s->healing && sim_chance(s, s->p.sync_crash_pml, 1000)) {
+            sim_crash(s, id); /* before fsync: the ready's writes may be lost */
+            return;
+        }
+        sim_st_sync(&n->st);
+        if (!s->p.send_before_sync)
+            for (size_t i = 0; i < rd.n_messages; i++)
+                sim_send(s, &rd.messages[i]);
+        for (size_t i = 0; i < rd.n_committed; i++)
+            sim_apply(s, n, &rd.committed[i]);
+        for (size_t i = 0; i < rd.n_read_states; i++) {
+            for (size_t j = 0; j < s->n_reads; j++) {
+                struct sim_read *r = &s->reads[j];
+                if (r->node == id && r->ctx == rd.read_states[i].ctx) {
+                    r->confirmed = 1;
+                    r->read_index = rd.read_states[i].index;
+                }
+            }
+        }
+        raft_advance(n->r, 0);
+        sim_serve_reads(s, n);
+    }
+}
+
+static void sim_step_done(struct sim *s, uint64_t id)
+{
+    sim_process_ready(s, id);
+    if (!s->violated)
+        sim_check_all(s);
+}
+
+/* ---------------------------------------------------------------- faults and clients */
+
+static uint64_t sim_find_leader(struct sim *s)
+{
+    uint64_t best = 0, best_term = 0;
+    for (uint64_t id = 1; id <= SIM_MAX_NODES; id++) {
+        struct sim_node *n = &s->nodes[id];
+        if (!n->up)
+            continue;
+        struct raft_status st;
+        raft_status(n->r, &st);
+        if (st.role == RAFT_LEADER && st.term > best_term) {
+            best = id;
+            best_term = st.term;
+        }
+    }
+    return best;
+}
+
+static uint64_t sim_random_up_node(struct sim *s)
+{
+    uint64_t ids[SIM_MAX_NODES];
+    int k = 0;
+    for (uint64_t id = 1; id <= SIM_MAX_NODES; id++)
+        if (s->nodes[id].up)
+            ids[k++] = id;
+    return k ? ids[sim_rand(s) % (uint64_t)k] : 0;
+}
+
+static void sim_client_write(struct sim *s)
+{
+    uint64_t id = sim_chance(s, 80, 100) ? sim_find_leader(s) : sim_random_up_node(s);
+    if (!id)
+        return;
+    struct sim_node *n = &s->nodes[id];
+    unsigned char data[64];
+    uint64_t op = ++s->next_op;
+    memcpy(data, &op, 8);
+    size_t len = 8 + (size_t)(sim_rand(s) % 56);
+    for (size_t i = 8; i < len; i++)
+        data[i] = (unsigned char)sim_rand(s);
+    uint64_t index, term;
+    if (raft_propose(n->r, data, len, &index, &term) != 0)
+        return;
+    s->props = sim_grow(s->props, &s->cap_props, s->n_props + 1, sizeof *s->props);
+    s->props[s->n_props++] = (struct sim_proposal){id, index, term, op};
+    sim_step_done(s, id);
+}
+
+/* A node that believes it leads, chosen at random (a client may talk to a deposed leader). */
+static uint64_t sim_random_claimed_leader(struct sim *s)
+{
+    uint64_t ids[SIM_MAX_NODES];
+    int k = 0;
+    for (uint64_t id = 1; id <= SIM_MAX_NODES; id++) {
+        struct raft_status st;
+        if (!s->nodes[id].up)
+            continue;
+        raft_status(s->nodes[id].r, &st);
+        if (st.role == RAFT_LEADER)
+            ids[k++] = id;
+    }
+    return k ? ids[sim_rand(s) % (uint64_t)k] : 0;
+}
+
+static void sim_client_read(struct sim *s)
+{
+    uint64_t id = sim_chance(s, 50, 100) ? sim_random_claimed_leader(s) : sim_find_leader(s);
+    if (!id || sim_chance(s, 10, 100))
+        id = sim_random_up_node(s);
+    if (!id)
+        return;
+    uint64_t ctx = ++s->next_ctx;
+    if (raft_read_index(s->nodes[id].r, ctx) != 0)
+        return;
+    s->reads = sim_grow(s->reads, &s->cap_reads, s->n_reads + 1, sizeof *s->reads);
+    s->reads[s->n_reads++] = (struct sim_read){id, ctx, s->max_acked_index, 0, 0};
+    sim_step_done(s, id);
+}
+
+static void sim_heal_partitions(struct sim *s)
+{
+    memset(s->blocked, 0, sizeof s->blocked);
+    s->heal_at = 0;
+}
+
+static void sim_partition(struct sim *s)
+{
+    sim_heal_partitions(s);
+    if (sim_chance(s, 1, 3)) {
+        /* One way: a random set of directed links goes dark. */
+        int links = 1 + (int)(sim_rand(s) % 4);
+        for (int i = 0; i < links; i++) {
+            uint64_t a = 1 + sim_rand(s) % SIM_MAX_NODES, b = 1 + sim_rand(s) % SIM_MAX_NODES;
+            s->blocked[a][b] = 1;
+        }
+    } else {
+        /* Symmetric: two sides. */
+        int side[SIM_MAX_NODES + 1];
+        for (int id = 1; id <= SIM_MAX_NODES; id++)
+            side[id] = (int)(sim_rand(s) % 2);
+        for (int a = 1; a <= SIM_MAX_NODES; a++)
+            for (int b = 1; b <= SIM_MAX_NODES; b++)
+                s->blocked[a][b] = side[a] != side[b];
+    }
+    s->heal_at = s->now + 5 + sim_rand(s) % (uint64_t)(6 * s->p.election_ticks);
+}
+
+static void sim_membership_change(struct sim *s)
+{
+    uint64_t lid = sim_find_leader(s);
+    if (!lid)
+        return;
+    struct raft *r = s->nodes[lid].r;
+    struct raft_status st;
+    raft_status(r, &st);
+    const struct raft_config *c = &st.config;
+    int choice = (int)(sim_rand(s) % 3);
+    uint64_t id = 0;
+    enum raft_membership_op op;
+    if (choice == 0 && c->n_learners > 0) {
+        op = RAFT_PROMOTE;
+        id = c->learners[sim_rand(s) % c->n_learners];
+    } else if (choice == 1 && c->n_voters > 3) {
+        op = RAFT_REMOVE;
+        id = c->voters[sim_rand(s) % c->n_voters];
+    } else if (choice == 1 && c->n_learners > 0) {
+        op = RAFT_REMOVE;
+        id = c->learners[sim_rand(s) % c->n_learners];
+    } else {
+        op = RAFT_ADD_LEARNER;
+        for (uint64_t cand = 1; cand <= SIM_MAX_NODES; cand++) {
+            if (!raft_config_has_voter(c, cand) && !raft_config_has_learner(c, cand)) {
+                id = cand;
+                break;
+            }
+        }
+        if (!id || c->n_voters + c->n_learners >= 6)
+            return;
+    }
+    if (raft_change_membership(r, op, id) != 0)
+        return;
+    if (s->p.verbose)
+        fprintf(stderr, "t=%llu leader %llu: membership op %d on %llu\n",
+                (unsigned long long)s->now, (unsigned long long)lid, (int)op,
+                (unsigned long long)id);
+    if (op == RAFT_ADD_LEARNER && !s->nodes[id].up)
+        sim_start(s, id); /* a fresh or returning server, with whatever it stored */
+    sim_step_done(s, lid);
+}
+
+static void sim_transfer(struct sim *s)
+{
+    uint64_t lid = sim_find_leader(s);
+    if (!lid)
+        return;
+    struct raft_status st;
+    raft_status(s->nodes[lid].r, &st);
+    if (st.config.n_voters < 2)
+        return;
+    uint64_t to = st.config.voters[sim_rand(s) % st.config.n_voters];
+    if (raft_transfer_leader(s->nodes[lid].r, to) == 0)
+        sim_step_done(s, lid);
+}
+
+static int sim_count_up(struct sim *s)
+{
+    int k = 0;
+    for (int id = 1; id <= SIM_MAX_NODES; id++)
+        k += s->nodes[id].up;
+    return k;
+}
+
+static void sim_faults(struct sim *s)
+{
+    if (s->heal_at && s->now >= s->heal_at)
+        sim_heal_partitions(s);
+    if (sim_chance(s, s->p.partition_pml, 1000))
+        sim_partition(s);
+    if (sim_chance(s, s->p.crash_pml, 1000) && sim_count_up(s) > 1)
+        sim_crash(s, sim_random_up_node(s));
+    for (uint64_t id = 1; id <= SIM_MAX_NODES; id++) {
+        struct sim_node *n = &s->nodes[id];
+        /* Down nodes come back after a while; failed disks are "replaced" by a restart. */
+        if (n->exists && !n->up && sim_chance(s, 30, 1000))
+            sim_start(s, id);
+        else if (n->up && n->failed_at >= 0 && s->now > (uint64_t)n->failed_at + 20) {
+            sim_crash(s, id);
+            sim_start(s, id);
+        }
+    }
+    if (sim_chance(s, s->p.membership_pml, 1000))
+        sim_membership_change(s);
+    if (sim_chance(s, s->p.transfer_pml, 1000))
+        sim_transfer(s);
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+static void sim_deliver_due(struct sim *s)
+{
+    for (;;) {
+        if (s->violated)
+            return;
+        /* Pick a random due message: this reorders messages of the same moment. */
+        size_t due[64];
+        size_t n_due = 0;
+        for (size_t i = 0; i < s->n_net && n_due < 64; i++)
+            if (s->net[i].deliver_at <= s->now)
+                due[n_due++] = i;
+        if (n_due == 0)
+            return;
+        size_t pick = due[sim_rand(s) % n_due];
+        struct sim_msg m = s->net[pick];
+        s->net[pick] = s->net[--s->n_net];
+        struct sim_node *to = &s->nodes[m.to];
+        if (to->up && !s->blocked[m.from][m.to]) {
+            struct raft_message msg;
+            int rc = raft_msg_decode(m.bytes, m.len, &msg);
+            if (rc != 0) {
+                sim_violation(s, "undecodable message: %s", rc_strerror(rc));
+            } else {
+                rc = raft_step(to->r, &msg);
+                if (rc != 0 && rc != RC_ECLOSED)
+                    sim_violation(s, "node %llu rejected a message of type %d from %llu: %s",
+                                  (unsigned long long)m.to, msg.type, (unsigned long long)m.from,
+                                  rc_strerror(rc));
+                raft_msg_decoded_free(&msg);
+                sim_step_done(s, m.to);
+            }
+        }
+        rc_free(m.bytes);
+    }
+}
+
+static void sim_tick_all(struct sim *s)
+{
+    uint64_t order[SIM_MAX_NODES];
+    int k = 0;
+    for (uint64_t id = 1; id <= SIM_MAX_NODES; id++)
+        if (s->nodes[id].up)
+            order[k++] = id;
+    for (int i = k - 1; i > 0; i--) {
+        int j = (int)(sim_rand(s) % (uint64_t)(i + 1));
+        uint64_t t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    for (int i = 0; i < k && !s->violated; i++) {
+        struct sim_node *n = &s->nodes[order[i]];
+        /* Clocks drift: now and then a node misses a tick. */
+        if (!s->healing && sim_chance(s, 5, 100))
+            continue;
+        raft_tick(n->r);
+        sim_step_done(s, order[i]);
+    }
+}
+
+static void sim_one_tick(struct sim *s)
+{
+    s->now++;
+    if (!s->healing)
+        sim_faults(s);
+    if (sim_chance(s, s->p.propose_pct, 100))
+        sim_client_write(s);
+    if (sim_chance(s, s->p.read_pct, 100))
+        sim_client_read(s);
+    sim_tick_all(s);
+    sim_deliver_due(s);
+}
+
+static void sim_init(struct sim *s, const struct sim_params *p, uint64_t seed)
+{
+    memset(s, 0, sizeof *s);
+    s->p = *p;
+    s->seed = seed;
+    s->rng = seed * 0x9E3779B97F4A7C15ull + 1;
+    sim_current_seed = seed;
+    signal(SIGABRT, sim_abort_handler);
+    struct raft_config c;
+    memset(&c, 0, sizeof c);
+    for (int i = 1; i <= p->n_nodes; i++)
+        c.voters[c.n_voters++] = (uint64_t)i;
+    struct raft_entry boot;
+    raft_bootstrap_entry(&c, &boot);
+    for (uint64_t id = 1; id <= SIM_MAX_NODES; id++) {
+        s->nodes[id].id = id;
+        s->nodes[id].failed_at = -1;
+    }
+    for (uint64_t id = 1; id <= (uint64_t)p->n_nodes; id++) {
+        struct sim_node *n = &s->nodes[id];
+        sim_st_append(s, &n->st, &boot);
+        n->st.hs.term = 1;
+        sim_st_sync(&n->st);
+        sim_start(s, id);
+    }
+    rc_free(boot.data);
+}
+
+static void sim_destroy(struct sim *s)
+{
+    for (uint64_t id = 1; id <= SIM_MAX_NODES; id++) {
+        raft_destroy(s->nodes[id].r);
+        sim_st_destroy(&s->nodes[id].st);
+    }
+    for (size_t i = 0; i < s->n_net; i++)
+        rc_free(s->net[i].bytes);
+    for (size_t i = 0; i < s->cap_slots; i++)
+        rc_free(s->slots[i].terms);
+    rc_free(s->net);
+    rc_free(s->slots);
+    rc_free(s->leader_of_term);
+    rc_free(s->props);
+    rc_free(s->reads);
+}
+
+/* After healing: a leader emerges and a fresh write is acknowledged within the bound. */
+static void sim_check_liveness(struct sim *s)
+{
+    s->healing = 1;
+    sim_heal_partitions(s);
+    for (uint64_t id = 1; id <= SIM_MAX_NODES; id++) {
+        struct sim_node *n = &s->nodes[id];
+        if (n->up && n->failed_at >= 0)
+            sim_crash(s, id);
+        if (n->exists && !n->up)
+            sim_start(s, id);
+    }
+    uint64_t acked_before = s->acked_count;
+    uint64_t deadline = s->now + (uint64_t)s->p.liveness_bound_ticks;
+    while (!s->violated && s->now < deadline) {
+        sim_one_tick(s);
+        if (s->acked_count > acked_before)
+            break;
+        if (sim_find_leader(s) && s->n_props == 0)
+            sim_client_write(s);
+    }
+    if (!s->violated && s->acked_count == acked_before) {
+        uint64_t lid = sim_find_leader(s);
+        sim_violation(s, "liveness: no write acknowledged within %d ticks of healing (leader %llu)",
+                      s->p.liveness_bound_ticks, (unsigned long long)lid);
+        return;
+    }
+    /* Every acknowledged write is in the final leader's log. */
+    uint64_t lid = sim_find_leader(s);
+    if (!lid)
+        return;
+    for (uint64_t i = 1; i < s->cap_slots && !s->violated; i++) {
+        struct sim_index_slot *slot = &s->slots[i];
+        if (!slot->acked)
+            continue;
+        uint64_t term;
+        if (raft_log_term(s->nodes[lid].r, i, &term) != 0 || term != slot->committed_term)
+            sim_violation(s, "acknowledged write at %llu missing from leader %llu",
+                          (unsigned long long)i, (unsigned long long)lid);
+    }
+}
+
+/* Runs one seed; returns 0 if clean, 1 with s->violation filled otherwise. */
+static int sim_run(const struct sim_params *p, uint64_t seed, struct sim *s)
+{
+    sim_init(s, p, seed);
+    while (!s->violated && s->now < (uint64_t)p->chaos_ticks)
+        sim_one_tick(s);
+    if (!s->violated)
+        sim_check_liveness(s);
+    return s->violated;
+}
+
+/* Parameters drawn from the seed, so one number describes the whole run. */
+static void sim_params_for_seed(uint64_t seed, struct sim_params *p)
+{
+    uint64_t st = seed ^ 0xA5A5A5A5ull;
+    memset(p, 0, sizeof *p);
+    p->n_nodes = test_rand(&st) % 2 ? 5 : 3;
+    p->chaos_ticks = 300;
+    p->liveness_bound_ticks = 400;
+    p->election_ticks = 10;
+    p->heartbeat_ticks = 1 + (int)(test_rand(&st) % 2);
+    p->max_delay = 1 + (int)(test_rand(&st) % 4);
+    p->drop_pct = (int)(test_rand(&st) % 15);
+    p->dup_pct = (int)(test_rand(&st) % 8);
+    p->propose_pct = 30 + (int)(test_rand(&st) % 60);
+    p->read_pct = 20 + (int)(test_rand(&st) % 40);
+    p->crash_pml = (int)(test_rand(&st) % 25);
+    p->sync_crash_pml = (int)(test_rand(&st) % 20);
+    p->disk_fail_pml = (int)(test_rand(&st) % 4);
+    p->partition_pml = (int)(test_rand(&st) % 25);
+    p->membership_pml = (int)(test_rand(&st) % 30);
+    p->transfer_pml = (int)(test_rand(&st) % 15);
+    p->max_msg_bytes = test_rand(&st) % 2 ? 64 : 4096;
+    p->pre_vote = 1;
+    p->check_quorum = 1;
+}
+
+#endif
