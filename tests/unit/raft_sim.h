@@ -46,6 +46,8 @@
 #include <unistd.h>
 
 #define SIM_MAX_NODES 7
+/* Every function is static; test files use only some of them. */
+#define SIM_FN static __attribute__((unused))
 
 /* ---------------------------------------------------------------- knobs */
 
@@ -70,6 +72,7 @@ struct sim_params {
     int pre_vote, check_quorum;
     int send_before_sync; /* broken caller: sends a ready's messages before fsync */
     struct raft_testing_knobs knobs;
+    int no_auto_restart; /* scenarios: only the test restarts nodes */
     int verbose;
 };
 
@@ -156,14 +159,16 @@ struct sim {
     uint64_t next_op, next_ctx;
     uint64_t max_acked_index;
     uint64_t acked_count, reads_served, elections;
-    int healing; /* faults off */
+    uint64_t crashes, disk_failures, truncated_entries, membership_changes, transfers;
+    uint64_t append_rejects[SIM_MAX_NODES + 1]; /* rejections sent by each node */
+    int healing;                                /* faults off */
     char violation[512];
     int violated;
 };
 
-static uint64_t sim_current_seed;
+SIM_FN uint64_t sim_current_seed;
 
-static void sim_abort_handler(int sig)
+SIM_FN void sim_abort_handler(int sig)
 {
     char buf[96];
     int n =
@@ -175,19 +180,19 @@ static void sim_abort_handler(int sig)
     raise(sig);
 }
 
-static uint64_t sim_rand(struct sim *s)
+SIM_FN uint64_t sim_rand(struct sim *s)
 {
     return test_rand(&s->rng);
 }
 
-static int sim_chance(struct sim *s, int per, int out_of)
+SIM_FN int sim_chance(struct sim *s, int per, int out_of)
 {
     return per > 0 && (int)(sim_rand(s) % (uint64_t)out_of) < per;
 }
 
-static void sim_violation(struct sim *s, const char *fmt, ...)
+SIM_FN void sim_violation(struct sim *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static void sim_violation(struct sim *s, const char *fmt, ...)
+SIM_FN void sim_violation(struct sim *s, const char *fmt, ...)
 {
     if (s->violated)
         return;
@@ -199,7 +204,7 @@ static void sim_violation(struct sim *s, const char *fmt, ...)
     va_end(ap);
 }
 
-static void *sim_grow(void *ptr, size_t *cap, size_t need, size_t elem)
+SIM_FN void *sim_grow(void *ptr, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
         return ptr;
@@ -216,14 +221,14 @@ static void *sim_grow(void *ptr, size_t *cap, size_t need, size_t elem)
     return p;
 }
 
-static uint64_t sim_mix(uint64_t h, uint64_t v)
+SIM_FN uint64_t sim_mix(uint64_t h, uint64_t v)
 {
     h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
     h *= 0xFF51AFD7ED558CCDull;
     return h ^ (h >> 33);
 }
 
-static uint64_t sim_entry_hash(const struct raft_entry *e)
+SIM_FN uint64_t sim_entry_hash(const struct raft_entry *e)
 {
     uint64_t h = sim_mix(sim_mix(0x1234, e->term), e->type);
     const unsigned char *d = e->data;
@@ -232,7 +237,7 @@ static uint64_t sim_entry_hash(const struct raft_entry *e)
     return h | 1; /* never 0, which means "unknown" */
 }
 
-static struct sim_index_slot *sim_slot(struct sim *s, uint64_t index)
+SIM_FN struct sim_index_slot *sim_slot(struct sim *s, uint64_t index)
 {
     s->slots = sim_grow(s->slots, &s->cap_slots, (size_t)index + 1, sizeof *s->slots);
     return &s->slots[index];
@@ -240,20 +245,20 @@ static struct sim_index_slot *sim_slot(struct sim *s, uint64_t index)
 
 /* ---------------------------------------------------------------- storage callbacks */
 
-static int sim_st_first(void *ctx, uint64_t *index)
+SIM_FN int sim_st_first(void *ctx, uint64_t *index)
 {
     (void)ctx;
     *index = 1;
     return 0;
 }
 
-static int sim_st_last(void *ctx, uint64_t *index)
+SIM_FN int sim_st_last(void *ctx, uint64_t *index)
 {
     *index = ((struct sim_storage *)ctx)->n;
     return 0;
 }
 
-static int sim_st_term(void *ctx, uint64_t index, uint64_t *term)
+SIM_FN int sim_st_term(void *ctx, uint64_t index, uint64_t *term)
 {
     struct sim_storage *st = ctx;
     if (index == 0) {
@@ -266,7 +271,7 @@ static int sim_st_term(void *ctx, uint64_t index, uint64_t *term)
     return 0;
 }
 
-static int sim_st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes,
+SIM_FN int sim_st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes,
                           struct raft_entry *out, size_t *n)
 {
     struct sim_storage *st = ctx;
@@ -284,19 +289,19 @@ static int sim_st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes,
     return 0;
 }
 
-static struct raft_storage sim_storage_ops(struct sim_storage *st)
+SIM_FN struct raft_storage sim_storage_ops(struct sim_storage *st)
 {
     struct raft_storage ops = {st, sim_st_first, sim_st_last, sim_st_term, sim_st_entries};
     return ops;
 }
 
-static void sim_st_free_range(struct sim_ent *ents, size_t from, size_t to)
+SIM_FN void sim_st_free_range(struct sim_ent *ents, size_t from, size_t to)
 {
     for (size_t i = from; i < to; i++)
         rc_free(ents[i].e.data);
 }
 
-static void sim_st_destroy(struct sim_storage *st)
+SIM_FN void sim_st_destroy(struct sim_storage *st)
 {
     sim_st_free_range(st->ents, 0, st->n);
     sim_st_free_range(st->saved, 0, st->n_saved);
@@ -306,7 +311,7 @@ static void sim_st_destroy(struct sim_storage *st)
 }
 
 /* Keeps the first keep entries; durable ones cut off are saved for a crash to restore. */
-static void sim_st_truncate(struct sim_storage *st, size_t keep)
+SIM_FN void sim_st_truncate(struct sim_storage *st, size_t keep)
 {
     if (keep >= st->n)
         return;
@@ -325,7 +330,7 @@ static void sim_st_truncate(struct sim_storage *st, size_t keep)
     st->n = keep;
 }
 
-static void sim_st_sync(struct sim_storage *st)
+SIM_FN void sim_st_sync(struct sim_storage *st)
 {
     sim_st_free_range(st->saved, 0, st->n_saved);
     st->n_saved = 0;
@@ -333,7 +338,7 @@ static void sim_st_sync(struct sim_storage *st)
     st->durable_hs = st->hs;
 }
 
-static void sim_st_crash(struct sim_storage *st)
+SIM_FN void sim_st_crash(struct sim_storage *st)
 {
     sim_st_free_range(st->ents, st->stable_prefix, st->n);
     st->n = st->stable_prefix;
@@ -347,7 +352,7 @@ static void sim_st_crash(struct sim_storage *st)
 }
 
 /* Appends copies; checks log matching against every entry ever persisted anywhere. */
-static void sim_st_append(struct sim *s, struct sim_storage *st, const struct raft_entry *e)
+SIM_FN void sim_st_append(struct sim *s, struct sim_storage *st, const struct raft_entry *e)
 {
     if (e->index != st->n + 1) {
         sim_violation(s, "storage append at %llu after %zu entries", (unsigned long long)e->index,
@@ -381,7 +386,7 @@ static void sim_st_append(struct sim *s, struct sim_storage *st, const struct ra
 
 /* ---------------------------------------------------------------- nodes */
 
-static void sim_node_options(struct sim *s, uint64_t id, struct raft_options *o)
+SIM_FN void sim_node_options(struct sim *s, uint64_t id, struct raft_options *o)
 {
     raft_options_default(o, id);
     o->seed = sim_rand(s);
@@ -394,7 +399,7 @@ static void sim_node_options(struct sim *s, uint64_t id, struct raft_options *o)
     o->knobs = s->p.knobs;
 }
 
-static void sim_start(struct sim *s, uint64_t id)
+SIM_FN void sim_start(struct sim *s, uint64_t id)
 {
     struct sim_node *n = &s->nodes[id];
     struct raft_options o;
@@ -413,7 +418,7 @@ static void sim_start(struct sim *s, uint64_t id)
     n->seen_leader_term = 0;
 }
 
-static void sim_drop_client_state(struct sim *s, uint64_t id)
+SIM_FN void sim_drop_client_state(struct sim *s, uint64_t id)
 {
     size_t k = 0;
     for (size_t i = 0; i < s->n_props; i++)
@@ -427,7 +432,7 @@ static void sim_drop_client_state(struct sim *s, uint64_t id)
     s->n_reads = k;
 }
 
-static void sim_crash(struct sim *s, uint64_t id)
+SIM_FN void sim_crash(struct sim *s, uint64_t id)
 {
     struct sim_node *n = &s->nodes[id];
     if (!n->up)
@@ -440,18 +445,21 @@ static void sim_crash(struct sim *s, uint64_t id)
         sim_st_sync(&n->st);
     sim_st_crash(&n->st);
     sim_drop_client_state(s, id);
+    s->crashes++;
     if (s->p.verbose)
         fprintf(stderr, "t=%llu crash %llu\n", (unsigned long long)s->now, (unsigned long long)id);
 }
 
 /* ---------------------------------------------------------------- network */
 
-static void sim_send(struct sim *s, const struct raft_message *m)
+SIM_FN void sim_send(struct sim *s, const struct raft_message *m)
 {
     if (m->to < 1 || m->to > SIM_MAX_NODES) {
         sim_violation(s, "message to unknown node %llu", (unsigned long long)m->to);
         return;
     }
+    if (m->type == RAFT_MSG_APPEND_RESP && m->reject)
+        s->append_rejects[m->from]++;
     if (!s->healing && sim_chance(s, s->p.drop_pct, 100))
         return;
     int copies = (!s->healing && sim_chance(s, s->p.dup_pct, 100)) ? 2 : 1;
@@ -474,7 +482,7 @@ static void sim_send(struct sim *s, const struct raft_message *m)
 
 /* ---------------------------------------------------------------- checks */
 
-static void sim_check_commit(struct sim *s, struct sim_node *n, const struct raft_status *st)
+SIM_FN void sim_check_commit(struct sim *s, struct sim_node *n, const struct raft_status *st)
 {
     for (uint64_t i = n->seen_commit + 1; i <= st->commit; i++) {
         uint64_t term;
@@ -500,7 +508,7 @@ static void sim_check_commit(struct sim *s, struct sim_node *n, const struct raf
         n->seen_commit = st->commit;
 }
 
-static void sim_check_new_leader(struct sim *s, struct sim_node *n, const struct raft_status *st)
+SIM_FN void sim_check_new_leader(struct sim *s, struct sim_node *n, const struct raft_status *st)
 {
     s->leader_of_term =
         sim_grow(s->leader_of_term, &s->cap_terms, (size_t)st->term + 1, sizeof *s->leader_of_term);
@@ -534,7 +542,7 @@ static void sim_check_new_leader(struct sim *s, struct sim_node *n, const struct
     }
 }
 
-static void sim_check_all(struct sim *s)
+SIM_FN void sim_check_all(struct sim *s)
 {
     for (uint64_t id = 1; id <= SIM_MAX_NODES && !s->violated; id++) {
         struct sim_node *n = &s->nodes[id];
@@ -554,7 +562,7 @@ static void sim_check_all(struct sim *s)
 
 /* ---------------------------------------------------------------- applying and reads */
 
-static void sim_serve_reads(struct sim *s, struct sim_node *n)
+SIM_FN void sim_serve_reads(struct sim *s, struct sim_node *n)
 {
     size_t k = 0;
     for (size_t i = 0; i < s->n_reads; i++) {
@@ -575,7 +583,7 @@ static void sim_serve_reads(struct sim *s, struct sim_node *n)
     s->n_reads = k;
 }
 
-static void sim_apply(struct sim *s, struct sim_node *n, const struct raft_entry *e)
+SIM_FN void sim_apply(struct sim *s, struct sim_node *n, const struct raft_entry *e)
 {
     if (e->index != n->applied + 1) {
         sim_violation(s, "node %llu applied %llu after %llu", (unsigned long long)n->id,
@@ -614,7 +622,7 @@ static void sim_apply(struct sim *s, struct sim_node *n, const struct raft_entry
 
 /* ---------------------------------------------------------------- ready processing */
 
-static void sim_process_ready(struct sim *s, uint64_t id)
+SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
 {
     struct sim_node *n = &s->nodes[id];
     while (n->up && !s->violated && raft_has_ready(n->r)) {
@@ -629,12 +637,15 @@ static void sim_process_ready(struct sim *s, uint64_t id)
             /* The write failed before reaching the disk; nothing of this ready is sent. */
             raft_advance(n->r, RC_EIO);
             n->failed_at = (int)s->now;
+            s->disk_failures++;
             if (s->p.verbose)
                 fprintf(stderr, "t=%llu disk failure %llu\n", (unsigned long long)s->now,
                         (unsigned long long)id);
             return;
         }
         if (rd.n_entries) {
+            if (rd.entries[0].index <= n->st.n)
+                s->truncated_entries += n->st.n - rd.entries[0].index + 1;
             sim_st_truncate(&n->st, (size_t)(rd.entries[0].index - 1));
             for (size_t i = 0; i < rd.n_entries; i++)
                 sim_st_append(s, &n->st, &rd.entries[i]);
@@ -668,7 +679,7 @@ static void sim_process_ready(struct sim *s, uint64_t id)
     }
 }
 
-static void sim_step_done(struct sim *s, uint64_t id)
+SIM_FN void sim_step_done(struct sim *s, uint64_t id)
 {
     sim_process_ready(s, id);
     if (!s->violated)
@@ -677,7 +688,7 @@ static void sim_step_done(struct sim *s, uint64_t id)
 
 /* ---------------------------------------------------------------- faults and clients */
 
-static uint64_t sim_find_leader(struct sim *s)
+SIM_FN uint64_t sim_find_leader(struct sim *s)
 {
     uint64_t best = 0, best_term = 0;
     for (uint64_t id = 1; id <= SIM_MAX_NODES; id++) {
@@ -694,7 +705,7 @@ static uint64_t sim_find_leader(struct sim *s)
     return best;
 }
 
-static uint64_t sim_random_up_node(struct sim *s)
+SIM_FN uint64_t sim_random_up_node(struct sim *s)
 {
     uint64_t ids[SIM_MAX_NODES];
     int k = 0;
@@ -704,7 +715,7 @@ static uint64_t sim_random_up_node(struct sim *s)
     return k ? ids[sim_rand(s) % (uint64_t)k] : 0;
 }
 
-static void sim_client_write(struct sim *s)
+SIM_FN void sim_client_write(struct sim *s)
 {
     uint64_t id = sim_chance(s, 80, 100) ? sim_find_leader(s) : sim_random_up_node(s);
     if (!id)
@@ -725,7 +736,7 @@ static void sim_client_write(struct sim *s)
 }
 
 /* A node that believes it leads, chosen at random (a client may talk to a deposed leader). */
-static uint64_t sim_random_claimed_leader(struct sim *s)
+SIM_FN uint64_t sim_random_claimed_leader(struct sim *s)
 {
     uint64_t ids[SIM_MAX_NODES];
     int k = 0;
@@ -740,7 +751,7 @@ static uint64_t sim_random_claimed_leader(struct sim *s)
     return k ? ids[sim_rand(s) % (uint64_t)k] : 0;
 }
 
-static void sim_client_read(struct sim *s)
+SIM_FN void sim_client_read(struct sim *s)
 {
     uint64_t id = sim_chance(s, 50, 100) ? sim_random_claimed_leader(s) : sim_find_leader(s);
     if (!id || sim_chance(s, 10, 100))
@@ -755,13 +766,13 @@ static void sim_client_read(struct sim *s)
     sim_step_done(s, id);
 }
 
-static void sim_heal_partitions(struct sim *s)
+SIM_FN void sim_heal_partitions(struct sim *s)
 {
     memset(s->blocked, 0, sizeof s->blocked);
     s->heal_at = 0;
 }
 
-static void sim_partition(struct sim *s)
+SIM_FN void sim_partition(struct sim *s)
 {
     sim_heal_partitions(s);
     if (sim_chance(s, 1, 3)) {
@@ -783,7 +794,7 @@ static void sim_partition(struct sim *s)
     s->heal_at = s->now + 5 + sim_rand(s) % (uint64_t)(6 * s->p.election_ticks);
 }
 
-static void sim_membership_change(struct sim *s)
+SIM_FN void sim_membership_change(struct sim *s)
 {
     uint64_t lid = sim_find_leader(s);
     if (!lid)
@@ -817,6 +828,7 @@ static void sim_membership_change(struct sim *s)
     }
     if (raft_change_membership(r, op, id) != 0)
         return;
+    s->membership_changes++;
     if (s->p.verbose)
         fprintf(stderr, "t=%llu leader %llu: membership op %d on %llu\n",
                 (unsigned long long)s->now, (unsigned long long)lid, (int)op,
@@ -826,7 +838,7 @@ static void sim_membership_change(struct sim *s)
     sim_step_done(s, lid);
 }
 
-static void sim_transfer(struct sim *s)
+SIM_FN void sim_transfer(struct sim *s)
 {
     uint64_t lid = sim_find_leader(s);
     if (!lid)
@@ -836,11 +848,13 @@ static void sim_transfer(struct sim *s)
     if (st.config.n_voters < 2)
         return;
     uint64_t to = st.config.voters[sim_rand(s) % st.config.n_voters];
-    if (raft_transfer_leader(s->nodes[lid].r, to) == 0)
+    if (raft_transfer_leader(s->nodes[lid].r, to) == 0) {
+        s->transfers++;
         sim_step_done(s, lid);
+    }
 }
 
-static int sim_count_up(struct sim *s)
+SIM_FN int sim_count_up(struct sim *s)
 {
     int k = 0;
     for (int id = 1; id <= SIM_MAX_NODES; id++)
@@ -848,7 +862,7 @@ static int sim_count_up(struct sim *s)
     return k;
 }
 
-static void sim_faults(struct sim *s)
+SIM_FN void sim_faults(struct sim *s)
 {
     if (s->heal_at && s->now >= s->heal_at)
         sim_heal_partitions(s);
@@ -859,6 +873,8 @@ static void sim_faults(struct sim *s)
     for (uint64_t id = 1; id <= SIM_MAX_NODES; id++) {
         struct sim_node *n = &s->nodes[id];
         /* Down nodes come back after a while; failed disks are "replaced" by a restart. */
+        if (s->p.no_auto_restart)
+            continue;
         if (n->exists && !n->up && sim_chance(s, 30, 1000))
             sim_start(s, id);
         else if (n->up && n->failed_at >= 0 && s->now > (uint64_t)n->failed_at + 20) {
@@ -874,7 +890,7 @@ static void sim_faults(struct sim *s)
 
 /* ---------------------------------------------------------------- the loop */
 
-static void sim_deliver_due(struct sim *s)
+SIM_FN void sim_deliver_due(struct sim *s)
 {
     for (;;) {
         if (s->violated)
@@ -910,7 +926,7 @@ static void sim_deliver_due(struct sim *s)
     }
 }
 
-static void sim_tick_all(struct sim *s)
+SIM_FN void sim_tick_all(struct sim *s)
 {
     uint64_t order[SIM_MAX_NODES];
     int k = 0;
@@ -933,7 +949,7 @@ static void sim_tick_all(struct sim *s)
     }
 }
 
-static void sim_one_tick(struct sim *s)
+SIM_FN void sim_one_tick(struct sim *s)
 {
     s->now++;
     if (!s->healing)
@@ -946,7 +962,7 @@ static void sim_one_tick(struct sim *s)
     sim_deliver_due(s);
 }
 
-static void sim_init(struct sim *s, const struct sim_params *p, uint64_t seed)
+SIM_FN void sim_init(struct sim *s, const struct sim_params *p, uint64_t seed)
 {
     memset(s, 0, sizeof *s);
     s->p = *p;
@@ -974,7 +990,7 @@ static void sim_init(struct sim *s, const struct sim_params *p, uint64_t seed)
     rc_free(boot.data);
 }
 
-static void sim_destroy(struct sim *s)
+SIM_FN void sim_destroy(struct sim *s)
 {
     for (uint64_t id = 1; id <= SIM_MAX_NODES; id++) {
         raft_destroy(s->nodes[id].r);
@@ -992,7 +1008,7 @@ static void sim_destroy(struct sim *s)
 }
 
 /* After healing: a leader emerges and a fresh write is acknowledged within the bound. */
-static void sim_check_liveness(struct sim *s)
+SIM_FN void sim_check_liveness(struct sim *s)
 {
     s->healing = 1;
     sim_heal_partitions(s);
@@ -1034,7 +1050,7 @@ static void sim_check_liveness(struct sim *s)
 }
 
 /* Runs one seed; returns 0 if clean, 1 with s->violation filled otherwise. */
-static int sim_run(const struct sim_params *p, uint64_t seed, struct sim *s)
+SIM_FN int sim_run(const struct sim_params *p, uint64_t seed, struct sim *s)
 {
     sim_init(s, p, seed);
     while (!s->violated && s->now < (uint64_t)p->chaos_ticks)
@@ -1045,7 +1061,7 @@ static int sim_run(const struct sim_params *p, uint64_t seed, struct sim *s)
 }
 
 /* Parameters drawn from the seed, so one number describes the whole run. */
-static void sim_params_for_seed(uint64_t seed, struct sim_params *p)
+SIM_FN void sim_params_for_seed(uint64_t seed, struct sim_params *p)
 {
     uint64_t st = seed ^ 0xA5A5A5A5ull;
     memset(p, 0, sizeof *p);
@@ -1068,6 +1084,115 @@ static void sim_params_for_seed(uint64_t seed, struct sim_params *p)
     p->max_msg_bytes = test_rand(&st) % 2 ? 64 : 4096;
     p->pre_vote = 1;
     p->check_quorum = 1;
+}
+
+/* ---------------------------------------------------------------- scenario helpers */
+
+/* Parameters for scripted scenarios: no random faults, one-tick delays. */
+SIM_FN void sim_params_quiet(struct sim_params *p, int n_nodes)
+{
+    memset(p, 0, sizeof *p);
+    p->n_nodes = n_nodes;
+    p->chaos_ticks = 0;
+    p->liveness_bound_ticks = 400;
+    p->election_ticks = 10;
+    p->heartbeat_ticks = 1;
+    p->max_delay = 1;
+    p->max_msg_bytes = 4096;
+    p->pre_vote = 1;
+    p->check_quorum = 1;
+    p->no_auto_restart = 1;
+}
+
+SIM_FN void sim_run_ticks(struct sim *s, int ticks)
+{
+    for (int i = 0; i < ticks && !s->violated; i++)
+        sim_one_tick(s);
+}
+
+SIM_FN void sim_isolate(struct sim *s, uint64_t id)
+{
+    for (uint64_t other = 1; other <= SIM_MAX_NODES; other++) {
+        s->blocked[id][other] = 1;
+        s->blocked[other][id] = 1;
+    }
+}
+
+SIM_FN struct raft_status sim_status(struct sim *s, uint64_t id)
+{
+    struct raft_status st;
+    memset(&st, 0, sizeof st);
+    if (s->nodes[id].up)
+        raft_status(s->nodes[id].r, &st);
+    return st;
+}
+
+/* Ticks until some node leads (and no other up node claims a higher term); 0 on timeout. */
+SIM_FN uint64_t sim_wait_leader(struct sim *s, int max_ticks)
+{
+    for (int i = 0; i < max_ticks && !s->violated; i++) {
+        uint64_t id = sim_find_leader(s);
+        if (id)
+            return id;
+        sim_one_tick(s);
+    }
+    return sim_find_leader(s);
+}
+
+/* Proposes on node id; returns the index, or 0 if the node refused. */
+SIM_FN uint64_t sim_propose_on(struct sim *s, uint64_t id)
+{
+    unsigned char data[16];
+    uint64_t op = ++s->next_op;
+    memcpy(data, &op, 8);
+    memset(data + 8, 0x5A, 8);
+    uint64_t index, term;
+    if (raft_propose(s->nodes[id].r, data, sizeof data, &index, &term) != 0)
+        return 0;
+    s->props = sim_grow(s->props, &s->cap_props, s->n_props + 1, sizeof *s->props);
+    s->props[s->n_props++] = (struct sim_proposal){id, index, term, op};
+    sim_step_done(s, id);
+    return index;
+}
+
+/*
+ * Replaces node id's stored log with the bootstrap configuration at index 1 followed by
+ * entries of the given terms (content derived from index and term, so equal (index, term)
+ * means equal entries on every node), sets its stored term, and restarts it.
+ */
+SIM_FN void sim_set_log(struct sim *s, uint64_t id, const uint64_t *terms, size_t n, uint64_t term)
+{
+    struct sim_node *node = &s->nodes[id];
+    raft_destroy(node->r);
+    node->r = NULL;
+    node->up = 0;
+    sim_st_truncate(&node->st, 1);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t body[2] = {i + 2, terms[i]};
+        struct raft_entry e = {.term = terms[i],
+                               .index = i + 2,
+                               .type = RAFT_ENTRY_NORMAL,
+                               .len = sizeof body,
+                               .data = body};
+        sim_st_append(s, &node->st, &e);
+    }
+    node->st.hs.term = term;
+    node->st.hs.vote = 0;
+    node->st.hs.commit = 0;
+    sim_st_sync(&node->st);
+    sim_start(s, id);
+}
+
+/* 1 if the logs of the up nodes in ids are identical (by chained hash). */
+SIM_FN int sim_logs_equal(struct sim *s, const uint64_t *ids, int n)
+{
+    struct sim_storage *a = &s->nodes[ids[0]].st;
+    for (int i = 1; i < n; i++) {
+        struct sim_storage *b = &s->nodes[ids[i]].st;
+        if (a->n != b->n || (a->n && a->ents[a->n - 1].chain != b->ents[b->n - 1].chain))
+            return 0;
+    }
+    return 1;
 }
 
 #endif
