@@ -447,7 +447,8 @@ int raft_advance(struct raft *r, int persist_error)
         struct raft_progress *self = raft_progress_of(r, r->id);
         if (self)
             raft_progress_maybe_update(self, r->log.stable_last);
-        if (raft_maybe_commit(r))
+        /* Committing our own removal makes us step down: then there is nothing to send. */
+        if (raft_maybe_commit(r) && r->role == RAFT_LEADER)
             raft_broadcast_append(r, 1);
     }
     return 0;

@@ -81,6 +81,7 @@ void raft_commit_to(struct raft *r, uint64_t index)
 
 int raft_send_append(struct raft *r, struct raft_progress *pr, int send_if_empty)
 {
+    RAFT_ASSERT(r->role == RAFT_LEADER);
     if (pr->id == r->id || raft_progress_is_paused(pr, r->opts.max_inflight))
         return 0;
     uint64_t last = raft_log_last_index(&r->log);
@@ -222,6 +223,8 @@ int raft_handle_append_response(struct raft *r, const struct raft_message *m)
             raft_send_append(r, pr, 1);
         return 0;
     }
+    if (m->index > raft_log_last_index(&r->log))
+        return RC_EPROTO; /* acknowledges entries we never had: not from our follower */
     int was_paused = raft_progress_is_paused(pr, r->opts.max_inflight);
     if (!raft_progress_maybe_update(pr, m->index)) {
         if (was_paused && !raft_progress_is_paused(pr, r->opts.max_inflight))

@@ -1082,8 +1082,9 @@ SIM_FN void sim_params_for_seed(uint64_t seed, struct sim_params *p)
     p->membership_pml = (int)(test_rand(&st) % 30);
     p->transfer_pml = (int)(test_rand(&st) % 15);
     p->max_msg_bytes = test_rand(&st) % 2 ? 64 : 4096;
-    p->pre_vote = 1;
-    p->check_quorum = 1;
+    /* Safety must not depend on the optional protocol extensions: vary them too. */
+    p->pre_vote = test_rand(&st) % 4 != 0;
+    p->check_quorum = test_rand(&st) % 4 != 0;
 }
 
 /* ---------------------------------------------------------------- scenario helpers */

@@ -235,6 +235,44 @@ TEST(prevote_stops_disruptive_rejoining_server)
     CHECK(after > before);
 }
 
+/*
+ * Pre-vote alone (no check-quorum, so no leader lease): a server that was cut off while the
+ * others wrote, and now reaches the followers but cannot hear the leader (a one-way
+ * partition), has a stale log, so its pre-votes are refused and it never raises its term.
+ * With the skip_prevote_log_check knob the pre-vote passes, the real election at a higher
+ * term fails on the log check, and the higher term still deposes the leader: the broken
+ * variant is flagged by the leader changing.
+ */
+static int stale_server_deposes_leader(int broken)
+{
+    struct sim_params p;
+    sim_params_quiet(&p, 3);
+    p.check_quorum = 0;
+    p.knobs.skip_prevote_log_check = broken;
+    struct sim *s = rc_calloc(1, sizeof *s);
+    sim_init(s, &p, test_seed(12));
+    uint64_t leader = sim_wait_leader(s, 100);
+    CHECK(leader != 0);
+    uint64_t outsider = leader == 3 ? 2 : 3;
+    sim_isolate(s, outsider);
+    write_and_wait(s, leader, 3); /* the outsider misses these */
+    uint64_t term = sim_status(s, leader).term;
+    /* The outsider's link comes back, except that it still cannot hear the leader. */
+    sim_heal_partitions(s);
+    s->blocked[leader][outsider] = 1;
+    sim_run_ticks(s, 5 * p.election_ticks);
+    CHECK_CLEAN(s);
+    int deposed = sim_status(s, leader).term != term;
+    free_sim(s);
+    return deposed;
+}
+
+TEST(prevote_log_check_keeps_stale_server_out)
+{
+    CHECK_EQ(stale_server_deposes_leader(0), 0);
+    CHECK_EQ(stale_server_deposes_leader(1), 1);
+}
+
 /* ---------------------------------------------------------------- check-quorum */
 
 TEST(check_quorum_leader_steps_down_when_cut_off)

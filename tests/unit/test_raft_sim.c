@@ -1,7 +1,7 @@
 /*
  * test_raft_sim.c — the deterministic simulation of src/raft (see raft_sim.h).
  *
- *   build/san/tests/test_raft_sim sim_many        SIM_SEEDS seeds (default 1500)
+ *   build/san/tests/test_raft_sim sim_many        SIM_SEEDS seeds (default 3000)
  *   TEST_SEED=n build/san/tests/test_raft_sim     replays seed n verbosely (SIM_VERBOSE=1)
  *
  * A failing seed prints its number and the violation; TEST_SEED replays it exactly.
@@ -66,7 +66,7 @@ static void run_seeds(uint64_t first, long count, const struct raft_testing_knob
 
 TEST(sim_many_seeds)
 {
-    run_seeds(1, env_long("SIM_SEEDS", 1500), NULL);
+    run_seeds(1, env_long("SIM_SEEDS", 3000), NULL);
 }
 
 /* ---------------------------------------------------------------- broken variants */
