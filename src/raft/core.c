@@ -46,6 +46,7 @@ void raft_options_default(struct raft_options *opts, uint64_t id)
     opts->check_quorum = 1;
     opts->max_msg_bytes = 1 << 20;
     opts->max_inflight = 64;
+    opts->snapshot_chunk_bytes = 64 * 1024;
 }
 
 uint64_t raft_rand(struct raft *r)
@@ -62,7 +63,8 @@ int raft_create(const struct raft_options *opts, const struct raft_storage *stor
 {
     if (!opts || opts->id == RAFT_NONE || opts->election_ticks < 2 || opts->heartbeat_ticks < 1 ||
         opts->heartbeat_ticks >= opts->election_ticks || opts->max_inflight < 1 ||
-        opts->max_inflight > RAFT_MAX_INFLIGHT || !storage || !out)
+        opts->max_inflight > RAFT_MAX_INFLIGHT || opts->snapshot_chunk_bytes == 0 ||
+        opts->snapshot_chunk_bytes > UINT32_MAX || !storage || !out)
         return RC_EINVAL;
     struct raft *r = rc_calloc(1, sizeof *r);
     if (!r)
@@ -96,8 +98,10 @@ fail_log:
 
 static void free_handed_messages(struct raft *r)
 {
-    for (size_t i = 0; i < r->n_msgs; i++)
+    for (size_t i = 0; i < r->n_msgs; i++) {
         rc_free(r->msgs[i].entries);
+        rc_free(r->msgs[i].snapshot.data);
+    }
     r->n_msgs = 0;
 }
 
@@ -116,6 +120,7 @@ void raft_destroy(struct raft *r)
         return;
     free_handed_messages(r);
     free_committed(r);
+    raft_free_chunk(r);
     rc_free(r->msgs);
     rc_free(r->read_states);
     rc_free(r->reads);
@@ -152,6 +157,7 @@ int raft_send(struct raft *r, struct raft_message *m)
         struct raft_message *msgs = rc_realloc(r->msgs, cap * sizeof *msgs);
         if (!msgs) {
             rc_free(m->entries);
+            rc_free(m->snapshot.data);
             return RC_ENOMEM;
         }
         r->msgs = msgs;
@@ -318,6 +324,7 @@ int raft_step(struct raft *r, const struct raft_message *m)
         return raft_handle_vote_response(r, m);
     case RAFT_MSG_APPEND:
     case RAFT_MSG_HEARTBEAT:
+    case RAFT_MSG_SNAPSHOT:
         /* Same term: the sender is this term's only leader (election safety). */
         if (r->role == RAFT_LEADER)
             return 0;
@@ -325,6 +332,8 @@ int raft_step(struct raft *r, const struct raft_message *m)
             raft_become_follower(r, r->term, m->from);
         r->leader = m->from;
         r->election_elapsed = 0;
+        if (m->type == RAFT_MSG_SNAPSHOT)
+            return raft_handle_snapshot(r, m);
         return m->type == RAFT_MSG_APPEND ? raft_handle_append(r, m) : raft_handle_heartbeat(r, m);
     case RAFT_MSG_APPEND_RESP:
         return raft_handle_append_response(r, m);
@@ -332,9 +341,8 @@ int raft_step(struct raft *r, const struct raft_message *m)
         return raft_handle_heartbeat_response(r, m);
     case RAFT_MSG_TIMEOUT_NOW:
         return raft_handle_timeout_now(r, m);
-    case RAFT_MSG_SNAPSHOT:
     case RAFT_MSG_SNAPSHOT_RESP:
-        return 0; /* snapshot transfer is a later step */
+        return raft_handle_snapshot_response(r, m);
     }
     return 0;
 }
@@ -351,7 +359,7 @@ int raft_has_ready(struct raft *r)
 {
     if (r->failed)
         return 0;
-    return (r->role == RAFT_LEADER && r->pending_broadcast) || r->log.n > 0 ||
+    return (r->role == RAFT_LEADER && r->pending_broadcast) || r->log.n > 0 || r->has_chunk ||
            hard_state_changed(r) || r->n_msgs > 0 || r->log.commit > r->log.applied ||
            r->n_read_states > 0;
 }
@@ -400,6 +408,7 @@ int raft_ready(struct raft *r, struct raft_ready *rd)
     int rc = collect_committed(r);
     if (rc != 0)
         return rc;
+    rd->snapshot_chunk = r->has_chunk ? &r->chunk : NULL;
     rd->has_hard_state = hard_state_changed(r);
     rd->hard_state.term = r->term;
     rd->hard_state.vote = r->vote;
@@ -426,11 +435,13 @@ int raft_advance(struct raft *r, int persist_error)
     if (persist_error != 0) {
         /* Invariant 4: we cannot tell what reached the disk; stop taking part. */
         free_committed(r);
+        raft_free_chunk(r);
         raft_become_follower(r, r->term, RAFT_NONE);
         r->role = RAFT_FAILED;
         r->failed = 1;
         return 0;
     }
+    raft_free_chunk(r);
     if (r->handed.has_hard_state)
         r->persisted = r->handed.hard_state;
     if (r->handed.n_entries) {
@@ -454,6 +465,15 @@ int raft_advance(struct raft *r, int persist_error)
     return 0;
 }
 
+int raft_compacted(struct raft *r, uint64_t index)
+{
+    RAFT_ASSERT(!r->ready_outstanding);
+    if (index > r->log.applied || index >= r->log.offset || index > r->log.stable_last)
+        return RC_EINVAL;
+    raft_log_compacted(&r->log, index);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- inspection */
 
 void raft_status(const struct raft *r, struct raft_status *st)
@@ -466,6 +486,7 @@ void raft_status(const struct raft *r, struct raft_status *st)
     st->leader = r->leader;
     st->commit = r->log.commit;
     st->applied = r->log.applied;
+    st->first_index = r->log.stable_first;
     st->last_index = raft_log_last_index(&r->log);
     st->last_term = raft_log_term_or_zero((struct raft_log *)&r->log, st->last_index);
     st->stable_index = r->log.stable_last < r->log.offset ? r->log.stable_last : r->log.offset - 1;

@@ -35,7 +35,19 @@ int raft_log_init(struct raft_log *log, const struct raft_storage *storage, uint
         return rc;
     if (log->stable_first == 0 || log->stable_last + 1 < log->stable_first)
         return RC_ECORRUPT;
+    struct raft_snapshot_meta meta = {0};
+    if (storage->snapshot && (rc = storage->snapshot(storage->ctx, &meta)) != 0)
+        return rc;
+    if (meta.index + 1 != log->stable_first)
+        return RC_ECORRUPT;
+    log->snapshot_index = meta.index;
+    log->snapshot_term = meta.term;
     log->offset = log->stable_last + 1;
+    /* Everything in a snapshot is committed and, once restored, applied. */
+    if (commit < meta.index)
+        commit = meta.index;
+    if (applied < meta.index)
+        applied = meta.index;
     if (commit > log->stable_last || applied > commit)
         return RC_ECORRUPT;
     log->commit = commit;
@@ -69,14 +81,18 @@ int raft_log_term_at(struct raft_log *log, uint64_t index, uint64_t *term)
         *term = 0;
         return 0;
     }
+    if (index == log->snapshot_index) {
+        *term = log->snapshot_term;
+        return 0;
+    }
     if (index >= log->offset) {
         if (index - log->offset >= log->n)
             return RC_ENOTFOUND;
         *term = log->ents[index - log->offset].term;
         return 0;
     }
-    if (index + 1 < log->stable_first || index > log->stable_last)
-        return RC_ENOTFOUND;
+    if (index < log->stable_first || index > log->stable_last)
+        return RC_ENOTFOUND; /* compacted, or beyond the log */
     return log->storage.term(log->storage.ctx, index, term);
 }
 
@@ -247,4 +263,29 @@ void raft_log_stable_to(struct raft_log *log, uint64_t index)
     free_unstable_from(log, 0);
     log->stable_last = index;
     log->offset = index + 1;
+}
+
+void raft_log_compacted(struct raft_log *log, uint64_t index)
+{
+    RAFT_ASSERT(index <= log->applied && index < log->offset && index <= log->stable_last);
+    if (index <= log->snapshot_index)
+        return;
+    uint64_t term = raft_log_term_or_zero(log, index);
+    RAFT_ASSERT(term != 0);
+    log->snapshot_index = index;
+    log->snapshot_term = term;
+    log->stable_first = index + 1;
+}
+
+void raft_log_restore(struct raft_log *log, uint64_t index, uint64_t term)
+{
+    RAFT_ASSERT(index > log->commit);
+    free_unstable_from(log, 0);
+    log->snapshot_index = index;
+    log->snapshot_term = term;
+    log->stable_first = index + 1;
+    log->stable_last = index;
+    log->offset = index + 1;
+    log->commit = index;
+    log->applied = index;
 }

@@ -110,7 +110,7 @@ int raft_config_recover(struct raft *r)
     /*
      * Scans the log backwards for its last two configuration entries. The scan is linear;
      * it runs at start and on the rare truncation of a configuration entry, and log
-     * compaction (a later step) will bound it by the snapshot's configuration.
+     * compaction bounds it: older configurations are in the snapshot.
      */
     struct raft_config found[2];
     uint64_t found_index[2] = {0, 0};
@@ -126,6 +126,15 @@ int raft_config_recover(struct raft *r)
         if (e->type == RAFT_ENTRY_CONFIG && decode_entry_config(e, &found[n_found]) == 0)
             found_index[n_found++] = i;
         rc_free(e);
+    }
+    /* Configurations older than the log's first entry are in the snapshot. */
+    struct raft_snapshot_meta meta = {0};
+    if (n_found < 2 && r->log.snapshot_index > 0 && r->log.storage.snapshot) {
+        int rc = r->log.storage.snapshot(r->log.storage.ctx, &meta);
+        if (rc != 0)
+            return rc;
+        found[n_found] = meta.config;
+        found_index[n_found++] = meta.index;
     }
     r->config = found[0];
     r->config_index = found_index[0];

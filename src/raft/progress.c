@@ -7,7 +7,8 @@
  *              and walk next back with the follower's hints until it accepts;
  *   replicate  its log matches up to match; stream appends optimistically (next moves as we
  *              send) with at most max_inflight messages unacknowledged;
- *   snapshot   reserved for snapshot transfer (a later step).
+ *   snapshot   the entries it needs were compacted away: stream it the snapshot, one chunk
+ *              in flight at a time (snapshot.c); appends pause until it is installed.
  *
  * Invariants:
  *   1. match < next (everything up to match is known replicated; next is what we send next).
@@ -109,6 +110,8 @@ int raft_progress_maybe_update(struct raft_progress *pr, uint64_t index)
 
 int raft_progress_maybe_decrease(struct raft_progress *pr, uint64_t rejected, uint64_t next_probe)
 {
+    if (pr->state == PROGRESS_SNAPSHOT)
+        return 0; /* an append answer from before the snapshot transfer began */
     if (pr->state == PROGRESS_REPLICATE) {
         /* A rejection of something we know matched is a stale, reordered answer. */
         if (rejected <= pr->match)

@@ -14,9 +14,10 @@
  *
  * and after any of them asks raft_has_ready() / raft_ready() what to do:
  *
- *     1. persist ready.hard_state (if has_hard_state) and ready.entries (deleting every
- *        stored entry at or after ready.entries[0].index first), and make both durable
- *        (fsync) — in that order: entries first, hard state last;
+ *     1. write ready.snapshot_chunk if any (installing the snapshot if it is the last
+ *        chunk), then persist ready.entries (deleting every stored entry at or after
+ *        ready.entries[0].index first) and ready.hard_state (if has_hard_state), and make
+ *        all of it durable (fsync) — in that order: snapshot, entries, hard state;
  *     2. only then send ready.messages (the Raft safety argument assumes that a vote or an
  *        append acknowledgement leaves a node only once what it acknowledges is on disk);
  *     3. apply ready.committed in order, and answer the reads of ready.read_states once the
@@ -87,7 +88,7 @@ enum raft_msg_type {
     RAFT_MSG_APPEND_RESP = 6,    /* accept: index = last matching; reject: hint_* */
     RAFT_MSG_HEARTBEAT = 7,      /* commit and a read-index round number in ctx */
     RAFT_MSG_HEARTBEAT_RESP = 8, /* echoes ctx */
-    RAFT_MSG_SNAPSHOT = 9,       /* InstallSnapshot chunk (not yet driven by the core) */
+    RAFT_MSG_SNAPSHOT = 9,       /* InstallSnapshot chunk */
     RAFT_MSG_SNAPSHOT_RESP = 10,
     RAFT_MSG_TIMEOUT_NOW = 11, /* leadership transfer: campaign at once, skip pre-vote */
 };
@@ -107,7 +108,9 @@ enum raft_msg_type {
  *   HEARTBEAT          commit (never above the follower's known match), ctx = read round.
  *   HEARTBEAT_RESP     ctx echoed.
  *   SNAPSHOT           snapshot.* (a chunk at snapshot.offset; done marks the last).
- *   SNAPSHOT_RESP      reject; index = snapshot index; snapshot.offset = bytes received.
+ *   SNAPSHOT_RESP      snapshot.index/term = the snapshot; snapshot.offset = bytes the
+ *                      follower holds durably; snapshot.done = 1 once installed (or not
+ *                      needed), and then index = the last index now matching the leader.
  */
 struct raft_message {
     uint8_t type; /* enum raft_msg_type */
@@ -131,6 +134,29 @@ struct raft_message {
     } snapshot;
 };
 
+/* What a snapshot covers: the state after applying entries up to index. */
+struct raft_snapshot_meta {
+    uint64_t index, term;      /* last entry covered; 0, 0 when there is no snapshot */
+    struct raft_config config; /* configuration in force at index */
+    uint64_t size_bytes;       /* length of the snapshot data */
+};
+
+/*
+ * A chunk of an incoming snapshot, handed out by raft_ready() for the caller to write at
+ * offset into the snapshot (meta.index, meta.term). A chunk at offset 0 starts a new
+ * incoming snapshot and discards any partial one. When done is 1 the chunk is the last: after
+ * writing it the caller installs the snapshot — discards its whole log, makes the snapshot
+ * the base of its storage (first index meta.index + 1, term(meta.index) = meta.term) and
+ * restores its state machine from it (applied index meta.index).
+ */
+struct raft_snapshot_chunk {
+    struct raft_snapshot_meta meta;
+    uint64_t offset;
+    uint32_t len;
+    const void *data;
+    int done;
+};
+
 /* A linearizable read confirmed by a quorum: serve it once applied index >= index. */
 struct raft_read_state {
     uint64_t ctx;   /* the caller's ctx from raft_read_index */
@@ -142,6 +168,8 @@ struct raft_read_state {
  * owned by the core and valid until raft_advance(); entry data included.
  */
 struct raft_ready {
+    /* Write first (before entries and hard state), if not NULL. */
+    const struct raft_snapshot_chunk *snapshot_chunk;
     int has_hard_state;
     struct raft_hard_state hard_state;
     /* To persist: delete stored entries with index >= entries[0].index, then append. */
@@ -175,6 +203,17 @@ struct raft_storage {
      */
     int (*entries)(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes, struct raft_entry *out,
                    size_t *n);
+    /* The snapshot the log starts after (meta->index 0: none). */
+    int (*snapshot)(void *ctx, struct raft_snapshot_meta *meta);
+    /*
+     * Reads up to len bytes at offset of the data of the snapshot ending at index into buf;
+     * *n receives the count (0 at the end). RC_ENOTFOUND if that snapshot was replaced.
+     * The core reads one chunk at a time, so a snapshot of many GB never sits in memory.
+     */
+    int (*snapshot_read)(void *ctx, uint64_t index, uint64_t offset, void *buf, size_t len,
+                         size_t *n);
+    /* Bytes written so far of the incoming snapshot (index, term); 0 if none or another. */
+    int (*snapshot_received)(void *ctx, uint64_t index, uint64_t term, uint64_t *bytes);
 };
 
 /*
@@ -191,14 +230,15 @@ struct raft_testing_knobs {
 
 struct raft_options {
     uint64_t id;
-    uint64_t seed;        /* seeds the PRNG of randomized election timeouts */
-    int election_ticks;   /* election timeout in ticks (randomized in [e, 2e)) */
-    int heartbeat_ticks;  /* leader heartbeat interval in ticks; < election_ticks */
-    int pre_vote;         /* 1: run a pre-vote before each real election (§9.6) */
-    int check_quorum;     /* 1: a leader steps down without a quorum for a timeout */
-    size_t max_msg_bytes; /* cap of entry data per append message (>= one entry) */
-    int max_inflight;     /* append messages in flight per follower in replicate state */
-    uint64_t applied;     /* index already applied by the caller's state machine */
+    uint64_t seed;               /* seeds the PRNG of randomized election timeouts */
+    int election_ticks;          /* election timeout in ticks (randomized in [e, 2e)) */
+    int heartbeat_ticks;         /* leader heartbeat interval in ticks; < election_ticks */
+    int pre_vote;                /* 1: run a pre-vote before each real election (§9.6) */
+    int check_quorum;            /* 1: a leader steps down without a quorum for a timeout */
+    size_t max_msg_bytes;        /* cap of entry data per append message (>= one entry) */
+    int max_inflight;            /* append messages in flight per follower in replicate state */
+    size_t snapshot_chunk_bytes; /* snapshot data per InstallSnapshot message */
+    uint64_t applied;            /* index already applied by the caller's state machine */
     struct raft_testing_knobs knobs;
 };
 
@@ -259,6 +299,13 @@ int raft_ready(struct raft *r, struct raft_ready *rd);
 /* Acknowledges the last raft_ready(): 0 if persisted, or the persistence error. */
 int raft_advance(struct raft *r, int persist_error);
 
+/*
+ * Tells the core that the caller compacted its storage: it took a snapshot at index (which
+ * must be applied and persisted) and dropped the entries up to it. Followers that need them
+ * will be sent the snapshot.
+ */
+int raft_compacted(struct raft *r, uint64_t index);
+
 enum raft_role {
     RAFT_FOLLOWER = 0,
     RAFT_PRE_CANDIDATE = 1,
@@ -272,6 +319,7 @@ struct raft_status {
     enum raft_role role;
     uint64_t term, vote, leader;
     uint64_t commit, applied;
+    uint64_t first_index; /* first entry still in the log (after the snapshot) */
     uint64_t last_index, last_term;
     uint64_t stable_index; /* last index known durable */
     uint64_t config_index; /* index of the configuration entry in force (0: none) */

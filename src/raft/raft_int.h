@@ -8,6 +8,7 @@
  *   election.c     pre-vote, vote, campaign, leadership transfer
  *   replication.c  append/heartbeat send and receive, commit, proposals
  *   readindex.c    ReadIndex rounds
+ *   snapshot.c     InstallSnapshot, streamed in chunks
  *   membership.c   configuration entries, one-server changes, progress set upkeep
  */
 #ifndef RC_RAFT_INT_H
@@ -56,6 +57,8 @@ struct raft_log {
     uint64_t offset;
     uint64_t commit;
     uint64_t applied;
+    /* the snapshot the stable log starts after: stable_first == snapshot_index + 1 */
+    uint64_t snapshot_index, snapshot_term;
 };
 
 int raft_log_init(struct raft_log *log, const struct raft_storage *storage, uint64_t commit,
@@ -82,6 +85,10 @@ int raft_log_copy_entries(struct raft_log *log, uint64_t lo, uint64_t hi, size_t
                           struct raft_entry **out, size_t *n);
 /* The unstable entries up to index were persisted. */
 void raft_log_stable_to(struct raft_log *log, uint64_t index);
+/* Storage dropped the entries up to index (a snapshot at index). */
+void raft_log_compacted(struct raft_log *log, uint64_t index);
+/* The log is replaced by a snapshot ending at (index, term): empty after it. */
+void raft_log_restore(struct raft_log *log, uint64_t index, uint64_t term);
 /* Largest index <= index whose term is <= term (for fast backtracking). */
 uint64_t raft_log_last_index_with_term_at_most(struct raft_log *log, uint64_t index, uint64_t term);
 
@@ -100,6 +107,10 @@ struct raft_progress {
     int stalled_heartbeats;
     uint64_t acked_round; /* highest ReadIndex round the server confirmed */
     int vote;             /* this election: 0 unknown, 1 granted, -1 rejected */
+    /* snapshot state: the snapshot being sent and how much the follower confirmed */
+    uint64_t snap_index, snap_term;
+    uint64_t snap_offset;
+    int snap_sent; /* a chunk is in flight (stop-and-wait) */
     /* ring of the last index of each append in flight (replicate state) */
     uint64_t inflight[RAFT_MAX_INFLIGHT];
     int inflight_start, inflight_count;
@@ -170,6 +181,9 @@ struct raft {
     struct raft_ready handed;
     struct raft_entry *committed; /* deep copies handed out; data owned */
     size_t n_committed;
+    /* an incoming snapshot chunk waiting to be written (data owned) */
+    struct raft_snapshot_chunk chunk;
+    int has_chunk;
 };
 
 /* core.c */
@@ -211,6 +225,13 @@ int raft_append_to_log(struct raft *r, const struct raft_entry *ents, size_t n);
 int raft_append_new_entry(struct raft *r, uint8_t type, const void *data, size_t len,
                           uint64_t *index);
 void raft_commit_to(struct raft *r, uint64_t index);
+
+/* snapshot.c */
+int raft_send_snapshot(struct raft *r, struct raft_progress *pr);
+int raft_handle_snapshot(struct raft *r, const struct raft_message *m);
+int raft_handle_snapshot_response(struct raft *r, const struct raft_message *m);
+void raft_snapshot_on_heartbeat_response(struct raft *r, struct raft_progress *pr);
+void raft_free_chunk(struct raft *r);
 
 /* readindex.c */
 void raft_reads_reset(struct raft *r);

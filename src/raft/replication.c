@@ -87,8 +87,8 @@ int raft_send_append(struct raft *r, struct raft_progress *pr, int send_if_empty
     uint64_t last = raft_log_last_index(&r->log);
     uint64_t prev = pr->next - 1;
     uint64_t prev_term;
-    if (raft_log_term_at(&r->log, prev, &prev_term) != 0)
-        return 0; /* needs a snapshot: a later step */
+    if (pr->next < r->log.stable_first || raft_log_term_at(&r->log, prev, &prev_term) != 0)
+        return raft_send_snapshot(r, pr); /* what it needs was compacted away */
     struct raft_message m = {.type = RAFT_MSG_APPEND,
                              .to = pr->id,
                              .log_index = prev,
@@ -252,6 +252,8 @@ int raft_handle_heartbeat_response(struct raft *r, const struct raft_message *m)
         return 0;
     pr->recent_active = 1;
     pr->probe_sent = 0;
+    if (pr->state == PROGRESS_SNAPSHOT)
+        raft_snapshot_on_heartbeat_response(r, pr);
     if (pr->state == PROGRESS_REPLICATE && pr->match < raft_log_last_index(&r->log)) {
         /*
          * Appends may have been lost; the window then never drains by acknowledgements.

@@ -73,6 +73,8 @@ struct sim_params {
     int send_before_sync; /* broken caller: sends a ready's messages before fsync */
     struct raft_testing_knobs knobs;
     int no_auto_restart; /* scenarios: only the test restarts nodes */
+    int compact_every;   /* compact a node's log once it applied this many entries (0: never) */
+    size_t snapshot_chunk_bytes;
     int verbose;
 };
 
@@ -84,7 +86,17 @@ struct sim_ent {
 };
 
 struct sim_storage {
-    struct sim_ent *ents; /* ents[i] has index i + 1 */
+    /* The snapshot the log starts after: index base, its term, config and chain hash. Its
+     * data is the state machine: the content hash of every applied entry, 8 bytes each. */
+    uint64_t base, base_term, base_chain;
+    struct raft_config base_config;
+    unsigned char *snap_data;
+    size_t snap_len;
+    /* An incoming snapshot being written; in_durable bytes of it survive a crash. */
+    uint64_t in_index, in_term;
+    unsigned char *in_data;
+    size_t in_len, in_cap, in_durable;
+    struct sim_ent *ents; /* ents[i] has index base + 1 + i */
     size_t n, cap;
     size_t stable_prefix;  /* leading entries identical to the durable image */
     struct sim_ent *saved; /* durable entries after stable_prefix, cut by unsynced truncation */
@@ -120,8 +132,13 @@ struct sim_node {
     struct raft *r;
     struct sim_storage st;
     uint64_t applied;
+    uint64_t *sm; /* the state machine: sm[i] = content hash of the entry applied at i */
+    size_t cap_sm;
     uint64_t seen_commit;
     uint64_t seen_leader_term;
+    uint64_t first_chunk_offset; /* offset of the first snapshot chunk written since start */
+    uint64_t chunks_written;
+    uint64_t snapshot_restarts; /* partial snapshots dropped for a newer one */
 };
 
 struct sim_term_entry {
@@ -160,6 +177,7 @@ struct sim {
     uint64_t max_acked_index;
     uint64_t acked_count, reads_served, elections;
     uint64_t crashes, disk_failures, truncated_entries, membership_changes, transfers;
+    uint64_t compactions, snapshot_chunks, snapshots_installed;
     uint64_t append_rejects[SIM_MAX_NODES + 1]; /* rejections sent by each node */
     int healing;                                /* faults off */
     char violation[512];
@@ -247,27 +265,31 @@ SIM_FN struct sim_index_slot *sim_slot(struct sim *s, uint64_t index)
 
 SIM_FN int sim_st_first(void *ctx, uint64_t *index)
 {
-    (void)ctx;
-    *index = 1;
+    *index = ((struct sim_storage *)ctx)->base + 1;
     return 0;
+}
+
+SIM_FN uint64_t sim_st_last_index(const struct sim_storage *st)
+{
+    return st->base + st->n;
 }
 
 SIM_FN int sim_st_last(void *ctx, uint64_t *index)
 {
-    *index = ((struct sim_storage *)ctx)->n;
+    *index = sim_st_last_index(ctx);
     return 0;
 }
 
 SIM_FN int sim_st_term(void *ctx, uint64_t index, uint64_t *term)
 {
     struct sim_storage *st = ctx;
-    if (index == 0) {
-        *term = 0;
+    if (index == st->base) {
+        *term = st->base_term;
         return 0;
     }
-    if (index > st->n)
+    if (index < st->base || index > sim_st_last_index(st))
         return RC_ENOTFOUND;
-    *term = st->ents[index - 1].e.term;
+    *term = st->ents[index - st->base - 1].e.term;
     return 0;
 }
 
@@ -275,11 +297,11 @@ SIM_FN int sim_st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes,
                           struct raft_entry *out, size_t *n)
 {
     struct sim_storage *st = ctx;
-    if (lo < 1 || hi > st->n + 1 || lo >= hi)
+    if (lo <= st->base || hi > sim_st_last_index(st) + 1 || lo >= hi)
         return RC_ENOTFOUND;
     size_t bytes = 0, k = 0;
     for (uint64_t i = lo; i < hi; i++) {
-        const struct raft_entry *e = &st->ents[i - 1].e;
+        const struct raft_entry *e = &st->ents[i - st->base - 1].e;
         if (k > 0 && bytes + e->len > max_bytes)
             break;
         out[k++] = *e;
@@ -289,9 +311,50 @@ SIM_FN int sim_st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes,
     return 0;
 }
 
+SIM_FN int sim_st_snapshot(void *ctx, struct raft_snapshot_meta *meta)
+{
+    struct sim_storage *st = ctx;
+    meta->index = st->base;
+    meta->term = st->base_term;
+    meta->config = st->base_config;
+    meta->size_bytes = st->snap_len;
+    return 0;
+}
+
+SIM_FN int sim_st_snapshot_read(void *ctx, uint64_t index, uint64_t offset, void *buf, size_t len,
+                                size_t *n)
+{
+    struct sim_storage *st = ctx;
+    if (index != st->base || st->base == 0)
+        return RC_ENOTFOUND;
+    if (offset > st->snap_len)
+        return RC_EINVAL;
+    size_t k = st->snap_len - (size_t)offset;
+    if (k > len)
+        k = len;
+    if (k)
+        memcpy(buf, st->snap_data + offset, k);
+    *n = k;
+    return 0;
+}
+
+SIM_FN int sim_st_snapshot_received(void *ctx, uint64_t index, uint64_t term, uint64_t *bytes)
+{
+    struct sim_storage *st = ctx;
+    *bytes = (st->in_index == index && st->in_term == term) ? st->in_len : 0;
+    return 0;
+}
+
 SIM_FN struct raft_storage sim_storage_ops(struct sim_storage *st)
 {
-    struct raft_storage ops = {st, sim_st_first, sim_st_last, sim_st_term, sim_st_entries};
+    struct raft_storage ops = {st,
+                               sim_st_first,
+                               sim_st_last,
+                               sim_st_term,
+                               sim_st_entries,
+                               sim_st_snapshot,
+                               sim_st_snapshot_read,
+                               sim_st_snapshot_received};
     return ops;
 }
 
@@ -307,6 +370,8 @@ SIM_FN void sim_st_destroy(struct sim_storage *st)
     sim_st_free_range(st->saved, 0, st->n_saved);
     rc_free(st->ents);
     rc_free(st->saved);
+    rc_free(st->snap_data);
+    rc_free(st->in_data);
     memset(st, 0, sizeof *st);
 }
 
@@ -336,6 +401,7 @@ SIM_FN void sim_st_sync(struct sim_storage *st)
     st->n_saved = 0;
     st->stable_prefix = st->n;
     st->durable_hs = st->hs;
+    st->in_durable = st->in_len;
 }
 
 SIM_FN void sim_st_crash(struct sim_storage *st)
@@ -349,21 +415,22 @@ SIM_FN void sim_st_crash(struct sim_storage *st)
     st->n_saved = 0;
     st->stable_prefix = st->n;
     st->hs = st->durable_hs;
+    st->in_len = st->in_durable;
 }
 
 /* Appends copies; checks log matching against every entry ever persisted anywhere. */
 SIM_FN void sim_st_append(struct sim *s, struct sim_storage *st, const struct raft_entry *e)
 {
-    if (e->index != st->n + 1) {
-        sim_violation(s, "storage append at %llu after %zu entries", (unsigned long long)e->index,
-                      st->n);
+    if (e->index != sim_st_last_index(st) + 1) {
+        sim_violation(s, "storage append at %llu after index %llu", (unsigned long long)e->index,
+                      (unsigned long long)sim_st_last_index(st));
         return;
     }
     st->ents = sim_grow(st->ents, &st->cap, st->n + 1, sizeof *st->ents);
     struct sim_ent *se = &st->ents[st->n];
     se->e = *e;
     se->e.data = e->len ? rc_memdup(e->data, e->len) : NULL;
-    uint64_t prev = st->n ? st->ents[st->n - 1].chain : 0;
+    uint64_t prev = st->n ? st->ents[st->n - 1].chain : st->base_chain;
     se->chain = sim_mix(prev, sim_entry_hash(e));
     st->n++;
 
@@ -396,6 +463,8 @@ SIM_FN void sim_node_options(struct sim *s, uint64_t id, struct raft_options *o)
     o->check_quorum = s->p.check_quorum;
     o->max_msg_bytes = s->p.max_msg_bytes;
     o->max_inflight = 8;
+    if (s->p.snapshot_chunk_bytes)
+        o->snapshot_chunk_bytes = s->p.snapshot_chunk_bytes;
     o->knobs = s->p.knobs;
 }
 
@@ -413,9 +482,14 @@ SIM_FN void sim_start(struct sim *s, uint64_t id)
     n->exists = 1;
     n->up = 1;
     n->failed_at = -1;
-    n->applied = 0;
+    /* The state machine restarts from the snapshot, then re-applies the log. */
+    n->applied = n->st.base;
+    n->sm = sim_grow(n->sm, &n->cap_sm, (size_t)n->st.base + 1, sizeof *n->sm);
+    if (n->st.snap_len)
+        memcpy(n->sm + 1, n->st.snap_data, n->st.snap_len);
     n->seen_commit = 0;
     n->seen_leader_term = 0;
+    n->first_chunk_offset = UINT64_MAX;
 }
 
 SIM_FN void sim_drop_client_state(struct sim *s, uint64_t id)
@@ -484,7 +558,10 @@ SIM_FN void sim_send(struct sim *s, const struct raft_message *m)
 
 SIM_FN void sim_check_commit(struct sim *s, struct sim_node *n, const struct raft_status *st)
 {
-    for (uint64_t i = n->seen_commit + 1; i <= st->commit; i++) {
+    uint64_t from = n->seen_commit + 1;
+    if (st->first_index > 1 && from < st->first_index - 1)
+        from = st->first_index - 1; /* older entries are in the snapshot, checked on install */
+    for (uint64_t i = from; i <= st->commit; i++) {
         uint64_t term;
         if (raft_log_term(n->r, i, &term) != 0) {
             sim_violation(s, "node %llu committed %llu but has no such entry",
@@ -527,7 +604,7 @@ SIM_FN void sim_check_new_leader(struct sim *s, struct sim_node *n, const struct
     /* Leader completeness: every entry committed before this term is in our log. */
     for (uint64_t i = 1; i < s->cap_slots; i++) {
         struct sim_index_slot *slot = &s->slots[i];
-        if (slot->committed_term == 0 || slot->committed_in >= st->term)
+        if (slot->committed_term == 0 || slot->committed_in >= st->term || i + 1 < st->first_index)
             continue;
         uint64_t term;
         if (raft_log_term(n->r, i, &term) != 0 || term != slot->committed_term) {
@@ -593,6 +670,8 @@ SIM_FN void sim_apply(struct sim *s, struct sim_node *n, const struct raft_entry
     n->applied = e->index;
     struct sim_index_slot *slot = sim_slot(s, e->index);
     uint64_t h = sim_entry_hash(e);
+    n->sm = sim_grow(n->sm, &n->cap_sm, (size_t)e->index + 1, sizeof *n->sm);
+    n->sm[e->index] = h;
     if (slot->applied_hash == 0)
         slot->applied_hash = h;
     else if (slot->applied_hash != h)
@@ -620,6 +699,129 @@ SIM_FN void sim_apply(struct sim *s, struct sim_node *n, const struct raft_entry
     s->n_props = k;
 }
 
+/* ---------------------------------------------------------------- snapshots */
+
+/* The configuration in force at index: the last configuration entry up to it. */
+SIM_FN struct raft_config sim_config_at(struct sim_storage *st, uint64_t index)
+{
+    for (uint64_t i = index; i > st->base; i--) {
+        const struct raft_entry *e = &st->ents[i - st->base - 1].e;
+        struct raft_config c;
+        if (e->type == RAFT_ENTRY_CONFIG && raft_config_decode(e->data, e->len, &c) == 0)
+            return c;
+    }
+    return st->base_config;
+}
+
+/* Compacts the log up to what the state machine applied, now and then. */
+SIM_FN void sim_maybe_compact(struct sim *s, struct sim_node *n)
+{
+    if (!n->up || s->p.compact_every <= 0 || n->applied < n->st.base + (uint64_t)s->p.compact_every)
+        return;
+    struct sim_storage *st = &n->st;
+    uint64_t at = n->applied;
+    if (at > st->base + st->stable_prefix)
+        return; /* only durable entries are compacted */
+    size_t drop = (size_t)(at - st->base);
+    struct sim_ent *last = &st->ents[drop - 1];
+    st->base_config = sim_config_at(st, at);
+    st->base_term = last->e.term;
+    st->base_chain = last->chain;
+    rc_free(st->snap_data);
+    st->snap_len = (size_t)at * 8;
+    st->snap_data = rc_malloc(st->snap_len);
+    memcpy(st->snap_data, n->sm + 1, st->snap_len);
+    sim_st_free_range(st->ents, 0, drop);
+    memmove(st->ents, st->ents + drop, (st->n - drop) * sizeof *st->ents);
+    st->n -= drop;
+    st->stable_prefix -= drop;
+    st->base = at;
+    s->compactions++;
+    int rc = raft_compacted(n->r, at);
+    if (rc != 0)
+        sim_violation(s, "node %llu: raft_compacted(%llu): %s", (unsigned long long)n->id,
+                      (unsigned long long)at, rc_strerror(rc));
+}
+
+/*
+ * Writes a chunk of an incoming snapshot; the last one installs it. Installing is atomic
+ * and durable (a real caller fsyncs the file and renames it into place).
+ */
+SIM_FN void sim_write_chunk(struct sim *s, struct sim_node *n, const struct raft_snapshot_chunk *c)
+{
+    struct sim_storage *st = &n->st;
+    if (c->offset == 0) {
+        if (st->in_len > 0 && (st->in_index != c->meta.index || st->in_term != c->meta.term))
+            n->snapshot_restarts++;
+        st->in_index = c->meta.index;
+        st->in_term = c->meta.term;
+        st->in_len = 0;
+        st->in_durable = 0;
+    }
+    if (st->in_index != c->meta.index || st->in_term != c->meta.term || c->offset != st->in_len) {
+        sim_violation(s, "node %llu: snapshot chunk at %llu does not continue %zu bytes",
+                      (unsigned long long)n->id, (unsigned long long)c->offset, st->in_len);
+        return;
+    }
+    if (n->first_chunk_offset == UINT64_MAX)
+        n->first_chunk_offset = c->offset;
+    n->chunks_written++;
+    s->snapshot_chunks++;
+    st->in_data = sim_grow(st->in_data, &st->in_cap, st->in_len + c->len + 1, 1);
+    if (c->len)
+        memcpy(st->in_data + st->in_len, c->data, c->len);
+    st->in_len += c->len;
+    if (!c->done)
+        return;
+    /* Install: the state must be exactly what every node applied up to the index. */
+    uint64_t index = c->meta.index;
+    if (st->in_len != index * 8) {
+        sim_violation(s, "node %llu: snapshot at %llu has %zu bytes", (unsigned long long)n->id,
+                      (unsigned long long)index, st->in_len);
+        return;
+    }
+    for (uint64_t i = 1; i <= index; i++) {
+        uint64_t h;
+        memcpy(&h, st->in_data + (i - 1) * 8, 8);
+        struct sim_index_slot *slot = sim_slot(s, i);
+        if (slot->applied_hash == 0)
+            slot->applied_hash = h;
+        else if (slot->applied_hash != h) {
+            sim_violation(s,
+                          "state machine safety: snapshot installed on node %llu differs at %llu",
+                          (unsigned long long)n->id, (unsigned long long)i);
+            return;
+        }
+    }
+    struct sim_index_slot *slot = sim_slot(s, index);
+    uint64_t chain = 0;
+    for (size_t i = 0; i < slot->n; i++)
+        if (slot->terms[i].term == c->meta.term)
+            chain = slot->terms[i].chain;
+    if (chain == 0) {
+        sim_violation(s, "snapshot at %llu term %llu matches no entry ever stored",
+                      (unsigned long long)index, (unsigned long long)c->meta.term);
+        return;
+    }
+    sim_st_free_range(st->ents, 0, st->n);
+    sim_st_free_range(st->saved, 0, st->n_saved);
+    st->n = st->n_saved = st->stable_prefix = 0;
+    st->base = index;
+    st->base_term = c->meta.term;
+    st->base_chain = chain;
+    st->base_config = c->meta.config;
+    rc_free(st->snap_data);
+    st->snap_data = st->in_data;
+    st->snap_len = st->in_len;
+    st->in_data = NULL;
+    st->in_len = st->in_cap = st->in_durable = 0;
+    st->in_index = st->in_term = 0;
+    n->sm = sim_grow(n->sm, &n->cap_sm, (size_t)index + 1, sizeof *n->sm);
+    memcpy(n->sm + 1, st->snap_data, st->snap_len);
+    n->applied = index;
+    s->snapshots_installed++;
+}
+
 /* ---------------------------------------------------------------- ready processing */
 
 SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
@@ -632,7 +834,7 @@ SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
             sim_violation(s, "node %llu ready: %s", (unsigned long long)id, rc_strerror(rc));
             return;
         }
-        int writes = rd.has_hard_state || rd.n_entries > 0;
+        int writes = rd.has_hard_state || rd.n_entries > 0 || rd.snapshot_chunk;
         if (writes && !s->healing && sim_chance(s, s->p.disk_fail_pml, 1000)) {
             /* The write failed before reaching the disk; nothing of this ready is sent. */
             raft_advance(n->r, RC_EIO);
@@ -643,10 +845,19 @@ SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
                         (unsigned long long)id);
             return;
         }
+        if (rd.snapshot_chunk)
+            sim_write_chunk(s, n, rd.snapshot_chunk);
         if (rd.n_entries) {
-            if (rd.entries[0].index <= n->st.n)
-                s->truncated_entries += n->st.n - rd.entries[0].index + 1;
-            sim_st_truncate(&n->st, (size_t)(rd.entries[0].index - 1));
+            uint64_t first = rd.entries[0].index, last = sim_st_last_index(&n->st);
+            if (first <= n->st.base) {
+                sim_violation(s, "node %llu asked to store %llu below its snapshot %llu",
+                              (unsigned long long)id, (unsigned long long)first,
+                              (unsigned long long)n->st.base);
+                return;
+            }
+            if (first <= last)
+                s->truncated_entries += last - first + 1;
+            sim_st_truncate(&n->st, (size_t)(first - 1 - n->st.base));
             for (size_t i = 0; i < rd.n_entries; i++)
                 sim_st_append(s, &n->st, &rd.entries[i]);
         }
@@ -676,6 +887,7 @@ SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
         }
         raft_advance(n->r, 0);
         sim_serve_reads(s, n);
+        sim_maybe_compact(s, n);
     }
 }
 
@@ -995,6 +1207,7 @@ SIM_FN void sim_destroy(struct sim *s)
     for (uint64_t id = 1; id <= SIM_MAX_NODES; id++) {
         raft_destroy(s->nodes[id].r);
         sim_st_destroy(&s->nodes[id].st);
+        rc_free(s->nodes[id].sm);
     }
     for (size_t i = 0; i < s->n_net; i++)
         rc_free(s->net[i].bytes);
@@ -1038,9 +1251,11 @@ SIM_FN void sim_check_liveness(struct sim *s)
     uint64_t lid = sim_find_leader(s);
     if (!lid)
         return;
+    struct raft_status lst;
+    raft_status(s->nodes[lid].r, &lst);
     for (uint64_t i = 1; i < s->cap_slots && !s->violated; i++) {
         struct sim_index_slot *slot = &s->slots[i];
-        if (!slot->acked)
+        if (!slot->acked || i + 1 < lst.first_index)
             continue;
         uint64_t term;
         if (raft_log_term(s->nodes[lid].r, i, &term) != 0 || term != slot->committed_term)
@@ -1082,6 +1297,8 @@ SIM_FN void sim_params_for_seed(uint64_t seed, struct sim_params *p)
     p->membership_pml = (int)(test_rand(&st) % 30);
     p->transfer_pml = (int)(test_rand(&st) % 15);
     p->max_msg_bytes = test_rand(&st) % 2 ? 64 : 4096;
+    p->compact_every = test_rand(&st) % 3 ? 10 + (int)(test_rand(&st) % 50) : 0;
+    p->snapshot_chunk_bytes = 32 + (size_t)(test_rand(&st) % 500);
     /* Safety must not depend on the optional protocol extensions: vary them too. */
     p->pre_vote = test_rand(&st) % 4 != 0;
     p->check_quorum = test_rand(&st) % 4 != 0;

@@ -23,7 +23,7 @@ static void run_seeds(uint64_t first, long count, const struct raft_testing_knob
     }
     struct sim *s = rc_calloc(1, sizeof *s);
     uint64_t elections = 0, acked = 0, reads = 0, crashes = 0, disk = 0, truncated = 0, changes = 0,
-             transfers = 0;
+             transfers = 0, compactions = 0, chunks = 0, installs = 0;
     for (long i = 0; i < count; i++) {
         uint64_t seed = first + (uint64_t)i;
         struct sim_params p;
@@ -48,20 +48,26 @@ static void run_seeds(uint64_t first, long count, const struct raft_testing_knob
         truncated += s->truncated_entries;
         changes += s->membership_changes;
         transfers += s->transfers;
+        compactions += s->compactions;
+        chunks += s->snapshot_chunks;
+        installs += s->snapshots_installed;
         sim_destroy(s);
     }
     rc_free(s);
     printf("  %ld seeds from %llu: %llu elections, %llu writes acknowledged, %llu reads "
            "served, %llu crashes, %llu disk failures, %llu stored entries truncated, %llu "
-           "membership changes, %llu transfers\n",
+           "membership changes, %llu transfers, %llu compactions, %llu snapshot chunks, %llu "
+           "snapshots installed\n",
            count, (unsigned long long)first, (unsigned long long)elections,
            (unsigned long long)acked, (unsigned long long)reads, (unsigned long long)crashes,
            (unsigned long long)disk, (unsigned long long)truncated, (unsigned long long)changes,
-           (unsigned long long)transfers);
+           (unsigned long long)transfers, (unsigned long long)compactions,
+           (unsigned long long)chunks, (unsigned long long)installs);
     /* The run must have exercised what it claims to check. */
     CHECK(acked > 0 && reads > 0 && elections > 0);
     if (count >= 100)
-        CHECK(crashes > 0 && disk > 0 && truncated > 0 && changes > 0 && transfers > 0);
+        CHECK(crashes > 0 && disk > 0 && truncated > 0 && changes > 0 && transfers > 0 &&
+              compactions > 0 && installs > 0);
 }
 
 TEST(sim_many_seeds)
