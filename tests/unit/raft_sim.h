@@ -514,9 +514,24 @@ SIM_FN void sim_crash(struct sim *s, uint64_t id)
     raft_destroy(n->r);
     n->r = NULL;
     n->up = 0;
-    /* The OS may or may not have written unsynced data back before the crash. */
-    if (sim_chance(s, 1, 2))
+    /*
+     * The OS may have written some unsynced data back before the crash: nothing, all, or
+     * the entries (and snapshot chunks) but not the hard state written after them — the
+     * order a ready is persisted in (entries first) allows exactly these outcomes.
+     */
+    switch (sim_rand(s) % 3) {
+    case 0:
+        break;
+    case 1:
         sim_st_sync(&n->st);
+        break;
+    default: {
+        struct raft_hard_state hs = n->st.durable_hs;
+        sim_st_sync(&n->st);
+        n->st.durable_hs = hs;
+        break;
+    }
+    }
     sim_st_crash(&n->st);
     sim_drop_client_state(s, id);
     s->crashes++;
