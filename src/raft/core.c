@@ -85,6 +85,7 @@ int raft_create(const struct raft_options *opts, const struct raft_storage *stor
     if (rc != 0)
         goto fail_config;
     raft_become_follower(r, r->term, RAFT_NONE);
+    raft_check_invariants(r);
     *out = r;
     return 0;
 
@@ -170,6 +171,50 @@ int raft_send(struct raft *r, struct raft_message *m)
     return 0;
 }
 
+/* ---------------------------------------------------------------- invariants */
+
+/*
+ * Checks the invariants that hold between calls; debug builds run it at the end of every
+ * public call that changes state. It costs O(unstable entries + servers).
+ */
+void raft_check_invariants(struct raft *r)
+{
+#if defined(RC_DEBUG) && RC_DEBUG
+    const struct raft_log *log = &r->log;
+    uint64_t last = raft_log_last_index(log);
+    RAFT_ASSERT((r->role == RAFT_FAILED) == (r->failed != 0));
+    RAFT_ASSERT(r->term >= r->persisted.term); /* terms never go back */
+    RAFT_ASSERT(log->applied <= log->commit && log->commit <= last);
+    RAFT_ASSERT(log->snapshot_index + 1 == log->stable_first);
+    RAFT_ASSERT(log->snapshot_index <= log->applied);
+    RAFT_ASSERT(log->offset >= log->stable_first && log->offset <= log->stable_last + 1);
+    for (size_t i = 0; i < log->n; i++) {
+        RAFT_ASSERT(log->ents[i].index == log->offset + i);
+        RAFT_ASSERT(log->ents[i].term <= r->term);
+        RAFT_ASSERT(i == 0 || log->ents[i].term >= log->ents[i - 1].term);
+    }
+    RAFT_ASSERT(r->prev_config_index <= r->config_index && r->config_index <= last);
+    RAFT_ASSERT(r->n_prs == r->config.n_voters + r->config.n_learners);
+    for (uint32_t i = 0; i < r->n_prs; i++)
+        RAFT_ASSERT(r->prs[i].is_voter == raft_config_has_voter(&r->config, r->prs[i].id));
+    if (r->role == RAFT_CANDIDATE)
+        RAFT_ASSERT(r->vote == r->id);
+    if (r->role == RAFT_LEADER) {
+        RAFT_ASSERT(r->leader == r->id);
+        for (uint32_t i = 0; i < r->n_prs; i++) {
+            const struct raft_progress *pr = &r->prs[i];
+            RAFT_ASSERT(pr->match < pr->next && pr->match <= last);
+            if (pr->id == r->id)
+                RAFT_ASSERT(pr->match <= log->stable_last); /* only what is durable counts */
+        }
+    } else {
+        RAFT_ASSERT(r->n_reads == 0 && r->transferee == RAFT_NONE);
+    }
+#else
+    (void)r;
+#endif
+}
+
 /* ---------------------------------------------------------------- role changes */
 
 static void reset_term_state(struct raft *r, uint64_t term)
@@ -249,6 +294,7 @@ int raft_tick(struct raft *r)
         raft_tick_leader(r);
     else
         raft_tick_election(r);
+    raft_check_invariants(r);
     return 0;
 }
 
@@ -304,7 +350,16 @@ static int settle_term(struct raft *r, const struct raft_message *m)
     return 1;
 }
 
+static int step(struct raft *r, const struct raft_message *m);
+
 int raft_step(struct raft *r, const struct raft_message *m)
+{
+    int rc = step(r, m);
+    raft_check_invariants(r);
+    return rc;
+}
+
+static int step(struct raft *r, const struct raft_message *m)
 {
     RAFT_ASSERT(!r->ready_outstanding);
     if (r->failed)
@@ -423,6 +478,7 @@ int raft_ready(struct raft *r, struct raft_ready *rd)
     rd->n_read_states = r->n_read_states;
     r->handed = *rd;
     r->ready_outstanding = 1;
+    raft_check_invariants(r);
     return 0;
 }
 
@@ -462,6 +518,7 @@ int raft_advance(struct raft *r, int persist_error)
         if (raft_maybe_commit(r) && r->role == RAFT_LEADER)
             raft_broadcast_append(r, 1);
     }
+    raft_check_invariants(r);
     return 0;
 }
 
@@ -471,6 +528,7 @@ int raft_compacted(struct raft *r, uint64_t index)
     if (index > r->log.applied || index >= r->log.offset || index > r->log.stable_last)
         return RC_EINVAL;
     raft_log_compacted(&r->log, index);
+    raft_check_invariants(r);
     return 0;
 }
 

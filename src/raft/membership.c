@@ -218,5 +218,6 @@ int raft_change_membership(struct raft *r, enum raft_membership_op op, uint64_t 
     raft_config_encode(&c, data);
     int rc = raft_append_new_entry(r, RAFT_ENTRY_CONFIG, data, len, NULL);
     rc_free(data);
+    raft_check_invariants(r);
     return rc;
 }

@@ -187,6 +187,7 @@ struct raft {
 };
 
 /* core.c */
+void raft_check_invariants(struct raft *r);
 void raft_become_follower(struct raft *r, uint64_t term, uint64_t leader);
 void raft_become_pre_candidate(struct raft *r);
 void raft_become_candidate(struct raft *r);

@@ -135,5 +135,6 @@ int raft_read_index(struct raft *r, uint64_t ctx)
     r->reads[r->n_reads].round = 0;
     r->n_reads++;
     release_reads(r);
+    raft_check_invariants(r);
     return 0;
 }

@@ -342,5 +342,6 @@ int raft_propose(struct raft *r, const void *data, size_t len, uint64_t *index, 
         *index = at;
     if (term)
         *term = r->term;
+    raft_check_invariants(r);
     return 0;
 }

@@ -35,7 +35,7 @@ static void run_seeds(uint64_t first, long count, const struct raft_testing_knob
         if (sim_run(&p, seed, s)) {
             fprintf(stderr, "  seed %llu: %s\n  replay: TEST_SEED=%llu %s\n",
                     (unsigned long long)seed, s->violation, (unsigned long long)seed,
-                    "build/san/tests/test_raft_sim");
+                    "build/san/tests/test_raft_sim sim_many_seeds_0");
             sim_destroy(s);
             rc_free(s);
             CHECK_MSG(0, "simulation violated a Raft property (seed %llu)",
