@@ -692,6 +692,19 @@ SIM_FN void sim_apply(struct sim *s, struct sim_node *n, const struct raft_entry
     else if (slot->applied_hash != h)
         sim_violation(s, "state machine safety: node %llu applied a different entry at %llu",
                       (unsigned long long)n->id, (unsigned long long)e->index);
+    /* What is applied is committed: record it even if the commit check never saw it. */
+    if (slot->committed_term == 0) {
+        struct raft_status st;
+        raft_status(n->r, &st);
+        slot->committed_term = e->term;
+        slot->committed_in = st.term;
+    } else if (slot->committed_term != e->term) {
+        sim_violation(s,
+                      "commit agreement: node %llu applied index %llu of term %llu, committed "
+                      "elsewhere with term %llu",
+                      (unsigned long long)n->id, (unsigned long long)e->index,
+                      (unsigned long long)e->term, (unsigned long long)slot->committed_term);
+    }
     if (e->type != RAFT_ENTRY_NORMAL || e->len < 8)
         return;
     uint64_t op;
@@ -902,7 +915,6 @@ SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
         }
         raft_advance(n->r, 0);
         sim_serve_reads(s, n);
-        sim_maybe_compact(s, n);
     }
 }
 
@@ -911,6 +923,9 @@ SIM_FN void sim_step_done(struct sim *s, uint64_t id)
     sim_process_ready(s, id);
     if (!s->violated)
         sim_check_all(s);
+    /* Compaction comes after the checks, which read the entries it drops. */
+    if (!s->violated)
+        sim_maybe_compact(s, &s->nodes[id]);
 }
 
 /* ---------------------------------------------------------------- faults and clients */
@@ -1273,9 +1288,15 @@ SIM_FN void sim_check_liveness(struct sim *s)
         if (!slot->acked || i + 1 < lst.first_index)
             continue;
         uint64_t term;
-        if (raft_log_term(s->nodes[lid].r, i, &term) != 0 || term != slot->committed_term)
-            sim_violation(s, "acknowledged write at %llu missing from leader %llu",
-                          (unsigned long long)i, (unsigned long long)lid);
+        int rc = raft_log_term(s->nodes[lid].r, i, &term);
+        if (rc != 0 || term != slot->committed_term)
+            sim_violation(s,
+                          "acknowledged write at %llu (term %llu) missing from leader %llu "
+                          "(log %llu..%llu, term there %llu, rc %d)",
+                          (unsigned long long)i, (unsigned long long)slot->committed_term,
+                          (unsigned long long)lid, (unsigned long long)lst.first_index,
+                          (unsigned long long)lst.last_index,
+                          (unsigned long long)(rc == 0 ? term : 0), rc);
     }
 }
 
