@@ -515,22 +515,27 @@ SIM_FN void sim_crash(struct sim *s, uint64_t id)
     n->r = NULL;
     n->up = 0;
     /*
-     * The OS may have written some unsynced data back before the crash: nothing, all, or
-     * the entries (and snapshot chunks) but not the hard state written after them — the
-     * order a ready is persisted in (entries first) allows exactly these outcomes.
+     * The OS may have written some unsynced data back before the crash: nothing, all, the
+     * entries (and snapshot chunks) but not the hard state written after them, or a prefix
+     * of the entries — the order a ready is persisted in (entries first) allows these.
      */
-    switch (sim_rand(s) % 3) {
+    switch (sim_rand(s) % 4) {
     case 0:
         break;
     case 1:
         sim_st_sync(&n->st);
         break;
-    default: {
+    case 2: {
         struct raft_hard_state hs = n->st.durable_hs;
         sim_st_sync(&n->st);
         n->st.durable_hs = hs;
         break;
     }
+    default:
+        /* A prefix of the unsynced appends reached the disk (no truncation pending). */
+        if (n->st.n_saved == 0 && n->st.n > n->st.stable_prefix)
+            n->st.stable_prefix += (size_t)(sim_rand(s) % (n->st.n - n->st.stable_prefix + 1));
+        break;
     }
     sim_st_crash(&n->st);
     sim_drop_client_state(s, id);
