@@ -1,0 +1,211 @@
+/*
+ * test_raft_sim.c — the deterministic simulation of src/raft (see raft_sim.h).
+ *
+ *   build/san/tests/test_raft_sim sim_many        6 x SIM_SEEDS seeds (default 6 x 500)
+ *                                                 from SIM_FIRST_SEED (default 1)
+ *   TEST_SEED=n build/san/tests/test_raft_sim     replays seed n verbosely (SIM_VERBOSE=1)
+ *
+ * A failing seed prints its number and the violation; TEST_SEED replays it exactly.
+ */
+#include "raft_sim.h"
+
+static long env_long(const char *name, long fallback)
+{
+    const char *v = getenv(name);
+    return v ? strtol(v, NULL, 0) : fallback;
+}
+
+static void run_seeds(uint64_t first, long count, const struct raft_testing_knobs *knobs)
+{
+    const char *replay = getenv("TEST_SEED");
+    if (replay) {
+        first = strtoull(replay, NULL, 0);
+        count = 1;
+    }
+    struct sim *s = rc_calloc(1, sizeof *s);
+    uint64_t elections = 0, acked = 0, reads = 0, crashes = 0, disk = 0, truncated = 0, changes = 0,
+             transfers = 0, compactions = 0, chunks = 0, installs = 0;
+    for (long i = 0; i < count; i++) {
+        uint64_t seed = first + (uint64_t)i;
+        struct sim_params p;
+        sim_params_for_seed(seed, &p);
+        if (knobs)
+            p.knobs = *knobs;
+        p.verbose = (int)env_long("SIM_VERBOSE", 0);
+        if (sim_run(&p, seed, s)) {
+            fprintf(stderr, "  seed %llu: %s\n  replay: TEST_SEED=%llu %s\n",
+                    (unsigned long long)seed, s->violation, (unsigned long long)seed,
+                    "build/san/tests/test_raft_sim sim_many_seeds_0");
+            sim_destroy(s);
+            rc_free(s);
+            CHECK_MSG(0, "simulation violated a Raft property (seed %llu)",
+                      (unsigned long long)seed);
+        }
+        elections += s->elections;
+        acked += s->acked_count;
+        reads += s->reads_served;
+        crashes += s->crashes;
+        disk += s->disk_failures;
+        truncated += s->truncated_entries;
+        changes += s->membership_changes;
+        transfers += s->transfers;
+        compactions += s->compactions;
+        chunks += s->snapshot_chunks;
+        installs += s->snapshots_installed;
+        sim_destroy(s);
+    }
+    rc_free(s);
+    printf("  %ld seeds from %llu: %llu elections, %llu writes acknowledged, %llu reads "
+           "served, %llu crashes, %llu disk failures, %llu stored entries truncated, %llu "
+           "membership changes, %llu transfers, %llu compactions, %llu snapshot chunks, %llu "
+           "snapshots installed\n",
+           count, (unsigned long long)first, (unsigned long long)elections,
+           (unsigned long long)acked, (unsigned long long)reads, (unsigned long long)crashes,
+           (unsigned long long)disk, (unsigned long long)truncated, (unsigned long long)changes,
+           (unsigned long long)transfers, (unsigned long long)compactions,
+           (unsigned long long)chunks, (unsigned long long)installs);
+    /* The run must have exercised what it claims to check. */
+    CHECK(acked > 0 && reads > 0 && elections > 0);
+    if (count >= 300)
+        CHECK(crashes > 0 && disk > 0 && truncated > 0 && changes > 0 && transfers > 0 &&
+              compactions > 0 && installs > 0);
+}
+
+/*
+ * The seeds are split over several tests so that each stays well inside the harness's
+ * per-test deadline on a busy machine. SIM_SEEDS sets the count per test.
+ */
+#define SIM_SEED_TEST(part)                                                                        \
+    TEST(sim_many_seeds_##part)                                                                    \
+    {                                                                                              \
+        long count = env_long("SIM_SEEDS", 500);                                                   \
+        run_seeds((uint64_t)env_long("SIM_FIRST_SEED", 1) + (uint64_t)((part)*count), count,       \
+                  NULL);                                                                           \
+    }
+
+SIM_SEED_TEST(0)
+SIM_SEED_TEST(1)
+SIM_SEED_TEST(2)
+SIM_SEED_TEST(3)
+SIM_SEED_TEST(4)
+SIM_SEED_TEST(5)
+
+/* ---------------------------------------------------------------- broken variants */
+
+/*
+ * Each classic bug, switched on in the core (or in the simulated caller), must be flagged by
+ * the simulator within max_seeds seeds, by the check named in want (a substring of the
+ * violation; other violations the bug causes first are skipped). The test prints the first
+ * seed that catches it, which replays with TEST_SEED.
+ */
+struct variant {
+    const char *what;
+    const char *want; /* "a|b": any of these substrings */
+    long max_seeds;
+    void (*tweak)(struct sim_params *p);
+};
+
+static int matches_any(const char *text, const char *alternatives)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", alternatives);
+    for (char *save = NULL, *tok = strtok_r(buf, "|", &save); tok; tok = strtok_r(NULL, "|", &save))
+        if (strstr(text, tok))
+            return 1;
+    return 0;
+}
+
+static void expect_caught(const struct variant *v)
+{
+    struct sim *s = rc_calloc(1, sizeof *s);
+    uint64_t first = test_seed(1);
+    for (long i = 0; i < v->max_seeds; i++) {
+        uint64_t seed = first + (uint64_t)i;
+        struct sim_params p;
+        sim_params_for_seed(seed, &p);
+        v->tweak(&p);
+        p.verbose = (int)env_long("SIM_VERBOSE", 0);
+        int bad = sim_run(&p, seed, s);
+        int caught = bad && matches_any(s->violation, v->want);
+        if (caught)
+            printf("  %s: caught by seed %llu: %s\n", v->what, (unsigned long long)seed,
+                   s->violation);
+        sim_destroy(s);
+        if (caught) {
+            rc_free(s);
+            return;
+        }
+    }
+    rc_free(s);
+    CHECK_MSG(0, "%s: not caught in %ld seeds", v->what, v->max_seeds);
+}
+
+/* More leader churn: crashes, partitions and writes, small messages. */
+static void churn(struct sim_params *p)
+{
+    p->crash_pml = 40;
+    p->partition_pml = 40;
+    p->propose_pct = 80;
+    p->max_msg_bytes = 64;
+    p->membership_pml = 0;
+}
+
+static void tweak_old_term_commit(struct sim_params *p)
+{
+    churn(p);
+    p->n_nodes = 3;
+    p->crash_pml = 80;
+    p->knobs.commit_old_term_entries = 1;
+    p->knobs.skip_noop_on_election = 1;
+}
+
+TEST(sim_catches_commit_of_old_term_entries)
+{
+    struct variant v = {"commit by counting old-term replicas (Figure 8), no no-op",
+                        "commit agreement|state machine safety|leader completeness", 5000,
+                        tweak_old_term_commit};
+    expect_caught(&v);
+}
+
+static void tweak_stale_votes(struct sim_params *p)
+{
+    p->knobs.grant_vote_to_stale_log = 1;
+}
+
+TEST(sim_catches_votes_for_stale_logs)
+{
+    struct variant v = {"votes granted to stale logs",
+                        "leader completeness|commit agreement|state machine safety", 3000,
+                        tweak_stale_votes};
+    expect_caught(&v);
+}
+
+static void tweak_read_without_round(struct sim_params *p)
+{
+    p->knobs.read_index_without_round = 1;
+    p->partition_pml = 60;
+    p->read_pct = 80;
+}
+
+TEST(sim_catches_read_index_without_round)
+{
+    struct variant v = {"ReadIndex without a heartbeat round", "linearizability", 3000,
+                        tweak_read_without_round};
+    expect_caught(&v);
+}
+
+static void tweak_send_before_sync(struct sim_params *p)
+{
+    p->send_before_sync = 1;
+    p->sync_crash_pml = 150;
+    p->crash_pml = 30;
+}
+
+TEST(sim_catches_acknowledging_before_fsync)
+{
+    struct variant v = {"a caller that sends acknowledgements before fsync",
+                        "commit agreement|state machine safety|leader completeness|"
+                        "acknowledged write",
+                        3000, tweak_send_before_sync};
+    expect_caught(&v);
+}
