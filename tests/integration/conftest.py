@@ -16,10 +16,10 @@ Environment:
 """
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -313,11 +313,19 @@ class ServerProcess:
 
     def client(self, decode=True, **kwargs):
         """A redis-py client (connections are made lazily)."""
-        kwargs.setdefault("socket_timeout", 60)
+        kwargs.setdefault("socket_timeout", 30)
         return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=decode, **kwargs)
 
     def raw(self, timeout_s=30.0):
         return RespConnection(self.port, timeout_s=timeout_s)
+
+    def answers(self, command=("PING",), timeout_s=10.0):
+        """True when the server replies to command (no error reply) within timeout_s."""
+        try:
+            with self.raw(timeout_s=timeout_s) as conn:
+                return not isinstance(conn.call(*command), RespError)
+        except (OSError, ConnectionError):
+            return False
 
 
 def require_raftcask():
@@ -398,16 +406,28 @@ def shared_server(tmp_path_factory):
 
 @pytest.fixture
 def server(request, shared_server):
-    """The shared server, restarted when a previous test killed it, emptied, with its log
-    attached to this test's report. Fails the test if the server dies during it."""
-    if not shared_server.alive():
-        shared_server.start()
+    """The shared server, emptied, with its log attached to this test's report. A server
+    that died or hangs is replaced by a fresh one (in a fresh directory). The test fails
+    if the server dies or stops answering during it; a hung server is then killed so that
+    the following tests do not all time out on it."""
+    if not shared_server.alive() or not shared_server.answers(("FLUSHALL",)):
+        replace_shared_server(shared_server)
+        assert shared_server.answers(("FLUSHALL",)), "a fresh shared server does not answer FLUSHALL"
     offset = shared_server.log_size()
     attach_log(request.node, shared_server, offset)
-    with shared_server.raw() as conn:
-        assert conn.call("FLUSHALL") == "OK"
     yield shared_server
+    if shared_server.alive() and not shared_server.answers():
+        shared_server.kill()
+        pytest.fail(f"{shared_server.name} stopped answering PING during the test (killed):\n"
+                    f"{shared_server.log_tail(offset)}")
     check_server_health(shared_server, offset, stopped=False)
+
+
+def replace_shared_server(server):
+    server.kill()
+    shutil.rmtree(server.data_dir, ignore_errors=True)
+    server.data_dir.mkdir()
+    server.start()
 
 
 @pytest.fixture
