@@ -255,7 +255,8 @@ CONNECTION_CASES = {
                      RespError("ERR Client names cannot contain spaces, newlines or special characters."))],
     "config-get": [("CONFIG GET maxclients", [b"maxclients", b"10000"]),
                    ("CONFIG GET proto-max-bulk-len", [b"proto-max-bulk-len", b"536870912"]),
-                   ("CONFIG GET no-such-option", []), ("CONFIG GET", arity("config|get"))],
+                   ("CONFIG GET no-such-option", []), ("CONFIG GET", arity("config|get")),
+                   ("CONFIG GET maxcl*", [b"maxclients", b"10000"])],
 }
 
 
@@ -561,7 +562,13 @@ def test_requirepass(start_server):
     with server.raw() as conn:
         run_steps(conn, [("GET k", RespError("NOAUTH Authentication required.")),
                          ("AUTH wrong", RespError("WRONGPASS invalid username-password pair or user is disabled.")),
-                         ("AUTH s3cret", OK), ("SET k v", OK), ("GET k", b"v")])
+                         ("HELLO 2", RespError(
+                             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
+                             "AUTH <user> <pass> option can be used to authenticate the client and "
+                             "select the RESP protocol version at the same time")),
+                         ("AUTH s3cret", OK), ("SET k v", OK), ("GET k", b"v"), ("AUTH default s3cret", OK),
+                         ("AUTH default wrong",
+                          RespError("WRONGPASS invalid username-password pair or user is disabled."))])
     with server.raw() as conn:
         hello = conn.call("HELLO", "2", "AUTH", "default", "s3cret")
         assert isinstance(hello, list) and dict(zip(hello[::2], hello[1::2]))[b"proto"] == 2
@@ -1082,3 +1089,67 @@ def test_inline_commands(server, inline, expected):
 def test_empty_key_in_ordered_commands(raw):
     run_steps(raw, [(("SET", "", "v"), OK), ("SET a 1", OK), ("KEYS * WITHVALUES", [b"", b"v", b"a", b"1"]),
                     ("RANGE - +", [b"", b"a"]), ("PDEL *", 2), ("DBSIZE", 0)])
+
+
+def test_many_keys_in_one_command(raw):
+    count = 20000
+    pairs = [x for i in range(count) for x in (f"many:{i:05d}", str(i))]
+    assert raw.call("MSET", *pairs) == OK
+    assert raw.call("MGET", *pairs[0::2]) == [str(i).encode() for i in range(count)]
+    assert raw.call("EXISTS", *pairs[0::2]) == count
+    assert raw.call("DEL", *pairs[0::2], "missing") == count
+    assert raw.call("DBSIZE") == 0
+
+
+@pytest.mark.parametrize("steps", [
+    [("SETRANGE k 1048576 x", RespError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")),
+     ("SETRANGE k 1048575 x", 1048576), ("APPEND k y",
+                                         RespError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")),
+     ("STRLEN k", 1048576)],
+], ids=["setrange-append"])
+def test_growth_beyond_bulk_limit_is_refused(start_server, steps):
+    server = start_server(("--proto-max-bulk-len", "1048576"))
+    with server.raw() as conn:
+        run_steps(conn, steps)
+
+
+@raftcask_only
+def test_key_size_limit_applies_to_every_key_argument(start_server):
+    server = start_server(("--max-key-size", "100"))
+    long_key = "L" * 101
+    with server.raw() as conn:
+        for command in (("MSET", "ok", "v", long_key, "v"), ("MSETNX", "ok", "v", long_key, "v"),
+                        ("SETNX", long_key, "v"), ("APPEND", long_key, "v"), ("INCR", long_key),
+                        ("SETEX", long_key, "100", "v"), ("GETSET", long_key, "v"), ("SETRANGE", long_key, "0", "v")):
+            reply = conn.call(*command)
+            assert isinstance(reply, RespError), f"{command[0]} with a 101-byte key: {reply!r}"
+        run_steps(conn, [("DBSIZE", 0), ("SET src v", OK)])
+        for command in (("RENAME", "src", long_key), ("RENAMENX", "src", long_key), ("COPY", "src", long_key)):
+            reply = conn.call(*command)
+            assert isinstance(reply, RespError), f"{command[0]} to a 101-byte key: {reply!r}"
+        run_steps(conn, [("KEYS *", [b"src"])])
+
+
+@raftcask_only
+def test_ordered_commands_skip_expired_keys(raw):
+    run_steps(raw, [("MSET a 1 b 2 c 3", OK), ("PEXPIRE b 0", 1), ("SET d 4 PXAT 1", OK),
+                    ("RANGE - +", [b"a", b"c"]), ("RANGE [a [d WITHVALUES", [b"a", b"1", b"c", b"3"]),
+                    ("KEYS * DESC", [b"c", b"a"]), ("DELRANGE - (c", [b"a"]), ("PDEL *", 1), ("DBSIZE", 0)])
+
+
+@raftcask_only
+def test_restart_after_ordered_deletes_and_many_keys(start_server):
+    server = start_server()
+    count = 200_000
+    commands = b"".join(encode_command("SET", f"bulk:{i:06d}", f"v{i}") for i in range(count))
+    status, out, err = redis_cli(server.port, "--pipe", stdin=commands)
+    assert status == 0 and f"errors: 0, replies: {count}" in out, out + err
+    with server.raw() as conn:
+        run_steps(conn, [("PDEL bulk:00*", 10000)])
+        assert len(conn.call("DELRANGE", "[bulk:100000", "(bulk:110000")) == 10000
+        assert conn.call("SET", "big", b"B" * (20 << 20)) == OK
+    server.restart()
+    with server.raw() as conn:
+        run_steps(conn, [("DBSIZE", count - 20000 + 1), ("EXISTS bulk:009999 bulk:100000 bulk:109999", 0),
+                         ("GET bulk:010000", b"v10000"), ("GET bulk:199999", b"v199999"),
+                         ("STRLEN big", 20 << 20)])
