@@ -6,9 +6,9 @@ same type, same bytes, errors by class and full message. TTL-like replies match 
 tolerance; KEYS and SCAN results compare as sets; RANDOMKEY must name a key that exists.
 
   DIFF_SEED=N          replay one seed of the randomised part (printed with every mismatch)
-  DIFF_SEEDS=a,b,...   seeds to run (default 1,2,3,4 and one fresh seed)
-  DIFF_COMMANDS=N      commands per seed (default 5000)
-  DIFF_BATCH=N         commands per pipeline (default 25; 1 sends one command at a time)
+  DIFF_SEEDS=a,b,...   seeds to run (default 1 to 6 and one fresh seed)
+  DIFF_COMMANDS=N      commands per seed (default 10000)
+  DIFF_BATCH=N         commands per pipeline (default: 1 to 60, drawn per batch from the seed)
   DIFF_AGAINST_REDIS=1 the subject is a second redis-server (checks the harness itself)
 """
 import os
@@ -23,7 +23,7 @@ from conftest import AGAINST_REDIS, ServerProcess, default_kind
 FAR_S = 4102444800               # 2100-01-01T00:00:00Z
 TTL_TOLERANCE = {b"TTL": 2, b"PTTL": 2000, b"EXPIRETIME": 2, b"PEXPIRETIME": 2000}
 SET_LIKE = {b"KEYS"}
-BATCH_SIZE = int(os.environ.get("DIFF_BATCH", "25"))   # commands per pipeline
+BATCH_SIZE = os.environ.get("DIFF_BATCH")    # commands per pipeline; default: random 1..60 per batch
 TIME_BUDGET_PER_SEED_S = 40
 MAX_REPORTED_MISMATCHES = int(os.environ.get("DIFF_MAX_MISMATCHES", "15"))
 
@@ -111,16 +111,23 @@ def keyspace_mismatch(reference, subject):
     return compare_batches(commands, execute_batch(reference, commands), execute_batch(subject, commands), [])
 
 
-def run_sequence(reference, subject, commands, label):
-    """Runs commands on both sides in batches; returns the mismatch reports. After a
-    mismatch both sides are flushed so that later commands start from equal states."""
+def batches(commands, rng):
+    start = 0
+    while start < len(commands):
+        size = int(BATCH_SIZE) if BATCH_SIZE else rng.randint(1, 60)
+        yield start, commands[start:start + size]
+        start += size
+
+
+def run_sequence(reference, subject, commands, label, rng=None):
+    """Runs commands on both sides in pipelined batches; returns the mismatch reports.
+    After a mismatch both sides are flushed so that later commands start from equal states."""
     mismatches, history = [], []
     deadline = time.monotonic() + TIME_BUDGET_PER_SEED_S
-    for start in range(0, len(commands), BATCH_SIZE):
+    for start, batch in batches(commands, rng or random.Random(0)):
         if time.monotonic() > deadline:
             print(f"{label}: time budget spent after {start} commands")
             break
-        batch = commands[start:start + BATCH_SIZE]
         report = compare_batches(batch, execute_batch(reference, batch), execute_batch(subject, batch), history)
         if report:
             mismatches.append(f"[{label}] {report}")
@@ -196,10 +203,11 @@ def test_scripted_sequence(pair):
 
 KEYS = [b"k0", b"k1", b"k2", b"k3", b"n0", b"n1", b"f0", b"a:b", b"\x00bin\xff", b"x y"]
 VALUES = [b"", b"0", b"1", b"-7", b"42", b"9223372036854775806", b"-9223372036854775807", b"3.5", b"1e3",
-          b"abc", b"hello world", b"\x00\xff\r\n", b" 1", b"010", b"-0"]
+          b"abc", b"hello world", b"\x00\xff\r\n", b" 1", b"010", b"-0", b"0.1", b"1.5e300", b"x" * 300]
 INTEGERS = [b"0", b"1", b"-1", b"5", b"-100", b"9223372036854775807", b"-9223372036854775808",
             b"9223372036854775808", b"abc", b"1.5", b"", b" 3"]
-FLOATS = [b"1", b"-1.5", b"0.1", b"1e3", b"3.0e-2", b"abc", b"inf", b"-inf", b"nan", b"1e400", b"", b"5."]
+FLOATS = [b"1", b"-1.5", b"0.1", b"1e3", b"3.0e-2", b"abc", b"inf", b"-inf", b"nan", b"1e400", b"", b"5.",
+          b"1.1", b"2.2", b"-0.0", b"1e-5", b"123456789.123456789", b"1e17", b"1e-20", b"0x10", b" 1", b"1e"]
 BAD_SECONDS = [b"0", b"-1", b"abc", b"9223372036854775807", b"1.5"]
 BAD_MILLIS = [b"0", b"-5", b"x", b"9223372036854775807"]
 PATTERNS = [b"*", b"k*", b"?", b"k[0-2]", b"[^k]*", b"*\xff", b"a\\:b", b"n?", b"nothing"]
@@ -290,7 +298,8 @@ GENERATORS = {
     b"APPEND": lambda rng: [rng.choice(KEYS), rng.choice(VALUES)],
     b"STRLEN": lambda rng: [rng.choice(KEYS)],
     b"GETRANGE": lambda rng: [rng.choice(KEYS), rng.choice(INTEGERS[:5]), rng.choice(INTEGERS[:5] + [b"100"])],
-    b"SETRANGE": lambda rng: [rng.choice(KEYS), rng.choice([b"0", b"3", b"20", b"-1", b"x"]), rng.choice(VALUES)],
+    b"SETRANGE": lambda rng: [rng.choice(KEYS), rng.choice([b"0", b"3", b"20", b"-1", b"x", b"1000"]),
+                              rng.choice(VALUES)],
     b"EXPIRE": lambda rng: [rng.choice(KEYS), rng.seconds()] + expire_options(rng),
     b"PEXPIRE": lambda rng: [rng.choice(KEYS), rng.millis()] + expire_options(rng),
     b"EXPIREAT": lambda rng: [rng.choice(KEYS), absolute_seconds(rng)] + expire_options(rng),
@@ -336,7 +345,7 @@ def random_command(rng):
 def seeds():
     if "DIFF_SEED" in os.environ:
         return [int(os.environ["DIFF_SEED"])]
-    text = os.environ.get("DIFF_SEEDS", f"1,2,3,4,{random.SystemRandom().randrange(10 ** 9)}")
+    text = os.environ.get("DIFF_SEEDS", f"1,2,3,4,5,6,{random.SystemRandom().randrange(10 ** 9)}")
     return [int(seed) for seed in text.split(",")]
 
 
@@ -344,12 +353,12 @@ def seeds():
 def test_random_sequences(pair, seed):
     reference, subject, server = pair
     rng = SequenceRandom(seed)
-    count = int(os.environ.get("DIFF_COMMANDS", "5000"))
+    count = int(os.environ.get("DIFF_COMMANDS", "10000"))
     commands = [random_command(rng) for _ in range(count)]
     for client in (reference, subject):
         client.execute_command("FLUSHALL")
     print(f"seed {seed}: {count} commands (replay with DIFF_SEED={seed})")
-    mismatches = run_sequence(reference, subject, commands, f"seed {seed}")
+    mismatches = run_sequence(reference, subject, commands, f"seed {seed}", rng)
     assert not mismatches, (f"{len(mismatches)} mismatches with seed {seed} (replay: DIFF_SEED={seed}):\n"
                             + "\n".join(mismatches))
     assert server.alive()
