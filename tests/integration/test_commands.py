@@ -1156,3 +1156,66 @@ def test_restart_after_ordered_deletes_and_many_keys(start_server):
         run_steps(conn, [("DBSIZE", count - 20000 + 1), ("EXISTS bulk:009999 bulk:100000 bulk:109999", 0),
                          ("GET bulk:010000", b"v10000"), ("GET bulk:199999", b"v199999"),
                          ("STRLEN big", 20 << 20)])
+
+
+# ---------------------------------------------------------------- stopping under load
+
+@raftcask_only
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_acknowledged_writes_survive_stop_under_load(start_server, how):
+    """A writer pipelines SETs and INCRs while the server is stopped (SIGTERM: clean stop;
+    SIGKILL: crash). Every write acknowledged before the stop is there after a restart."""
+    import threading
+    server = start_server()
+    acknowledged = {"sets": 0, "incrs": 0}
+    stop_writing = threading.Event()
+
+    def writer():
+        client = server.client(socket_timeout=10)
+        batch = 0
+        try:
+            while not stop_writing.is_set():
+                pipe = client.pipeline(transaction=False)
+                for i in range(batch * 100, batch * 100 + 100):
+                    pipe.set(f"load:{i:07d}", i)
+                    pipe.incr("load:counter")
+                replies = pipe.execute()
+                acknowledged["sets"] = batch * 100 + 100
+                acknowledged["incrs"] = replies[-1]
+                batch += 1
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass                          # the server went away mid-batch: nothing more was acknowledged
+        finally:
+            client.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        wait_for(lambda: acknowledged["sets"] >= 3000 or not thread.is_alive(), 30, "3000 acknowledged writes")
+        if how == "SIGTERM":
+            assert server.stop() == 0
+        else:
+            server.kill()
+    finally:
+        stop_writing.set()
+        thread.join(timeout=30)
+    assert acknowledged["sets"] >= 3000
+    server.start()
+    client = server.client()
+    sets = acknowledged["sets"]
+    assert client.exists(*[f"load:{i:07d}" for i in range(sets)]) == sets
+    assert int(client.get("load:counter")) >= acknowledged["incrs"]
+    assert client.get(f"load:{sets - 1:07d}") == str(sets - 1)
+    client.close()
+
+
+@raftcask_only
+def test_restart_after_many_overwrites(start_server):
+    server = start_server()
+    commands = b"".join(encode_command("SET", f"hot:{i % 10}", f"v{i}") for i in range(100_000))
+    status, out, err = redis_cli(server.port, "--pipe", stdin=commands)
+    assert status == 0 and "errors: 0" in out, out + err
+    server.restart()
+    with server.raw() as conn:
+        assert conn.call("MGET", *[f"hot:{i}" for i in range(10)]) == [f"v{99990 + i}".encode() for i in range(10)]
+        assert conn.call("DBSIZE") == 10
