@@ -382,8 +382,8 @@ def test_binary_keys_and_values(rb, key):
     assert rb.delete(key) == 1
 
 
-@pytest.mark.parametrize("size", [0, 1, 16 * 1024, 10 * 1024 * 1024, 100 * 1024 * 1024],
-                         ids=["0B", "1B", "16KiB", "10MiB", "100MiB"])
+@pytest.mark.parametrize("size", [0, 1, 16 * 1024, (4 << 20) - 40, (4 << 20) + 1, 10 << 20, 100 << 20],
+                         ids=["0B", "1B", "16KiB", "just-under-4MiB-request", "4MiB+1", "10MiB", "100MiB"])
 def test_large_values(rb, size):
     value = os.urandom(min(size, 1 << 20)) * max(1, size >> 20) if size else b""
     value = value[:size]
@@ -1219,3 +1219,20 @@ def test_restart_after_many_overwrites(start_server):
     with server.raw() as conn:
         assert conn.call("MGET", *[f"hot:{i}" for i in range(10)]) == [f"v{99990 + i}".encode() for i in range(10)]
         assert conn.call("DBSIZE") == 10
+
+
+def test_redis_py_helpers_parse_replies(r):
+    """redis-py's own parsers accept the server's INFO, CLIENT LIST, CONFIG GET and SCAN."""
+    r.mset({"a": 1, "b": 2})
+    r.set("c", 3, exat=FAR_S)
+    assert r.info("keyspace")["db0"]["keys"] == 3 and r.info("keyspace")["db0"]["expires"] == 1
+    assert isinstance(r.info(), dict) and "connected_clients" in r.info("clients")
+    r.client_setname("helper")
+    assert any(client["name"] == "helper" for client in r.client_list())
+    assert r.client_info()["name"] == "helper"
+    assert r.config_get("maxclients") == {"maxclients": "10000"}
+    assert sorted(r.scan_iter(match="*", count=2)) == ["a", "b", "c"]
+    assert r.set("a", "new", get=True) == "1"
+    assert r.getex("a", persist=True) == "new"
+    assert r.expiretime("c") == FAR_S
+    assert r.time()[0] > 0
