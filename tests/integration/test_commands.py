@@ -385,8 +385,8 @@ def test_binary_keys_and_values(rb, key):
 @pytest.mark.parametrize("size", [0, 1, 16 * 1024, (4 << 20) - 40, (4 << 20) + 1, 10 << 20, 100 << 20],
                          ids=["0B", "1B", "16KiB", "just-under-4MiB-request", "4MiB+1", "10MiB", "100MiB"])
 def test_large_values(rb, size):
-    value = os.urandom(min(size, 1 << 20)) * max(1, size >> 20) if size else b""
-    value = value[:size]
+    chunk = os.urandom(1 << 20)
+    value = (chunk * (size // len(chunk) + 1))[:size]
     assert rb.set(b"big", value)
     assert rb.strlen(b"big") == size
     assert rb.get(b"big") == value
