@@ -401,7 +401,17 @@ def shared_server(tmp_path_factory):
     server = ServerProcess(default_kind(), tmp_path_factory.mktemp("shared"), name="shared-" + default_kind())
     server.start()
     yield server
-    server.stop(check=False)
+    stop_and_check(server)
+
+
+def stop_and_check(server):
+    """Stops a long-lived server at the end of its scope; fails (as an error of the last test
+    that used it) on an unclean exit of raftcask or a sanitizer report."""
+    status = server.stop(check=False)
+    marker = server.sanitizer_report()
+    if marker or (server.kind == "raftcask" and status != 0):
+        pytest.fail(f"{server.name} exited with status {status}{f', log reports {marker!r}' if marker else ''}:\n"
+                    f"{server.log_tail()}")
 
 
 @pytest.fixture

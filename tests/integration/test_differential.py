@@ -18,7 +18,7 @@ import time
 import pytest
 import redis
 
-from conftest import AGAINST_REDIS, ServerProcess, default_kind
+from conftest import AGAINST_REDIS, ServerProcess, default_kind, stop_and_check
 
 FAR_S = 4102444800               # 2100-01-01T00:00:00Z
 TTL_TOLERANCE = {b"TTL": 2, b"PTTL": 2000, b"EXPIRETIME": 2, b"PEXPIRETIME": 2000}
@@ -42,7 +42,7 @@ def pair(tmp_path_factory):
         yield raw_client(reference), raw_client(subject), subject
     finally:
         reference.stop(check=False)
-        subject.stop(check=False)
+        stop_and_check(subject)
 
 
 def raw_client(server):
