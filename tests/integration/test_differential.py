@@ -201,7 +201,7 @@ def test_scripted_sequence(pair):
 
 # ---------------------------------------------------------------- (b) randomised sequences
 
-KEYS = [b"k0", b"k1", b"k2", b"k3", b"n0", b"n1", b"f0", b"a:b", b"\x00bin\xff", b"x y"]
+KEYS = [b"k0", b"k1", b"k2", b"k3", b"n0", b"n1", b"f0", b"a:b", b"\x00bin\xff", b"x y", b"a*", b"[", b"\\"]
 VALUES = [b"", b"0", b"1", b"-7", b"42", b"9223372036854775806", b"-9223372036854775807", b"3.5", b"1e3",
           b"abc", b"hello world", b"\x00\xff\r\n", b" 1", b"010", b"-0", b"0.1", b"1.5e300", b"x" * 300]
 INTEGERS = [b"0", b"1", b"-1", b"5", b"-100", b"9223372036854775807", b"-9223372036854775808",
@@ -210,7 +210,8 @@ FLOATS = [b"1", b"-1.5", b"0.1", b"1e3", b"3.0e-2", b"abc", b"inf", b"-inf", b"n
           b"1.1", b"2.2", b"-0.0", b"1e-5", b"123456789.123456789", b"1e17", b"1e-20", b"0x10", b" 1", b"1e"]
 BAD_SECONDS = [b"0", b"-1", b"abc", b"9223372036854775807", b"1.5"]
 BAD_MILLIS = [b"0", b"-5", b"x", b"9223372036854775807"]
-PATTERNS = [b"*", b"k*", b"?", b"k[0-2]", b"[^k]*", b"*\xff", b"a\\:b", b"n?", b"nothing"]
+PATTERNS = [b"*", b"k*", b"?", b"k[0-2]", b"[^k]*", b"*\xff", b"a\\:b", b"n?", b"nothing", b"[", b"\\", b"a\\*",
+            b"[]a]", b"k[2-0]", b"[\\[]", b"**", b"?*?", b"[a-]*", b"*\\"]
 
 
 class SequenceRandom(random.Random):
