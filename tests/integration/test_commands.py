@@ -8,6 +8,7 @@ import os
 import select
 import selectors
 import socket
+import struct
 import subprocess
 import time
 
@@ -1236,3 +1237,38 @@ def test_redis_py_helpers_parse_replies(r):
     assert r.getex("a", persist=True) == "new"
     assert r.expiretime("c") == FAR_S
     assert r.time()[0] > 0
+
+
+# ---------------------------------------------------------------- clients that go away
+
+@pytest.mark.parametrize("reset", [False, True], ids=["close", "reset"])
+def test_clients_leaving_with_writes_in_flight(start_server, reset):
+    """Clients that close (or reset) right after a pipeline of writes must not disturb the
+    server (a reply to a freed client is a classic use-after-free; ASan reports it at stop)."""
+    server = start_server()
+    for i in range(200):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(b"".join(encode_command("SET", f"gone:{i}:{j}", "v" * 1000) for j in range(50)))
+        if reset:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    with server.raw() as conn:
+        assert conn.call("PING") == "PONG"
+        killed = server.raw()
+        killed_id = killed.call("CLIENT", "ID")
+        killed.send_raw(b"".join(encode_command("SET", f"killed:{j}", "v") for j in range(2000)))
+        assert conn.call("CLIENT", "KILL", "ID", str(killed_id)) == 1
+        killed.close()
+        assert conn.call("SET", "after", "1") == OK and conn.call("GET", "after") == b"1"
+
+
+def test_quit_inside_a_pipeline(server):
+    """Commands before QUIT are answered, QUIT answers +OK and closes, commands after it
+    are not run."""
+    with server.raw() as conn:
+        conn.send_raw(encode_command("SET", "qa", "1") + encode_command("SET", "qb", "2") + encode_command("QUIT")
+                      + encode_command("SET", "qc", "3"))
+        assert [conn.read_reply() for _ in range(3)] == [OK, OK, OK]
+        assert conn.is_closed_by_peer()
+    with server.raw() as conn:
+        run_steps(conn, [("MGET qa qb", [b"1", b"2"]), ("EXISTS qc", 0)])
