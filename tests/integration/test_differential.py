@@ -298,7 +298,7 @@ GENERATORS = {
     b"INCRBYFLOAT": lambda rng: [rng.choice(KEYS), rng.choice(FLOATS)],
     b"APPEND": lambda rng: [rng.choice(KEYS), rng.choice(VALUES)],
     b"STRLEN": lambda rng: [rng.choice(KEYS)],
-    b"GETRANGE": lambda rng: [rng.choice(KEYS), rng.choice(INTEGERS[:5]), rng.choice(INTEGERS[:5] + [b"100"])],
+    b"GETRANGE": lambda rng: [rng.choice(KEYS), rng.choice(INTEGERS[:7]), rng.choice(INTEGERS[:7] + [b"100"])],
     b"SETRANGE": lambda rng: [rng.choice(KEYS), rng.choice([b"0", b"3", b"20", b"-1", b"x", b"1000"]),
                               rng.choice(VALUES)],
     b"EXPIRE": lambda rng: [rng.choice(KEYS), rng.seconds()] + expire_options(rng),
