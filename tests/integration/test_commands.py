@@ -953,7 +953,8 @@ def test_bad_flags_exit_with_one_line(tmp_path, args):
 
 @raftcask_only
 def test_unusable_dir_and_second_process_on_same_dir(start_server, tmp_path):
-    from conftest import RAFTCASK_BIN, free_port
+    from conftest import RAFTCASK_BIN, free_port, require_raftcask
+    require_raftcask()
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
     result = subprocess.run([str(RAFTCASK_BIN), "--dir", str(not_a_dir), "--bind", f"127.0.0.1:{free_port()}"],
