@@ -19,14 +19,13 @@ static uint32_t get_u32(const uint8_t *p)
 
 /* ============================== building ============================== */
 
-int entry_builder_start(struct entry_builder *b, int64_t now_ms)
+int entry_builder_start(struct entry_builder *b)
 {
     resp_buf_init(&b->buf);
     b->count = 0;
     if (resp_buf_reserve(&b->buf, 256) != 0)
         return RC_ENOMEM;
     uint8_t h[ENTRY_HEADER_SIZE] = {ENTRY_VERSION, ENTRY_KIND_COMMANDS, 0, 0};
-    memcpy(h + 4, &now_ms, 8);
     return resp_buf_append(&b->buf, h, sizeof h);
 }
 
@@ -51,8 +50,9 @@ int entry_builder_add(struct entry_builder *b, size_t argc, const struct resp_ar
     return 0;
 }
 
-void entry_builder_finish(struct entry_builder *b)
+void entry_builder_finish(struct entry_builder *b, int64_t now_ms)
 {
+    memcpy(b->buf.data + 4, &now_ms, 8);
     put_u32((uint8_t *)b->buf.data + 12, b->count);
 }
 

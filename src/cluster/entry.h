@@ -38,12 +38,14 @@ struct entry_builder {
     uint32_t count;
 };
 
-/* Starts an empty entry stamped with now_ms. 0 or RC_ENOMEM. */
-int entry_builder_start(struct entry_builder *b, int64_t now_ms);
+/* Starts an empty entry. 0 or RC_ENOMEM. */
+int entry_builder_start(struct entry_builder *b);
 /* Appends one command. 0 or RC_ENOMEM (the entry is then unchanged). */
 int entry_builder_add(struct entry_builder *b, size_t argc, const struct resp_arg *args);
-/* Writes the count into the header; the entry is b->buf.data[0 .. b->buf.len). */
-void entry_builder_finish(struct entry_builder *b);
+/* Writes the count and the time now_ms into the header; the entry is
+ * b->buf.data[0 .. b->buf.len). The time is stamped at the end, so that it is not earlier
+ * than any absolute time a command of the entry was normalised with. */
+void entry_builder_finish(struct entry_builder *b, int64_t now_ms);
 void entry_builder_free(struct entry_builder *b);
 
 /* A decoded entry: a view into the encoded bytes (which must outlive it). */

@@ -12,6 +12,7 @@
 #include "entry.h"
 #include "raftcask.h"
 #include "resp/glob.h"
+#include "store/record.h"
 #include "resp/number.h"
 #include "resp/reply.h"
 
@@ -347,6 +348,8 @@ static void apply_setrange(struct apply_ctx *c, size_t argc, const struct resp_a
     int64_t off;
     if (argc != 4 || !parse_i64(&a[2], &off) || off < 0)
         return reply_error(c, "ERR offset is out of range");
+    if (a[3].len > 0 && (uint64_t)off + a[3].len > RECORD_MAX_VALUE)
+        return reply_error(c, "ERR string exceeds maximum allowed size (proto-max-bulk-len)");
     splice_value(c, &a[1], (size_t)off, &a[3], false);
 }
 
@@ -502,11 +505,19 @@ struct key_list {
     const struct resp_arg *pattern;
 };
 
+/* "*" selects every key without matching: Redis's KEYS and SCAN take that shortcut, which
+ * is what makes them return the empty key (a plain glob match of "*" refuses ""). */
+static bool glob_all(const struct resp_arg *pattern)
+{
+    return pattern->len == 1 && pattern->ptr[0] == '*';
+}
+
 static int gather_key(const void *key, size_t klen, const void *value, size_t vlen,
                       const struct rc_item_meta *meta, void *ctx)
 {
     struct key_list *l = ctx;
-    if (l->pattern && !resp_glob_match(l->pattern->ptr, l->pattern->len, key, klen, 0))
+    if (l->pattern && !glob_all(l->pattern) &&
+        !resp_glob_match(l->pattern->ptr, l->pattern->len, key, klen, 0))
         return 0;
     uint32_t n = (uint32_t)klen;
     if (resp_buf_append(&l->bytes, &n, 4) != 0 || resp_buf_append(&l->bytes, key, klen) != 0)
@@ -631,43 +642,45 @@ static void apply_delexpired(struct apply_ctx *c, size_t argc, const struct resp
 
 /* ============================== dispatch ============================== */
 
+/* Every operation with the fewest arguments it reads (name included); the op functions
+ * may rely on that many. */
 static const struct {
     const char *name;
+    size_t min_args;
     apply_fn fn;
 } ops[] = {
-    {"SET", apply_set},
-    {"SETNX", apply_setnx},
-    {"GETDEL", apply_getdel},
-    {"GETEX", apply_getex},
-    {"MSET", apply_mset},
-    {"MSETNX", apply_msetnx},
-    {"DEL", apply_del},
-    {"INCRBY", apply_incrby},
-    {"INCRBYFLOAT", apply_incrbyfloat},
-    {"APPEND", apply_append},
-    {"SETRANGE", apply_setrange},
-    {"PEXPIREAT", apply_pexpireat},
-    {"PERSIST", apply_persist},
-    {"RENAME", apply_rename},
-    {"RENAMENX", apply_renamenx},
-    {"COPY", apply_copy},
-    {"FLUSHALL", apply_flushall},
-    {"PDEL", apply_pdel},
-    {"DELRANGE", apply_delrange},
-    {"DELEXPIRED", apply_delexpired},
+    {"SET", 3, apply_set},
+    {"SETNX", 3, apply_setnx},
+    {"GETDEL", 2, apply_getdel},
+    {"GETEX", 2, apply_getex},
+    {"MSET", 3, apply_mset},
+    {"MSETNX", 3, apply_msetnx},
+    {"DEL", 2, apply_del},
+    {"INCRBY", 3, apply_incrby},
+    {"INCRBYFLOAT", 3, apply_incrbyfloat},
+    {"APPEND", 3, apply_append},
+    {"SETRANGE", 4, apply_setrange},
+    {"PEXPIREAT", 3, apply_pexpireat},
+    {"PERSIST", 2, apply_persist},
+    {"RENAME", 3, apply_rename},
+    {"RENAMENX", 3, apply_renamenx},
+    {"COPY", 3, apply_copy},
+    {"FLUSHALL", 1, apply_flushall},
+    {"PDEL", 2, apply_pdel},
+    {"DELRANGE", 3, apply_delrange},
+    {"DELEXPIRED", 2, apply_delexpired},
 };
 
 static void apply_one(struct apply_ctx *c, size_t argc, const struct resp_arg *a)
 {
-    if (argc < 2 && !(argc == 1 && arg_is(&a[0], "FLUSHALL"))) {
-        reply_error(c, "ERR wrong number of arguments in replicated command");
-        return;
-    }
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
-        if (arg_is(&a[0], ops[i].name)) {
+        if (!arg_is(&a[0], ops[i].name))
+            continue;
+        if (argc < ops[i].min_args)
+            reply_error(c, "ERR wrong number of arguments in replicated command");
+        else
             ops[i].fn(c, argc, a);
-            return;
-        }
+        return;
     }
     resp_add_errorf(c->out, "ERR unknown replicated command '%.*s'",
                     (int)(a[0].len > 64 ? 64 : a[0].len), a[0].ptr);
@@ -680,7 +693,8 @@ int fsm_apply(struct rc_store *store, const void *entry, size_t len, uint64_t re
     int rc = entry_reader_init(&r, entry, len);
     if (rc != 0)
         return rc;
-    struct apply_ctx c = {.st = store, .rev = revision, .now = r.now_ms};
+    /* The store reads 0 as "use my clock": an entry's time must never mean that. */
+    struct apply_ctx c = {.st = store, .rev = revision, .now = r.now_ms > 0 ? r.now_ms : 1};
     struct resp_buf out;
     resp_buf_init(&out);
     c.out = &out;

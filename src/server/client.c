@@ -23,6 +23,9 @@
 
 #define QUERY_READ_CHUNK  (16 * 1024)
 #define OUTPUT_SOFT_LIMIT (4u << 20)
+/* Writes one client may have in flight: their replies are only known at apply time, so this
+ * (with the output limit checked on delivery) bounds what a client can make us buffer. */
+#define MAX_PENDING_WRITES 1024
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -233,7 +236,7 @@ static void process_input(struct client *c)
     while (!c->closing && pos < c->query_len) {
         if (c->out.len + c->sending.len > OUTPUT_SOFT_LIMIT)
             break; /* back-pressure: resumed when the replies drain */
-        if (c->pending_writes && writepath_full(s))
+        if (c->pending_writes && (writepath_full(s) || c->pending_writes >= MAX_PENDING_WRITES))
             break; /* resumed when the entry is applied */
         limits.unauthenticated = !c->authenticated;
         size_t consumed = 0;
@@ -245,7 +248,9 @@ static void process_input(struct client *c)
             const char *msg = resp_parser_error(&c->parser);
             s->stats.protocol_errors++;
             rc_debug("client %llu (%s): %s", (unsigned long long)c->id, c->addr, msg);
-            reply_errorf(c, "ERR %s", msg);
+            char text[128];
+            snprintf(text, sizeof text, "ERR %s", msg);
+            submit_error(c, text); /* after the replies of writes in flight */
             client_close_after_reply(c);
             break;
         }
@@ -310,7 +315,7 @@ static void on_written(uv_write_t *req, int status)
     }
     if (c->out.len) {
         start_write(c);
-    } else if (c->closing) {
+    } else if (c->closing && c->pending_writes == 0) {
         client_close(c);
     } else if (c->query_len && c->pending_writes == 0) {
         process_input(c); /* input held back by back-pressure */
@@ -325,8 +330,8 @@ static void start_write(struct client *c)
     if (c->writing || c->closed)
         return;
     if (c->out.len == 0) {
-        if (c->closing)
-            client_close(c);
+        if (c->closing && c->pending_writes == 0)
+            client_close(c); /* its last reply is out: close now */
         return;
     }
     if (c->out.len + c->sending.len > c->srv->cfg->client_output_limit) {

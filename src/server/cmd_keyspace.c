@@ -114,10 +114,14 @@ static void expire_generic(struct client *c, size_t argc, const struct resp_arg 
         else if (arg_is(&a[i], "LT"))
             lt = true;
         else {
-            char msg[96];
-            snprintf(msg, sizeof msg, "ERR Unsupported option %.*s",
-                     (int)(a[i].len > 40 ? 40 : a[i].len), a[i].ptr);
-            return submit_error(c, msg);
+            /* Redis echoes the whole option, however long. */
+            char *msg = rc_malloc(a[i].len + 32);
+            if (!msg)
+                return submit_error(c, "ERR out of memory");
+            snprintf(msg, a[i].len + 32, "ERR Unsupported option %.*s", (int)a[i].len, a[i].ptr);
+            submit_error(c, msg);
+            rc_free(msg);
+            return;
         }
     }
     if (nx && (xx || gt || lt))
@@ -242,6 +246,12 @@ static void cmd_copy(struct client *c, size_t argc, const struct resp_arg *a)
 
 /* ============================== SCAN ============================== */
 
+/* "*" selects every key without matching, as in Redis (so the empty key is included). */
+static bool glob_all(const struct resp_arg *pattern)
+{
+    return pattern->len == 1 && pattern->ptr[0] == '*';
+}
+
 struct scan_cursor {
     uint64_t id;
     char *key;
@@ -308,8 +318,8 @@ static int scan_visit(const void *key, size_t klen, const void *value, size_t vl
 {
     struct scan_state *st = ctx;
     st->examined++;
-    if (st->want_strings &&
-        (!st->pattern || resp_glob_match(st->pattern->ptr, st->pattern->len, key, klen, 0))) {
+    if (st->want_strings && (!st->pattern || glob_all(st->pattern) ||
+                             resp_glob_match(st->pattern->ptr, st->pattern->len, key, klen, 0))) {
         if (resp_add_bulk(&st->keys, key, klen) != 0)
             return RC_ENOMEM;
         st->matched++;
@@ -380,7 +390,8 @@ static int list_visit(const void *key, size_t klen, const void *value, size_t vl
                       const struct rc_item_meta *meta, void *ctx)
 {
     struct listing *l = ctx;
-    if (l->pattern && !resp_glob_match(l->pattern->ptr, l->pattern->len, key, klen, 0))
+    if (l->pattern && !glob_all(l->pattern) &&
+        !resp_glob_match(l->pattern->ptr, l->pattern->len, key, klen, 0))
         return 0;
     if (resp_add_bulk(&l->items, key, klen) != 0 ||
         (l->with_values && resp_add_bulk(&l->items, value, vlen) != 0))

@@ -89,14 +89,15 @@ size_t command_count(void)
 
 static void reply_unknown(struct client *c, size_t argc, const struct resp_arg *argv)
 {
-    /* Redis's wording: the name, then up to the first args, each quoted. */
-    char msg[512];
-    int n = snprintf(msg, sizeof msg, "ERR unknown command '%.*s', with args beginning with: ",
-                     (int)(argv[0].len > 128 ? 128 : argv[0].len), argv[0].ptr);
-    for (size_t i = 1; i < argc && n < (int)sizeof msg - 140; i++)
-        n += snprintf(msg + n, sizeof msg - (size_t)n, "'%.*s' ",
-                      (int)(argv[i].len > 128 ? 128 : argv[i].len), argv[i].ptr);
-    reply_error(c, msg);
+    /* Redis's wording and limits: the name (up to 128 bytes), then arguments quoted while
+     * the quoted text is under 128 bytes, each cut to what is left of those 128. */
+    char args[160] = "";
+    size_t n = 0;
+    for (size_t i = 1; i < argc && n < 128; i++)
+        n += (size_t)snprintf(args + n, sizeof args - n, "'%.*s' ",
+                              (int)(argv[i].len < 128 - n ? argv[i].len : 128 - n), argv[i].ptr);
+    reply_errorf(c, "ERR unknown command '%.*s', with args beginning with: %s",
+                 (int)(argv[0].len > 128 ? 128 : argv[0].len), argv[0].ptr, args);
 }
 
 /* A write naming a key longer than --max-key-size is refused (in order) before anything is

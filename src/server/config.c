@@ -320,6 +320,10 @@ int rc_config_validate(const struct rc_config *c, char *err, size_t errlen)
         snprintf(err, errlen, "--maxclients, --proto-max-bulk-len or --max-key-size out of range");
         return RC_EINVAL;
     }
+    if (c->client_output_limit < (1u << 20) || c->client_output_limit > (1ull << 31)) {
+        snprintf(err, errlen, "--client-output-limit must be between 1 MiB and 2 GiB");
+        return RC_EINVAL;
+    }
     if (c->max_file_bytes < 4096 || c->max_file_bytes > (1ull << 31)) {
         snprintf(err, errlen, "--data-file-size must be between 4 KiB and 2 GiB");
         return RC_EINVAL;

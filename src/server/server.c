@@ -73,6 +73,8 @@ void server_shutdown(struct server *s, int exit_code)
     /* Writes already accepted are applied before the store closes. */
     while (s->batch.started)
         writepath_flush(s);
+    if (!s->handles_ready)
+        return; /* failed while starting: nothing to close yet */
     close_handle((uv_handle_t *)&s->listener);
     close_handle((uv_handle_t *)&s->check);
     close_handle((uv_handle_t *)&s->cron);
@@ -143,6 +145,8 @@ int server_run(struct rc_config *cfg)
     }
     s->revision = rc_store_applied_revision(s->store);
     expire_sweep_all(s);
+    if (s->shutting_down) /* the store failed during the sweep */
+        goto out_store;
     if (open_listener(s) != 0) {
         uv_close((uv_handle_t *)&s->listener, NULL);
         uv_run(s->loop, UV_RUN_DEFAULT);
@@ -160,6 +164,7 @@ int server_run(struct rc_config *cfg)
     uv_signal_init(s->loop, &s->sigint);
     s->sigint.data = s;
     uv_signal_start(&s->sigint, on_signal, SIGINT);
+    s->handles_ready = true;
 
     rc_info("raftcask %s ready: %zu keys at revision %llu in %s, listening on %s", RC_VERSION,
             rc_store_count(s->store), (unsigned long long)s->revision, cfg->dir, cfg->bind);
@@ -168,6 +173,8 @@ int server_run(struct rc_config *cfg)
     rc_info("stopped");
 
 out_store:
+    if (!s->handles_ready)
+        exit_code = s->shutting_down ? s->exit_code : exit_code; /* 1 unless shut down */
     writepath_free(s);
     scan_cursors_free(s);
     rc_free(s->expire_pivot);

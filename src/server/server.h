@@ -162,6 +162,7 @@ struct server {
     uint64_t revision; /* of the last entry applied */
     uint64_t start_ms;
     bool shutting_down;
+    bool handles_ready; /* the loop handles below were initialised */
     int exit_code;
     struct server_stats stats;
     /* SCAN cursors: a cursor is a number naming the last key returned (see cmd_keyspace.c). */

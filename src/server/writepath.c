@@ -40,7 +40,7 @@ static int start_batch(struct server *s)
     struct write_batch *b = &s->batch;
     if (b->started)
         return 0;
-    int rc = entry_builder_start(&b->entry, server_now_ms());
+    int rc = entry_builder_start(&b->entry);
     if (rc != 0) {
         entry_builder_free(&b->entry);
         return rc;
@@ -102,11 +102,17 @@ static void deliver(struct server *s, struct write_slot *slot, const char *reply
     struct client *c = slot->client;
     if (!c)
         return;
-    if (!c->closed) {
-        resp_buf_append(&c->out, reply, len);
-        client_mark_output(c);
-    }
     c->pending_writes--;
+    if (c->closed)
+        return;
+    resp_buf_append(&c->out, reply, len);
+    if (c->out.len + c->sending.len > s->cfg->client_output_limit) {
+        rc_warn("client %llu (%s) exceeded the output limit; disconnecting",
+                (unsigned long long)c->id, c->addr);
+        client_close(c);
+        return;
+    }
+    client_mark_output(c);
 }
 
 /* Delivers preset replies that come before command `index` (or all, when index is past the
@@ -152,7 +158,7 @@ void writepath_flush(struct server *s)
     /* Take the batch: replies may make clients submit the next one. */
     struct write_batch taken = *b;
     memset(b, 0, sizeof *b);
-    entry_builder_finish(&taken.entry);
+    entry_builder_finish(&taken.entry, server_now_ms());
     struct route_ctx r = {s, taken.slots, taken.nslots, 0};
     int rc = taken.entry.count ? apply_entry(s, &taken.entry, &r) : 0;
     if (rc != 0) {

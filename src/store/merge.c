@@ -61,7 +61,13 @@ struct merge_job {
     size_t noutputs, outputs_cap;
     struct new_location *locations; /* per clone entry, in key order */
     size_t nlocations, locations_cap;
+    bool swapping; /* the key directory may point into the outputs */
 };
+
+static bool swap_started(const struct merge_job *job)
+{
+    return job->swapping;
+}
 
 void merge_job_free(struct merge_job *job)
 {
@@ -309,18 +315,29 @@ static int swap_in(struct rc_store *s, struct merge_job *job)
 {
     pthread_mutex_lock(&s->mu);
     int rc = 0;
-    for (size_t i = 0; i < job->noutputs && rc == 0; i++) {
-        datafile_ref(job->outputs[i]);
-        rc = store_files_insert(s, job->outputs[i]);
-        if (rc != 0)
-            datafile_unref(job->outputs[i]);
-        else
-            s->total_bytes += job->outputs[i]->size;
+    size_t inserted = 0;
+    for (; inserted < job->noutputs && rc == 0; inserted++) {
+        datafile_ref(job->outputs[inserted]);
+        rc = store_files_insert(s, job->outputs[inserted]);
+        if (rc != 0) {
+            datafile_unref(job->outputs[inserted]);
+            break;
+        }
+        s->total_bytes += job->outputs[inserted]->size;
+    }
+    if (rc != 0) {
+        /* Take the outputs out again: nothing points at them yet, and the caller deletes
+         * them (an output left on disk outside the table could resurrect a key later). */
+        for (size_t i = 0; i < inserted; i++) {
+            s->total_bytes -= job->outputs[i]->size;
+            store_files_remove(s, job->outputs[i]);
+        }
     }
     pthread_mutex_unlock(&s->mu);
     if (rc != 0)
-        return rc; /* the outputs are valid duplicates; F stays, nothing is lost */
+        return rc;
 
+    job->swapping = true;
     struct swap_ctx c = {s, job, 0, 0, NULL, 0, 0};
     struct kd_bound hi = {KD_BOUND_OPEN, NULL, 0};
     for (;;) {
@@ -367,8 +384,11 @@ void merge_run(struct rc_store *s, struct merge_job *job)
         rc = publish_outputs(s, job);
     if (rc != 0) /* nothing points at the outputs yet: remove them, renamed or not */
         discard_outputs(job);
-    if (rc == 0)
+    if (rc == 0) {
         rc = swap_in(s, job);
+        if (rc == RC_ENOMEM && !swap_started(job))
+            discard_outputs(job);
+    }
     if (rc == 0)
         drop_inputs(s, job);
     if (rc != 0 && rc != RC_ECLOSED)

@@ -100,7 +100,18 @@ enum record_status record_decode(const uint8_t *buf, size_t avail, struct record
 
 size_t record_find_next_valid(const uint8_t *buf, size_t avail, size_t from)
 {
+    /* If the bad record's header is intact, its own extent is skipped: a record torn while
+     * its value was being copied must not be mistaken for "valid records follow" because
+     * the value's bytes happen to contain something shaped like a record (a client chooses
+     * those bytes). Bit rot inside a value leaves the header intact, so the records after
+     * it are still found. */
     size_t pos = from + 1;
+    uint32_t klen, vlen;
+    if (avail - from >= RECORD_HEADER_SIZE && check_header(buf + from, &klen, &vlen) == RECORD_OK &&
+        record_size(klen, vlen) > RECORD_HEADER_SIZE) {
+        size_t end = from + record_size(klen, vlen);
+        pos = end < avail ? end : avail;
+    }
     while (pos + RECORD_HEADER_SIZE <= avail) {
         /* Jump to the next candidate magic byte (at offset 4 of a record) with memchr. */
         const uint8_t *m = memchr(buf + pos + 4, RECORD_MAGIC, avail - pos - 4);

@@ -68,9 +68,10 @@ void record_encode(uint8_t *dst, enum record_kind kind, uint64_t revision, int64
 enum record_status record_decode(const uint8_t *buf, size_t avail, struct record *out);
 
 /*
- * Looks for the first offset in (from, avail) at which a valid record starts; returns it, or
- * avail when there is none. Used to tell a torn tail (nothing valid follows) from a corrupt
- * record in the middle of a file (valid records follow).
+ * Looks for the first offset after the bad record at from at which a valid record starts;
+ * returns it, or avail when there is none. When the bad record's header is intact, the
+ * search starts after the extent that header claims (see record.c). Used to tell a torn
+ * tail (nothing valid follows) from a corrupt record in the middle of a file.
  */
 size_t record_find_next_valid(const uint8_t *buf, size_t avail, size_t from);
 

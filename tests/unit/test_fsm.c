@@ -14,7 +14,7 @@
 /* Builds an entry from commands written as strings split on spaces ("SET k v"). */
 static void build(struct entry_builder *b, int64_t now, const char **cmds, size_t n)
 {
-    CHECK_OK(entry_builder_start(b, now));
+    CHECK_OK(entry_builder_start(b));
     for (size_t i = 0; i < n; i++) {
         struct resp_arg args[16];
         char *copy = strdup(cmds[i]), *save = NULL;
@@ -24,7 +24,7 @@ static void build(struct entry_builder *b, int64_t now, const char **cmds, size_
         CHECK_OK(entry_builder_add(b, argc, args));
         free(copy);
     }
-    entry_builder_finish(b);
+    entry_builder_finish(b, now);
 }
 
 struct replies {
@@ -65,12 +65,12 @@ static char *apply(struct rc_store *s, uint64_t rev, int64_t now, const char **c
 TEST(entry_roundtrip_with_binary_and_empty_args)
 {
     struct entry_builder b;
-    CHECK_OK(entry_builder_start(&b, 123456789));
+    CHECK_OK(entry_builder_start(&b));
     struct resp_arg a1[] = {{"SET", 3}, {"k\0y", 3}, {"", 0}};
     struct resp_arg a2[] = {{"DEL", 3}};
     CHECK_OK(entry_builder_add(&b, 3, a1));
     CHECK_OK(entry_builder_add(&b, 1, a2));
-    entry_builder_finish(&b);
+    entry_builder_finish(&b, 123456789);
     struct entry_reader r;
     CHECK_OK(entry_reader_init(&r, b.buf.data, b.buf.len));
     CHECK_EQ(r.now_ms, 123456789);

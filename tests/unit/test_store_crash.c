@@ -497,3 +497,40 @@ TEST(kill_9_at_random_moments_during_merges)
         check_against_expected(dir);
     }
 }
+
+/* A put torn while its value was being copied must read as a torn tail even when the
+ * value (chosen by a client) contains bytes shaped like a valid record. */
+static void write_embedded_and_die(const char *dir)
+{
+    struct rc_store *s = open_store_opts(dir, 1 << 20, false);
+    put_str(s, "before", "1", 1);
+    CHECK_OK(rc_store_sync(s));
+}
+
+TEST(torn_value_containing_a_fake_record_is_a_torn_tail)
+{
+    const char *dir = test_tmpdir();
+    in_crashing_child(write_embedded_and_die, dir);
+    char path[4300];
+    snprintf(path, sizeof path, "%s/000001.data", dir);
+    uint64_t ends[4], revs[4];
+    CHECK_EQ(record_ends(path, ends, revs, 4), 1);
+    /* Build a put whose value holds a valid record (key "evil", revision 999999999), and
+     * write only its first part, as a kill in the middle of the copy would leave it. */
+    uint8_t fake[64], value[200], whole[300];
+    record_encode(fake, RECORD_PUT, 999999999, 0, "evil", 4, "x", 1);
+    memset(value, 'v', sizeof value);
+    memcpy(value + 50, fake, record_size(4, 1));
+    record_encode(whole, RECORD_PUT, 2, 0, "victim", 6, value, sizeof value);
+    size_t torn = RECORD_HEADER_SIZE + 6 + 50 + record_size(4, 1) + 10;
+    int fd = open(path, O_RDWR);
+    CHECK_OK(rc_pwrite_all(fd, whole, torn, (off_t)ends[0], path));
+    close(fd);
+    rc_log_set_level(RC_LOG_ERROR + 1);
+    struct rc_store *s = open_store_opts(dir, 1 << 20, false);
+    check_value(s, "before", "1");
+    check_value(s, "victim", NULL);
+    check_value(s, "evil", NULL);
+    CHECK_EQ_U(rc_store_applied_revision(s), 1);
+    CHECK_OK(rc_store_close(s));
+}
