@@ -17,7 +17,13 @@
  *     1. write ready.snapshot_chunk if any (installing the snapshot if it is the last
  *        chunk), then persist ready.entries (deleting every stored entry at or after
  *        ready.entries[0].index first) and ready.hard_state (if has_hard_state), and make
- *        all of it durable (fsync) — in that order: snapshot, entries, hard state;
+ *        all of it durable (fsync) — in that order: snapshot, entries, hard state. Writing
+ *        in order is not enough: the snapshot and entries must be durable BEFORE the hard
+ *        state can be (an fsync between them, or one append-only log of checksummed
+ *        records replayed only up to its first bad record). A crash that keeps the hard
+ *        state's commit but loses entries or a truncation is unsafe: an independent review
+ *        made the simulator keep "hard state, not entries" and found a commit disagreement
+ *        (seed 29); see docs/RAFT.md;
  *     2. only then send ready.messages (the Raft safety argument assumes that a vote or an
  *        append acknowledgement leaves a node only once what it acknowledges is on disk);
  *     3. apply ready.committed in order, and answer the reads of ready.read_states once the

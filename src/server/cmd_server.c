@@ -422,10 +422,11 @@ static void cmd_info(struct client *c, size_t argc, const struct resp_arg *a)
         ADD("# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\n"
             "rdb_bgsave_in_progress:0\r\naof_enabled:0\r\nstore_files:%llu\r\n"
             "store_live_bytes:%llu\r\nstore_dead_bytes:%llu\r\nstore_merges:%llu\r\n"
-            "applied_revision:%llu\r\n\r\n",
+            "applied_revision:%llu\r\nstore_syncs:%llu\r\nstore_sync_failures:%llu\r\n\r\n",
             (unsigned long long)st.files, (unsigned long long)st.live_bytes,
             (unsigned long long)st.dead_bytes, (unsigned long long)st.merges,
-            (unsigned long long)st.applied_revision);
+            (unsigned long long)st.applied_revision, (unsigned long long)s->syncs,
+            (unsigned long long)s->sync_failures);
     if (section_wanted(argc, a, "stats"))
         ADD("# Stats\r\ntotal_connections_received:%llu\r\ntotal_commands_processed:%llu\r\n"
             "total_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\n"

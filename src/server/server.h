@@ -175,6 +175,11 @@ struct server {
     bool expire_pivot_set;
     uint64_t rng;
     struct rc_buf scratch; /* value buffer for reads on the loop thread */
+    uv_work_t sync_work;   /* the once-a-second store sync, on libuv's thread pool */
+    bool sync_running;
+    int sync_rc;
+    unsigned cron_ticks;
+    uint64_t syncs, sync_failures;
 };
 
 /* server.c */

@@ -69,7 +69,7 @@ int hint_write(const char *dir, const struct datafile *f)
             rc = RC_ECORRUPT;
             goto out;
         }
-        if (r.kind == RECORD_PAD) { /* changes nothing when replayed */
+        if (r.kind == RECORD_PAD || r.kind == RECORD_SYNC) { /* change nothing on replay */
             off += r.total_len;
             continue;
         }

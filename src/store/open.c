@@ -3,9 +3,11 @@
  *
  * Recovery replays the data files in ascending id order (invariant 1 of store.c), each from
  * its hint when it has a usable one, else by reading its records:
- *  - In the last file (the one that was active), an invalid record after which no valid
- *    record follows is a torn or zero-filled tail (a crash during a write, or the file's
- *    preallocated space): the file is cut there and a line is logged.
+ *  - In the last file (the one that was active), an invalid record is the end of what
+ *    survived (a crash during a write, the file's preallocated space, or pages lost by a
+ *    power failure after the last fsync): the file is cut there and a line is logged —
+ *    unless a later SYNC record shows an fsync had covered that offset, which makes it
+ *    corruption (below).
  *  - An invalid record followed by valid ones, in any file, is corruption (bit rot): open
  *    fails naming the file and offset, unless options.repair, which drops the bad bytes
  *    and reports them. So is an invalid record in a sealed file, which was fsynced whole.
@@ -44,7 +46,8 @@ static int load_apply(const struct load_item *it, void *arg)
     struct load_ctx *lc = arg;
     struct rc_store *s = lc->s;
     const struct record *r = &it->rec;
-    if (r->revision > s->applied_revision)
+    /* A SYNC record's revision field holds an offset, and a PAD's is zero: neither counts. */
+    if (r->kind != RECORD_SYNC && r->kind != RECORD_PAD && r->revision > s->applied_revision)
         s->applied_revision = r->revision;
     struct kd_meta old;
     bool replaced = false;
@@ -78,6 +81,7 @@ static int load_apply(const struct load_item *it, void *arg)
     }
     case RECORD_MARK:
     case RECORD_PAD:
+    case RECORD_SYNC:
         break;
     }
     if (replaced) {
@@ -145,6 +149,23 @@ static void report_dropped(struct rc_store *s, struct datafile *f, uint64_t off,
         s->opts.on_repair(f->path, off, len, s->opts.on_repair_ctx);
 }
 
+/* True when a valid SYNC record at or after `from` names an fsynced size beyond offset. */
+static bool synced_beyond(const struct datafile *f, uint64_t from, uint64_t offset)
+{
+    uint64_t pos = from;
+    while (pos < f->size) {
+        struct record r;
+        if (record_decode(f->map + pos, f->size - pos, &r) != RECORD_OK) {
+            pos = record_find_next_valid(f->map, f->size, pos);
+            continue;
+        }
+        if (r.kind == RECORD_SYNC && r.revision > offset)
+            return true;
+        pos += r.total_len;
+    }
+    return false;
+}
+
 /* Replays every record of f, handling a bad tail or bad records as the file comment says. */
 static int load_data_file(struct rc_store *s, struct datafile *f, bool is_last)
 {
@@ -160,6 +181,11 @@ static int load_data_file(struct rc_store *s, struct datafile *f, bool is_last)
             continue;
         }
         uint64_t next = record_find_next_valid(f->map, f->size, off);
+        /* In the file that was active, bytes written after the last completed fsync may be
+         * lost in any pattern by a power failure, so valid records after a bad one prove
+         * nothing unless a SYNC record says an fsync covered the bad offset. */
+        if (next < f->size && is_last && !synced_beyond(f, next, off))
+            next = f->size;
         if (next >= f->size && (is_last || s->opts.repair)) {
             uint64_t dropped = f->size - off;
             if (!is_last)

@@ -5,7 +5,9 @@
  *        0    4 crc32c     CRC-32C of bytes [4, 32 + key_len + value_len)
  *        4    1 magic      0xC5: lets a scan tell a record start from garbage cheaply
  *        5    1 kind       1 put, 2 delete (tombstone), 3 mark (revision only), 4 clear,
- *                          5 pad (fills bytes dropped by a repair; its value is zeros)
+ *                          5 pad (fills bytes dropped by a repair; its value is zeros),
+ *                          6 sync (its revision field is an offset of this file up to which
+ *                          an fsync had completed before the record was written)
  *        6    2 reserved   0
  *        8    8 revision   u64, the caller's revision (the Raft index in a cluster)
  *       16    8 expiry_ms  i64, absolute expiry in ms since the epoch, 0 = none (put only)
@@ -33,6 +35,7 @@ enum record_kind {
     RECORD_MARK = 3,
     RECORD_CLEAR = 4,
     RECORD_PAD = 5,
+    RECORD_SYNC = 6,
 };
 
 struct record {

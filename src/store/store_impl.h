@@ -41,6 +41,11 @@ struct rc_store {
     uint64_t keys_with_expiry;
     uint64_t merges;
     int failed; /* non-zero once a write failed: writes are refused */
+    /* The active file's bytes below synced_size are on disk (an fsync completed). When
+     * sync_unrecorded, the next write first appends a SYNC record saying so, which lets
+     * recovery tell bit rot (below a recorded sync) from unsynced loss (above it). */
+    uint64_t synced_size;
+    bool sync_unrecorded;
 
     /* Worker thread: hint writing and merge. */
     pthread_t worker;
