@@ -98,8 +98,20 @@ int merge_begin(struct rc_store *s)
     if (!job->inputs || keydir_clone(s->kd, &job->clone) != 0)
         goto nomem;
     /* Output count bound: two consecutive outputs hold more than one file's worth of bytes,
-     * and the live bytes are at most the bytes of F, so 2|F| + 2 ids always suffice. */
-    job->reserved_ids = (uint32_t)(2 * s->nfiles + 2);
+     * and the live bytes are at most the bytes of F, so twice the number of file-sized
+     * pieces in F, plus 2, ids always suffice (counted in bytes, not files: files written
+     * under a larger --data-file-size hold more than one piece). */
+    uint64_t pieces = 0;
+    for (size_t i = 0; i < s->nfiles; i++)
+        pieces += s->files[i]->size / s->opts.max_file_bytes + 1;
+    if (pieces > UINT32_MAX / 4) {
+        rc_free(job->inputs);
+        keydir_free(job->clone);
+        rc_free(job);
+        rc_free(sj);
+        return RC_EINVAL;
+    }
+    job->reserved_ids = (uint32_t)(2 * pieces + 2);
     job->first_output_id = s->active->id + 1;
     job->revision = s->applied_revision;
     int rc = store_roll(s, s->active->id + 1 + job->reserved_ids, 0);

@@ -622,3 +622,22 @@ TEST(random_operations_match_a_model_across_reopens_and_merges)
     CHECK_EQ_U(rc_store_applied_revision(s), rev);
     CHECK_OK(rc_store_close(s));
 }
+
+TEST(merge_after_the_file_size_was_lowered)
+{
+    /* Files written under a larger file size hold several of the new size's worth: the
+     * merge must still have room for all its outputs. */
+    const char *dir = test_tmpdir();
+    struct rc_store *s = open_store_opts(dir, 1 << 16, false);
+    uint64_t rev = 0;
+    fill(s, 1500, 1, &rev);
+    char *before = dump_store(s);
+    CHECK_OK(rc_store_close(s));
+    s = open_store_opts(dir, 4096, false);
+    CHECK_OK(rc_store_merge(s));
+    char *after = dump_store(s);
+    CHECK_STR(after, before);
+    CHECK_OK(rc_store_close(s));
+    free(after);
+    free(before);
+}
