@@ -18,7 +18,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#define CRON_INTERVAL_MS 100
+#define CRON_INTERVAL_MS     100
+#define SHUTDOWN_DEADLINE_MS 2000
 
 int64_t server_now_ms(void)
 {
@@ -83,6 +84,14 @@ static void on_signal(uv_signal_t *h, int signum)
     server_shutdown(s, 0);
 }
 
+static void on_shutdown_deadline(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    while (s->clients)
+        client_close(s->clients);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
 static void close_handle(uv_handle_t *h)
 {
     if (!uv_is_closing(h))
@@ -105,8 +114,15 @@ void server_shutdown(struct server *s, int exit_code)
     close_handle((uv_handle_t *)&s->cron);
     close_handle((uv_handle_t *)&s->sigterm);
     close_handle((uv_handle_t *)&s->sigint);
-    while (s->clients)
-        client_close(s->clients);
+    /* Replies already decided (writes applied above) still go out: each client closes once
+     * its replies are written, and a client that does not read is closed at the deadline. */
+    for (struct client *c = s->clients; c; c = c->next)
+        client_close_after_reply(c);
+    client_flush_all(s);
+    uv_timer_init(s->loop, &s->shutdown_timer);
+    s->shutdown_timer.data = s;
+    uv_timer_start(&s->shutdown_timer, on_shutdown_deadline, SHUTDOWN_DEADLINE_MS, 0);
+    uv_unref((uv_handle_t *)&s->shutdown_timer); /* the loop may end before it fires */
 }
 
 /* ============================== start ============================== */
@@ -194,6 +210,10 @@ int server_run(struct rc_config *cfg)
     rc_info("raftcask %s ready: %zu keys at revision %llu in %s, listening on %s", RC_VERSION,
             rc_store_count(s->store), (unsigned long long)s->revision, cfg->dir, cfg->bind);
     uv_run(s->loop, UV_RUN_DEFAULT);
+    if (!uv_is_closing((uv_handle_t *)&s->shutdown_timer)) { /* every client closed in time */
+        uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
+        uv_run(s->loop, UV_RUN_DEFAULT);
+    }
     exit_code = s->exit_code;
     rc_info("stopped");
 

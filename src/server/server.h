@@ -153,6 +153,7 @@ struct server {
     uv_check_t check; /* end of every loop iteration: apply the batch, write replies */
     uv_timer_t cron;  /* 100 ms: active expiry */
     uv_signal_t sigterm, sigint;
+    uv_timer_t shutdown_timer; /* closes clients that do not read their last replies */
     struct client *clients;
     size_t nclients;
     uint64_t next_client_id;
