@@ -1,21 +1,11 @@
 /* entry.c — encoding and bounds-checked decoding of log entries (format in entry.h). */
 #include "entry.h"
 
+#include "common/bytes.h"
+
 #include "raftcask.h"
 
 #include <string.h>
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    memcpy(p, &v, 4);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
 
 /* ============================== building ============================== */
 
@@ -37,10 +27,10 @@ int entry_builder_add(struct entry_builder *b, size_t argc, const struct resp_ar
     if (argc > UINT32_MAX || resp_buf_reserve(&b->buf, need) != 0)
         return RC_ENOMEM;
     uint8_t *p = (uint8_t *)b->buf.data + b->buf.len;
-    put_u32(p, (uint32_t)argc);
+    rc_put_u32(p, (uint32_t)argc);
     p += 4;
     for (size_t i = 0; i < argc; i++) {
-        put_u32(p, (uint32_t)args[i].len);
+        rc_put_u32(p, (uint32_t)args[i].len);
         if (args[i].len)
             memcpy(p + 4, args[i].ptr, args[i].len);
         p += 4 + args[i].len;
@@ -53,7 +43,7 @@ int entry_builder_add(struct entry_builder *b, size_t argc, const struct resp_ar
 void entry_builder_finish(struct entry_builder *b, int64_t now_ms)
 {
     memcpy(b->buf.data + 4, &now_ms, 8);
-    put_u32((uint8_t *)b->buf.data + 12, b->count);
+    rc_put_u32((uint8_t *)b->buf.data + 12, b->count);
 }
 
 void entry_builder_free(struct entry_builder *b)
@@ -68,12 +58,12 @@ static size_t skip_command(const uint8_t *d, size_t len, size_t pos)
 {
     if (len - pos < 4)
         return 0;
-    uint32_t argc = get_u32(d + pos);
+    uint32_t argc = rc_get_u32(d + pos);
     pos += 4;
     for (uint32_t i = 0; i < argc; i++) {
         if (len - pos < 4)
             return 0;
-        uint32_t alen = get_u32(d + pos);
+        uint32_t alen = rc_get_u32(d + pos);
         pos += 4;
         if (len - pos < alen)
             return 0;
@@ -91,7 +81,7 @@ int entry_reader_init(struct entry_reader *r, const void *data, size_t len)
     r->data = d;
     r->len = len;
     memcpy(&r->now_ms, d + 4, 8);
-    r->count = get_u32(d + 12);
+    r->count = rc_get_u32(d + 12);
     r->pos = ENTRY_HEADER_SIZE;
     r->read = 0;
     /* Validate the framing of every command up front, so apply never meets a bad one half
@@ -110,11 +100,11 @@ int entry_reader_next(struct entry_reader *r, struct resp_argv *argv)
     if (r->read == r->count)
         return RC_ENOTFOUND;
     const uint8_t *d = r->data;
-    uint32_t argc = get_u32(d + r->pos);
+    uint32_t argc = rc_get_u32(d + r->pos);
     r->pos += 4;
     argv->count = 0;
     for (uint32_t i = 0; i < argc; i++) {
-        uint32_t alen = get_u32(d + r->pos);
+        uint32_t alen = rc_get_u32(d + r->pos);
         int rc = resp_argv_push(argv, (const char *)d + r->pos + 4, alen, argc - i);
         if (rc != 0)
             return RC_ENOMEM;

@@ -1,6 +1,8 @@
 /* hint.c — writing and replaying hint files (format in hint.h). */
 #include "hint.h"
 
+#include "common/bytes.h"
+
 #include "common/alloc.h"
 #include "common/crc32c.h"
 #include "common/fileio.h"
@@ -39,16 +41,6 @@ static int hint_buf_reserve(struct hint_buf *b, size_t more)
     return 0;
 }
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    memcpy(p, &v, 4);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    memcpy(p, &v, 8);
-}
-
 int hint_write(const char *dir, const struct datafile *f)
 {
     struct hint_buf b = {0};
@@ -56,8 +48,8 @@ int hint_write(const char *dir, const struct datafile *f)
     if (rc != 0)
         return rc;
     memcpy(b.data, HINT_MAGIC, 8);
-    put32(b.data + 8, f->id);
-    put32(b.data + 12, 0);
+    rc_put_u32(b.data + 8, f->id);
+    rc_put_u32(b.data + 12, 0);
     b.len = HINT_HEADER;
 
     uint64_t count = 0;
@@ -79,11 +71,11 @@ int hint_write(const char *dir, const struct datafile *f)
         uint8_t *e = b.data + b.len;
         memset(e, 0, 4);
         e[0] = (uint8_t)r.kind;
-        put32(e + 4, r.key_len);
-        put32(e + 8, (uint32_t)off);
-        put32(e + 12, r.value_len);
-        put64(e + 16, r.revision);
-        put64(e + 24, (uint64_t)r.expiry_ms);
+        rc_put_u32(e + 4, r.key_len);
+        rc_put_u32(e + 8, (uint32_t)off);
+        rc_put_u32(e + 12, r.value_len);
+        rc_put_u64(e + 16, r.revision);
+        rc_put_u64(e + 24, (uint64_t)r.expiry_ms);
         memcpy(e + HINT_ENTRY, r.key, r.key_len);
         b.len += HINT_ENTRY + r.key_len;
         off += r.total_len;
@@ -92,9 +84,9 @@ int hint_write(const char *dir, const struct datafile *f)
     rc = hint_buf_reserve(&b, HINT_TRAILER);
     if (rc != 0)
         goto out;
-    put64(b.data + b.len, count);
-    put64(b.data + b.len + 8, f->size);
-    put32(b.data + b.len + 16, rc_crc32c(0, b.data, b.len + 16));
+    rc_put_u64(b.data + b.len, count);
+    rc_put_u64(b.data + b.len + 8, f->size);
+    rc_put_u32(b.data + b.len + 16, rc_crc32c(0, b.data, b.len + 16));
     memcpy(b.data + b.len + 20, HINT_END, 4);
     b.len += HINT_TRAILER;
 
@@ -108,20 +100,6 @@ out:
 
 /* ============================== reading ============================== */
 
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
 /* Decodes the entry at pos; returns its length, or 0 when it is malformed. */
 static size_t decode_entry(const uint8_t *data, size_t end, size_t pos, uint64_t data_size,
                            struct load_item *item)
@@ -129,7 +107,7 @@ static size_t decode_entry(const uint8_t *data, size_t end, size_t pos, uint64_t
     if (end - pos < HINT_ENTRY)
         return 0;
     const uint8_t *e = data + pos;
-    uint32_t klen = get32(e + 4), off = get32(e + 8), vlen = get32(e + 12);
+    uint32_t klen = rc_get_u32(e + 4), off = rc_get_u32(e + 8), vlen = rc_get_u32(e + 12);
     if (e[0] < RECORD_PUT || e[0] > RECORD_CLEAR || e[1] || e[2] || e[3])
         return 0;
     if (klen > RECORD_MAX_KEY || vlen > RECORD_MAX_VALUE || end - pos - HINT_ENTRY < klen)
@@ -140,8 +118,8 @@ static size_t decode_entry(const uint8_t *data, size_t end, size_t pos, uint64_t
     item->rec.kind = (enum record_kind)e[0];
     item->rec.key_len = klen;
     item->rec.value_len = vlen;
-    item->rec.revision = get64(e + 16);
-    item->rec.expiry_ms = (int64_t)get64(e + 24);
+    item->rec.revision = rc_get_u64(e + 16);
+    item->rec.expiry_ms = (int64_t)rc_get_u64(e + 24);
     item->rec.key = e + HINT_ENTRY;
     item->rec.total_len = record_size(klen, vlen);
     item->offset = off;
@@ -160,14 +138,14 @@ int hint_load(const char *dir, uint32_t id, uint64_t data_size, load_item_fn fn,
     const uint8_t *data = raw;
     rc = RC_ECORRUPT;
     if (len < HINT_HEADER + HINT_TRAILER || memcmp(data, HINT_MAGIC, 8) != 0 ||
-        get32(data + 8) != id)
+        rc_get_u32(data + 8) != id)
         goto bad;
     size_t end = len - HINT_TRAILER;
     const uint8_t *t = data + end;
-    if (memcmp(t + 20, HINT_END, 4) != 0 || get64(t + 8) != data_size ||
-        get32(t + 16) != rc_crc32c(0, data, end + 16))
+    if (memcmp(t + 20, HINT_END, 4) != 0 || rc_get_u64(t + 8) != data_size ||
+        rc_get_u32(t + 16) != rc_crc32c(0, data, end + 16))
         goto bad;
-    uint64_t count = get64(t);
+    uint64_t count = rc_get_u64(t);
 
     /* Validate every entry before replaying any, so a bad hint changes nothing. */
     uint64_t seen = 0;

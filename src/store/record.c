@@ -1,33 +1,11 @@
 /* record.c — encoding, decoding and resynchronisation of data-file records (see record.h). */
 #include "record.h"
 
+#include "common/bytes.h"
+
 #include "common/crc32c.h"
 
 #include <string.h>
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    memcpy(p, &v, 4); /* little-endian hosts only, as crc32c.c */
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    memcpy(p, &v, 8);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
 
 void record_encode(uint8_t *dst, enum record_kind kind, uint64_t revision, int64_t expiry_ms,
                    const void *key, uint32_t klen, const void *value, uint32_t vlen)
@@ -36,15 +14,15 @@ void record_encode(uint8_t *dst, enum record_kind kind, uint64_t revision, int64
     dst[5] = (uint8_t)kind;
     dst[6] = 0;
     dst[7] = 0;
-    put_u64(dst + 8, revision);
-    put_u64(dst + 16, (uint64_t)expiry_ms);
-    put_u32(dst + 24, klen);
-    put_u32(dst + 28, vlen);
+    rc_put_u64(dst + 8, revision);
+    rc_put_u64(dst + 16, (uint64_t)expiry_ms);
+    rc_put_u32(dst + 24, klen);
+    rc_put_u32(dst + 28, vlen);
     if (klen)
         memcpy(dst + RECORD_HEADER_SIZE, key, klen);
     if (vlen)
         memcpy(dst + RECORD_HEADER_SIZE + klen, value, vlen);
-    put_u32(dst, rc_crc32c(0, dst + 4, RECORD_HEADER_SIZE - 4 + (size_t)klen + vlen));
+    rc_put_u32(dst, rc_crc32c(0, dst + 4, RECORD_HEADER_SIZE - 4 + (size_t)klen + vlen));
 }
 
 /* Checks the header fields that need no CRC; RECORD_OK or RECORD_BAD. */
@@ -52,21 +30,22 @@ static enum record_status check_header(const uint8_t *h, uint32_t *klen, uint32_
 {
     if (h[4] != RECORD_MAGIC || h[6] != 0 || h[7] != 0)
         return RECORD_BAD;
-    *klen = get_u32(h + 24);
-    *vlen = get_u32(h + 28);
+    *klen = rc_get_u32(h + 24);
+    *vlen = rc_get_u32(h + 28);
     if (*klen > RECORD_MAX_KEY || *vlen > RECORD_MAX_VALUE)
         return RECORD_BAD;
     switch (h[5]) {
     case RECORD_PUT:
         return RECORD_OK;
     case RECORD_DELETE:
-        return *vlen == 0 && get_u64(h + 16) == 0 ? RECORD_OK : RECORD_BAD;
+        return *vlen == 0 && rc_get_u64(h + 16) == 0 ? RECORD_OK : RECORD_BAD;
     case RECORD_MARK:
     case RECORD_CLEAR:
     case RECORD_SYNC:
-        return *klen == 0 && *vlen == 0 && get_u64(h + 16) == 0 ? RECORD_OK : RECORD_BAD;
+        return *klen == 0 && *vlen == 0 && rc_get_u64(h + 16) == 0 ? RECORD_OK : RECORD_BAD;
     case RECORD_PAD:
-        return *klen == 0 && get_u64(h + 8) == 0 && get_u64(h + 16) == 0 ? RECORD_OK : RECORD_BAD;
+        return *klen == 0 && rc_get_u64(h + 8) == 0 && rc_get_u64(h + 16) == 0 ? RECORD_OK
+                                                                               : RECORD_BAD;
     default:
         return RECORD_BAD;
     }
@@ -86,11 +65,11 @@ enum record_status record_decode(const uint8_t *buf, size_t avail, struct record
     size_t total = record_size(klen, vlen);
     if (total > avail)
         return RECORD_SHORT;
-    if (rc_crc32c(0, buf + 4, total - 4) != get_u32(buf))
+    if (rc_crc32c(0, buf + 4, total - 4) != rc_get_u32(buf))
         return RECORD_BAD;
     out->kind = (enum record_kind)buf[5];
-    out->revision = get_u64(buf + 8);
-    out->expiry_ms = (int64_t)get_u64(buf + 16);
+    out->revision = rc_get_u64(buf + 8);
+    out->expiry_ms = (int64_t)rc_get_u64(buf + 16);
     out->key_len = klen;
     out->value_len = vlen;
     out->key = buf + RECORD_HEADER_SIZE;
