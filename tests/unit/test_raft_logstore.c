@@ -845,3 +845,74 @@ TEST(core_single_node_persists_through_logstore_and_recovers)
     raft_destroy(r);
     logstore_close(ls);
 }
+
+/* ============================== leftovers of interrupted directory changes ============== */
+
+static void save_file(const char *path, void **buf, size_t *len)
+{
+    CHECK_OK(rc_read_file(path, buf, len));
+}
+
+static void restore_file(const char *path, void *buf, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0);
+    CHECK_OK(rc_write_all(fd, buf, len, path));
+    close(fd);
+    rc_free(buf);
+}
+
+TEST(compaction_leftover_segment_is_removed_at_open)
+{
+    char dir[4200], first_seg[4400];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore *ls;
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK_OK(append_range(ls, 1, 201, 1, 9));
+    CHECK_OK(logstore_sync(ls));
+    seg_file(dir, 0, first_seg, sizeof first_seg);
+    void *buf;
+    size_t len;
+    save_file(first_seg, &buf, &len);
+    CHECK_OK(logstore_compact(ls, 150, 1));
+    size_t segs = logstore_segment_count(ls);
+    logstore_close(ls);
+    /* As if the crash came after the state file was written but before this unlink. */
+    restore_file(first_seg, buf, len);
+    CHECK_EQ_U(count_files(dir, ".seg"), segs + 1);
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK_EQ_U(logstore_segment_count(ls), segs);
+    CHECK_EQ_U(count_files(dir, ".seg"), segs);
+    CHECK_EQ_U(logstore_first_index(ls), 151);
+    check_range(ls, 151, 201, term1);
+    logstore_close(ls);
+}
+
+TEST(segment_after_a_gap_is_removed_at_open)
+{
+    char dir[4200], last_seg[4400];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore *ls;
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK_OK(append_range(ls, 1, 201, 1, 9));
+    CHECK_OK(logstore_sync(ls));
+    seg_file(dir, 1, last_seg, sizeof last_seg);
+    void *buf;
+    size_t len;
+    save_file(last_seg, &buf, &len);
+    CHECK_OK(append_range(ls, 20, 26, 3, 6));
+    CHECK_OK(logstore_sync(ls));
+    logstore_close(ls);
+    /* As if the truncation's unlink of the newest segment had not reached the disk. */
+    restore_file(last_seg, buf, len);
+    struct captured cap = {0};
+    rc_log_set_sink(capture_sink, &cap);
+    int rc = open_small(dir, 400, &ls);
+    rc_log_set_sink(NULL, NULL);
+    CHECK_OK(rc);
+    CHECK(captured_has(&cap, "gap", NULL));
+    CHECK_EQ_U(logstore_last_index(ls), 25);
+    check_range(ls, 1, 26, term_trunc_across);
+    CHECK_EQ_U(count_files(dir, ".seg"), logstore_segment_count(ls));
+    logstore_close(ls);
+}
