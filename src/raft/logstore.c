@@ -1,0 +1,968 @@
+/*
+ * logstore.c — the durable Raft log: append-only segment files and a hard-state file.
+ *
+ * NOTES ON THE DESIGN
+ *
+ * Files in the directory:
+ *
+ *     log-<first index, 20 digits>.seg    segments, in index order
+ *     raft-state                          hard state and snapshot meta (replaced atomically)
+ *
+ * A segment is a sequence of records, little-endian:
+ *
+ *     0        4        8      9       12              12 + len
+ *     +--------+--------+------+-------+----------------+
+ *     | crc32c |  len   | kind | 0 0 0 |  payload (len) |
+ *     +--------+--------+------+-------+----------------+
+ *     crc32c covers bytes 4 .. 12 + len (len, kind, the zero bytes and the payload).
+ *
+ *     kind 1 HEADER  payload: u64 first_index | u64 prev_term (term of first_index - 1)
+ *     kind 2 ENTRY   payload: raft_entry_encode() = u64 term | u64 index | u8 type |
+ *                             u32 data len | data
+ *
+ * raft-state is 48 bytes: u32 crc32c (of bytes 4..48) | u32 magic "RCHS" | u64 term |
+ * u64 vote | u64 commit | u64 snapshot index | u64 snapshot term.
+ *
+ * Invariants:
+ *  1. Every segment starts with a HEADER whose first_index matches its name; its ENTRY
+ *     records follow with consecutive indexes from first_index. Segment i + 1 starts right
+ *     after the last entry of segment i (recovery checks it).
+ *  2. Only the last segment ("active") is written. A segment is fdatasync'ed before the next
+ *     one is created (append_roll), so every earlier ("sealed") segment is durable whole and
+ *     an invalid record in it is corruption (RC_ECORRUPT naming file and offset), while in
+ *     the active segment it is the torn tail of an interrupted write and is cut (open).
+ *  3. Entries are durable before the hard state that depends on them: logstore_sync
+ *     fdatasyncs the active segment and the directory first, and only if both succeed
+ *     replaces raft-state. A crash therefore never leaves a commit or vote on disk that
+ *     refers to entries or a truncation that are not.
+ *  4. A truncation of a conflicting suffix (logstore_append) unlinks later segments from the
+ *     last backward, cuts inside one, and makes that durable (directory and file sync) before
+ *     any new record is written, so a crash leaves a prefix of the old log, never old
+ *     segments after new records. Leftover segments after a gap (an unlink that was lost
+ *     while the directory sync was interrupted) are deleted at open with a warning.
+ *  5. Compaction (logstore_compact) writes raft-state with the new snapshot meta first and
+ *     then unlinks segments wholly at or below the snapshot index, from the front; segments
+ *     left over by a crash in between are found below the snapshot and deleted at open.
+ *     first_index = max(snapshot index + 1, first stored entry); term(snapshot index) is the
+ *     snapshot term.
+ *  6. In memory, locs[i] describes entry locs_base + i (term, segment offset, data length),
+ *     so term() is O(1) and entries() is one pread per segment touched.
+ *  7. Any write, sync, truncate or unlink failure latches ls->failed = RC_EIO: the state on
+ *     disk is then unknown, so every later call fails and the node must reopen.
+ */
+#include "logstore.h"
+
+#include "common/alloc.h"
+#include "common/crc32c.h"
+#include "common/fileio.h"
+#include "common/log.h"
+#include "raftcask.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define REC_HEADER_BYTES   12
+#define REC_HEADER_KIND    1
+#define REC_ENTRY_KIND     2
+#define SEG_HEADER_PAYLOAD 16
+#define ENTRY_FIXED_BYTES  21 /* raft_entry_encode without data */
+#define MAX_ENTRY_DATA     (1u << 30)
+#define STATE_FILE         "raft-state"
+#define STATE_BYTES        48
+#define STATE_MAGIC        0x53484352u /* "RCHS" */
+#define SEG_NAME_LEN       28          /* "log-" + 20 digits + ".seg" */
+
+struct seg {
+    uint64_t first_index;
+    uint64_t prev_term;
+    uint64_t size_bytes;
+    int fd;
+};
+
+struct loc {
+    uint64_t term;
+    uint64_t offset;   /* of the record in its segment */
+    uint32_t data_len; /* bytes of entry data */
+};
+
+struct logstore {
+    char *dir;
+    struct logstore_options opts;
+    struct seg *segs;
+    size_t n_segs, cap_segs;
+    struct loc *locs;
+    size_t n_locs, cap_locs;
+    uint64_t locs_base; /* index of locs[0] */
+    uint64_t snap_index, snap_term;
+    struct raft_hard_state hs_durable, hs_pending;
+    int hs_dirty;
+    int active_dirty; /* records appended to the active segment since the last sync */
+    int dir_dirty;    /* segments created since the last sync */
+    int failed;
+    void *rbuf; /* entries() data; valid until the next call into the store */
+    size_t rbuf_cap;
+};
+
+/* ============================== small helpers ============================== */
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4); /* little-endian hosts only, as crc32c.c */
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static void seg_path(const struct logstore *ls, uint64_t first_index, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/log-%020llu.seg", ls->dir, (unsigned long long)first_index);
+}
+
+/* Seals the record at dst whose payload (len bytes) is already at dst + 12. */
+static void rec_finish(uint8_t *dst, uint8_t kind, uint32_t len)
+{
+    put_u32(dst + 4, len);
+    dst[8] = kind;
+    dst[9] = dst[10] = dst[11] = 0;
+    put_u32(dst, rc_crc32c(0, dst + 4, REC_HEADER_BYTES - 4 + (size_t)len));
+}
+
+/* Checks the record at buf (avail bytes); 0 and *len = payload bytes, or -1 if invalid. */
+static int rec_check(const uint8_t *buf, uint64_t avail, uint8_t *kind, uint32_t *len)
+{
+    if (avail < REC_HEADER_BYTES)
+        return -1;
+    *len = get_u32(buf + 4);
+    *kind = buf[8];
+    if (buf[9] || buf[10] || buf[11] || (uint64_t)*len > avail - REC_HEADER_BYTES)
+        return -1;
+    if (rc_crc32c(0, buf + 4, REC_HEADER_BYTES - 4 + (size_t)*len) != get_u32(buf))
+        return -1;
+    return 0;
+}
+
+static size_t entry_rec_bytes(uint32_t data_len)
+{
+    return REC_HEADER_BYTES + ENTRY_FIXED_BYTES + (size_t)data_len;
+}
+
+static int fail_io(struct logstore *ls)
+{
+    ls->failed = RC_EIO;
+    return RC_EIO;
+}
+
+static int hook(struct logstore *ls, enum logstore_point point)
+{
+    if (ls->opts.hook && ls->opts.hook(ls->opts.hook_ctx, point) != 0) {
+        rc_warn("%s: injected I/O failure at point %d", ls->dir, (int)point);
+        return fail_io(ls);
+    }
+    return 0;
+}
+
+static int reserve(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    while (ncap < need)
+        ncap *= 2;
+    void *p = rc_realloc(*arr, ncap * elem);
+    if (!p)
+        return RC_ENOMEM;
+    *arr = p;
+    *cap = ncap;
+    return 0;
+}
+
+uint64_t logstore_first_index(const struct logstore *ls)
+{
+    return ls->snap_index + 1 > ls->locs_base ? ls->snap_index + 1 : ls->locs_base;
+}
+
+uint64_t logstore_last_index(const struct logstore *ls)
+{
+    uint64_t last = ls->locs_base + ls->n_locs - 1;
+    return last > ls->snap_index ? last : ls->snap_index;
+}
+
+static int term_of(const struct logstore *ls, uint64_t index, uint64_t *term)
+{
+    if (index >= ls->locs_base && index - ls->locs_base < ls->n_locs) {
+        *term = ls->locs[index - ls->locs_base].term;
+        return 0;
+    }
+    if (index == ls->snap_index) {
+        *term = ls->snap_term;
+        return 0;
+    }
+    if (index + 1 == ls->locs_base) {
+        *term = ls->n_segs ? ls->segs[0].prev_term : ls->snap_term;
+        return 0;
+    }
+    return RC_ENOTFOUND;
+}
+
+/* The slot of the segment holding index (the last one starting at or before it). */
+static size_t seg_of(const struct logstore *ls, uint64_t index)
+{
+    size_t lo = 0, hi = ls->n_segs;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ls->segs[mid].first_index <= index)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Closes and unlinks segment slot i (the directory is synced by the caller). */
+static int seg_remove(struct logstore *ls, size_t i)
+{
+    char path[PATH_MAX];
+    seg_path(ls, ls->segs[i].first_index, path, sizeof path);
+    close(ls->segs[i].fd);
+    ls->segs[i].fd = -1;
+    if (unlink(path) != 0 && errno != ENOENT) {
+        rc_warn("unlink %s: %s", path, strerror(errno));
+        return RC_EIO;
+    }
+    return 0;
+}
+
+/* Drops the first k segments from the arrays (files already removed) and their locs. */
+static void drop_front_segs(struct logstore *ls, size_t k, uint64_t empty_base)
+{
+    memmove(ls->segs, ls->segs + k, (ls->n_segs - k) * sizeof *ls->segs);
+    ls->n_segs -= k;
+    uint64_t base = ls->n_segs ? ls->segs[0].first_index : empty_base;
+    uint64_t drop = base - ls->locs_base;
+    if (drop > ls->n_locs || ls->n_segs == 0)
+        drop = ls->n_locs; /* no file holds any entry any more */
+    memmove(ls->locs, ls->locs + drop, (ls->n_locs - drop) * sizeof *ls->locs);
+    ls->n_locs -= (size_t)drop;
+    ls->locs_base = base;
+}
+
+/* ============================== hard state file ============================== */
+
+static int state_write(struct logstore *ls, const struct raft_hard_state *hs, uint64_t snap_index,
+                       uint64_t snap_term)
+{
+    uint8_t buf[STATE_BYTES];
+    put_u32(buf + 4, STATE_MAGIC);
+    put_u64(buf + 8, hs->term);
+    put_u64(buf + 16, hs->vote);
+    put_u64(buf + 24, hs->commit);
+    put_u64(buf + 32, snap_index);
+    put_u64(buf + 40, snap_term);
+    put_u32(buf, rc_crc32c(0, buf + 4, STATE_BYTES - 4));
+    int rc = hook(ls, LOGSTORE_BEFORE_STATE_WRITE);
+    if (rc != 0)
+        return rc;
+    if (rc_write_file_atomic(ls->dir, STATE_FILE, buf, sizeof buf) != 0)
+        return fail_io(ls);
+    return hook(ls, LOGSTORE_STATE_WRITTEN);
+}
+
+static int state_read(struct logstore *ls)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", ls->dir, STATE_FILE);
+    void *data;
+    size_t len;
+    int rc = rc_read_file(path, &data, &len);
+    if (rc == RC_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    const uint8_t *b = data;
+    if (len != STATE_BYTES || get_u32(b + 4) != STATE_MAGIC ||
+        rc_crc32c(0, b + 4, STATE_BYTES - 4) != get_u32(b)) {
+        rc_error("%s: invalid hard state file (offset 0, %zu bytes)", path, len);
+        rc_free(data);
+        return RC_ECORRUPT;
+    }
+    ls->hs_durable.term = get_u64(b + 8);
+    ls->hs_durable.vote = get_u64(b + 16);
+    ls->hs_durable.commit = get_u64(b + 24);
+    ls->snap_index = get_u64(b + 32);
+    ls->snap_term = get_u64(b + 40);
+    ls->hs_pending = ls->hs_durable;
+    rc_free(data);
+    return 0;
+}
+
+/* ============================== recovery ============================== */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The first indexes of the segment files in dir, sorted, in a rc_malloc'ed array. */
+static int list_segments(struct logstore *ls, uint64_t **out, size_t *n_out)
+{
+    DIR *d = opendir(ls->dir);
+    if (!d) {
+        rc_warn("open directory %s: %s", ls->dir, strerror(errno));
+        return RC_EIO;
+    }
+    uint64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *name = de->d_name;
+        if (strlen(name) != SEG_NAME_LEN || strncmp(name, "log-", 4) != 0 ||
+            strcmp(name + 24, ".seg") != 0)
+            continue;
+        char *end;
+        unsigned long long id = strtoull(name + 4, &end, 10);
+        if (end != name + 24 || id == 0)
+            continue;
+        if ((rc = reserve((void **)&ids, &cap, n + 1, sizeof *ids)) != 0)
+            break;
+        ids[n++] = id;
+    }
+    closedir(d);
+    if (rc != 0) {
+        rc_free(ids);
+        return rc;
+    }
+    if (n)
+        qsort(ids, n, sizeof *ids, cmp_u64);
+    *out = ids;
+    *n_out = n;
+    return 0;
+}
+
+/* Cuts the active segment at off, logging what was dropped. */
+static int cut_tail(const char *path, int fd, const uint8_t *map, uint64_t size, uint64_t off)
+{
+    int zero = 1;
+    for (uint64_t i = off; i < size && zero; i++)
+        zero = map[i] == 0;
+    rc_warn("%s: cut %llu bytes of %s tail at offset %llu", path, (unsigned long long)(size - off),
+            zero ? "zero-filled" : "torn", (unsigned long long)off);
+    if (ftruncate(fd, (off_t)off) != 0) {
+        rc_warn("truncate %s: %s", path, strerror(errno));
+        return RC_EIO;
+    }
+    return rc_fsync_file(fd, path);
+}
+
+/*
+ * Loads segment file first_index into slot ls->n_segs (reserved by the caller), appending its
+ * entries to locs. *gone is set when the file was a torn, never-synced creation and removed.
+ */
+static int load_segment(struct logstore *ls, uint64_t first_index, int is_last, int *gone)
+{
+    char path[PATH_MAX];
+    seg_path(ls, first_index, path, sizeof path);
+    *gone = 0;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        rc_warn("open %s: %s", path, strerror(errno));
+        return RC_EIO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        rc_warn("stat %s: %s", path, strerror(errno));
+        close(fd);
+        return RC_EIO;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    uint8_t *map = NULL;
+    if (size > 0) {
+        map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) {
+            rc_warn("mmap %s: %s", path, strerror(errno));
+            close(fd);
+            return RC_EIO;
+        }
+    }
+    int rc = 0;
+    uint8_t kind;
+    uint32_t len;
+    if (rec_check(map, size, &kind, &len) != 0 || kind != REC_HEADER_KIND ||
+        len != SEG_HEADER_PAYLOAD || get_u64(map + REC_HEADER_BYTES) != first_index) {
+        if (is_last) {
+            /* Created but never synced: it holds nothing anybody was told about. */
+            rc_warn("%s: removing segment with a torn header (%llu bytes)", path,
+                    (unsigned long long)size);
+            if (unlink(path) != 0)
+                rc = RC_EIO;
+            *gone = 1;
+        } else {
+            rc_error("%s: corrupt segment header at offset 0", path);
+            rc = RC_ECORRUPT;
+        }
+        goto out;
+    }
+    struct seg *sg = &ls->segs[ls->n_segs];
+    sg->first_index = first_index;
+    sg->prev_term = get_u64(map + REC_HEADER_BYTES + 8);
+    sg->fd = fd;
+    uint64_t off = REC_HEADER_BYTES + SEG_HEADER_PAYLOAD;
+    uint64_t expect = first_index;
+    while (off < size) {
+        struct raft_entry e;
+        size_t used;
+        int ok = rec_check(map + off, size - off, &kind, &len) == 0 && kind == REC_ENTRY_KIND &&
+                 raft_entry_decode(map + off + REC_HEADER_BYTES, len, &e, &used) == 0 &&
+                 used == len && e.index == expect;
+        if (!ok) {
+            if (!is_last) {
+                rc_error("%s: corrupt record at offset %llu in a sealed segment", path,
+                         (unsigned long long)off);
+                rc = RC_ECORRUPT;
+                goto out;
+            }
+            if ((rc = cut_tail(path, fd, map, size, off)) != 0)
+                goto out;
+            size = off;
+            break;
+        }
+        if ((rc = reserve((void **)&ls->locs, &ls->cap_locs, ls->n_locs + 1, sizeof *ls->locs)) !=
+            0)
+            goto out;
+        ls->locs[ls->n_locs++] = (struct loc){e.term, off, e.len};
+        off += REC_HEADER_BYTES + len;
+        expect++;
+    }
+    sg->size_bytes = size;
+    ls->n_segs++;
+    fd = -1;
+out:
+    if (map)
+        munmap(map, (size_t)st.st_size);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* Unlinks the segment files ids[from..n) that follow a gap (invariant 4). */
+static int remove_after_gap(struct logstore *ls, const uint64_t *ids, size_t from, size_t n)
+{
+    for (size_t i = n; i-- > from;) {
+        char path[PATH_MAX];
+        seg_path(ls, ids[i], path, sizeof path);
+        rc_warn("%s: removing segment after a gap in the log (left by an interrupted "
+                "truncation)",
+                path);
+        if (unlink(path) != 0) {
+            rc_warn("unlink %s: %s", path, strerror(errno));
+            return RC_EIO;
+        }
+    }
+    return rc_fsync_dir(ls->dir);
+}
+
+static int recover(struct logstore *ls)
+{
+    int rc = state_read(ls);
+    if (rc != 0)
+        return rc;
+    uint64_t *ids = NULL;
+    size_t n = 0;
+    if ((rc = list_segments(ls, &ids, &n)) != 0)
+        return rc;
+    int removed = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if ((rc = reserve((void **)&ls->segs, &ls->cap_segs, ls->n_segs + 1, sizeof *ls->segs)) !=
+            0)
+            break;
+        if (ls->n_segs > 0 && ids[i] != ls->locs_base + ls->n_locs) {
+            uint64_t expect = ls->locs_base + ls->n_locs;
+            if (ids[i] > expect && ids[i] <= ls->snap_index + 1) {
+                /* Everything before was compacted; a crash interrupted the unlinks. */
+                for (size_t k = 0; k < ls->n_segs && rc == 0; k++)
+                    rc = seg_remove(ls, k);
+                ls->n_segs = 0;
+                ls->n_locs = 0;
+                removed = 1;
+            } else if (ids[i] > expect) {
+                rc = remove_after_gap(ls, ids, i, n);
+                break;
+            } else {
+                char path[PATH_MAX];
+                seg_path(ls, ids[i], path, sizeof path);
+                rc_error("%s: segment overlaps the previous one (expected first index %llu) at "
+                         "offset 0",
+                         path, (unsigned long long)expect);
+                rc = RC_ECORRUPT;
+                break;
+            }
+            if (rc != 0)
+                break;
+        }
+        if (ls->n_segs == 0) {
+            ls->locs_base = ids[i];
+            ls->n_locs = 0;
+        }
+        int gone;
+        rc = load_segment(ls, ids[i], i + 1 == n, &gone);
+        removed |= gone;
+    }
+    rc_free(ids);
+    if (rc != 0)
+        return rc;
+    /* Segments wholly at or below the snapshot are leftovers of an interrupted compaction. */
+    size_t k = 0;
+    while (ls->snap_index > 0 && k < ls->n_segs) {
+        uint64_t seg_last =
+            k + 1 < ls->n_segs ? ls->segs[k + 1].first_index - 1 : ls->locs_base + ls->n_locs - 1;
+        if (seg_last > ls->snap_index)
+            break;
+        if ((rc = seg_remove(ls, k)) != 0)
+            return rc;
+        k++;
+    }
+    if (k > 0) {
+        drop_front_segs(ls, k, ls->snap_index + 1);
+        removed = 1;
+    }
+    if (ls->n_segs == 0) {
+        ls->locs_base = ls->snap_index + 1;
+        ls->n_locs = 0;
+    }
+    if (removed && (rc = rc_fsync_dir(ls->dir)) != 0)
+        return rc;
+    if (ls->locs_base > ls->snap_index + 1) {
+        rc_error("%s: log starts at index %llu but the snapshot ends at %llu (offset 0)", ls->dir,
+                 (unsigned long long)ls->locs_base, (unsigned long long)ls->snap_index);
+        return RC_ECORRUPT;
+    }
+    if (ls->hs_durable.commit > logstore_last_index(ls)) {
+        /* By invariant 3 the entries up to commit were durable before the state file was. */
+        rc_error("%s: hard state commit %llu beyond the last entry %llu: durable entries lost",
+                 ls->dir, (unsigned long long)ls->hs_durable.commit,
+                 (unsigned long long)logstore_last_index(ls));
+        return RC_ECORRUPT;
+    }
+    return 0;
+}
+
+/* ============================== open / close ============================== */
+
+void logstore_options_default(struct logstore_options *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->segment_size_bytes = 64ull << 20;
+}
+
+void logstore_close(struct logstore *ls)
+{
+    if (!ls)
+        return;
+    for (size_t i = 0; i < ls->n_segs; i++)
+        if (ls->segs[i].fd >= 0)
+            close(ls->segs[i].fd);
+    rc_free(ls->segs);
+    rc_free(ls->locs);
+    rc_free(ls->rbuf);
+    rc_free(ls->dir);
+    rc_free(ls);
+}
+
+int logstore_open(const char *dir, const struct logstore_options *opts, struct logstore **out)
+{
+    struct logstore *ls = rc_calloc(1, sizeof *ls);
+    if (!ls)
+        return RC_ENOMEM;
+    int rc = RC_ENOMEM;
+    if (opts)
+        ls->opts = *opts;
+    else
+        logstore_options_default(&ls->opts);
+    if (ls->opts.segment_size_bytes == 0)
+        ls->opts.segment_size_bytes = 64ull << 20;
+    ls->locs_base = 1;
+    if (!(ls->dir = rc_memdup(dir, strlen(dir))))
+        goto fail;
+    if ((rc = rc_mkdir_p(dir)) != 0)
+        goto fail;
+    if ((rc = recover(ls)) != 0)
+        goto fail;
+    *out = ls;
+    return 0;
+fail:
+    logstore_close(ls);
+    return rc;
+}
+
+/* ============================== append ============================== */
+
+/* Creates the segment starting at first_index (slot reserved by the caller) as active. */
+static int seg_create(struct logstore *ls, uint64_t first_index, uint64_t prev_term)
+{
+    char path[PATH_MAX];
+    seg_path(ls, first_index, path, sizeof path);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc_warn("create %s: %s", path, strerror(errno));
+        return RC_EIO;
+    }
+    uint8_t hdr[REC_HEADER_BYTES + SEG_HEADER_PAYLOAD];
+    put_u64(hdr + REC_HEADER_BYTES, first_index);
+    put_u64(hdr + REC_HEADER_BYTES + 8, prev_term);
+    rec_finish(hdr, REC_HEADER_KIND, SEG_HEADER_PAYLOAD);
+    if (rc_pwrite_all(fd, hdr, sizeof hdr, 0, path) != 0) {
+        close(fd);
+        return RC_EIO;
+    }
+    ls->segs[ls->n_segs++] = (struct seg){first_index, prev_term, sizeof hdr, fd};
+    ls->dir_dirty = 1;
+    return 0;
+}
+
+/* Deletes stored entries >= index, durably (invariant 4). */
+static int truncate_suffix(struct logstore *ls, uint64_t index)
+{
+    size_t s = seg_of(ls, index);
+    for (size_t i = ls->n_segs; i-- > s + 1;) {
+        if (seg_remove(ls, i) != 0)
+            return RC_EIO;
+        ls->n_segs = i;
+    }
+    struct seg *sg = &ls->segs[s];
+    uint64_t off = ls->locs[index - ls->locs_base].offset;
+    char path[PATH_MAX];
+    seg_path(ls, sg->first_index, path, sizeof path);
+    if (ftruncate(sg->fd, (off_t)off) != 0) {
+        rc_warn("truncate %s: %s", path, strerror(errno));
+        return RC_EIO;
+    }
+    sg->size_bytes = off;
+    ls->n_locs = (size_t)(index - ls->locs_base);
+    if (rc_fsync_dir(ls->dir) != 0 || rc_fsync_file(sg->fd, path) != 0)
+        return RC_EIO;
+    return 0;
+}
+
+/* Writes buf[0..len) at the end of the active segment. */
+static int write_span(struct logstore *ls, const uint8_t *buf, size_t len)
+{
+    if (len == 0)
+        return 0;
+    struct seg *sg = &ls->segs[ls->n_segs - 1];
+    char path[PATH_MAX];
+    seg_path(ls, sg->first_index, path, sizeof path);
+    if (rc_pwrite_all(sg->fd, buf, len, (off_t)sg->size_bytes, path) != 0)
+        return RC_EIO;
+    sg->size_bytes += len;
+    ls->active_dirty = 1;
+    return 0;
+}
+
+int logstore_append(struct logstore *ls, const struct raft_entry *entries, size_t n)
+{
+    if (ls->failed)
+        return ls->failed;
+    if (n == 0)
+        return 0;
+    uint64_t first = entries[0].index;
+    if (first < logstore_first_index(ls) || first > logstore_last_index(ls) + 1 ||
+        first <= ls->snap_index)
+        return RC_EINVAL;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (entries[i].index != first + i || entries[i].len > MAX_ENTRY_DATA ||
+            entries[i].type > RAFT_ENTRY_CONFIG)
+            return RC_EINVAL;
+        total += entry_rec_bytes(entries[i].len);
+    }
+    /* Allocate everything first, so that RC_ENOMEM changes nothing on disk or in memory. */
+    size_t keep = (size_t)(first - ls->locs_base);
+    if (reserve((void **)&ls->locs, &ls->cap_locs, keep + n, sizeof *ls->locs) != 0 ||
+        reserve((void **)&ls->segs, &ls->cap_segs, ls->n_segs + n + 1, sizeof *ls->segs) != 0)
+        return RC_ENOMEM;
+    uint8_t *buf = rc_malloc(total);
+    if (!buf)
+        return RC_ENOMEM;
+    size_t pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = raft_entry_encode(&entries[i], buf + pos + REC_HEADER_BYTES);
+        rec_finish(buf + pos, REC_ENTRY_KIND, (uint32_t)len);
+        pos += REC_HEADER_BYTES + len;
+    }
+    int rc = 0;
+    if (first <= ls->locs_base + ls->n_locs - 1 && ls->n_locs > 0)
+        rc = truncate_suffix(ls, first);
+    size_t span_start = 0;
+    pos = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct raft_entry *e = &entries[i];
+        size_t rec = entry_rec_bytes(e->len);
+        struct seg *active = ls->n_segs ? &ls->segs[ls->n_segs - 1] : NULL;
+        int has_entries = active && ls->locs_base + ls->n_locs > active->first_index;
+        uint64_t span_bytes = pos - span_start;
+        if (!active ||
+            (has_entries && active->size_bytes + span_bytes + rec > ls->opts.segment_size_bytes)) {
+            uint64_t prev_term;
+            if ((rc = term_of(ls, e->index - 1, &prev_term)) != 0)
+                break;
+            rc = write_span(ls, buf + span_start, span_bytes);
+            /* Seal: a segment is durable whole before its successor exists (invariant 2). */
+            if (rc == 0 && active) {
+                char path[PATH_MAX];
+                seg_path(ls, active->first_index, path, sizeof path);
+                rc = rc_fsync_file(active->fd, path);
+            }
+            if (rc == 0)
+                rc = seg_create(ls, e->index, prev_term);
+            span_start = pos;
+            if (rc != 0)
+                break;
+            active = &ls->segs[ls->n_segs - 1];
+        }
+        ls->locs[ls->n_locs++] =
+            (struct loc){e->term, active->size_bytes + (pos - span_start), e->len};
+        pos += rec;
+    }
+    if (rc == 0)
+        rc = write_span(ls, buf + span_start, pos - span_start);
+    rc_free(buf);
+    return rc != 0 ? fail_io(ls) : 0;
+}
+
+/* ============================== hard state, sync, compaction ============================== */
+
+int logstore_set_hard_state(struct logstore *ls, const struct raft_hard_state *hs)
+{
+    if (ls->failed)
+        return ls->failed;
+    ls->hs_pending = *hs;
+    ls->hs_dirty = 1;
+    return 0;
+}
+
+void logstore_hard_state(const struct logstore *ls, struct raft_hard_state *hs)
+{
+    *hs = ls->hs_durable;
+}
+
+size_t logstore_segment_count(const struct logstore *ls)
+{
+    return ls->n_segs;
+}
+
+int logstore_sync(struct logstore *ls)
+{
+    if (ls->failed)
+        return ls->failed;
+    int rc;
+    if (ls->active_dirty || ls->dir_dirty) {
+        if ((rc = hook(ls, LOGSTORE_BEFORE_ENTRIES_SYNC)) != 0)
+            return rc;
+        if (ls->active_dirty && ls->n_segs > 0) {
+            struct seg *sg = &ls->segs[ls->n_segs - 1];
+            char path[PATH_MAX];
+            seg_path(ls, sg->first_index, path, sizeof path);
+            if (rc_fsync_file(sg->fd, path) != 0)
+                return fail_io(ls);
+        }
+        if (ls->dir_dirty && rc_fsync_dir(ls->dir) != 0)
+            return fail_io(ls);
+        ls->active_dirty = ls->dir_dirty = 0;
+        if ((rc = hook(ls, LOGSTORE_ENTRIES_SYNCED)) != 0)
+            return rc;
+    }
+    if (ls->hs_dirty) {
+        if ((rc = state_write(ls, &ls->hs_pending, ls->snap_index, ls->snap_term)) != 0)
+            return rc;
+        ls->hs_durable = ls->hs_pending;
+        ls->hs_dirty = 0;
+    }
+    return 0;
+}
+
+int logstore_compact(struct logstore *ls, uint64_t index, uint64_t term)
+{
+    if (ls->failed)
+        return ls->failed;
+    if (index <= ls->snap_index)
+        return 0;
+    uint64_t have;
+    int drop_all =
+        index > logstore_last_index(ls) || term_of(ls, index, &have) != 0 || have != term;
+    int rc = state_write(ls, &ls->hs_durable, index, term);
+    if (rc != 0)
+        return rc;
+    ls->snap_index = index;
+    ls->snap_term = term;
+    size_t k = 0;
+    if (drop_all)
+        k = ls->n_segs;
+    else
+        while (k + 1 < ls->n_segs && ls->segs[k + 1].first_index <= index + 1)
+            k++;
+    for (size_t i = 0; i < k; i++)
+        if (seg_remove(ls, i) != 0)
+            return fail_io(ls);
+    if (k > 0) {
+        drop_front_segs(ls, k, index + 1);
+        if (drop_all)
+            ls->active_dirty = 0;
+        if (rc_fsync_dir(ls->dir) != 0)
+            return fail_io(ls);
+    }
+    return 0;
+}
+
+/* ============================== struct raft_storage ============================== */
+
+static int st_first_index(void *ctx, uint64_t *index)
+{
+    struct logstore *ls = ctx;
+    *index = logstore_first_index(ls);
+    return ls->failed;
+}
+
+static int st_last_index(void *ctx, uint64_t *index)
+{
+    struct logstore *ls = ctx;
+    *index = logstore_last_index(ls);
+    return ls->failed;
+}
+
+static int st_term(void *ctx, uint64_t index, uint64_t *term)
+{
+    struct logstore *ls = ctx;
+    if (ls->failed)
+        return ls->failed;
+    if (index + 1 < logstore_first_index(ls) || index > logstore_last_index(ls))
+        return RC_ENOTFOUND;
+    return term_of(ls, index, term);
+}
+
+static int st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes, struct raft_entry *out,
+                      size_t *n)
+{
+    struct logstore *ls = ctx;
+    if (ls->failed)
+        return ls->failed;
+    if (lo < logstore_first_index(ls) || hi > logstore_last_index(ls) + 1 || lo >= hi)
+        return RC_ENOTFOUND;
+    size_t count = 0, data = 0, bytes = 0;
+    for (uint64_t i = lo; i < hi; i++) {
+        const struct loc *l = &ls->locs[i - ls->locs_base];
+        if (count > 0 && data + l->data_len > max_bytes)
+            break;
+        data += l->data_len;
+        bytes += entry_rec_bytes(l->data_len);
+        count++;
+    }
+    if (bytes > ls->rbuf_cap) {
+        void *p = rc_malloc(bytes);
+        if (!p)
+            return RC_ENOMEM;
+        rc_free(ls->rbuf);
+        ls->rbuf = p;
+        ls->rbuf_cap = bytes;
+    }
+    /* Records of consecutive entries in one segment are contiguous: one pread per segment. */
+    uint8_t *buf = ls->rbuf;
+    size_t done = 0;
+    while (done < count) {
+        uint64_t idx = lo + done;
+        size_t s = seg_of(ls, idx);
+        uint64_t seg_end = s + 1 < ls->n_segs ? ls->segs[s + 1].first_index : UINT64_MAX;
+        size_t k = done, span = 0;
+        while (k < count && lo + k < seg_end) {
+            span += entry_rec_bytes(ls->locs[lo + k - ls->locs_base].data_len);
+            k++;
+        }
+        char path[PATH_MAX];
+        seg_path(ls, ls->segs[s].first_index, path, sizeof path);
+        int rc = rc_pread_all(ls->segs[s].fd, buf, span,
+                              (off_t)ls->locs[idx - ls->locs_base].offset, path);
+        if (rc != 0)
+            return rc;
+        size_t off = 0;
+        for (size_t j = done; j < k; j++) {
+            uint8_t kind;
+            uint32_t len;
+            size_t used;
+            struct raft_entry *e = &out[j];
+            if (rec_check(buf + off, span - off, &kind, &len) != 0 || kind != REC_ENTRY_KIND ||
+                raft_entry_decode(buf + off + REC_HEADER_BYTES, len, e, &used) != 0 ||
+                e->index != lo + j) {
+                rc_error("%s: corrupt record at offset %llu", path,
+                         (unsigned long long)ls->locs[lo + j - ls->locs_base].offset);
+                return RC_ECORRUPT;
+            }
+            off += REC_HEADER_BYTES + len;
+        }
+        buf += span;
+        done = k;
+    }
+    *n = count;
+    return 0;
+}
+
+static int st_snapshot(void *ctx, struct raft_snapshot_meta *meta)
+{
+    struct logstore *ls = ctx;
+    memset(meta, 0, sizeof *meta);
+    meta->index = ls->snap_index;
+    meta->term = ls->snap_term;
+    return ls->failed;
+}
+
+static int st_snapshot_read(void *ctx, uint64_t index, uint64_t offset, void *buf, size_t len,
+                            size_t *n)
+{
+    (void)ctx, (void)index, (void)offset, (void)buf, (void)len;
+    *n = 0;
+    return RC_ENOTFOUND; /* snapshot data is not stored by this module yet */
+}
+
+static int st_snapshot_received(void *ctx, uint64_t index, uint64_t term, uint64_t *bytes)
+{
+    (void)ctx, (void)index, (void)term;
+    *bytes = 0;
+    return 0;
+}
+
+struct raft_storage logstore_raft_storage(struct logstore *ls)
+{
+    return (struct raft_storage){
+        .ctx = ls,
+        .first_index = st_first_index,
+        .last_index = st_last_index,
+        .term = st_term,
+        .entries = st_entries,
+        .snapshot = st_snapshot,
+        .snapshot_read = st_snapshot_read,
+        .snapshot_received = st_snapshot_received,
+    };
+}
