@@ -319,13 +319,13 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = READ_BUFFER_BYTES;
 }
 
-/* Closes an incoming connection for a malformed frame. */
+/* Closes a connection for a malformed frame; a dialer re-dials after its backoff. */
 static void reject(struct conn *c, const char *why)
 {
     c->t->stats.frames_rejected++;
-    rc_warn("transport: closing connection from node %llu: %s", (unsigned long long)c->remote_id,
-            why);
-    conn_close(c, 0);
+    rc_warn("transport: closing connection %s node %llu: %s", c->outgoing ? "to" : "from",
+            (unsigned long long)c->remote_id, why);
+    conn_close(c, 1);
 }
 
 /*
@@ -369,7 +369,7 @@ static void on_message_frame(struct conn *c, const unsigned char *p, uint32_t le
     if (rc == RC_ENOMEM) {
         rc_warn("transport: out of memory decoding a message from node %llu",
                 (unsigned long long)c->remote_id);
-        conn_close(c, 0);
+        conn_close(c, 1);
         return;
     }
     if (rc != 0) {
@@ -421,7 +421,7 @@ static int start_payload(struct conn *c)
     c->payload = rc_malloc(len ? len : 1);
     if (!c->payload) {
         rc_warn("transport: out of memory for a frame of %u bytes", len);
-        conn_close(c, 0);
+        conn_close(c, 1);
         return -1;
     }
     c->payload_len = len;

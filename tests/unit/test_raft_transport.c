@@ -739,3 +739,67 @@ TEST(transport_stream_layer_is_pluggable)
     CHECK_EQ(stream_closes, 2);
     loop_finish();
 }
+
+/* ============================== source address (SPEC §2) ============================== */
+
+struct source_probe {
+    uv_tcp_t listener, accepted;
+    char host[64];
+    int seen, accepted_open;
+};
+
+static void probe_on_connection(uv_stream_t *l, int status)
+{
+    struct source_probe *sp = l->data;
+    CHECK_EQ(status, 0);
+    uv_tcp_init(&loop, &sp->accepted);
+    sp->accepted_open = 1;
+    CHECK_OK(uv_accept(l, (uv_stream_t *)&sp->accepted));
+    struct sockaddr_storage sa;
+    int len = sizeof sa;
+    CHECK_OK(uv_tcp_getpeername(&sp->accepted, (struct sockaddr *)&sa, &len));
+    uv_ip4_name((struct sockaddr_in *)&sa, sp->host, sizeof sp->host);
+    sp->seen = 1;
+}
+
+static int probe_seen(void *arg)
+{
+    return ((struct source_probe *)arg)->seen;
+}
+
+/* Outgoing connections come from the bind host, so nodes on one machine are told apart. */
+TEST(transport_dials_from_the_bind_host)
+{
+    loop_start();
+    struct source_probe sp;
+    memset(&sp, 0, sizeof sp);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    uv_tcp_init(&loop, &sp.listener);
+    sp.listener.data = &sp;
+    CHECK_OK(uv_tcp_bind(&sp.listener, (struct sockaddr *)&sa, 0));
+    CHECK_OK(uv_listen((uv_stream_t *)&sp.listener, 8, probe_on_connection));
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    CHECK_OK(uv_tcp_getsockname(&sp.listener, (struct sockaddr *)&ss, &len));
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(((struct sockaddr_in *)&ss)->sin_port));
+
+    struct node a;
+    memset(&a, 0, sizeof a);
+    struct transport_options o;
+    transport_options_default(&o);
+    o.node_id = 1;
+    o.bind = "127.0.0.13:0";
+    CHECK_OK(transport_open(&loop, &o, on_message, &a, &a.t));
+    CHECK_OK(transport_set_peer(a.t, 2, addr));
+    struct raft_message m = make_msg(RAFT_MSG_HEARTBEAT, 1, 2, 1);
+    CHECK_OK(transport_send(a.t, 2, &m));
+    run_until(probe_seen, &sp, "the dial");
+    CHECK_STR(sp.host, "127.0.0.13");
+    node_close(&a);
+    uv_close((uv_handle_t *)&sp.listener, NULL);
+    if (sp.accepted_open)
+        uv_close((uv_handle_t *)&sp.accepted, NULL);
+    loop_finish();
+}
