@@ -1,0 +1,805 @@
+/*
+ * test_raft_transport.c — the libuv Raft transport on 127.0.0.1: delivery of every message
+ * kind, cluster-id refusal, corrupt and oversized frames from a raw client, reconnect after
+ * a peer restarts, the send-queue bound, and clean shutdown (LeakSanitizer runs at exit).
+ * Every wait polls a condition under a deadline; nothing sleeps.
+ */
+#include "test.h"
+
+#include "common/alloc.h"
+#include "common/crc32c.h"
+#include "raft/transport.h"
+#include "raftcask.h"
+
+#include <uv.h>
+
+#define DEADLINE_MS 10000
+#define MAX_GOT     256
+
+struct got {
+    uint64_t from;
+    size_t len;
+    unsigned char *enc; /* the message re-encoded, to compare whole messages */
+};
+
+struct node {
+    struct transport *t;
+    uint64_t id;
+    int port;
+    int closed;
+    struct got got[MAX_GOT];
+    int n_got;
+};
+
+static uv_loop_t loop;
+static uv_timer_t tick;
+
+static void on_tick(uv_timer_t *h)
+{
+    (void)h;
+}
+
+static void loop_start(void)
+{
+    CHECK_OK(uv_loop_init(&loop));
+    /* A short repeating timer wakes the loop so that run_until re-checks its condition. */
+    uv_timer_init(&loop, &tick);
+    uv_timer_start(&tick, on_tick, 5, 5);
+}
+
+typedef int (*cond_fn)(void *arg);
+
+static void run_until(cond_fn cond, void *arg, const char *what)
+{
+    uv_update_time(&loop);
+    uint64_t deadline = uv_now(&loop) + DEADLINE_MS;
+    while (!cond(arg)) {
+        if (uv_now(&loop) > deadline)
+            test_fail(__FILE__, __LINE__, "deadline passed waiting for %s", what);
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+}
+
+static size_t encode_copy(const struct raft_message *m, unsigned char **out)
+{
+    size_t n = raft_msg_encoded_size(m);
+    *out = rc_malloc(n);
+    CHECK(*out);
+    CHECK_EQ_U(raft_msg_encode(m, *out), n);
+    return n;
+}
+
+static void on_message(void *ctx, uint64_t from, const struct raft_message *m)
+{
+    struct node *n = ctx;
+    CHECK(n->n_got < MAX_GOT);
+    CHECK_EQ_U(m->from, from);
+    struct got *g = &n->got[n->n_got++];
+    g->from = from;
+    g->len = encode_copy(m, &g->enc);
+}
+
+static void node_open_opts(struct node *n, uint64_t id, struct transport_options *o, int port)
+{
+    char bind[64];
+    snprintf(bind, sizeof bind, "127.0.0.1:%d", port);
+    o->node_id = id;
+    o->bind = bind;
+    n->id = id;
+    n->closed = 0;
+    CHECK_OK(transport_open(&loop, o, on_message, n, &n->t));
+    n->port = transport_port(n->t);
+    CHECK(n->port > 0);
+}
+
+static void node_open(struct node *n, uint64_t id, uint64_t cluster)
+{
+    struct transport_options o;
+    transport_options_default(&o);
+    o.cluster_id = cluster;
+    node_open_opts(n, id, &o, 0);
+}
+
+static void link_to(struct node *from, const struct node *to)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", to->port);
+    CHECK_OK(transport_set_peer(from->t, to->id, addr));
+}
+
+static void on_node_closed(void *ctx)
+{
+    ((struct node *)ctx)->closed = 1;
+}
+
+static int node_is_closed(void *arg)
+{
+    return ((struct node *)arg)->closed;
+}
+
+static void node_close(struct node *n)
+{
+    transport_close(n->t, on_node_closed, n);
+    run_until(node_is_closed, n, "transport closed");
+    n->t = NULL;
+    for (int i = 0; i < n->n_got; i++)
+        rc_free(n->got[i].enc);
+    n->n_got = 0;
+}
+
+static void loop_finish(void)
+{
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    /* Every handle of the transports must be closed by now. */
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+static struct transport_stats stats_of(const struct node *n)
+{
+    struct transport_stats st;
+    transport_stats(n->t, &st);
+    return st;
+}
+
+/* ============================== messages ============================== */
+
+static char entry_data[2][16] = {"first entry", "second"};
+static struct raft_entry entries[2];
+static char snap_data[] = "snapshot chunk bytes";
+
+/* A representative message of type with fields derived from seq. */
+static struct raft_message make_msg(uint8_t type, uint64_t from, uint64_t to, uint64_t seq)
+{
+    struct raft_message m;
+    memset(&m, 0, sizeof m);
+    m.type = type;
+    m.from = from;
+    m.to = to;
+    m.term = 7 + seq;
+    switch (type) {
+    case RAFT_MSG_PREVOTE:
+    case RAFT_MSG_VOTE:
+        m.log_index = 100 + seq;
+        m.log_term = 6;
+        m.transfer = type == RAFT_MSG_VOTE;
+        break;
+    case RAFT_MSG_PREVOTE_RESP:
+    case RAFT_MSG_VOTE_RESP:
+        m.reject = (uint8_t)(seq & 1);
+        break;
+    case RAFT_MSG_APPEND:
+        m.log_index = 10;
+        m.log_term = 3;
+        m.commit = 9;
+        for (int i = 0; i < 2; i++) {
+            entries[i] = (struct raft_entry){.term = 4,
+                                             .index = 11 + (uint64_t)i,
+                                             .type = RAFT_ENTRY_NORMAL,
+                                             .len = (uint32_t)strlen(entry_data[i]),
+                                             .data = entry_data[i]};
+        }
+        m.n_entries = 2;
+        m.entries = entries;
+        break;
+    case RAFT_MSG_APPEND_RESP:
+        m.reject = 1;
+        m.index = 12;
+        m.hint_index = 8;
+        m.hint_term = 2;
+        break;
+    case RAFT_MSG_HEARTBEAT:
+    case RAFT_MSG_HEARTBEAT_RESP:
+        m.commit = type == RAFT_MSG_HEARTBEAT ? 5 : 0;
+        m.ctx = 42 + seq;
+        break;
+    case RAFT_MSG_SNAPSHOT:
+    case RAFT_MSG_SNAPSHOT_RESP:
+        m.snapshot.index = 50;
+        m.snapshot.term = 4;
+        m.snapshot.config.n_voters = 3;
+        m.snapshot.config.voters[0] = 1;
+        m.snapshot.config.voters[1] = 2;
+        m.snapshot.config.voters[2] = 3;
+        m.snapshot.offset = 4096;
+        m.snapshot.done = 1;
+        if (type == RAFT_MSG_SNAPSHOT) {
+            m.snapshot.len = (uint32_t)strlen(snap_data);
+            m.snapshot.data = snap_data;
+        }
+        break;
+    default:
+        break;
+    }
+    return m;
+}
+
+static int check_msg(const struct got *g, const struct raft_message *want)
+{
+    unsigned char *enc;
+    size_t n = encode_copy(want, &enc);
+    int same = n == g->len && memcmp(enc, g->enc, n) == 0;
+    rc_free(enc);
+    return same;
+}
+
+/* ============================== delivery ============================== */
+
+struct count_wait {
+    struct node *nodes;
+    int n;
+    int want;
+};
+
+static int all_received(void *arg)
+{
+    struct count_wait *w = arg;
+    for (int i = 0; i < w->n; i++)
+        if (w->nodes[i].n_got < w->want)
+            return 0;
+    return 1;
+}
+
+TEST(transport_three_nodes_exchange_every_kind)
+{
+    loop_start();
+    struct node n[3];
+    memset(n, 0, sizeof n);
+    for (int i = 0; i < 3; i++)
+        node_open(&n[i], (uint64_t)i + 1, 0xC1u);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            if (i != j)
+                link_to(&n[i], &n[j]);
+    for (uint8_t type = 1; type <= RAFT_MSG_TYPE_MAX; type++)
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++)
+                if (i != j) {
+                    struct raft_message m = make_msg(type, n[i].id, n[j].id, type);
+                    CHECK_OK(transport_send(n[i].t, n[j].id, &m));
+                }
+    struct count_wait w = {n, 3, 2 * RAFT_MSG_TYPE_MAX};
+    run_until(all_received, &w, "every message");
+    for (int j = 0; j < 3; j++) {
+        CHECK_EQ(n[j].n_got, 2 * RAFT_MSG_TYPE_MAX);
+        /* Per sender, messages arrive in the order sent. */
+        for (int i = 0; i < 3; i++) {
+            if (i == j)
+                continue;
+            uint8_t type = 1;
+            for (int k = 0; k < n[j].n_got; k++) {
+                if (n[j].got[k].from != n[i].id)
+                    continue;
+                struct raft_message m = make_msg(type, n[i].id, n[j].id, type);
+                CHECK_MSG(check_msg(&n[j].got[k], &m), "node %d: message %d from %d differs", j, k,
+                          i);
+                type++;
+            }
+            CHECK_EQ(type, RAFT_MSG_TYPE_MAX + 1);
+        }
+        struct transport_stats st = stats_of(&n[j]);
+        CHECK_EQ_U(st.msgs_received, 2 * RAFT_MSG_TYPE_MAX);
+        CHECK_EQ_U(st.msgs_dropped, 0);
+        CHECK_EQ_U(st.frames_rejected, 0);
+    }
+    for (int i = 0; i < 3; i++)
+        node_close(&n[i]);
+    loop_finish();
+}
+
+/* ============================== refusal ============================== */
+
+static int refused_twice(void *arg)
+{
+    return stats_of(arg).handshake_refusals >= 2;
+}
+
+TEST(transport_other_cluster_is_refused)
+{
+    loop_start();
+    struct node a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    node_open(&a, 1, 0xAAAA);
+    node_open(&b, 2, 0xBBBB);
+    link_to(&b, &a);
+    struct raft_message m = make_msg(RAFT_MSG_HEARTBEAT, 2, 1, 1);
+    CHECK_OK(transport_send(b.t, 1, &m));
+    /* Two refusals: b keeps its message queued, re-dials after a backoff and is refused
+     * again; it never writes the message, since a never answered its HELLO. */
+    run_until(refused_twice, &a, "two refusals");
+    CHECK_EQ(a.n_got, 0);
+    CHECK_EQ_U(stats_of(&a).msgs_received, 0);
+    CHECK(stats_of(&b).reconnects >= 1);
+    CHECK_EQ_U(stats_of(&b).msgs_sent, 0);
+    CHECK(transport_queued_bytes(b.t, 1) > 0);
+    CHECK(!transport_peer_connected(b.t, 1));
+    node_close(&a);
+    node_close(&b);
+    loop_finish();
+}
+
+/* The dialer refuses a node that answers with another id than the one it meant to reach. */
+TEST(transport_dialer_refuses_unexpected_node_id)
+{
+    loop_start();
+    struct node a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    node_open(&a, 1, 3);
+    node_open(&b, 2, 3);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", a.port);
+    CHECK_OK(transport_set_peer(b.t, 4, addr)); /* b believes node 4 lives at a's address */
+    struct raft_message m = make_msg(RAFT_MSG_HEARTBEAT, 2, 4, 1);
+    CHECK_OK(transport_send(b.t, 4, &m));
+    run_until(refused_twice, &b, "two refusals by the dialer");
+    CHECK_EQ(a.n_got, 0);
+    node_close(&a);
+    node_close(&b);
+    loop_finish();
+}
+
+/* ============================== raw client: corrupt frames ============================== */
+
+struct raw {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    uv_write_t write_req;
+    unsigned char buf[256];
+    size_t len;
+    char rbuf[64];
+    int eof, closed;
+};
+
+static void raw_put_header(unsigned char *p, uint8_t kind, uint32_t len, uint32_t crc)
+{
+    uint32_t magic = TRANSPORT_MAGIC;
+    for (int i = 0; i < 4; i++) {
+        p[i] = (unsigned char)(magic >> (8 * i));
+        p[8 + i] = (unsigned char)(len >> (8 * i));
+        p[12 + i] = (unsigned char)(crc >> (8 * i));
+    }
+    p[4] = TRANSPORT_VERSION;
+    p[5] = kind;
+    p[6] = p[7] = 0;
+}
+
+/* Appends a valid HELLO for (cluster, node) to r->buf. */
+static void raw_hello(struct raw *r, uint64_t cluster, uint64_t node)
+{
+    unsigned char *p = r->buf + r->len;
+    unsigned char *pl = p + TRANSPORT_HEADER_BYTES;
+    for (int i = 0; i < 8; i++) {
+        pl[i] = (unsigned char)(cluster >> (8 * i));
+        pl[8 + i] = (unsigned char)(node >> (8 * i));
+    }
+    pl[16] = 3;
+    pl[17] = 0;
+    memcpy(pl + 18, "raw", 3);
+    raw_put_header(p, TRANSPORT_FRAME_HELLO, 21, rc_crc32c(0, pl, 21));
+    r->len += TRANSPORT_HEADER_BYTES + 21;
+}
+
+static void raw_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
+{
+    struct raw *r = h->data;
+    (void)s;
+    *b = uv_buf_init(r->rbuf, sizeof r->rbuf);
+}
+
+static void raw_closed(uv_handle_t *h)
+{
+    ((struct raw *)h->data)->closed = 1;
+}
+
+static void raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct raw *r = s->data;
+    (void)b;
+    if (n < 0) {
+        r->eof = 1;
+        uv_close((uv_handle_t *)&r->tcp, raw_closed);
+    }
+}
+
+static void raw_written(uv_write_t *req, int status)
+{
+    (void)req;
+    (void)status;
+}
+
+static void raw_connected(uv_connect_t *req, int status)
+{
+    struct raw *r = req->data;
+    CHECK_EQ(status, 0);
+    uv_buf_t b = uv_buf_init((char *)r->buf, (unsigned)r->len);
+    CHECK_OK(uv_write(&r->write_req, (uv_stream_t *)&r->tcp, &b, 1, raw_written));
+    CHECK_OK(uv_read_start((uv_stream_t *)&r->tcp, raw_alloc, raw_read));
+}
+
+static void raw_send(struct raw *r, int port)
+{
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", port, &sa);
+    uv_tcp_init(&loop, &r->tcp);
+    r->tcp.data = r;
+    r->connect_req.data = r;
+    CHECK_OK(uv_tcp_connect(&r->connect_req, &r->tcp, (struct sockaddr *)&sa, raw_connected));
+}
+
+static int raw_closed_cond(void *arg)
+{
+    return ((struct raw *)arg)->closed;
+}
+
+static int got_one(void *arg)
+{
+    return ((struct node *)arg)->n_got >= 1;
+}
+
+TEST(transport_corrupt_and_oversized_frames_close_only_that_connection)
+{
+    loop_start();
+    struct node a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    struct transport_options o;
+    transport_options_default(&o);
+    o.cluster_id = 9;
+    o.max_frame_bytes = 1 << 20;
+    node_open_opts(&a, 1, &o, 0);
+    node_open(&b, 2, 9);
+    link_to(&b, &a);
+
+    /* A HELLO, then a message frame whose CRC does not match its payload. */
+    struct raw bad_crc;
+    memset(&bad_crc, 0, sizeof bad_crc);
+    raw_hello(&bad_crc, 9, 7);
+    struct raft_message m = make_msg(RAFT_MSG_HEARTBEAT, 7, 1, 1);
+    size_t n = raft_msg_encoded_size(&m);
+    CHECK(bad_crc.len + TRANSPORT_HEADER_BYTES + n <= sizeof bad_crc.buf);
+    unsigned char *pl = bad_crc.buf + bad_crc.len + TRANSPORT_HEADER_BYTES;
+    raft_msg_encode(&m, pl);
+    raw_put_header(bad_crc.buf + bad_crc.len, TRANSPORT_FRAME_MESSAGE, (uint32_t)n,
+                   rc_crc32c(0, pl, n) ^ 1);
+    bad_crc.len += TRANSPORT_HEADER_BYTES + n;
+    raw_send(&bad_crc, a.port);
+    run_until(raw_closed_cond, &bad_crc, "bad-CRC connection closed");
+    CHECK(bad_crc.eof);
+    CHECK_EQ_U(stats_of(&a).frames_rejected, 1);
+
+    /* A HELLO, then a header announcing ~4 GiB: refused from the header alone. Were the
+     * payload allocated, this connection would hang waiting for bytes instead of closing. */
+    struct raw huge;
+    memset(&huge, 0, sizeof huge);
+    raw_hello(&huge, 9, 8);
+    raw_put_header(huge.buf + huge.len, TRANSPORT_FRAME_MESSAGE, 0xFFFFFFF0u, 0);
+    huge.len += TRANSPORT_HEADER_BYTES;
+    raw_send(&huge, a.port);
+    run_until(raw_closed_cond, &huge, "oversized connection closed");
+    CHECK_EQ_U(stats_of(&a).frames_rejected, 2);
+
+    /* A message before any HELLO. */
+    struct raw no_hello;
+    memset(&no_hello, 0, sizeof no_hello);
+    raw_put_header(no_hello.buf, TRANSPORT_FRAME_MESSAGE, 0, rc_crc32c(0, "", 0));
+    no_hello.len = TRANSPORT_HEADER_BYTES;
+    raw_send(&no_hello, a.port);
+    run_until(raw_closed_cond, &no_hello, "no-HELLO connection closed");
+    CHECK_EQ_U(stats_of(&a).frames_rejected, 3);
+
+    /* A well-behaved peer is unaffected. */
+    struct raft_message ok = make_msg(RAFT_MSG_APPEND, 2, 1, 1);
+    CHECK_OK(transport_send(b.t, 1, &ok));
+    run_until(got_one, &a, "delivery from the good peer");
+    CHECK(check_msg(&a.got[0], &ok));
+    CHECK_EQ(a.n_got, 1);
+    node_close(&a);
+    node_close(&b);
+    loop_finish();
+}
+
+/* ============================== peer down, then up ============================== */
+
+static int reconnected_twice(void *arg)
+{
+    return stats_of(arg).reconnects >= 2;
+}
+
+static int peer_disconnected(void *arg)
+{
+    return !transport_peer_connected(((struct node *)arg)->t, 2);
+}
+
+static int got_three(void *arg)
+{
+    return ((struct node *)arg)->n_got >= 3;
+}
+
+TEST(transport_peer_down_then_up_delivers_queued_messages)
+{
+    loop_start();
+    struct node a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    struct transport_options o;
+    transport_options_default(&o);
+    o.cluster_id = 5;
+    o.backoff_min_ms = 10;
+    o.backoff_max_ms = 80;
+    node_open_opts(&a, 1, &o, 0);
+    node_open(&b, 2, 5);
+    link_to(&a, &b);
+    struct raft_message m1 = make_msg(RAFT_MSG_HEARTBEAT, 1, 2, 1);
+    CHECK_OK(transport_send(a.t, 2, &m1));
+    run_until(got_one, &b, "first message");
+    CHECK(transport_peer_connected(a.t, 2));
+    int port = b.port;
+    node_close(&b);
+    run_until(peer_disconnected, &a, "a to notice");
+    /* Sent while b is down: queued; a keeps re-dialing (refused) with backoff. */
+    struct raft_message m2 = make_msg(RAFT_MSG_HEARTBEAT, 1, 2, 2);
+    CHECK_OK(transport_send(a.t, 2, &m2));
+    run_until(reconnected_twice, &a, "re-dials while the peer is down");
+    CHECK(transport_queued_bytes(a.t, 2) > 0);
+    CHECK_EQ_U(stats_of(&a).msgs_dropped, 0);
+    uint64_t before = stats_of(&a).reconnects;
+
+    struct transport_options ob;
+    transport_options_default(&ob);
+    ob.cluster_id = 5;
+    node_open_opts(&b, 2, &ob, port);
+    run_until(got_one, &b, "queued message after the restart");
+    CHECK(check_msg(&b.got[0], &m2));
+    CHECK(stats_of(&a).reconnects > before);
+    struct raft_message m3 = make_msg(RAFT_MSG_APPEND, 1, 2, 3);
+    struct raft_message m4 = make_msg(RAFT_MSG_HEARTBEAT, 1, 2, 4);
+    CHECK_OK(transport_send(a.t, 2, &m3));
+    CHECK_OK(transport_send(a.t, 2, &m4));
+    run_until(got_three, &b, "delivery resumed");
+    CHECK(check_msg(&b.got[1], &m3));
+    CHECK(check_msg(&b.got[2], &m4));
+    node_close(&a);
+    node_close(&b);
+    loop_finish();
+}
+
+/* ============================== bounded queue ============================== */
+
+static int dialed_three_times(void *arg)
+{
+    return stats_of(arg).reconnects >= 3;
+}
+
+TEST(transport_queue_to_unreachable_peer_is_bounded)
+{
+    loop_start();
+    struct node a;
+    memset(&a, 0, sizeof a);
+    struct transport_options o;
+    transport_options_default(&o);
+    o.send_queue_bytes = 4096;
+    o.backoff_min_ms = 5;
+    o.backoff_max_ms = 20;
+    node_open_opts(&a, 1, &o, 0);
+    /* Port 1 on loopback: nothing listens, connections are refused at once. */
+    CHECK_OK(transport_set_peer(a.t, 2, "127.0.0.1:1"));
+    struct raft_message m = make_msg(RAFT_MSG_APPEND, 1, 2, 1);
+    int queued = 0;
+    for (int i = 0; i < 2000; i++) {
+        int rc = transport_send(a.t, 2, &m);
+        CHECK(rc == 0 || rc == RC_EAGAIN);
+        queued += rc == 0;
+        CHECK(transport_queued_bytes(a.t, 2) <= 4096);
+        if (i % 100 == 0)
+            uv_run(&loop, UV_RUN_NOWAIT);
+    }
+    run_until(dialed_three_times, &a, "re-dials");
+    CHECK(transport_queued_bytes(a.t, 2) <= 4096);
+    struct transport_stats st = stats_of(&a);
+    CHECK(queued > 0);
+    CHECK_EQ_U(st.msgs_dropped, 2000 - (uint64_t)queued);
+    CHECK_EQ_U(st.msgs_sent, 0);
+    /* Unknown peers, oversized messages and allocation failures drop the message too. */
+    CHECK_EQ(transport_send(a.t, 99, &m), RC_ENOTFOUND);
+    struct raft_message big = make_msg(RAFT_MSG_SNAPSHOT, 1, 2, 1);
+    static char big_data[(64u << 20) + 1];
+    big.snapshot.data = big_data;
+    big.snapshot.len = sizeof big_data;
+    CHECK_EQ(transport_send(a.t, 2, &big), RC_ETOOBIG);
+    CHECK_OK(transport_remove_peer(a.t, 2)); /* empties the queue */
+    CHECK_OK(transport_set_peer(a.t, 2, "127.0.0.1:1"));
+    rc_alloc_fail_after(0);
+    int rc = transport_send(a.t, 2, &m);
+    rc_alloc_fail_after(-1);
+    CHECK_EQ(rc, RC_ENOMEM);
+    CHECK_EQ_U(transport_queued_bytes(a.t, 2), 0);
+    CHECK_EQ_U(stats_of(&a).msgs_dropped, st.msgs_dropped + 3 + (uint64_t)queued);
+    node_close(&a);
+    loop_finish();
+}
+
+/* ============================== shutdown ============================== */
+
+TEST(transport_close_with_traffic_in_every_state_is_clean)
+{
+    loop_start();
+    struct node n[3];
+    memset(n, 0, sizeof n);
+    for (int i = 0; i < 3; i++)
+        node_open(&n[i], (uint64_t)i + 1, 1);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            if (i != j)
+                link_to(&n[i], &n[j]);
+    CHECK_OK(transport_set_peer(n[0].t, 9, "127.0.0.1:1"));
+    struct raft_message m = make_msg(RAFT_MSG_SNAPSHOT, 1, 2, 1);
+    /* Some connections established and writing, some dialing, some in backoff. */
+    for (int k = 0; k < 20; k++) {
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++)
+                if (i != j) {
+                    m.from = n[i].id;
+                    m.to = n[j].id;
+                    CHECK_OK(transport_send(n[i].t, n[j].id, &m));
+                }
+        transport_send(n[0].t, 9, &m);
+        uv_run(&loop, UV_RUN_NOWAIT);
+    }
+    CHECK_OK(transport_remove_peer(n[0].t, 3));
+    CHECK_EQ(transport_remove_peer(n[0].t, 3), RC_ENOTFOUND);
+    for (int i = 0; i < 3; i++)
+        transport_close(n[i].t, on_node_closed, &n[i]);
+    CHECK_EQ(transport_send(n[1].t, 1, &m), RC_ECLOSED);
+    for (int i = 0; i < 3; i++) {
+        run_until(node_is_closed, &n[i], "close");
+        for (int k = 0; k < n[i].n_got; k++)
+            rc_free(n[i].got[k].enc);
+    }
+    loop_finish();
+}
+
+TEST(transport_rejects_bad_options_and_addresses)
+{
+    loop_start();
+    struct node a;
+    memset(&a, 0, sizeof a);
+    struct transport_options o;
+    transport_options_default(&o);
+    o.bind = "127.0.0.1:0";
+    struct transport *t = NULL;
+    CHECK_EQ(transport_open(&loop, &o, on_message, &a, &t), RC_EINVAL); /* node id 0 */
+    o.node_id = 1;
+    o.bind = "nonsense";
+    CHECK_EQ(transport_open(&loop, &o, on_message, &a, &t), RC_EINVAL);
+    node_open(&a, 1, 1);
+    /* A port in use: RC_EIO, and the half-made transport is released by the loop. */
+    char bind[64];
+    snprintf(bind, sizeof bind, "127.0.0.1:%d", a.port);
+    o.bind = bind;
+    o.node_id = 2;
+    CHECK_EQ(transport_open(&loop, &o, on_message, &a, &t), RC_EIO);
+    CHECK_EQ(transport_set_peer(a.t, 1, "127.0.0.1:5"), RC_EINVAL);
+    CHECK_EQ(transport_set_peer(a.t, 2, "127.0.0.1"), RC_EINVAL);
+    CHECK_EQ(transport_set_peer(a.t, 2, "host:99999"), RC_EINVAL);
+    CHECK_OK(transport_set_peer(a.t, 2, "[::1]:4000"));
+    CHECK_OK(transport_set_peer(a.t, 2, "127.0.0.1:4000"));
+    node_close(&a);
+    loop_finish();
+}
+
+/* ============================== pluggable stream layer ============================== */
+
+static int stream_reads, stream_writes, stream_closes;
+
+static int counting_read_start(uv_stream_t *s, uv_alloc_cb alloc_cb, uv_read_cb read_cb)
+{
+    stream_reads++;
+    return transport_stream_tcp.read_start(s, alloc_cb, read_cb);
+}
+
+static int counting_write(uv_write_t *req, uv_stream_t *s, const uv_buf_t bufs[], unsigned nbufs,
+                          uv_write_cb cb)
+{
+    stream_writes++;
+    return transport_stream_tcp.write(req, s, bufs, nbufs, cb);
+}
+
+static void counting_close(uv_handle_t *h, uv_close_cb cb)
+{
+    stream_closes++;
+    transport_stream_tcp.close(h, cb);
+}
+
+static const struct transport_stream_ops counting_ops = {counting_read_start, counting_write,
+                                                         counting_close};
+
+TEST(transport_stream_layer_is_pluggable)
+{
+    loop_start();
+    struct node a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    struct transport_options o;
+    transport_options_default(&o);
+    o.cluster_id = 2;
+    o.stream = &counting_ops;
+    node_open_opts(&a, 1, &o, 0);
+    node_open_opts(&b, 2, &o, 0);
+    link_to(&a, &b);
+    struct raft_message m = make_msg(RAFT_MSG_VOTE, 1, 2, 1);
+    CHECK_OK(transport_send(a.t, 2, &m));
+    run_until(got_one, &b, "delivery through the wrapped stream");
+    CHECK(check_msg(&b.got[0], &m));
+    CHECK_EQ(stream_reads, 2); /* both ends of the one connection */
+    CHECK(stream_writes >= 3); /* two HELLOs and the message */
+    node_close(&a);
+    node_close(&b);
+    CHECK_EQ(stream_closes, 2);
+    loop_finish();
+}
+
+/* ============================== source address (SPEC §2) ============================== */
+
+struct source_probe {
+    uv_tcp_t listener, accepted;
+    char host[64];
+    int seen, accepted_open;
+};
+
+static void probe_on_connection(uv_stream_t *l, int status)
+{
+    struct source_probe *sp = l->data;
+    CHECK_EQ(status, 0);
+    uv_tcp_init(&loop, &sp->accepted);
+    sp->accepted_open = 1;
+    CHECK_OK(uv_accept(l, (uv_stream_t *)&sp->accepted));
+    struct sockaddr_storage sa;
+    int len = sizeof sa;
+    CHECK_OK(uv_tcp_getpeername(&sp->accepted, (struct sockaddr *)&sa, &len));
+    uv_ip4_name((struct sockaddr_in *)&sa, sp->host, sizeof sp->host);
+    sp->seen = 1;
+}
+
+static int probe_seen(void *arg)
+{
+    return ((struct source_probe *)arg)->seen;
+}
+
+/* Outgoing connections come from the bind host, so nodes on one machine are told apart. */
+TEST(transport_dials_from_the_bind_host)
+{
+    loop_start();
+    struct source_probe sp;
+    memset(&sp, 0, sizeof sp);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    uv_tcp_init(&loop, &sp.listener);
+    sp.listener.data = &sp;
+    CHECK_OK(uv_tcp_bind(&sp.listener, (struct sockaddr *)&sa, 0));
+    CHECK_OK(uv_listen((uv_stream_t *)&sp.listener, 8, probe_on_connection));
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    CHECK_OK(uv_tcp_getsockname(&sp.listener, (struct sockaddr *)&ss, &len));
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(((struct sockaddr_in *)&ss)->sin_port));
+
+    struct node a;
+    memset(&a, 0, sizeof a);
+    struct transport_options o;
+    transport_options_default(&o);
+    o.node_id = 1;
+    o.bind = "127.0.0.13:0";
+    CHECK_OK(transport_open(&loop, &o, on_message, &a, &a.t));
+    CHECK_OK(transport_set_peer(a.t, 2, addr));
+    struct raft_message m = make_msg(RAFT_MSG_HEARTBEAT, 1, 2, 1);
+    CHECK_OK(transport_send(a.t, 2, &m));
+    run_until(probe_seen, &sp, "the dial");
+    CHECK_STR(sp.host, "127.0.0.13");
+    node_close(&a);
+    uv_close((uv_handle_t *)&sp.listener, NULL);
+    if (sp.accepted_open)
+        uv_close((uv_handle_t *)&sp.accepted, NULL);
+    loop_finish();
+}
