@@ -1,6 +1,7 @@
 /* harness.c — runs the TEST()s of one test binary, each in a forked child (see test.h). */
 #include "test.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <signal.h>
@@ -68,6 +69,62 @@ uint64_t test_rand(uint64_t *state)
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
+}
+
+void test_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f || (len && fwrite(data, 1, len, f) != len) || fclose(f) != 0)
+        test_fail(__FILE__, __LINE__, "cannot write %s: %s", path, strerror(errno));
+}
+
+void test_copy_dir(const char *from, const char *to)
+{
+    if (mkdir(to, 0755) != 0 && errno != EEXIST)
+        test_fail(__FILE__, __LINE__, "mkdir %s: %s", to, strerror(errno));
+    DIR *d = opendir(from);
+    if (!d)
+        test_fail(__FILE__, __LINE__, "opendir %s: %s", from, strerror(errno));
+    struct dirent *e;
+    char src[4600], dst[4600];
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || strcmp(e->d_name, "LOCK") == 0)
+            continue;
+        snprintf(src, sizeof src, "%s/%s", from, e->d_name);
+        snprintf(dst, sizeof dst, "%s/%s", to, e->d_name);
+        FILE *in = fopen(src, "rb");
+        if (!in)
+            test_fail(__FILE__, __LINE__, "open %s: %s", src, strerror(errno));
+        FILE *out = fopen(dst, "wb");
+        if (!out)
+            test_fail(__FILE__, __LINE__, "create %s: %s", dst, strerror(errno));
+        char buf[65536];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+            if (fwrite(buf, 1, n, out) != n)
+                test_fail(__FILE__, __LINE__, "write %s", dst);
+        fclose(in);
+        if (fclose(out) != 0)
+            test_fail(__FILE__, __LINE__, "close %s", dst);
+    }
+    closedir(d);
+}
+
+void test_remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[4600];
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)

@@ -30,6 +30,12 @@ const char *test_tmpdir(void);
 uint64_t test_seed(uint64_t fallback);
 /* A small deterministic PRNG (splitmix64) for tests. */
 uint64_t test_rand(uint64_t *state);
+/* File helpers for crash tests; each fails the test on error. test_copy_dir copies the
+ * regular files of from into to (created if needed), LOCK files excepted; test_remove_dir
+ * removes a directory and the files in it; test_write_file replaces a file's contents. */
+void test_copy_dir(const char *from, const char *to);
+void test_remove_dir(const char *dir);
+void test_write_file(const char *path, const void *data, size_t len);
 
 #define TEST(name)                                                                                 \
     static void name(void);                                                                        \

@@ -120,47 +120,6 @@ static void seg_file(const char *dir, int want_last, char *out, size_t cap)
     snprintf(out, cap, "%s/%s", dir, best);
 }
 
-static void copy_dir(const char *from, const char *to)
-{
-    CHECK_OK(rc_mkdir_p(to));
-    DIR *d = opendir(from);
-    CHECK(d != NULL);
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        char src[4600], dst[4600];
-        snprintf(src, sizeof src, "%s/%s", from, de->d_name);
-        snprintf(dst, sizeof dst, "%s/%s", to, de->d_name);
-        void *buf;
-        size_t len;
-        CHECK_OK(rc_read_file(src, &buf, &len));
-        int fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        CHECK(fd >= 0);
-        CHECK_OK(rc_write_all(fd, buf, len, dst));
-        close(fd);
-        rc_free(buf);
-    }
-    closedir(d);
-}
-
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        char p[4600];
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 struct captured {
     int n;
     char lines[8][512];
@@ -446,7 +405,7 @@ static void torn_tail_at_every_offset(int zero_fill)
             already_zero &= ((const uint8_t *)orig)[i] == 0;
         if (zero_fill && already_zero)
             continue; /* the data ends in zero bytes: zero-filling them tears nothing */
-        copy_dir(base, work);
+        test_copy_dir(base, work);
         char seg[9000];
         snprintf(seg, sizeof seg, "%s/%s", work, strrchr(last_seg, '/') + 1);
         if (zero_fill) {
@@ -485,7 +444,7 @@ static void torn_tail_at_every_offset(int zero_fill)
         CHECK_OK(open_small(work, 1000, &ls));
         CHECK_EQ_U(logstore_last_index(ls), 44);
         logstore_close(ls);
-        remove_dir(work);
+        test_remove_dir(work);
     }
     rc_free(orig);
 }
@@ -855,10 +814,7 @@ static void save_file(const char *path, void **buf, size_t *len)
 
 static void restore_file(const char *path, void *buf, size_t len)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    CHECK(fd >= 0);
-    CHECK_OK(rc_write_all(fd, buf, len, path));
-    close(fd);
+    test_write_file(path, buf, len);
     rc_free(buf);
 }
 

@@ -16,46 +16,6 @@
 
 /* ============================== helpers ============================== */
 
-static void copy_dir(const char *from, const char *to)
-{
-    rc_mkdir_p(to);
-    DIR *d = opendir(from);
-    struct dirent *e;
-    char a[4600], b[4600];
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.' || strcmp(e->d_name, "LOCK") == 0)
-            continue;
-        snprintf(a, sizeof a, "%s/%s", from, e->d_name);
-        snprintf(b, sizeof b, "%s/%s", to, e->d_name);
-        void *data;
-        size_t len;
-        CHECK_OK(rc_read_file(a, &data, &len));
-        int fd = open(b, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        CHECK(fd >= 0);
-        CHECK_OK(rc_write_all(fd, data, len, b));
-        close(fd);
-        rc_free(data);
-    }
-    closedir(d);
-}
-
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[4600];
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 /* Runs fn in a child process that then dies without closing the store (as kill -9 would,
  * but at a chosen point): what it wrote is in the page cache, the preallocated tail is
  * zero, and no hint was written for the active file. */
@@ -187,7 +147,7 @@ static void check_tail_damage(enum tail_damage how)
         if (cut < from && !boundary && cut != 0)
             continue;
         snprintf(work, sizeof work, "%s/w", test_tmpdir());
-        copy_dir(base, work);
+        test_copy_dir(base, work);
         snprintf(path, sizeof path, "%s/000001.data", work);
         damage_tail(path, cut, how, &rng);
         int complete = 0;
@@ -208,7 +168,7 @@ static void check_tail_damage(enum tail_damage how)
         CHECK_OK(rc_store_close(s));
         free(got);
         free(want);
-        remove_dir(work);
+        test_remove_dir(work);
     }
 }
 
