@@ -35,12 +35,6 @@ typedef void (*apply_fn)(struct apply_ctx *c, size_t argc, const struct resp_arg
 
 /* ============================== helpers ============================== */
 
-static bool arg_is(const struct resp_arg *a, const char *word)
-{
-    size_t n = strlen(word);
-    return a->len == n && strncasecmp(a->ptr, word, n) == 0;
-}
-
 static void reply_error(struct apply_ctx *c, const char *msg)
 {
     resp_add_error(c->out, msg, strlen(msg));
@@ -103,15 +97,16 @@ static void apply_set(struct apply_ctx *c, size_t argc, const struct resp_arg *a
     bool nx = false, xx = false, get = false, keepttl = false;
     int64_t pxat = 0;
     for (size_t i = 3; i < argc; i++) {
-        if (arg_is(&a[i], "NX"))
+        if (resp_arg_is(&a[i], "NX"))
             nx = true;
-        else if (arg_is(&a[i], "XX"))
+        else if (resp_arg_is(&a[i], "XX"))
             xx = true;
-        else if (arg_is(&a[i], "GET"))
+        else if (resp_arg_is(&a[i], "GET"))
             get = true;
-        else if (arg_is(&a[i], "KEEPTTL"))
+        else if (resp_arg_is(&a[i], "KEEPTTL"))
             keepttl = true;
-        else if (arg_is(&a[i], "PXAT") && i + 1 < argc && parse_i64(&a[i + 1], &pxat) && pxat > 0)
+        else if (resp_arg_is(&a[i], "PXAT") && i + 1 < argc && parse_i64(&a[i + 1], &pxat) &&
+                 pxat > 0)
             i++;
         else
             return syntax_error(c);
@@ -183,11 +178,11 @@ static void apply_getex(struct apply_ctx *c, size_t argc, const struct resp_arg 
     int64_t pxat = 0;
     bool persist = false;
     const struct resp_arg *error = NULL;
-    if (argc == 3 && arg_is(&a[2], "PERSIST"))
+    if (argc == 3 && resp_arg_is(&a[2], "PERSIST"))
         persist = true;
-    else if (argc == 4 && arg_is(&a[2], "ERROR"))
+    else if (argc == 4 && resp_arg_is(&a[2], "ERROR"))
         error = &a[3];
-    else if (argc == 4 && arg_is(&a[2], "PXAT") && parse_i64(&a[3], &pxat) && pxat > 0)
+    else if (argc == 4 && resp_arg_is(&a[2], "PXAT") && parse_i64(&a[3], &pxat) && pxat > 0)
         ;
     else if (argc != 2)
         return syntax_error(c);
@@ -371,13 +366,13 @@ static void apply_pexpireat(struct apply_ctx *c, size_t argc, const struct resp_
         return;
     bool has = m.expiry_ms != 0, ok = true;
     for (size_t i = 3; i < argc; i++) {
-        if (arg_is(&a[i], "NX"))
+        if (resp_arg_is(&a[i], "NX"))
             ok = ok && !has;
-        else if (arg_is(&a[i], "XX"))
+        else if (resp_arg_is(&a[i], "XX"))
             ok = ok && has;
-        else if (arg_is(&a[i], "GT"))
+        else if (resp_arg_is(&a[i], "GT"))
             ok = ok && has && when > m.expiry_ms; /* no expiry counts as infinite */
-        else if (arg_is(&a[i], "LT"))
+        else if (resp_arg_is(&a[i], "LT"))
             ok = ok && (!has || when < m.expiry_ms);
         else
             return syntax_error(c);
@@ -465,7 +460,7 @@ static void apply_renamenx(struct apply_ctx *c, size_t argc, const struct resp_a
 
 static void apply_copy(struct apply_ctx *c, size_t argc, const struct resp_arg *a)
 {
-    bool replace = argc == 4 && arg_is(&a[3], "REPLACE");
+    bool replace = argc == 4 && resp_arg_is(&a[3], "REPLACE");
     if (argc != 3 && !replace)
         return syntax_error(c);
     if (same_key(&a[1], &a[2]))
@@ -505,18 +500,11 @@ struct key_list {
     const struct resp_arg *pattern;
 };
 
-/* "*" selects every key without matching: Redis's KEYS and SCAN take that shortcut, which
- * is what makes them return the empty key (a plain glob match of "*" refuses ""). */
-static bool glob_all(const struct resp_arg *pattern)
-{
-    return pattern->len == 1 && pattern->ptr[0] == '*';
-}
-
 static int gather_key(const void *key, size_t klen, const void *value, size_t vlen,
                       const struct rc_item_meta *meta, void *ctx)
 {
     struct key_list *l = ctx;
-    if (l->pattern && !glob_all(l->pattern) &&
+    if (l->pattern && !resp_glob_matches_all(l->pattern->ptr, l->pattern->len) &&
         !resp_glob_match(l->pattern->ptr, l->pattern->len, key, klen, 0))
         return 0;
     uint32_t n = (uint32_t)klen;
@@ -552,22 +540,13 @@ static void delete_gathered(struct apply_ctx *c, struct key_list *l, bool as_arr
     resp_buf_free(&l->bytes);
 }
 
-/* The literal prefix of a glob pattern (up to its first special character). */
-static size_t glob_literal_prefix(const char *p, size_t len)
-{
-    size_t i = 0;
-    while (i < len && p[i] != '*' && p[i] != '?' && p[i] != '[' && p[i] != '\\')
-        i++;
-    return i;
-}
-
 static void apply_pdel(struct apply_ctx *c, size_t argc, const struct resp_arg *a)
 {
     if (argc != 2)
         return syntax_error(c);
     struct key_list l = {.pattern = &a[1]};
     resp_buf_init(&l.bytes);
-    size_t plen = glob_literal_prefix(a[1].ptr, a[1].len);
+    size_t plen = resp_glob_literal_prefix(a[1].ptr, a[1].len);
     struct rc_store_range r = {.now_ms = c->now};
     unsigned char *succ = rc_malloc(plen ? plen : 1);
     if (!succ) {
@@ -674,7 +653,7 @@ static const struct {
 static void apply_one(struct apply_ctx *c, size_t argc, const struct resp_arg *a)
 {
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
-        if (!arg_is(&a[0], ops[i].name))
+        if (!resp_arg_is(&a[0], ops[i].name))
             continue;
         if (argc < ops[i].min_args)
             reply_error(c, "ERR wrong number of arguments in replicated command");

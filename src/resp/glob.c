@@ -198,3 +198,17 @@ int resp_glob_match(const char *pattern, size_t plen, const char *str, size_t sl
     uint64_t steps = 0;
     return resp_glob_match_counted(pattern, plen, str, slen, nocase, &steps);
 }
+
+int resp_glob_matches_all(const char *pattern, size_t plen)
+{
+    return plen == 1 && pattern[0] == '*';
+}
+
+size_t resp_glob_literal_prefix(const char *pattern, size_t plen)
+{
+    size_t i = 0;
+    while (i < plen && pattern[i] != '*' && pattern[i] != '?' && pattern[i] != '[' &&
+           pattern[i] != '\\')
+        i++;
+    return i;
+}

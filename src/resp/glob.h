@@ -24,6 +24,14 @@
  */
 int resp_glob_match(const char *pattern, size_t plen, const char *str, size_t slen, int nocase);
 
+/* True for the pattern "*": callers select every key without matching, as Redis's KEYS and
+ * SCAN do (which is what makes them return the empty key: a glob match of "*" refuses ""). */
+int resp_glob_matches_all(const char *pattern, size_t plen);
+
+/* Length of the pattern's literal prefix (up to its first special character): only keys
+ * starting with it can match, so scans can be limited to them. */
+size_t resp_glob_literal_prefix(const char *pattern, size_t plen);
+
 /* resp_glob_match that also adds to *steps the number of loop steps it took (tests use it
  * to check the time bound without a clock). */
 int resp_glob_match_counted(const char *pattern, size_t plen, const char *str, size_t slen,

@@ -70,6 +70,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 enum parse_mode {
     MODE_START = 0, /* nothing of the current command parsed yet */
@@ -92,6 +93,12 @@ void resp_argv_free(struct resp_argv *argv)
     rc_free(argv->args);
     rc_free(argv->scratch);
     resp_argv_init(argv);
+}
+
+int resp_arg_is(const struct resp_arg *a, const char *word)
+{
+    size_t n = strlen(word);
+    return a->len == n && strncasecmp(a->ptr, word, n) == 0;
 }
 
 int resp_argv_push(struct resp_argv *argv, const char *ptr, size_t len, uint64_t more_hint)

@@ -69,6 +69,9 @@ struct resp_argv {
 };
 
 void resp_argv_init(struct resp_argv *argv);
+
+/* True when the argument is the given word, ignoring ASCII case (command names, options). */
+int resp_arg_is(const struct resp_arg *a, const char *word);
 /* Frees what the parser allocated and leaves argv empty, ready for reuse. */
 void resp_argv_free(struct resp_argv *argv);
 

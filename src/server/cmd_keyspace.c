@@ -30,11 +30,7 @@ static struct rc_store *store_of(struct client *c)
 
 static void cmd_del(struct client *c, size_t argc, const struct resp_arg *a)
 {
-    struct resp_arg *args = (struct resp_arg *)a; /* rename in place, as cmd_mset */
-    struct resp_arg saved = args[0];
-    args[0] = (struct resp_arg){"DEL", 3};
-    submit_write(c, argc, args);
-    args[0] = saved;
+    submit_renamed(c, "DEL", argc, a);
 }
 
 static void cmd_exists(struct client *c, size_t argc, const struct resp_arg *a)
@@ -211,16 +207,13 @@ static void cmd_pexpiretime(struct client *c, size_t argc, const struct resp_arg
 static void cmd_as_is(struct client *c, size_t argc, const struct resp_arg *a)
 {
     /* PERSIST, RENAME, RENAMENX: the client's command is already normalised. */
-    struct resp_arg *args = (struct resp_arg *)a;
-    struct resp_arg saved = args[0];
     char upper[16];
     size_t n = a[0].len < sizeof upper ? a[0].len : sizeof upper - 1;
     for (size_t i = 0; i < n; i++)
         upper[i] =
             (char)(a[0].ptr[i] >= 'a' && a[0].ptr[i] <= 'z' ? a[0].ptr[i] - 32 : a[0].ptr[i]);
-    args[0] = (struct resp_arg){upper, n};
-    submit_write(c, argc, args);
-    args[0] = saved;
+    upper[n] = '\0';
+    submit_renamed(c, upper, argc, a);
 }
 
 /* COPY src dst [DB n] [REPLACE] → COPY src dst [REPLACE] (one database: n must be 0) */
@@ -245,12 +238,6 @@ static void cmd_copy(struct client *c, size_t argc, const struct resp_arg *a)
 }
 
 /* ============================== SCAN ============================== */
-
-/* "*" selects every key without matching, as in Redis (so the empty key is included). */
-static bool glob_all(const struct resp_arg *pattern)
-{
-    return pattern->len == 1 && pattern->ptr[0] == '*';
-}
 
 struct scan_cursor {
     uint64_t id;
@@ -318,8 +305,9 @@ static int scan_visit(const void *key, size_t klen, const void *value, size_t vl
 {
     struct scan_state *st = ctx;
     st->examined++;
-    if (st->want_strings && (!st->pattern || glob_all(st->pattern) ||
-                             resp_glob_match(st->pattern->ptr, st->pattern->len, key, klen, 0))) {
+    if (st->want_strings &&
+        (!st->pattern || resp_glob_matches_all(st->pattern->ptr, st->pattern->len) ||
+         resp_glob_match(st->pattern->ptr, st->pattern->len, key, klen, 0))) {
         if (resp_add_bulk(&st->keys, key, klen) != 0)
             return RC_ENOMEM;
         st->matched++;
@@ -390,7 +378,7 @@ static int list_visit(const void *key, size_t klen, const void *value, size_t vl
                       const struct rc_item_meta *meta, void *ctx)
 {
     struct listing *l = ctx;
-    if (l->pattern && !glob_all(l->pattern) &&
+    if (l->pattern && !resp_glob_matches_all(l->pattern->ptr, l->pattern->len) &&
         !resp_glob_match(l->pattern->ptr, l->pattern->len, key, klen, 0))
         return 0;
     if (resp_add_bulk(&l->items, key, klen) != 0 ||
@@ -441,9 +429,7 @@ static void cmd_keys(struct client *c, size_t argc, const struct resp_arg *a)
         }
     }
     /* Only keys starting with the pattern's literal prefix can match: scan just those. */
-    size_t plen = 0;
-    while (plen < a[1].len && !strchr("*?[\\", a[1].ptr[plen]))
-        plen++;
+    size_t plen = resp_glob_literal_prefix(a[1].ptr, a[1].len);
     struct rc_store_range r = {.reverse = desc, .with_values = l.with_values};
     unsigned char *succ = rc_malloc(plen ? plen : 1);
     if (!succ)

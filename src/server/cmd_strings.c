@@ -225,14 +225,7 @@ static void cmd_mset(struct client *c, size_t argc, const struct resp_arg *a)
                  a[0].len == 6 ? "msetnx" : "mset");
         return submit_error(c, msg);
     }
-    struct resp_arg name =
-        a[0].len == 6 ? (struct resp_arg){"MSETNX", 6} : (struct resp_arg){"MSET", 4};
-    /* The normalised command is the client's with a canonical name: reuse argv in place. */
-    struct resp_arg *args = (struct resp_arg *)a;
-    struct resp_arg saved = args[0];
-    args[0] = name;
-    submit_write(c, argc, args);
-    args[0] = saved;
+    submit_renamed(c, a[0].len == 6 ? "MSETNX" : "MSET", argc, a);
 }
 
 /* ============================== counters ============================== */

@@ -39,12 +39,6 @@ void reply_not_integer(struct client *c)
     reply_error(c, "ERR value is not an integer or out of range");
 }
 
-bool arg_is(const struct resp_arg *a, const char *word)
-{
-    size_t n = strlen(word);
-    return a->len == n && strncasecmp(a->ptr, word, n) == 0;
-}
-
 bool arg_to_i64(const struct resp_arg *a, int64_t *out)
 {
     return resp_string2ll(a->ptr, a->len, out) == 0;
@@ -54,6 +48,17 @@ void submit_write(struct client *c, size_t argc, const struct resp_arg *argv)
 {
     if (writepath_submit(c->srv, c, argc, argv) != 0)
         submit_error(c, "ERR out of memory");
+}
+
+void submit_renamed(struct client *c, const char *name, size_t argc, const struct resp_arg *argv)
+{
+    /* argv points into the client's parse state, which nothing reads while the entry
+     * builder copies it, so argv[0] is swapped in place rather than copying the array. */
+    struct resp_arg *args = (struct resp_arg *)argv;
+    struct resp_arg saved = args[0];
+    args[0] = (struct resp_arg){name, strlen(name)};
+    submit_write(c, argc, args);
+    args[0] = saved;
 }
 
 void submit_error(struct client *c, const char *msg)

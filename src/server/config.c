@@ -111,7 +111,7 @@ static int set_option(struct rc_config *c, const struct option_row *o, const cha
     case OPT_UINT:
     case OPT_SIZE: {
         uint64_t v;
-        if (o->kind == OPT_SIZE ? parse_size(value, &v) != 0 : parse_size(value, &v) != 0)
+        if (parse_size(value, &v) != 0) /* plain numbers, or with k/m/g units */
             goto bad;
         *(uint64_t *)field = v;
         return 0;

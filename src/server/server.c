@@ -218,8 +218,6 @@ int server_run(struct rc_config *cfg)
     rc_info("stopped");
 
 out_store:
-    if (!s->handles_ready)
-        exit_code = s->shutting_down ? s->exit_code : exit_code; /* 1 unless shut down */
     writepath_free(s);
     scan_cursors_free(s);
     rc_free(s->expire_pivot);

@@ -224,11 +224,13 @@ void reply_errorf(struct client *c, const char *fmt, ...) __attribute__((format(
 void reply_wrong_arity(struct client *c, const char *cmd);
 void reply_syntax_error(struct client *c);
 void reply_not_integer(struct client *c);
-bool arg_is(const struct resp_arg *a, const char *word);
+#define arg_is resp_arg_is /* command and option names, case-insensitive */
 bool arg_to_i64(const struct resp_arg *a, int64_t *out);
 /* Validates and submits a normalised write, or replies the error (keeping order). */
 void submit_write(struct client *c, size_t argc, const struct resp_arg *argv);
 void submit_error(struct client *c, const char *msg);
+/* submit_write of the client's command under another (canonical) name. */
+void submit_renamed(struct client *c, const char *name, size_t argc, const struct resp_arg *argv);
 /* rc_store_get for a client's read; an expired key it meets is queued for deletion. */
 int read_key(struct client *c, const struct resp_arg *key, struct rc_buf *value,
              struct rc_item_meta *meta);
