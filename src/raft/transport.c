@@ -334,6 +334,8 @@ static void reject(struct conn *c, const char *why)
  * that it reached the node it meant to (not a stale address now used by another node) in
  * the right cluster, and sends no message before that, so none is lost to a refusal.
  */
+static struct peer *find_peer(const struct transport *t, uint64_t id);
+
 static void on_hello(struct conn *c, const unsigned char *p, uint32_t len)
 {
     struct transport *t = c->t;
@@ -355,6 +357,18 @@ static void on_hello(struct conn *c, const unsigned char *p, uint32_t len)
     }
     c->remote_id = node;
     c->hello_received = 1;
+    /* A node we do not know yet (one joining the cluster, or whose address we have not
+     * applied yet) can still be answered: learn where it says it listens. Known peers keep
+     * the address the caller gave. */
+    if (!c->outgoing && t->opts.learn_peers && addr_len > 0 && addr_len <= MAX_ADDR_BYTES &&
+        !find_peer(t, node)) {
+        char addr[MAX_ADDR_BYTES + 1];
+        memcpy(addr, p + 18, (size_t)addr_len);
+        addr[addr_len] = '\0';
+        if (transport_set_peer(t, node, addr) == 0)
+            rc_info("transport: learned node %llu at %s from its HELLO", (unsigned long long)node,
+                    addr);
+    }
     rc_debug("transport: %s node %llu (advertises %.*s)",
              c->outgoing ? "connected to" : "connection from", (unsigned long long)node, addr_len,
              (const char *)p + 18);

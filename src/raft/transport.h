@@ -77,6 +77,8 @@ struct transport_options {
     uint64_t backoff_min_ms;                   /* first re-dial delay after a failure */
     uint64_t backoff_max_ms;                   /* cap of the doubling delay */
     const struct transport_stream_ops *stream; /* NULL: transport_stream_tcp */
+    int learn_peers; /* 1: an incoming HELLO from an unknown node adds it as a peer at the
+                        address it advertises (so a joining node can be answered) */
 };
 
 /* Defaults: 64 MiB frames, 8 MiB queue, backoff 50 ms to 2 s. node_id, bind: caller's. */

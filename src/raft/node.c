@@ -1,0 +1,465 @@
+/*
+ * node.c — the Raft core on a libuv loop, with its log files and transport (see node.h).
+ *
+ * Inputs reach the core as they happen: a tick from the timer, a message from the
+ * transport, a proposal or read from the caller. Each marks the node dirty; the ready is
+ * processed once per loop iteration, in the node's check handle (or when the caller calls
+ * raft_node_process first, as the server does right after proposing its batch), in the
+ * order raft.h prescribes:
+ *
+ *   1. the incoming snapshot chunk, if any, to the log store (installing it when done, and
+ *      then restoring the state machine through the restore callback);
+ *   2. entries (truncating a conflicting suffix) and the hard state, then one
+ *      logstore_sync: entries durable before the hard state;
+ *   3. only then the messages (a vote or an append acknowledgement leaves this node only
+ *      once what it acknowledges is on disk);
+ *   4. the committed entries to apply, and the reads whose index is applied;
+ *   5. raft_advance.
+ *
+ * A persistence or apply failure makes raft_advance fail the core: the node keeps its
+ * handles (so the caller can close cleanly) but takes no further part.
+ */
+#include "node.h"
+
+#include "common/alloc.h"
+#include "common/fileio.h"
+#include "common/log.h"
+#include "raftcask.h"
+
+#include <string.h>
+
+struct pending_read {
+    uint64_t ctx;
+    uint64_t index;
+};
+
+struct raft_node {
+    uv_loop_t *loop;
+    struct raft_node_options opts;
+    struct raft_node_callbacks cb;
+    void *ctx;
+    struct logstore *log;
+    struct raft *core;
+    struct transport *transport;
+    uv_timer_t tick;
+    uv_check_t check;
+    int handles_open;
+    int failed;
+    int closing;
+    int processing;
+    struct raft_status last_status; /* what on_state last reported */
+    uint64_t applied;
+    struct pending_read *reads; /* confirmed reads waiting for the applied index */
+    size_t n_reads, cap_reads;
+    struct raft_node_stats stats;
+    void (*on_closed)(void *ctx);
+    void *on_closed_ctx;
+};
+
+void raft_node_options_default(struct raft_node_options *o, uint64_t id)
+{
+    memset(o, 0, sizeof *o);
+    o->id = id;
+    o->tick_ms = 20;
+    o->election_ticks = 15;
+    o->heartbeat_ticks = 3;
+    o->max_msg_bytes = 1u << 20;
+    o->max_inflight = 256;
+    logstore_options_default(&o->log);
+}
+
+int raft_node_bootstrap(const char *dir, const struct raft_config *c)
+{
+    int rc = rc_mkdir_p(dir);
+    if (rc != 0)
+        return rc;
+    struct logstore *ls;
+    rc = logstore_open(dir, NULL, &ls);
+    if (rc != 0)
+        return rc;
+    struct raft_snapshot_meta meta = {0};
+    struct raft_storage st = logstore_raft_storage(ls);
+    st.snapshot(st.ctx, &meta);
+    if (logstore_last_index(ls) > 0 || meta.index > 0) {
+        logstore_close(ls);
+        return RC_EEXIST;
+    }
+    struct raft_entry boot;
+    rc = raft_bootstrap_entry(c, &boot);
+    if (rc == 0) {
+        rc = logstore_append(ls, &boot, 1);
+        if (rc == 0)
+            rc = logstore_sync(ls);
+        rc_free(boot.data);
+    }
+    logstore_close(ls);
+    return rc;
+}
+
+/* ============================== state reports ============================== */
+
+static void report_state(struct raft_node *n)
+{
+    if (!n->cb.on_state || n->closing)
+        return;
+    struct raft_status st;
+    raft_status(n->core, &st);
+    if (n->failed)
+        st.role = RAFT_FAILED;
+    const struct raft_status *o = &n->last_status;
+    if (st.role == o->role && st.term == o->term && st.leader == o->leader &&
+        st.config_index == o->config_index)
+        return;
+    n->last_status = st;
+    n->cb.on_state(n->ctx, &st);
+}
+
+static void fail(struct raft_node *n, const char *what, int rc)
+{
+    if (!n->failed)
+        rc_error("raft: %s failed: %s; this node stops taking part (restart it)", what,
+                 rc_strerror(rc));
+    n->failed = 1;
+}
+
+/* ============================== ready ============================== */
+
+static int persist(struct raft_node *n, const struct raft_ready *rd)
+{
+    int rc = 0;
+    if (rd->snapshot_chunk)
+        return RC_EINVAL; /* snapshot installation: see raft_node_install (not yet) */
+    if (rd->n_entries) {
+        rc = logstore_append(n->log, rd->entries, rd->n_entries);
+        n->stats.entries_appended += rd->n_entries;
+    }
+    if (rc == 0 && rd->has_hard_state)
+        rc = logstore_set_hard_state(n->log, &rd->hard_state);
+    if (rc == 0 && (rd->n_entries || rd->has_hard_state)) {
+        uint64_t t0 = rc_mono_ns();
+        rc = logstore_sync(n->log);
+        uint64_t us = (rc_mono_ns() - t0) / 1000;
+        n->stats.fsyncs++;
+        n->stats.fsync_total_us += us;
+        if (us > n->stats.fsync_max_us)
+            n->stats.fsync_max_us = us;
+    }
+    return rc;
+}
+
+static void send_messages(struct raft_node *n, const struct raft_ready *rd)
+{
+    for (size_t i = 0; i < rd->n_messages; i++) {
+        int rc = transport_send(n->transport, rd->messages[i].to, &rd->messages[i]);
+        if (rc == 0)
+            n->stats.msgs_sent++;
+        else
+            n->stats.msgs_dropped++;
+    }
+}
+
+static int add_read(struct raft_node *n, const struct raft_read_state *rs)
+{
+    if (n->n_reads == n->cap_reads) {
+        size_t cap = n->cap_reads ? n->cap_reads * 2 : 64;
+        struct pending_read *r = rc_realloc(n->reads, cap * sizeof *r);
+        if (!r)
+            return RC_ENOMEM;
+        n->reads = r;
+        n->cap_reads = cap;
+    }
+    n->reads[n->n_reads++] = (struct pending_read){rs->ctx, rs->index};
+    return 0;
+}
+
+/* Serves, in order, the confirmed reads whose index is applied. */
+static void serve_reads(struct raft_node *n)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < n->n_reads; i++) {
+        if (n->reads[i].index <= n->applied && n->cb.read_ready)
+            n->cb.read_ready(n->ctx, n->reads[i].ctx);
+        else
+            n->reads[kept++] = n->reads[i];
+    }
+    n->n_reads = kept;
+}
+
+static int apply(struct raft_node *n, const struct raft_ready *rd)
+{
+    for (size_t i = 0; i < rd->n_committed; i++) {
+        const struct raft_entry *e = &rd->committed[i];
+        if (e->index <= n->applied)
+            continue; /* the state machine already holds it (restart) */
+        int rc = n->cb.apply ? n->cb.apply(n->ctx, e) : 0;
+        if (rc != 0)
+            return rc;
+        n->applied = e->index;
+        n->stats.entries_applied++;
+    }
+    for (size_t i = 0; i < rd->n_read_states; i++) {
+        int rc = add_read(n, &rd->read_states[i]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int raft_node_process(struct raft_node *n)
+{
+    if (n->failed)
+        return RC_ECLOSED;
+    if (n->processing)
+        return 0; /* a callback called us: the outer loop picks the work up */
+    n->processing = 1;
+    while (!n->failed && raft_has_ready(n->core)) {
+        struct raft_ready rd;
+        int rc = raft_ready(n->core, &rd);
+        if (rc != 0) {
+            fail(n, "collecting ready", rc);
+            break;
+        }
+        n->stats.readies++;
+        rc = persist(n, &rd);
+        if (rc != 0) {
+            fail(n, "persisting the log", rc);
+            raft_advance(n->core, rc);
+            break;
+        }
+        send_messages(n, &rd);
+        rc = apply(n, &rd);
+        if (rc != 0) {
+            fail(n, "applying committed entries", rc);
+            raft_advance(n->core, rc);
+            break;
+        }
+        rc = raft_advance(n->core, 0);
+        if (rc != 0) {
+            fail(n, "advancing", rc);
+            break;
+        }
+        serve_reads(n);
+        report_state(n);
+    }
+    n->processing = 0;
+    report_state(n);
+    return n->failed ? RC_ECLOSED : 0;
+}
+
+/* ============================== inputs ============================== */
+
+static void on_check(uv_check_t *h)
+{
+    raft_node_process(h->data);
+}
+
+static void on_tick(uv_timer_t *h)
+{
+    struct raft_node *n = h->data;
+    if (n->failed)
+        return;
+    int rc = raft_tick(n->core);
+    if (rc != 0 && rc != RC_ECLOSED)
+        fail(n, "tick", rc);
+    raft_node_process(n);
+}
+
+static void on_message(void *ctx, uint64_t from, const struct raft_message *m)
+{
+    struct raft_node *n = ctx;
+    if (n->failed || n->closing)
+        return;
+    n->stats.msgs_received++;
+    int rc = raft_step(n->core, m);
+    /* A malformed or stale message is refused by the core and changes nothing; only
+     * running out of memory is the node's problem. */
+    if (rc == RC_ENOMEM)
+        fail(n, "stepping a message", rc);
+    else if (rc != 0)
+        rc_debug("raft: message type %d from %llu refused: %s", (int)m->type,
+                 (unsigned long long)from, rc_strerror(rc));
+}
+
+int raft_node_propose(struct raft_node *n, const void *data, size_t len, uint64_t *index,
+                      uint64_t *term)
+{
+    if (n->failed || n->closing)
+        return RC_ECLOSED;
+    return raft_propose(n->core, data, len, index, term);
+}
+
+int raft_node_read_index(struct raft_node *n, uint64_t read_ctx)
+{
+    if (n->failed || n->closing)
+        return RC_ECLOSED;
+    return raft_read_index(n->core, read_ctx);
+}
+
+int raft_node_transfer(struct raft_node *n, uint64_t id)
+{
+    if (n->failed || n->closing)
+        return RC_ECLOSED;
+    return raft_transfer_leader(n->core, id);
+}
+
+int raft_node_change(struct raft_node *n, enum raft_membership_op op, uint64_t id)
+{
+    if (n->failed || n->closing)
+        return RC_ECLOSED;
+    return raft_change_membership(n->core, op, id);
+}
+
+int raft_node_set_peer(struct raft_node *n, uint64_t id, const char *peer_addr)
+{
+    return transport_set_peer(n->transport, id, peer_addr);
+}
+
+int raft_node_remove_peer(struct raft_node *n, uint64_t id)
+{
+    return transport_remove_peer(n->transport, id);
+}
+
+int raft_node_port(const struct raft_node *n)
+{
+    return transport_port(n->transport);
+}
+
+struct logstore *raft_node_logstore(struct raft_node *n)
+{
+    return n->log;
+}
+
+int raft_node_compacted(struct raft_node *n, uint64_t index)
+{
+    if (n->failed || n->closing)
+        return RC_ECLOSED;
+    return raft_compacted(n->core, index);
+}
+
+void raft_node_status(const struct raft_node *n, struct raft_status *st)
+{
+    raft_status(n->core, st);
+    if (n->failed)
+        st->role = RAFT_FAILED;
+}
+
+void raft_node_stats(const struct raft_node *n, struct raft_node_stats *st)
+{
+    *st = n->stats;
+    struct transport_stats ts;
+    transport_stats(n->transport, &ts);
+    st->msgs_dropped += ts.msgs_dropped;
+}
+
+/* ============================== start and stop ============================== */
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct raft_node *n = h->data;
+    if (--n->handles_open > 0)
+        return;
+    void (*cb)(void *) = n->on_closed;
+    void *cb_ctx = n->on_closed_ctx;
+    if (n->core)
+        raft_destroy(n->core);
+    if (n->log)
+        logstore_close(n->log);
+    rc_free(n->reads);
+    rc_free(n);
+    if (cb)
+        cb(cb_ctx);
+}
+
+static void transport_closed(void *ctx)
+{
+    struct raft_node *n = ctx;
+    n->transport = NULL;
+    uv_handle_t h = {.data = n};
+    handle_closed(&h);
+}
+
+int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
+                    const struct raft_node_callbacks *cb, void *ctx, struct raft_node **out)
+{
+    if (!o->dir || !o->peer_bind || o->id == RAFT_NONE || o->tick_ms == 0)
+        return RC_EINVAL;
+    struct raft_node *n = rc_calloc(1, sizeof *n);
+    if (!n)
+        return RC_ENOMEM;
+    n->loop = loop;
+    n->opts = *o;
+    n->cb = *cb;
+    n->ctx = ctx;
+    int rc = rc_mkdir_p(o->dir);
+    if (rc == 0)
+        rc = logstore_open(o->dir, &o->log, &n->log);
+    if (rc != 0)
+        goto fail_free;
+    struct raft_options ro;
+    raft_options_default(&ro, o->id);
+    ro.seed = o->seed ? o->seed : o->id ^ rc_mono_ns();
+    ro.election_ticks = o->election_ticks;
+    ro.heartbeat_ticks = o->heartbeat_ticks;
+    ro.max_msg_bytes = o->max_msg_bytes;
+    ro.max_inflight = o->max_inflight;
+    ro.applied = o->applied;
+    struct raft_hard_state hs;
+    logstore_hard_state(n->log, &hs);
+    /* The state machine may hold more than the log's commit says (it was applied before
+     * the hard state caught up) or less (its tail was lost): the core starts from the
+     * smaller of the two and we skip what is already applied. */
+    if (ro.applied > hs.commit)
+        ro.applied = hs.commit;
+    n->applied = o->applied;
+    struct raft_storage st = logstore_raft_storage(n->log);
+    rc = raft_create(&ro, &st, &hs, &n->core);
+    if (rc != 0) {
+        rc_error("raft: cannot start from the log in %s: %s", o->dir, rc_strerror(rc));
+        goto fail_log;
+    }
+    struct transport_options to;
+    transport_options_default(&to);
+    to.cluster_id = o->cluster_id;
+    to.node_id = o->id;
+    to.bind = o->peer_bind;
+    to.advertise = o->peer_advertise;
+    to.stream = o->stream;
+    to.learn_peers = 1;
+    rc = transport_open(loop, &to, on_message, n, &n->transport);
+    if (rc != 0) {
+        /* The listener handle needs one more loop turn to be released. */
+        if (rc != RC_EINVAL)
+            uv_run(loop, UV_RUN_NOWAIT);
+        goto fail_core;
+    }
+    uv_timer_init(loop, &n->tick);
+    n->tick.data = n;
+    uv_timer_start(&n->tick, on_tick, o->tick_ms, o->tick_ms);
+    uv_check_init(loop, &n->check);
+    n->check.data = n;
+    uv_check_start(&n->check, on_check);
+    n->handles_open = 3; /* tick, check, transport */
+    raft_status(n->core, &n->last_status);
+    *out = n;
+    return 0;
+
+fail_core:
+    raft_destroy(n->core);
+fail_log:
+    logstore_close(n->log);
+fail_free:
+    rc_free(n);
+    return rc;
+}
+
+void raft_node_close(struct raft_node *n, void (*on_closed)(void *ctx), void *ctx)
+{
+    if (n->closing)
+        return;
+    n->closing = 1;
+    n->on_closed = on_closed;
+    n->on_closed_ctx = ctx;
+    uv_close((uv_handle_t *)&n->tick, handle_closed);
+    uv_close((uv_handle_t *)&n->check, handle_closed);
+    transport_close(n->transport, transport_closed, n);
+}

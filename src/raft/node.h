@@ -1,0 +1,132 @@
+/*
+ * node.h — one Raft node on a libuv loop: the pure core (raft.h) driven by a tick timer,
+ * its log in segment files (logstore.h) and its messages over TCP (transport.h)
+ * (internal module, prefix raft_node_).
+ *
+ * The node knows nothing of what the entries mean: the caller applies them through
+ * callbacks. The work of a loop iteration is done together: messages received and
+ * proposals made during one iteration are handed to the core as they come, and the core's
+ * ready is processed once, at the end of the iteration (raft_node_process, called by the
+ * node's own check handle, or earlier by the caller) — one fdatasync for everything
+ * appended, then the messages, then the committed entries and confirmed reads. That is
+ * the group commit that makes batching pay.
+ *
+ * A persistence failure stops the node (the core answers RC_ECLOSED and steps down); the
+ * caller learns it through on_state (role RAFT_FAILED) and should exit: a restart reopens
+ * from the files, as after a crash.
+ */
+#ifndef RC_RAFT_NODE_H
+#define RC_RAFT_NODE_H
+
+#include "raft/logstore.h"
+#include "raft/raft.h"
+#include "raft/transport.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct raft_node;
+
+struct raft_node_callbacks {
+    /*
+     * A committed entry, in index order (normal entries; configuration and no-op entries
+     * too, with their type, so the caller can track its applied index). Return 0, or an
+     * error: the node then fails (the state machine could not apply a committed entry).
+     */
+    int (*apply)(void *ctx, const struct raft_entry *e);
+    /* The linearizable read started with raft_node_read_index(ctx = read_ctx) may be served:
+     * everything committed when it started is applied. */
+    void (*read_ready)(void *ctx, uint64_t read_ctx);
+    /*
+     * A snapshot was received and installed in the log: restore the state machine from the
+     * file at path (covering entries up to meta->index). Called on the loop thread; return
+     * 0 or an error (the node then fails). NULL: snapshots cannot be installed.
+     */
+    int (*restore)(void *ctx, const char *path, const struct raft_snapshot_meta *meta);
+    /* Role, term, leader or configuration changed (also once the node failed). */
+    void (*on_state)(void *ctx, const struct raft_status *st);
+};
+
+struct raft_node_options {
+    uint64_t id;
+    uint64_t cluster_id;
+    const char *dir;            /* log directory (created if missing) */
+    const char *peer_bind;      /* "host:port" of the Raft listener (port 0: any) */
+    const char *peer_advertise; /* told to peers; NULL: peer_bind */
+    unsigned tick_ms;           /* logical clock period */
+    int election_ticks;         /* election timeout in ticks (randomised in [e, 2e)) */
+    int heartbeat_ticks;
+    uint64_t applied;     /* index the caller's state machine already holds */
+    size_t max_msg_bytes; /* entry bytes per append message */
+    int max_inflight;     /* append messages in flight per follower */
+    uint64_t seed;        /* election timeout randomisation (0: derived from id and time) */
+    struct logstore_options log;
+    const struct transport_stream_ops *stream; /* NULL: plain TCP */
+};
+
+/* Defaults: 20 ms ticks, election after 15..30 ticks (300..600 ms), heartbeat every 3. */
+void raft_node_options_default(struct raft_node_options *o, uint64_t id);
+
+/*
+ * Makes dir the log of a new cluster with configuration *c: stores the bootstrap entry at
+ * index 1 if the log is empty. RC_EEXIST if the log already holds entries (nothing done).
+ */
+int raft_node_bootstrap(const char *dir, const struct raft_config *c);
+
+/*
+ * Opens the log in o->dir, creates the core from it and starts the transport and the tick
+ * timer on loop. *out owns the node until raft_node_close's callback has run.
+ */
+int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
+                    const struct raft_node_callbacks *cb, void *ctx, struct raft_node **out);
+
+/* Tells the transport where node id listens (copied). */
+int raft_node_set_peer(struct raft_node *n, uint64_t id, const char *peer_addr);
+int raft_node_remove_peer(struct raft_node *n, uint64_t id);
+/* The port the Raft listener is bound to. */
+int raft_node_port(const struct raft_node *n);
+
+/*
+ * Proposes an entry (data copied). RC_EAGAIN if not leader (or a transfer is under way),
+ * RC_ECLOSED once failed or closing. The entry is done when apply sees index and term.
+ */
+int raft_node_propose(struct raft_node *n, const void *data, size_t len, uint64_t *index,
+                      uint64_t *term);
+/* Starts a linearizable read; read_ready(read_ctx) follows, unless leadership is lost. */
+int raft_node_read_index(struct raft_node *n, uint64_t read_ctx);
+int raft_node_transfer(struct raft_node *n, uint64_t id);
+int raft_node_change(struct raft_node *n, enum raft_membership_op op, uint64_t id);
+
+/*
+ * Compaction after a local snapshot: the caller wrote one through the log store (the
+ * writer of raft_node_logstore) at an applied index; the node tells the core.
+ */
+struct logstore *raft_node_logstore(struct raft_node *n);
+int raft_node_compacted(struct raft_node *n, uint64_t index);
+
+void raft_node_status(const struct raft_node *n, struct raft_status *st);
+
+struct raft_node_stats {
+    uint64_t fsyncs;         /* logstore_sync calls that wrote something */
+    uint64_t fsync_total_us; /* time spent in them */
+    uint64_t fsync_max_us;
+    uint64_t entries_appended; /* to this node's log */
+    uint64_t entries_applied;  /* handed to apply */
+    uint64_t msgs_sent, msgs_received, msgs_dropped;
+    uint64_t readies; /* ready rounds processed */
+};
+void raft_node_stats(const struct raft_node *n, struct raft_node_stats *st);
+
+/* Processes whatever the core has ready now (the node also does it at the end of every
+ * loop iteration). Returns 0, or RC_ECLOSED once the node failed. */
+int raft_node_process(struct raft_node *n);
+
+/*
+ * Stops the node: closes the transport and timers, then the log. on_closed (may be NULL)
+ * runs on the loop once everything is released; the node is freed right after. No other
+ * callback runs after this returns.
+ */
+void raft_node_close(struct raft_node *n, void (*on_closed)(void *ctx), void *ctx);
+
+#endif
