@@ -440,6 +440,17 @@ int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
     uv_check_start(&n->check, on_check);
     n->handles_open = 3; /* tick, check, transport */
     raft_status(n->core, &n->last_status);
+    /* The only voter need not wait out an election timeout to lead: a one-node cluster is
+     * writable as soon as it starts. Ticking through the timeout here runs the same
+     * (pre-)vote path as ever, only without the wall-clock wait. */
+    struct raft_status rs = n->last_status;
+    if (rs.config.n_voters == 1 && rs.config.voters[0] == o->id) {
+        for (int i = 0; i < 4 * o->election_ticks && rs.role != RAFT_LEADER && !n->failed; i++) {
+            if (raft_tick(n->core) == 0)
+                raft_node_process(n);
+            raft_status(n->core, &rs);
+        }
+    }
     *out = n;
     return 0;
 

@@ -206,6 +206,8 @@ static void compact_query(struct client *c, size_t consumed)
 /* True when the next command may run now (see server.h on ordering). */
 static bool may_run(struct client *c, const struct resp_argv *argv)
 {
+    if (c->blocked)
+        return false;
     if (c->pending_writes == 0)
         return true;
     const struct command *cmd =

@@ -439,8 +439,24 @@ static void cmd_info(struct client *c, size_t argc, const struct resp_arg *a)
             (unsigned long long)s->stats.connections_rejected,
             (unsigned long long)s->stats.expired_keys, (unsigned long long)s->stats.entries_applied,
             (unsigned long long)s->stats.protocol_errors);
-    if (section_wanted(argc, a, "replication"))
-        ADD("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    if (section_wanted(argc, a, "replication")) {
+        struct raft_status rs;
+        raft_node_status(s->raft, &rs);
+        char leader[CLUSTER_ADDR_MAX] = "";
+        cluster_leader_addr(s, leader, sizeof leader);
+        if (rs.role == RAFT_LEADER) {
+            ADD("# Replication\r\nrole:master\r\nconnected_slaves:%u\r\n\r\n",
+                rs.config.n_voters + rs.config.n_learners - 1);
+        } else {
+            char host[256] = "";
+            int port = 0;
+            if (leader[0])
+                rc_config_split_hostport(leader, host, &port);
+            ADD("# Replication\r\nrole:slave\r\nmaster_host:%s\r\nmaster_port:%d\r\n"
+                "master_link_status:%s\r\n\r\n",
+                host, port, leader[0] ? "up" : "down");
+        }
+    }
     if (section_wanted(argc, a, "keyspace")) {
         ADD("# Keyspace\r\n");
         if (st.keys)
@@ -449,6 +465,15 @@ static void cmd_info(struct client *c, size_t argc, const struct resp_arg *a)
     }
     if (n > (int)sizeof buf - 1)
         n = (int)sizeof buf - 1;
+    struct resp_buf raft;
+    resp_buf_init(&raft);
+    if (section_wanted(argc, a, "raft"))
+        cluster_info(s, &raft);
+    if (raft.len && (size_t)n + raft.len < sizeof buf) {
+        memcpy(buf + n, raft.data, raft.len);
+        n += (int)raft.len;
+    }
+    resp_buf_free(&raft);
     resp_add_bulk(&c->out, buf, (size_t)n);
 }
 

@@ -16,7 +16,7 @@
 #include <strings.h>
 
 static const struct command_table *const families[] = {&string_commands, &keyspace_commands,
-                                                       &server_commands};
+                                                       &server_commands, &cluster_commands};
 #define NFAMILIES (sizeof families / sizeof *families)
 
 static const struct command **index_by_name;
@@ -141,6 +141,8 @@ void command_dispatch(struct client *c, size_t argc, const struct resp_arg *argv
     }
     if ((cmd->flags & CMD_WRITE) && key_too_large(c, cmd, argc, argv))
         return;
+    if (cluster_route_command(c, cmd, argc, argv))
+        return; /* deferred (linearizable read), forwarded, or redirected */
     cmd->fn(c, argc, argv);
 }
 

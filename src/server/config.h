@@ -27,6 +27,8 @@ struct rc_config {
     char *follower_mode;    /* proxy | redirect | moved */
     uint64_t snapshot_threshold;
     uint64_t snapshot_trailing;
+    uint64_t election_timeout_ms; /* Raft election timeout (randomised up to twice this) */
+    uint64_t heartbeat_ms;
     char *requirepass;
     char *tls_cert, *tls_key, *tls_ca;
     uint64_t tls_port;

@@ -125,6 +125,7 @@ void expire_sweep_all(struct server *s)
         expired = sweep_step(s, now, &seen, &wrapped);
         total += expired;
         writepath_flush(s);
+        cluster_after_iteration(s);
     } while (!wrapped && !s->shutting_down);
     if (total)
         rc_info("deleted %zu keys that expired while the node was down", total);

@@ -40,8 +40,17 @@ static void on_check(uv_check_t *h)
 {
     struct server *s = h->data;
     /* Applying can resume clients, which can submit more writes: loop until quiet. */
-    while (s->batch.started)
-        writepath_flush(s);
+    /* Proposing, committing and applying can answer clients, who then send more work: go
+     * on while it moves (on one node a whole pipeline completes here), within a bound. */
+    for (int pass = 0; pass < 1024; pass++) {
+        while (s->batch.started)
+            writepath_flush(s);
+        uint64_t rounds = s->next_read_ctx;
+        cluster_after_iteration(s);
+        bool reads_moved = s->nread_wait > 0 && s->next_read_ctx != rounds;
+        if (!s->batch.started && !reads_moved)
+            break;
+    }
     client_flush_all(s);
 }
 
@@ -104,11 +113,15 @@ void server_shutdown(struct server *s, int exit_code)
         return;
     s->shutting_down = true;
     s->exit_code = exit_code;
-    /* Writes already accepted are applied before the store closes. */
+    /* Writes already accepted are proposed; whatever commits now is applied and answered
+     * (on a single node, all of it); the rest is answered with an error by cluster_stop. */
     while (s->batch.started)
         writepath_flush(s);
+    if (s->raft)
+        raft_node_process(s->raft);
     if (!s->handles_ready)
         return; /* failed while starting: nothing to close yet */
+    cluster_stop(s);
     close_handle((uv_handle_t *)&s->listener);
     close_handle((uv_handle_t *)&s->check);
     close_handle((uv_handle_t *)&s->cron);
@@ -185,13 +198,23 @@ int server_run(struct rc_config *cfg)
         goto out_commands;
     }
     s->revision = rc_store_applied_revision(s->store);
-    expire_sweep_all(s);
-    if (s->shutting_down) /* the store failed during the sweep */
-        goto out_store;
     if (open_listener(s) != 0) {
         uv_close((uv_handle_t *)&s->listener, NULL);
         uv_run(s->loop, UV_RUN_DEFAULT);
         goto out_store;
+    }
+    if (cluster_start(s) != 0) {
+        uv_close((uv_handle_t *)&s->listener, NULL);
+        if (s->raft)
+            cluster_stop(s);
+        uv_run(s->loop, UV_RUN_DEFAULT);
+        goto out_store;
+    }
+    /* A node that leads at once (a single node) first deletes the keys that expired while
+     * it was down, as Redis does when it loads, so that DBSIZE does not count them. */
+    if (s->is_leader) {
+        expire_sweep_all(s);
+        cluster_after_iteration(s);
     }
     uv_check_init(s->loop, &s->check);
     s->check.data = s;
@@ -218,6 +241,7 @@ int server_run(struct rc_config *cfg)
     rc_info("stopped");
 
 out_store:
+    cluster_free(s);
     writepath_free(s);
     scan_cursors_free(s);
     rc_free(s->expire_pivot);

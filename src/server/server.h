@@ -18,7 +18,9 @@
 #define RC_SERVER_SERVER_H
 
 #include "cluster/entry.h"
+#include "cluster/members.h"
 #include "config.h"
+#include "raft/node.h"
 #include "resp/reply.h"
 #include "resp/resp.h"
 #include "store/store.h"
@@ -104,9 +106,12 @@ struct client {
     bool closed;  /* uv_close was called */
     bool authenticated;
     bool readonly_mode;
-    bool in_process_input;   /* guards against re-entering process_input */
-    unsigned pending_writes; /* writes submitted, replies not yet routed */
-    unsigned refs;           /* the loop's reference plus one per pending write */
+    bool in_process_input;      /* guards against re-entering process_input */
+    bool blocked;               /* a read waiting for its ReadIndex round, or a forwarded command:
+                                   nothing else runs until it is answered */
+    struct resp_argv *deferred; /* the blocked read's command (owned copy) */
+    unsigned pending_writes;    /* writes submitted, replies not yet routed */
+    unsigned refs;              /* the loop's reference plus one per pending write */
     char name[64];
     char lib_name[64], lib_ver[32];
     char addr[64];
@@ -131,6 +136,32 @@ struct write_batch {
     bool started;
     struct write_slot *slots;
     size_t nslots, cap;
+};
+
+/* A batch proposed to Raft, waiting for its entry (index, term) to be applied. */
+struct proposed_batch {
+    uint64_t index, term;
+    struct write_slot *slots;
+    size_t nslots;
+};
+
+/* Reads waiting for one ReadIndex round (ctx). */
+struct read_round {
+    uint64_t ctx;
+    struct client **clients;
+    size_t n;
+};
+
+/* A membership command (RAFTADDPEER, RAFTREMOVEPEER, RAFTTRANSFER) in progress: driven by
+ * the cluster timer until done, failed, or past its deadline; one at a time. */
+struct member_job {
+    int kind; /* 0 none, 1 add, 2 remove, 3 transfer */
+    struct client *client;
+    uint64_t id;
+    char client_addr[CLUSTER_ADDR_MAX], peer_addr[CLUSTER_ADDR_MAX];
+    int step;
+    uint64_t deadline_ms;
+    uint64_t old_leader_term;
 };
 
 /* ============================== the server ============================== */
@@ -181,6 +212,29 @@ struct server {
     int sync_rc;
     unsigned cron_ticks;
     uint64_t syncs, sync_failures;
+    /* ---- the cluster (cluster.c) ---- */
+    struct raft_node *raft;
+    struct cluster_node_conf self;
+    struct cluster_members members;
+    char raft_dir[4096];
+    struct raft_status rstatus; /* as of the last state report */
+    bool is_leader;
+    bool raft_closed;
+    struct proposed_batch *proposed; /* FIFO by index */
+    size_t nproposed, capproposed;
+    struct client **read_wait; /* reads for the next ReadIndex round */
+    size_t nread_wait, capread_wait;
+    struct read_round *rounds;
+    size_t nrounds, caprounds;
+    uint64_t next_read_ctx;
+    uv_timer_t cluster_timer; /* 50 ms: membership jobs, directory upkeep, read retries */
+    struct member_job job;
+    uv_thread_t join_thread;
+    bool join_thread_running;
+    volatile int join_stop;
+    struct forwarder *fwd;
+    uint64_t snapshot_index; /* of the last snapshot (ours or installed) */
+    uint64_t stat_forwarded, stat_redirected, stat_reads_confirmed;
 };
 
 /* server.c */
@@ -209,6 +263,38 @@ bool writepath_full(const struct server *s);
 /* Applies the batch built so far (called at the end of each loop iteration). */
 void writepath_flush(struct server *s);
 void writepath_free(struct server *s);
+
+/* cluster.c */
+int cluster_start(struct server *s);
+void cluster_stop(struct server *s);
+void cluster_free(struct server *s);
+/* Called at the end of every loop iteration, after the write batch was proposed. */
+void cluster_after_iteration(struct server *s);
+/* Decides where a data command runs: false = run it here now; true = it was deferred
+ * (linearizable read), forwarded, or answered (-TRY, -MOVED, -CLUSTERDOWN). */
+bool cluster_route_command(struct client *c, const struct command *cmd, size_t argc,
+                           const struct resp_arg *argv);
+/* Proposes the encoded batch; false if this node cannot (not leader). */
+bool cluster_propose(struct server *s, const void *data, size_t len, uint64_t *index,
+                     uint64_t *term);
+/* The leader's client address into buf (false if no leader is known). */
+bool cluster_leader_addr(struct server *s, char *buf, size_t cap);
+void cluster_info(struct server *s, struct resp_buf *b);
+void cluster_client_gone(struct client *c);
+extern const struct command_table cluster_commands;
+
+/* writepath.c: a committed entry (index, term) carrying a write batch. */
+int writepath_apply(struct server *s, uint64_t index, uint64_t term, const void *data, size_t len);
+/* Answers every proposed batch with an error (the node stopped or lost them). */
+void writepath_fail_proposed(struct server *s, const char *reply);
+
+/* forward.c: proxying a command to the leader over a pooled connection. */
+int forward_command(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
+                    const char *leader_addr);
+void forward_free(struct server *s);
+/* Bytes of the one complete RESP2 reply at b: 0 if incomplete, -1 if malformed. */
+long forward_reply_length(const char *b, size_t len);
+void forward_client_gone(struct server *s, struct client *c);
 
 /* cmd_keyspace.c */
 void scan_cursors_free(struct server *s);

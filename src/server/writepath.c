@@ -2,11 +2,13 @@
  * writepath.c — turning the writes of one loop iteration into one entry, applying it, and
  * routing each reply to its client.
  *
- * This is already the replicated path: writepath_flush hands the encoded entry to
- * apply_entry, which on a single node applies it at once with the next local revision.
- * The Raft issue puts the log between the two (propose now, apply when committed), and
- * nothing in the command code changes. A client's writes stay in flight (pending_writes)
- * until their replies are routed, which is what orders a pipeline's replies.
+ * writepath_flush proposes the encoded entry to Raft (cluster_propose) and keeps its slots
+ * in a FIFO by log index; when the entry is committed, writepath_apply applies it with the
+ * Raft index as revision and routes each reply to its client. An entry applied at a
+ * proposed index with another term means another leader overwrote ours: those clients get
+ * an error (nothing of theirs was applied). A client's writes stay in flight
+ * (pending_writes) until their replies are routed, which is what orders a pipeline's
+ * replies.
  */
 #include "server.h"
 
@@ -52,6 +54,10 @@ static int start_batch(struct server *s)
 int writepath_submit(struct server *s, struct client *c, size_t argc, const struct resp_arg *a)
 {
     struct write_batch *b = &s->batch;
+    /* Internal writes (expiry deletions) are the leader's to propose: followers drop them,
+     * the leader's own cycle deletes the keys for everyone. */
+    if (!c && !s->is_leader)
+        return RC_EAGAIN;
     if (start_batch(s) != 0 || grow_slots(b) != 0)
         return RC_ENOMEM;
     uint32_t index = b->entry.count;
@@ -138,16 +144,113 @@ static void route_reply(uint32_t index, const char *reply, size_t len, void *arg
     deliver(r->s, slot, reply, len);
 }
 
-/* Applies an encoded entry at the next revision (single node: no log in between). */
-static int apply_entry(struct server *s, const struct entry_builder *e, struct route_ctx *r)
+/* Resumes the batch's clients whose writes are all answered and drops the slots' references. */
+static void release_slots(struct server *s, struct write_slot *slots, size_t nslots)
 {
-    uint64_t revision = s->revision + 1;
-    int rc = fsm_apply(s->store, e->buf.data, e->buf.len, revision, route_reply, r);
-    if (rc != 0)
-        return rc;
-    s->revision = revision;
-    s->stats.entries_applied++;
+    (void)s;
+    /* Clients whose writes are all applied go on with their input (they may submit into the
+     * new batch); the slots' references keep every client alive until released below. */
+    for (size_t i = 0; i < nslots; i++) {
+        struct client *c = slots[i].client;
+        if (c && c->pending_writes == 0 && !c->closed)
+            client_resume(c);
+    }
+    for (size_t i = 0; i < nslots; i++) {
+        rc_free(slots[i].preset_reply);
+        if (slots[i].client)
+            client_release(slots[i].client);
+    }
+    rc_free(slots);
+}
+
+/* Answers every slot not yet answered with reply (presets keep their own). */
+static void fail_slots(struct server *s, struct write_slot *slots, size_t nslots, const char *reply)
+{
+    for (size_t i = 0; i < nslots; i++) {
+        if (slots[i].preset)
+            deliver(s, &slots[i], slots[i].preset_reply, slots[i].preset_len);
+        else
+            deliver(s, &slots[i], reply, strlen(reply));
+    }
+    release_slots(s, slots, nslots);
+}
+
+static int push_proposed(struct server *s, const struct proposed_batch *p)
+{
+    if (s->nproposed == s->capproposed) {
+        size_t cap = s->capproposed ? s->capproposed * 2 : 16;
+        struct proposed_batch *n = rc_realloc(s->proposed, cap * sizeof *n);
+        if (!n)
+            return RC_ENOMEM;
+        s->proposed = n;
+        s->capproposed = cap;
+    }
+    s->proposed[s->nproposed++] = *p;
     return 0;
+}
+
+static void pop_proposed(struct server *s)
+{
+    memmove(s->proposed, s->proposed + 1, (s->nproposed - 1) * sizeof *s->proposed);
+    s->nproposed--;
+}
+
+#define REPLY_LOST "-ERR leadership changed before the write committed; it was not applied\r\n"
+
+int writepath_apply(struct server *s, uint64_t index, uint64_t term, const void *data, size_t len)
+{
+    /* Batches proposed at smaller indexes were overwritten by another leader's entries. */
+    while (s->nproposed && s->proposed[0].index < index) {
+        struct proposed_batch p = s->proposed[0];
+        pop_proposed(s);
+        fail_slots(s, p.slots, p.nslots, REPLY_LOST);
+    }
+    struct proposed_batch mine = {0};
+    bool ours = s->nproposed && s->proposed[0].index == index;
+    if (ours) {
+        mine = s->proposed[0];
+        pop_proposed(s);
+        if (mine.term != term) {
+            fail_slots(s, mine.slots, mine.nslots, REPLY_LOST);
+            ours = false;
+        }
+    }
+    struct route_ctx r = {s, mine.slots, mine.nslots, 0};
+    int rc = fsm_apply(s->store, data, len, index, ours ? route_reply : NULL, &r);
+    if (rc == RC_EPROTO) {
+        /* Malformed (a newer version's entry?): every replica refuses it alike. */
+        rc_warn("entry %llu is malformed; skipped", (unsigned long long)index);
+        rc = rc_store_mark_revision(s->store, index);
+    }
+    if (rc != 0) {
+        rc_error("applying entry %llu failed: %s; stopping", (unsigned long long)index,
+                 rc_strerror(rc));
+        if (ours) {
+            for (; r.next < r.nslots; r.next++)
+                deliver(s, &r.slots[r.next], "-ERR write failed in the store\r\n", 32);
+            release_slots(s, mine.slots, mine.nslots);
+        }
+        return rc;
+    }
+    s->revision = index;
+    s->stats.entries_applied++;
+    if (ours) {
+        deliver_presets_before(&r, 0, true);
+        release_slots(s, mine.slots, mine.nslots);
+    }
+    return 0;
+}
+
+void writepath_fail_proposed(struct server *s, const char *reply)
+{
+    while (s->nproposed) {
+        struct proposed_batch p = s->proposed[0];
+        pop_proposed(s);
+        fail_slots(s, p.slots, p.nslots, reply);
+    }
+    rc_free(s->proposed);
+    s->proposed = NULL;
+    s->capproposed = 0;
 }
 
 void writepath_flush(struct server *s)
@@ -159,31 +262,26 @@ void writepath_flush(struct server *s)
     struct write_batch taken = *b;
     memset(b, 0, sizeof *b);
     entry_builder_finish(&taken.entry, server_now_ms());
-    struct route_ctx r = {s, taken.slots, taken.nslots, 0};
-    int rc = taken.entry.count ? apply_entry(s, &taken.entry, &r) : 0;
-    if (rc != 0) {
-        /* The store failed under us: answer every waiting client, stop taking writes. */
-        rc_error("applying entry %llu failed: %s; shutting down",
-                 (unsigned long long)(s->revision + 1), rc_strerror(rc));
-        for (; r.next < r.nslots; r.next++)
-            deliver(s, &r.slots[r.next], "-ERR write failed in the store\r\n", 32);
-        server_shutdown(s, 1);
+    if (taken.entry.count == 0) { /* only errors kept in order: answer them now */
+        struct route_ctx r = {s, taken.slots, taken.nslots, 0};
+        deliver_presets_before(&r, 0, true);
+        release_slots(s, taken.slots, taken.nslots);
+        entry_builder_free(&taken.entry);
+        return;
     }
-    deliver_presets_before(&r, 0, true);
-    /* Clients whose writes are all applied go on with their input (they may submit into the
-     * new batch); the slots' references keep every client alive until released below. */
-    for (size_t i = 0; i < taken.nslots; i++) {
-        struct client *c = taken.slots[i].client;
-        if (c && c->pending_writes == 0 && !c->closed)
-            client_resume(c);
-    }
-    for (size_t i = 0; i < taken.nslots; i++) {
-        rc_free(taken.slots[i].preset_reply);
-        if (taken.slots[i].client)
-            client_release(taken.slots[i].client);
-    }
+    struct proposed_batch p = {.slots = taken.slots, .nslots = taken.nslots};
+    bool ok = cluster_propose(s, taken.entry.buf.data, taken.entry.buf.len, &p.index, &p.term);
     entry_builder_free(&taken.entry);
-    rc_free(taken.slots);
+    if (!ok) {
+        char leader[CLUSTER_ADDR_MAX + 8];
+        const char *reply = cluster_leader_addr(s, leader, sizeof leader)
+                                ? "-ERR leadership changed; the write was not applied\r\n"
+                                : "-CLUSTERDOWN no leader\r\n";
+        fail_slots(s, p.slots, p.nslots, reply);
+        return;
+    }
+    if (push_proposed(s, &p) != 0)
+        fail_slots(s, p.slots, p.nslots, "-ERR out of memory\r\n");
 }
 
 void writepath_free(struct server *s)

@@ -1,0 +1,1143 @@
+/*
+ * cluster.c — the server as a Raft node: start (bootstrap, join, restart), applying
+ * committed entries, routing commands on followers, linearizable reads, the replicated
+ * directory of nodes, and the membership commands' jobs.
+ *
+ * Start. DIR/node.conf names this node (id, cluster id, addresses); it is written once, at
+ * the first start. A first start without --join bootstraps a one-node cluster (the
+ * configuration entry at index 1 of DIR/raft); with --join the node asks the member for the
+ * cluster id (RAFTSTATS), starts with an empty log, and asks again, from a thread, to be
+ * added (RAFTADDPEER); the leader adds it as a learner, waits until it caught up, and
+ * promotes it. A restart ignores --join: everything comes from DIR.
+ *
+ * Apply. A committed entry is applied with its Raft index as the store revision. The store
+ * is not fsynced per write (the Raft log is), so after a crash it may hold less than the
+ * log; the node starts the core with applied = the store's applied revision and entries
+ * after it are applied again. Entries at or below it are skipped (node.c), so a restart
+ * does not rewrite the data set.
+ *
+ * Reads. A linearizable read on the leader waits for a ReadIndex round: the reads that
+ * arrive in one loop iteration share one round (raft_node_read_index at the end of the
+ * iteration), and run once the round is confirmed and everything committed before it is
+ * applied. On a follower, reads and writes are proxied to the leader (--follower-mode
+ * proxy), or answered -TRY / -MOVED with the leader's client address.
+ *
+ * The directory. Entries whose first command is RAFTNODE (SET id client peer / DEL id)
+ * change the replicated directory (members.h) instead of the store; the leader proposes
+ * its own line when it is missing or stale, and RAFTADDPEER proposes the joiner's.
+ */
+#include "server.h"
+
+#include "common/alloc.h"
+#include "common/fileio.h"
+#include "common/log.h"
+#include "raftcask.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define CLUSTER_TIMER_MS     50
+#define JOB_DEADLINE_MS      60000
+#define TRANSFER_DEADLINE_MS 5000
+
+static const char *role_name(enum raft_role r)
+{
+    switch (r) {
+    case RAFT_LEADER:
+        return "Leader";
+    case RAFT_CANDIDATE:
+    case RAFT_PRE_CANDIDATE:
+        return "Candidate";
+    case RAFT_FOLLOWER:
+        return "Follower";
+    default:
+        return "Shutdown";
+    }
+}
+
+bool cluster_leader_addr(struct server *s, char *buf, size_t cap)
+{
+    if (!s->raft || s->rstatus.leader == RAFT_NONE)
+        return false;
+    if (s->rstatus.leader == s->self.id) {
+        snprintf(buf, cap, "%s", s->self.client_addr);
+        return true;
+    }
+    const struct cluster_member *m = cluster_members_find(&s->members, s->rstatus.leader);
+    if (!m)
+        return false;
+    snprintf(buf, cap, "%s", m->client_addr);
+    return true;
+}
+
+/* ============================== the directory ============================== */
+
+static void apply_members_to_transport(struct server *s)
+{
+    for (size_t i = 0; i < s->members.count; i++) {
+        const struct cluster_member *m = &s->members.m[i];
+        if (m->id != s->self.id)
+            raft_node_set_peer(s->raft, m->id, m->peer_addr);
+    }
+}
+
+static int propose_args(struct server *s, size_t argc, const struct resp_arg *a)
+{
+    struct entry_builder b;
+    int rc = entry_builder_start(&b);
+    if (rc == 0)
+        rc = entry_builder_add(&b, argc, a);
+    if (rc == 0) {
+        entry_builder_finish(&b, server_now_ms());
+        rc = raft_node_propose(s->raft, b.buf.data, b.buf.len, NULL, NULL);
+    }
+    entry_builder_free(&b);
+    return rc;
+}
+
+static int propose_member_set(struct server *s, uint64_t id, const char *client, const char *peer)
+{
+    char ids[24];
+    snprintf(ids, sizeof ids, "%" PRIu64, id);
+    struct resp_arg a[5] = {{"RAFTNODE", 8},
+                            {"SET", 3},
+                            {ids, strlen(ids)},
+                            {client, strlen(client)},
+                            {peer, strlen(peer)}};
+    return propose_args(s, 5, a);
+}
+
+static int propose_member_del(struct server *s, uint64_t id)
+{
+    char ids[24];
+    snprintf(ids, sizeof ids, "%" PRIu64, id);
+    struct resp_arg a[3] = {{"RAFTNODE", 8}, {"DEL", 3}, {ids, strlen(ids)}};
+    return propose_args(s, 3, a);
+}
+
+/* Applies a RAFTNODE entry: true if the entry was one (handled), false otherwise. */
+static bool apply_directory_entry(struct server *s, const struct raft_entry *e)
+{
+    struct entry_reader r;
+    if (entry_reader_init(&r, e->data, e->len) != 0 || r.count != 1)
+        return false;
+    struct resp_argv argv;
+    resp_argv_init(&argv);
+    bool handled = false;
+    if (entry_reader_next(&r, &argv) == 0 && argv.count >= 3 &&
+        resp_arg_is(&argv.args[0], "RAFTNODE")) {
+        handled = true;
+        char ids[24] = "", client[CLUSTER_ADDR_MAX] = "", peer[CLUSTER_ADDR_MAX] = "";
+        snprintf(ids, sizeof ids, "%.*s", (int)argv.args[2].len, argv.args[2].ptr);
+        uint64_t id = strtoull(ids, NULL, 10);
+        int rc = RC_EINVAL;
+        if (resp_arg_is(&argv.args[1], "SET") && argv.count == 5 &&
+            argv.args[3].len < CLUSTER_ADDR_MAX && argv.args[4].len < CLUSTER_ADDR_MAX) {
+            memcpy(client, argv.args[3].ptr, argv.args[3].len);
+            memcpy(peer, argv.args[4].ptr, argv.args[4].len);
+            rc = cluster_members_set(&s->members, id, client, peer);
+            if (rc == 0 && id != s->self.id)
+                raft_node_set_peer(s->raft, id, peer);
+        } else if (resp_arg_is(&argv.args[1], "DEL") && argv.count == 3) {
+            rc = cluster_members_remove(&s->members, id);
+            if (rc == 0 && id != s->self.id)
+                raft_node_remove_peer(s->raft, id);
+        }
+        if (rc == 0)
+            rc = cluster_members_save(s->cfg->dir, &s->members);
+        if (rc != 0 && rc != RC_ENOTFOUND)
+            rc_warn("directory entry %llu not applied: %s", (unsigned long long)e->index,
+                    rc_strerror(rc));
+    }
+    resp_argv_free(&argv);
+    return handled;
+}
+
+/* ============================== node callbacks ============================== */
+
+static int on_apply(void *ctx, const struct raft_entry *e)
+{
+    struct server *s = ctx;
+    if (e->type != RAFT_ENTRY_NORMAL)
+        return 0; /* no-ops and configurations change no data */
+    if (apply_directory_entry(s, e)) {
+        int rc = rc_store_mark_revision(s->store, e->index);
+        if (rc == 0)
+            s->revision = e->index;
+        return rc;
+    }
+    return writepath_apply(s, e->index, e->term, e->data, e->len);
+}
+
+static void run_deferred(struct client *c)
+{
+    struct resp_argv *argv = c->deferred;
+    c->deferred = NULL;
+    c->blocked = false;
+    c->pending_writes--;
+    if (!c->closed && argv) {
+        const struct command *cmd = command_lookup(argv->args[0].ptr, argv->args[0].len);
+        if (cmd)
+            cmd->fn(c, argv->count, argv->args);
+        client_mark_output(c);
+    }
+    if (argv) {
+        rc_free(argv->args);
+        rc_free(argv);
+    }
+    if (!c->closed)
+        client_resume(c);
+    client_release(c);
+}
+
+static void fail_deferred(struct client *c, const char *reply)
+{
+    struct resp_argv *argv = c->deferred;
+    c->deferred = NULL;
+    c->blocked = false;
+    c->pending_writes--;
+    if (!c->closed) {
+        resp_buf_append(&c->out, reply, strlen(reply));
+        client_mark_output(c);
+    }
+    if (argv) {
+        rc_free(argv->args);
+        rc_free(argv);
+    }
+    if (!c->closed)
+        client_resume(c);
+    client_release(c);
+}
+
+static void on_read_ready(void *ctx, uint64_t read_ctx)
+{
+    struct server *s = ctx;
+    for (size_t i = 0; i < s->nrounds; i++) {
+        if (s->rounds[i].ctx != read_ctx)
+            continue;
+        struct read_round rr = s->rounds[i];
+        s->rounds[i] = s->rounds[--s->nrounds];
+        s->stat_reads_confirmed += rr.n;
+        for (size_t k = 0; k < rr.n; k++)
+            run_deferred(rr.clients[k]);
+        rc_free(rr.clients);
+        return;
+    }
+}
+
+static void fail_reads(struct server *s, const char *reply)
+{
+    while (s->nrounds) {
+        struct read_round rr = s->rounds[--s->nrounds];
+        for (size_t k = 0; k < rr.n; k++)
+            fail_deferred(rr.clients[k], reply);
+        rc_free(rr.clients);
+    }
+    for (size_t k = 0; k < s->nread_wait; k++)
+        fail_deferred(s->read_wait[k], reply);
+    s->nread_wait = 0;
+}
+
+static void job_finish(struct server *s, const char *reply);
+
+static void on_state(void *ctx, const struct raft_status *st)
+{
+    struct server *s = ctx;
+    bool was_leader = s->is_leader;
+    bool term_changed = st->term != s->rstatus.term;
+    s->rstatus = *st;
+    s->is_leader = st->role == RAFT_LEADER;
+    if (st->role == RAFT_FAILED) {
+        writepath_fail_proposed(s, "-ERR this node stopped (storage failure)\r\n");
+        fail_reads(s, "-ERR this node stopped (storage failure)\r\n");
+        if (!s->shutting_down)
+            server_shutdown(s, 1);
+        return;
+    }
+    if (was_leader && (!s->is_leader || term_changed)) {
+        /* Reads confirmed by nobody now: the client may retry with the new leader. */
+        fail_reads(s, "-ERR leadership changed; retry the read\r\n");
+    }
+    if (was_leader != s->is_leader || term_changed)
+        rc_info("raft: %s in term %llu (leader %llu)", role_name(st->role),
+                (unsigned long long)st->term, (unsigned long long)st->leader);
+}
+
+/* ============================== proposing and routing ============================== */
+
+bool cluster_propose(struct server *s, const void *data, size_t len, uint64_t *index,
+                     uint64_t *term)
+{
+    if (!s->raft || !s->is_leader)
+        return false;
+    return raft_node_propose(s->raft, data, len, index, term) == 0;
+}
+
+static bool defer_read(struct client *c, size_t argc, const struct resp_arg *argv)
+{
+    struct server *s = c->srv;
+    size_t bytes = 0;
+    for (size_t i = 0; i < argc; i++)
+        bytes += argv[i].len;
+    struct resp_argv *copy = rc_malloc(sizeof *copy);
+    struct resp_arg *args = rc_malloc(argc * sizeof *args + bytes + 1);
+    if (s->nread_wait == s->capread_wait) {
+        size_t cap = s->capread_wait ? s->capread_wait * 2 : 64;
+        struct client **w = rc_realloc(s->read_wait, cap * sizeof *w);
+        if (w) {
+            s->read_wait = w;
+            s->capread_wait = cap;
+        }
+    }
+    if (!copy || !args || s->nread_wait == s->capread_wait) {
+        rc_free(copy);
+        rc_free(args);
+        reply_error(c, "ERR out of memory");
+        return true;
+    }
+    char *p = (char *)(args + argc);
+    for (size_t i = 0; i < argc; i++) {
+        memcpy(p, argv[i].ptr, argv[i].len);
+        args[i] = (struct resp_arg){p, argv[i].len};
+        p += argv[i].len;
+    }
+    memset(copy, 0, sizeof *copy);
+    copy->args = args;
+    copy->count = argc;
+    copy->cap = argc;
+    c->deferred = copy;
+    c->blocked = true;
+    c->pending_writes++;
+    c->refs++;
+    s->read_wait[s->nread_wait++] = c;
+    return true;
+}
+
+/* What a follower does with a command it cannot serve. */
+static bool route_away(struct client *c, size_t argc, const struct resp_arg *argv)
+{
+    struct server *s = c->srv;
+    char leader[CLUSTER_ADDR_MAX];
+    if (!cluster_leader_addr(s, leader, sizeof leader)) {
+        reply_error(c, "CLUSTERDOWN no leader");
+        return true;
+    }
+    const char *mode = s->cfg->follower_mode;
+    if (strcmp(mode, "redirect") == 0) {
+        s->stat_redirected++;
+        reply_errorf(c, "TRY %s", leader);
+        return true;
+    }
+    if (strcmp(mode, "moved") == 0) {
+        s->stat_redirected++;
+        reply_errorf(c, "MOVED 0 %s", leader);
+        return true;
+    }
+    s->stat_forwarded++;
+    if (forward_command(s, c, argc, argv, leader) != 0)
+        reply_error(c, "ERR cannot forward to the leader");
+    return true;
+}
+
+bool cluster_route_command(struct client *c, const struct command *cmd, size_t argc,
+                           const struct resp_arg *argv)
+{
+    struct server *s = c->srv;
+    if (!s->raft || !(cmd->flags & (CMD_WRITE | CMD_READONLY)))
+        return false;
+    if (cmd->flags & CMD_WRITE)
+        return s->is_leader ? false : route_away(c, argc, argv);
+    const char *mode = c->readonly_mode ? "local" : s->cfg->read_consistency;
+    if (strcmp(mode, "local") == 0)
+        return false;
+    if (!s->is_leader)
+        return route_away(c, argc, argv);
+    if (strcmp(mode, "leader") == 0)
+        return false;
+    return defer_read(c, argc, argv);
+}
+
+/* Starts a ReadIndex round for the reads that arrived during this iteration. */
+static void start_read_round(struct server *s)
+{
+    if (s->nread_wait == 0)
+        return;
+    if (!s->is_leader) {
+        fail_reads(s, "-ERR leadership changed; retry the read\r\n");
+        return;
+    }
+    if (s->nrounds == s->caprounds) {
+        size_t cap = s->caprounds ? s->caprounds * 2 : 8;
+        struct read_round *r = rc_realloc(s->rounds, cap * sizeof *r);
+        if (!r)
+            return; /* retried next iteration */
+        s->rounds = r;
+        s->caprounds = cap;
+    }
+    uint64_t ctx = s->next_read_ctx + 1;
+    int rc = raft_node_read_index(s->raft, ctx);
+    if (rc == 0)
+        s->next_read_ctx = ctx;
+    if (rc == RC_EAGAIN)
+        return; /* the new leader has not committed in its term yet: the timer retries */
+    if (rc != 0) {
+        fail_reads(s, "-ERR read failed\r\n");
+        return;
+    }
+    s->rounds[s->nrounds++] =
+        (struct read_round){.ctx = ctx, .clients = s->read_wait, .n = s->nread_wait};
+    s->read_wait = NULL;
+    s->nread_wait = s->capread_wait = 0;
+}
+
+void cluster_after_iteration(struct server *s)
+{
+    if (!s->raft)
+        return;
+    start_read_round(s);
+    raft_node_process(s->raft);
+}
+
+void cluster_client_gone(struct client *c)
+{
+    struct server *s = c->srv;
+    if (s->job.kind && s->job.client == c)
+        s->job.client = NULL;
+    forward_client_gone(s, c);
+}
+
+/* ============================== membership jobs ============================== */
+
+static void job_reply(struct server *s, const char *reply)
+{
+    struct client *c = s->job.client;
+    if (!c)
+        return;
+    c->blocked = false;
+    c->pending_writes--;
+    if (!c->closed) {
+        resp_buf_append(&c->out, reply, strlen(reply));
+        client_mark_output(c);
+        client_resume(c);
+    }
+    client_release(c);
+    s->job.client = NULL;
+}
+
+static void job_finish(struct server *s, const char *reply)
+{
+    job_reply(s, reply);
+    memset(&s->job, 0, sizeof s->job);
+}
+
+static bool config_has(const struct raft_config *cfg, uint64_t id, bool voter)
+{
+    return voter ? raft_config_has_voter(cfg, id) : raft_config_has_learner(cfg, id);
+}
+
+static void job_step(struct server *s)
+{
+    struct member_job *j = &s->job;
+    if (!j->kind)
+        return;
+    if ((uint64_t)server_now_ms() > j->deadline_ms) {
+        job_finish(s, "-ERR timed out\r\n");
+        return;
+    }
+    struct raft_status st;
+    raft_node_status(s->raft, &st);
+    bool committed = st.config_index <= st.commit;
+    if (j->kind == 3) { /* transfer: done once someone else leads */
+        if (st.leader != RAFT_NONE && st.leader != s->self.id) {
+            job_finish(s, "+OK\r\n");
+            return;
+        }
+        if (j->step == 0 && s->is_leader) {
+            int rc = raft_node_transfer(s->raft, j->id);
+            if (rc == 0)
+                j->step = 1;
+            else if (rc != RC_EAGAIN)
+                job_finish(s, "-ERR cannot transfer leadership\r\n");
+        }
+        return;
+    }
+    if (!s->is_leader) {
+        job_finish(s, "-ERR leadership changed; retry\r\n");
+        return;
+    }
+    int rc;
+    if (j->kind == 1) { /* add: directory, learner, caught up, voter */
+        switch (j->step) {
+        case 0:
+            if (propose_member_set(s, j->id, j->client_addr, j->peer_addr) == 0)
+                j->step = 1;
+            return;
+        case 1:
+            if (config_has(&st.config, j->id, false) || config_has(&st.config, j->id, true)) {
+                j->step = 2;
+                return;
+            }
+            rc = raft_node_change(s->raft, RAFT_ADD_LEARNER, j->id);
+            if (rc == 0 || rc == RC_EEXIST)
+                j->step = 2;
+            else if (rc != RC_EBUSY && rc != RC_EAGAIN)
+                job_finish(s, "-ERR cannot add the learner\r\n");
+            return;
+        case 2:
+            if (config_has(&st.config, j->id, true)) {
+                j->step = 3;
+                return;
+            }
+            if (!committed)
+                return;
+            rc = raft_node_change(s->raft, RAFT_PROMOTE, j->id);
+            if (rc == 0)
+                j->step = 3;
+            else if (rc != RC_EBUSY && rc != RC_EAGAIN)
+                job_finish(s, "-ERR cannot promote the learner\r\n");
+            return;
+        default:
+            if (config_has(&st.config, j->id, true) && committed)
+                job_finish(s, "+OK\r\n");
+            return;
+        }
+    }
+    /* remove: configuration first, then the directory line */
+    switch (j->step) {
+    case 0:
+        rc = raft_node_change(s->raft, RAFT_REMOVE, j->id);
+        if (rc == 0 || rc == RC_ENOTFOUND)
+            j->step = 1;
+        else if (rc != RC_EBUSY && rc != RC_EAGAIN)
+            job_finish(s, "-ERR cannot remove the peer\r\n");
+        return;
+    case 1:
+        if (!committed)
+            return;
+        if (j->id == s->self.id) {
+            job_finish(s, "+OK\r\n");
+            return;
+        }
+        if (propose_member_del(s, j->id) == 0)
+            j->step = 2;
+        return;
+    default:
+        if (!cluster_members_find(&s->members, j->id))
+            job_finish(s, "+OK\r\n");
+        return;
+    }
+}
+
+static bool job_start(struct client *c, int kind, uint64_t id, const char *client_addr,
+                      const char *peer_addr)
+{
+    struct server *s = c->srv;
+    if (s->job.kind) {
+        reply_error(c, "ERR another membership change is in progress");
+        return false;
+    }
+    memset(&s->job, 0, sizeof s->job);
+    s->job.kind = kind;
+    s->job.id = id;
+    snprintf(s->job.client_addr, sizeof s->job.client_addr, "%s", client_addr ? client_addr : "");
+    snprintf(s->job.peer_addr, sizeof s->job.peer_addr, "%s", peer_addr ? peer_addr : "");
+    s->job.deadline_ms =
+        (uint64_t)server_now_ms() + (kind == 3 ? TRANSFER_DEADLINE_MS : JOB_DEADLINE_MS);
+    s->job.client = c;
+    c->blocked = true;
+    c->pending_writes++;
+    c->refs++;
+    job_step(s);
+    return true;
+}
+
+/* The leader keeps its own directory line current (first election, or a changed address). */
+static void directory_upkeep(struct server *s)
+{
+    struct raft_status st;
+    raft_node_status(s->raft, &st);
+    if (!s->is_leader || st.commit < st.last_index)
+        return; /* wait until earlier directory entries are committed and applied */
+    const struct cluster_member *m = cluster_members_find(&s->members, s->self.id);
+    if (!m || strcmp(m->client_addr, s->self.client_addr) != 0 ||
+        strcmp(m->peer_addr, s->self.peer_addr) != 0)
+        propose_member_set(s, s->self.id, s->self.client_addr, s->self.peer_addr);
+}
+
+static void on_cluster_timer(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    if (s->shutting_down || !s->raft)
+        return;
+    directory_upkeep(s);
+    job_step(s);
+    start_read_round(s);
+    raft_node_process(s->raft);
+}
+
+/* ============================== commands ============================== */
+
+static void reply_raw(struct client *c, const char *text)
+{
+    resp_buf_append(&c->out, text, strlen(text));
+}
+
+static void cmd_raftleader(struct client *c, size_t argc, const struct resp_arg *a)
+{
+    char leader[CLUSTER_ADDR_MAX];
+    if (cluster_leader_addr(c->srv, leader, sizeof leader))
+        resp_add_bulk_cstr(&c->out, leader);
+    else
+        resp_add_null(&c->out);
+}
+
+static void cmd_raftstate(struct client *c, size_t argc, const struct resp_arg *a)
+{
+    struct server *s = c->srv;
+    struct raft_status st;
+    raft_node_status(s->raft, &st);
+    resp_add_status(&c->out, role_name(st.role));
+}
+
+static void add_stat(struct resp_buf *b, const char *name, uint64_t v)
+{
+    resp_add_bulk_cstr(b, name);
+    char num[24];
+    snprintf(num, sizeof num, "%" PRIu64, v);
+    resp_add_bulk_cstr(b, num);
+}
+
+static void cmd_raftstats(struct client *c, size_t argc, const struct resp_arg *a)
+{
+    struct server *s = c->srv;
+    struct raft_status st;
+    raft_node_status(s->raft, &st);
+    struct raft_node_stats ns;
+    raft_node_stats(s->raft, &ns);
+    char cluster[24];
+    snprintf(cluster, sizeof cluster, "%016" PRIx64, s->self.cluster_id);
+    resp_add_array(&c->out, 2 * 16);
+    add_stat(&c->out, "id", s->self.id);
+    resp_add_bulk_cstr(&c->out, "cluster_id");
+    resp_add_bulk_cstr(&c->out, cluster);
+    resp_add_bulk_cstr(&c->out, "state");
+    resp_add_bulk_cstr(&c->out, role_name(st.role));
+    add_stat(&c->out, "term", st.term);
+    add_stat(&c->out, "leader", st.leader);
+    add_stat(&c->out, "commit_index", st.commit);
+    add_stat(&c->out, "applied_index", s->revision);
+    add_stat(&c->out, "last_log_index", st.last_index);
+    add_stat(&c->out, "last_log_term", st.last_term);
+    add_stat(&c->out, "first_log_index", st.first_index);
+    add_stat(&c->out, "last_snapshot_index", st.first_index ? st.first_index - 1 : 0);
+    add_stat(&c->out, "num_peers", st.config.n_voters + st.config.n_learners - 1);
+    add_stat(&c->out, "num_voters", st.config.n_voters);
+    add_stat(&c->out, "fsyncs", ns.fsyncs);
+    add_stat(&c->out, "fsync_avg_us", ns.fsyncs ? ns.fsync_total_us / ns.fsyncs : 0);
+    add_stat(&c->out, "entries_applied", ns.entries_applied);
+}
+
+static void add_peer_row(struct client *c, uint64_t id, const char *role, const char *state)
+{
+    const struct cluster_member *m = cluster_members_find(&c->srv->members, id);
+    resp_add_array(&c->out, 5);
+    char num[24];
+    snprintf(num, sizeof num, "%" PRIu64, id);
+    resp_add_bulk_cstr(&c->out, num);
+    resp_add_bulk_cstr(&c->out, m ? m->client_addr : "");
+    resp_add_bulk_cstr(&c->out, m ? m->peer_addr : "");
+    resp_add_bulk_cstr(&c->out, role);
+    resp_add_bulk_cstr(&c->out, state);
+}
+
+static void cmd_raftpeers(struct client *c, size_t argc, const struct resp_arg *a)
+{
+    struct raft_status st;
+    raft_node_status(c->srv->raft, &st);
+    resp_add_array(&c->out, st.config.n_voters + st.config.n_learners);
+    for (uint32_t i = 0; i < st.config.n_voters; i++) {
+        uint64_t id = st.config.voters[i];
+        add_peer_row(c, id, "voter", id == st.leader ? "Leader" : "Follower");
+    }
+    for (uint32_t i = 0; i < st.config.n_learners; i++)
+        add_peer_row(c, st.config.learners[i], "standby", "Learner");
+}
+
+static bool parse_u64_arg(const struct resp_arg *a, uint64_t *out)
+{
+    char buf[24];
+    if (a->len == 0 || a->len >= sizeof buf)
+        return false;
+    memcpy(buf, a->ptr, a->len);
+    buf[a->len] = '\0';
+    char *end;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (*end || buf[0] == '-')
+        return false;
+    *out = v;
+    return true;
+}
+
+static void arg_cstr(const struct resp_arg *a, char *buf, size_t cap)
+{
+    size_t n = a->len < cap - 1 ? a->len : cap - 1;
+    memcpy(buf, a->ptr, n);
+    buf[n] = '\0';
+}
+
+/* Commands that change membership run on the leader: a follower forwards them. */
+static bool admin_on_leader(struct client *c, size_t argc, const struct resp_arg *a)
+{
+    if (c->srv->is_leader)
+        return true;
+    char leader[CLUSTER_ADDR_MAX];
+    if (!cluster_leader_addr(c->srv, leader, sizeof leader)) {
+        reply_error(c, "CLUSTERDOWN no leader");
+        return false;
+    }
+    if (forward_command(c->srv, c, argc, a, leader) != 0)
+        reply_error(c, "ERR cannot forward to the leader");
+    return false;
+}
+
+/* RAFTADDPEER peer-addr [ID n] [CLIENT client-addr] */
+static void cmd_raftaddpeer(struct client *c, size_t argc, const struct resp_arg *a)
+{
+    if (!admin_on_leader(c, argc, a))
+        return;
+    struct server *s = c->srv;
+    char peer[CLUSTER_ADDR_MAX], client[CLUSTER_ADDR_MAX] = "";
+    arg_cstr(&a[1], peer, sizeof peer);
+    uint64_t id = 0;
+    for (size_t i = 2; i < argc; i += 2) {
+        if (i + 1 >= argc) {
+            reply_syntax_error(c);
+            return;
+        }
+        if (arg_is(&a[i], "ID") && parse_u64_arg(&a[i + 1], &id) && id != 0)
+            continue;
+        if (arg_is(&a[i], "CLIENT")) {
+            arg_cstr(&a[i + 1], client, sizeof client);
+            continue;
+        }
+        reply_syntax_error(c);
+        return;
+    }
+    if (id == 0) {
+        reply_error(c, "ERR an ID is required (raftcask ids are not derived from addresses)");
+        return;
+    }
+    if (!client[0])
+        snprintf(client, sizeof client, "%s", peer);
+    struct raft_status st;
+    raft_node_status(s->raft, &st);
+    const struct cluster_member *m = cluster_members_find(&s->members, id);
+    if (raft_config_has_voter(&st.config, id)) {
+        /* A joiner that asks again (it restarted mid-join) gets its answer again. */
+        if (m && strcmp(m->peer_addr, peer) == 0)
+            reply_raw(c, "+OK\r\n");
+        else
+            reply_error(c, "ERR peer already known");
+        return;
+    }
+    for (size_t i = 0; i < s->members.count; i++) {
+        if (s->members.m[i].id != id && strcmp(s->members.m[i].peer_addr, peer) == 0) {
+            reply_error(c, "ERR peer already known");
+            return;
+        }
+    }
+    job_start(c, 1, id, client, peer);
+}
+
+static bool find_member_arg(struct server *s, const struct resp_arg *a, uint64_t *id)
+{
+    if (parse_u64_arg(a, id))
+        return true;
+    char addr[CLUSTER_ADDR_MAX];
+    arg_cstr(a, addr, sizeof addr);
+    for (size_t i = 0; i < s->members.count; i++) {
+        if (strcmp(s->members.m[i].peer_addr, addr) == 0 ||
+            strcmp(s->members.m[i].client_addr, addr) == 0) {
+            *id = s->members.m[i].id;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void cmd_raftremovepeer(struct client *c, size_t argc, const struct resp_arg *a)
+{
+    if (!admin_on_leader(c, argc, a))
+        return;
+    struct server *s = c->srv;
+    uint64_t id;
+    struct raft_status st;
+    raft_node_status(s->raft, &st);
+    if (!find_member_arg(s, &a[1], &id) ||
+        (!raft_config_has_voter(&st.config, id) && !raft_config_has_learner(&st.config, id) &&
+         !cluster_members_find(&s->members, id))) {
+        reply_error(c, "ERR peer is unknown");
+        return;
+    }
+    job_start(c, 2, id, NULL, NULL);
+}
+
+static void cmd_rafttransfer(struct client *c, size_t argc, const struct resp_arg *a)
+{
+    if (!admin_on_leader(c, argc, a))
+        return;
+    struct server *s = c->srv;
+    struct raft_status st;
+    raft_node_status(s->raft, &st);
+    uint64_t id = 0;
+    if (argc > 1) {
+        if (!find_member_arg(s, &a[1], &id) || !raft_config_has_voter(&st.config, id)) {
+            reply_error(c, "ERR peer is unknown");
+            return;
+        }
+        if (id == s->self.id) {
+            reply_raw(c, "+OK\r\n");
+            return;
+        }
+    } else {
+        /* The most caught-up other voter. */
+        uint64_t best = 0;
+        for (uint32_t i = 0; i < st.config.n_voters; i++) {
+            uint64_t v = st.config.voters[i], match = 0;
+            if (v == s->self.id)
+                continue;
+            raft_node_status(s->raft, &st);
+            (void)match;
+            if (!id || v < best) {
+                id = v;
+                best = v;
+            }
+        }
+        if (!id) {
+            reply_error(c, "ERR no other voter to transfer to");
+            return;
+        }
+    }
+    job_start(c, 3, id, NULL, NULL);
+}
+
+/* JOIN id peer-addr (finn): RAFTADDPEER peer-addr ID id */
+static void cmd_join(struct client *c, size_t argc, const struct resp_arg *a)
+{
+    struct resp_arg args[4] = {{"RAFTADDPEER", 11}, a[2], {"ID", 2}, a[1]};
+    cmd_raftaddpeer(c, 4, args);
+}
+
+#define A CMD_ADMIN
+#define R CMD_READONLY
+#define F CMD_FAST
+static const struct command rows[] = {
+    {"raftleader", 1, F, 0, 0, 0, cmd_raftleader, "raftcask", "raftcask", "",
+     "The leader's client address, or nil if no leader is known."},
+    {"leader", 1, F, 0, 0, 0, cmd_raftleader, "raftcask", "raftcask", "", "Alias of RAFTLEADER."},
+    {"raftstate", 1, F, 0, 0, 0, cmd_raftstate, "raftcask", "raftcask", "",
+     "This node's role: Leader, Follower, Candidate or Shutdown."},
+    {"raftstats", 1, F, 0, 0, 0, cmd_raftstats, "raftcask", "raftcask", "",
+     "This node's Raft figures as a flat array of name, value."},
+    {"raftpeers", 1, 0, 0, 0, 0, cmd_raftpeers, "raftcask", "raftcask", "",
+     "The members: id, client address, peer address, role, state."},
+    {"nodes", 1, 0, 0, 0, 0, cmd_raftpeers, "raftcask", "raftcask", "", "Alias of RAFTPEERS."},
+    {"raftaddpeer", -2, A, 0, 0, 0, cmd_raftaddpeer, "raftcask", "raftcask",
+     "peer-addr ID id [CLIENT client-addr]",
+     "Adds a node: learner, caught up, then voter; replies once it votes."},
+    {"join", 3, A, 0, 0, 0, cmd_join, "raftcask", "raftcask", "id peer-addr",
+     "Alias of RAFTADDPEER peer-addr ID id."},
+    {"raftremovepeer", 2, A, 0, 0, 0, cmd_raftremovepeer, "raftcask", "raftcask", "id-or-addr",
+     "Removes a node from the cluster."},
+    {"rafttransfer", -1, A, 0, 0, 0, cmd_rafttransfer, "raftcask", "raftcask", "[id]",
+     "Hands leadership to a voter; replies once it moved."},
+};
+#undef A
+#undef R
+#undef F
+
+const struct command_table cluster_commands = {rows, sizeof rows / sizeof rows[0]};
+
+/* ============================== INFO ============================== */
+
+void cluster_info(struct server *s, struct resp_buf *b)
+{
+    struct raft_status st;
+    raft_node_status(s->raft, &st);
+    struct raft_node_stats ns;
+    raft_node_stats(s->raft, &ns);
+    char leader[CLUSTER_ADDR_MAX] = "";
+    cluster_leader_addr(s, leader, sizeof leader);
+    char text[2048];
+    int n = snprintf(
+        text, sizeof text,
+        "# Raft\r\nraft_id:%" PRIu64 "\r\nraft_cluster_id:%016" PRIx64 "\r\nraft_role:%s\r\n"
+        "raft_term:%" PRIu64 "\r\nraft_leader_id:%" PRIu64 "\r\nraft_leader_addr:%s\r\n"
+        "raft_commit_index:%" PRIu64 "\r\nraft_applied_index:%" PRIu64 "\r\n"
+        "raft_last_log_index:%" PRIu64 "\r\nraft_first_log_index:%" PRIu64 "\r\n"
+        "raft_last_snapshot_index:%" PRIu64 "\r\nraft_voters:%u\r\nraft_learners:%u\r\n"
+        "raft_fsyncs:%" PRIu64 "\r\nraft_fsync_avg_us:%" PRIu64 "\r\nraft_fsync_max_us:%" PRIu64
+        "\r\nraft_msgs_sent:%" PRIu64 "\r\nraft_msgs_received:%" PRIu64
+        "\r\nraft_msgs_dropped:%" PRIu64 "\r\nraft_forwarded:%" PRIu64
+        "\r\nraft_redirected:%" PRIu64 "\r\nraft_reads_confirmed:%" PRIu64 "\r\n\r\n",
+        s->self.id, s->self.cluster_id, role_name(st.role), st.term, st.leader, leader, st.commit,
+        s->revision, st.last_index, st.first_index, st.first_index ? st.first_index - 1 : 0,
+        st.config.n_voters, st.config.n_learners, ns.fsyncs,
+        ns.fsyncs ? ns.fsync_total_us / ns.fsyncs : 0, ns.fsync_max_us, ns.msgs_sent,
+        ns.msgs_received, ns.msgs_dropped, s->stat_forwarded, s->stat_redirected,
+        s->stat_reads_confirmed);
+    resp_buf_append(b, text, (size_t)n);
+}
+
+/* ============================== joining ============================== */
+
+/* A blocking RESP call to host:port for the join thread and the cluster id: sends argv,
+ * reads one reply line (and, for a multibulk, the rest) into buf. 0 or -1. */
+static int blocking_call(const char *addr, int argc, const char **argv, char *buf, size_t cap,
+                         int timeout_s)
+{
+    char host[256];
+    int port;
+    if (rc_config_split_hostport(addr, host, &port) != 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {.tv_sec = timeout_s};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    char req[1024];
+    size_t n = (size_t)snprintf(req, sizeof req, "*%d\r\n", argc);
+    for (int i = 0; i < argc && n < sizeof req; i++)
+        n += (size_t)snprintf(req + n, sizeof req - n, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
+    if (n >= sizeof req || write(fd, req, n) != (ssize_t)n) {
+        close(fd);
+        return -1;
+    }
+    size_t got = 0;
+    long whole = 0;
+    while (got + 1 < cap && whole == 0) {
+        ssize_t r = read(fd, buf + got, cap - 1 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+        whole = forward_reply_length(buf, got);
+    }
+    close(fd);
+    buf[got] = '\0';
+    return whole > 0 ? 0 : -1;
+}
+
+/* Asks the member at --join for the cluster id (RAFTSTATS), retrying for a while. */
+static int fetch_cluster_id(const char *join, uint64_t *cluster_id)
+{
+    for (int attempt = 0; attempt < 100; attempt++) {
+        char buf[4096];
+        const char *argv[1] = {"RAFTSTATS"};
+        if (blocking_call(join, 1, argv, buf, sizeof buf, 5) == 0) {
+            const char *p = strstr(buf, "cluster_id\r\n$16\r\n");
+            if (p) {
+                *cluster_id = strtoull(p + 17, NULL, 16);
+                if (*cluster_id)
+                    return 0;
+            }
+        }
+        usleep(100 * 1000);
+    }
+    return RC_EIO;
+}
+
+static void join_thread_main(void *arg)
+{
+    struct server *s = arg;
+    char ids[24];
+    snprintf(ids, sizeof ids, "%" PRIu64, s->self.id);
+    const char *argv[6] = {"RAFTADDPEER", s->self.peer_addr, "ID",
+                           ids,           "CLIENT",          s->self.client_addr};
+    unsigned delay_ms = 100;
+    while (!s->join_stop) {
+        char buf[512];
+        if (blocking_call(s->cfg->join, 6, argv, buf, sizeof buf, 70) == 0) {
+            if (strncmp(buf, "+OK", 3) == 0) {
+                rc_info("joined the cluster through %s as node %s", s->cfg->join, ids);
+                return;
+            }
+            char *eol = strstr(buf, "\r\n");
+            if (eol)
+                *eol = '\0';
+            rc_warn("joining through %s: %s; retrying", s->cfg->join, buf);
+        }
+        for (unsigned waited = 0; waited < delay_ms && !s->join_stop; waited += 50)
+            usleep(50 * 1000);
+        if (delay_ms < 2000)
+            delay_ms *= 2;
+    }
+}
+
+/* ============================== start and stop ============================== */
+
+static uint64_t random_u64(void)
+{
+    uint64_t v = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f) {
+        if (fread(&v, sizeof v, 1, f) != 1)
+            v = 0;
+        fclose(f);
+    }
+    if (!v)
+        v = rc_mono_ns() ^ ((uint64_t)getpid() << 32);
+    return v;
+}
+
+static void default_peer_bind(const struct rc_config *cfg, char *buf, size_t cap)
+{
+    if (cfg->peer_bind && cfg->peer_bind[0]) {
+        snprintf(buf, cap, "%s", cfg->peer_bind);
+        return;
+    }
+    char host[256];
+    int port = 0;
+    rc_config_split_hostport(cfg->bind, host, &port);
+    if (strchr(host, ':'))
+        snprintf(buf, cap, "[%s]:%d", host, port + 1);
+    else
+        snprintf(buf, cap, "%s:%d", host, port + 1);
+}
+
+int cluster_start(struct server *s)
+{
+    struct rc_config *cfg = s->cfg;
+    snprintf(s->raft_dir, sizeof s->raft_dir, "%s/raft", cfg->dir);
+    char peer_bind[300];
+    default_peer_bind(cfg, peer_bind, sizeof peer_bind);
+    int rc = cluster_node_conf_load(cfg->dir, &s->self);
+    bool fresh = rc == RC_ENOTFOUND;
+    if (rc != 0 && !fresh) {
+        rc_error("cannot read %s/node.conf: %s", cfg->dir, rc_strerror(rc));
+        return rc;
+    }
+    if (fresh) {
+        s->self.id = cfg->id ? cfg->id : (random_u64() >> 1) | 1;
+        snprintf(s->self.client_addr, sizeof s->self.client_addr, "%s",
+                 cfg->advertise && cfg->advertise[0] ? cfg->advertise : cfg->bind);
+        const char *pa =
+            cfg->peer_advertise && cfg->peer_advertise[0] ? cfg->peer_advertise : peer_bind;
+        if (strlen(pa) >= sizeof s->self.peer_addr) {
+            rc_error("peer address '%s' is too long", pa);
+            return RC_EINVAL;
+        }
+        memcpy(s->self.peer_addr, pa, strlen(pa) + 1);
+        if (cfg->join && cfg->join[0]) {
+            rc_info("asking %s for the cluster id", cfg->join);
+            if (fetch_cluster_id(cfg->join, &s->self.cluster_id) != 0) {
+                rc_error("cannot reach a cluster member at --join %s", cfg->join);
+                return RC_EIO;
+            }
+        } else {
+            s->self.cluster_id = random_u64();
+            struct raft_config c = {.n_voters = 1, .voters = {s->self.id}};
+            rc = raft_node_bootstrap(s->raft_dir, &c);
+            if (rc != 0 && rc != RC_EEXIST) {
+                rc_error("cannot bootstrap the Raft log in %s: %s", s->raft_dir, rc_strerror(rc));
+                return rc;
+            }
+        }
+        rc = cluster_node_conf_save(cfg->dir, &s->self);
+        if (rc != 0) {
+            rc_error("cannot write %s/node.conf: %s", cfg->dir, rc_strerror(rc));
+            return rc;
+        }
+    } else if (cfg->id && cfg->id != s->self.id) {
+        rc_error("--id %llu differs from the id %llu stored in %s/node.conf",
+                 (unsigned long long)cfg->id, (unsigned long long)s->self.id, cfg->dir);
+        return RC_EINVAL;
+    }
+    rc = cluster_members_load(cfg->dir, &s->members);
+    if (rc != 0)
+        return rc;
+
+    struct raft_node_options o;
+    raft_node_options_default(&o, s->self.id);
+    o.cluster_id = s->self.cluster_id;
+    o.dir = s->raft_dir;
+    o.peer_bind = peer_bind;
+    o.peer_advertise = s->self.peer_addr;
+    o.applied = rc_store_applied_revision(s->store);
+    if (cfg->election_timeout_ms >= 2 * o.tick_ms)
+        o.election_ticks = (int)(cfg->election_timeout_ms / o.tick_ms);
+    if (cfg->heartbeat_ms >= o.tick_ms)
+        o.heartbeat_ticks = (int)(cfg->heartbeat_ms / o.tick_ms);
+    if (o.heartbeat_ticks >= o.election_ticks)
+        o.heartbeat_ticks = o.election_ticks / 3 > 0 ? o.election_ticks / 3 : 1;
+    struct raft_node_callbacks cb = {
+        .apply = on_apply, .read_ready = on_read_ready, .on_state = on_state};
+    rc = raft_node_start(s->loop, &o, &cb, s, &s->raft);
+    if (rc != 0) {
+        rc_error("cannot start Raft (log %s, peers on %s): %s", s->raft_dir, peer_bind,
+                 rc_strerror(rc));
+        return rc;
+    }
+    apply_members_to_transport(s);
+    raft_node_status(s->raft, &s->rstatus);
+    uv_timer_init(s->loop, &s->cluster_timer);
+    s->cluster_timer.data = s;
+    uv_timer_start(&s->cluster_timer, on_cluster_timer, CLUSTER_TIMER_MS, CLUSTER_TIMER_MS);
+    if (fresh && cfg->join && cfg->join[0]) {
+        s->join_stop = 0;
+        s->join_thread_running = uv_thread_create(&s->join_thread, join_thread_main, s) == 0;
+    } else if (!fresh && cfg->join && cfg->join[0]) {
+        rc_info("--join ignored: this node has state in %s", cfg->dir);
+    }
+    rc_info("raft: node %llu of cluster %016llx, peers on %s", (unsigned long long)s->self.id,
+            (unsigned long long)s->self.cluster_id, peer_bind);
+    return 0;
+}
+
+static void raft_closed(void *ctx)
+{
+    struct server *s = ctx;
+    s->raft_closed = true;
+}
+
+void cluster_stop(struct server *s)
+{
+    if (!s->raft)
+        return;
+    if (s->job.kind)
+        job_finish(s, "-ERR shutting down\r\n");
+    fail_reads(s, "-ERR shutting down\r\n");
+    writepath_fail_proposed(s, "-ERR shutting down; the write may or may not be applied\r\n");
+    if (!uv_is_closing((uv_handle_t *)&s->cluster_timer))
+        uv_close((uv_handle_t *)&s->cluster_timer, NULL);
+    raft_node_close(s->raft, raft_closed, s);
+}
+
+void cluster_free(struct server *s)
+{
+    if (s->join_thread_running) {
+        s->join_stop = 1;
+        uv_thread_join(&s->join_thread);
+        s->join_thread_running = false;
+    }
+    forward_free(s);
+    rc_free(s->read_wait);
+    rc_free(s->rounds);
+    rc_free(s->proposed);
+    s->read_wait = NULL;
+    s->rounds = NULL;
+    s->proposed = NULL;
+}

@@ -1,0 +1,359 @@
+/*
+ * forward.c — a follower in --follower-mode proxy relays commands to the leader.
+ *
+ * One pipelined RESP connection to the leader's client address is kept open and reused
+ * for every forwarded command (the pool holds one connection: replies come back in order
+ * on it, which is what pairs them with their clients). A forwarded command blocks its
+ * client until the reply comes back; the reply's bytes are relayed as they are. The
+ * connection authenticates with --requirepass first when one is set (the cluster shares
+ * it). If the leader changes, the connection fails, or the oldest command waits longer
+ * than FORWARD_DEADLINE_MS, the connection is closed and every waiting client gets an
+ * error (the command may or may not have been applied, as with any lost connection).
+ */
+#include "server.h"
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "raftcask.h"
+
+#include <string.h>
+
+#define FORWARD_DEADLINE_MS 5000
+#define REPLY_MAX_DEPTH     32
+
+struct waiter {
+    struct client *client; /* NULL: the AUTH reply, or a client that went away */
+    uint64_t sent_ms;
+};
+
+struct forwarder {
+    struct server *s;
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    uv_timer_t timer;
+    char addr[CLUSTER_ADDR_MAX];
+    bool connected, closing, timer_on;
+    struct resp_buf pending; /* bytes to send once connected */
+    char *in;
+    size_t in_len, in_cap;
+    struct waiter *w;
+    size_t wn, wcap, whead; /* FIFO w[whead .. wn) */
+};
+
+/* ============================== reply framing ============================== */
+
+static long line_end(const char *b, size_t len, size_t from)
+{
+    for (size_t i = from; i + 1 < len; i++)
+        if (b[i] == '\r' && b[i + 1] == '\n')
+            return (long)i;
+    return -1;
+}
+
+/* Bytes of the one complete RESP2 reply at b (0: incomplete; -1: malformed). */
+static long reply_length_at(const char *b, size_t len, size_t pos, int depth)
+{
+    if (depth > REPLY_MAX_DEPTH)
+        return -1;
+    if (pos >= len)
+        return 0;
+    long eol = line_end(b, len, pos);
+    if (eol < 0)
+        return 0;
+    char kind = b[pos];
+    size_t next = (size_t)eol + 2;
+    if (kind == '+' || kind == '-' || kind == ':')
+        return (long)(next - pos);
+    if (kind != '$' && kind != '*')
+        return -1;
+    long long n = 0;
+    int neg = 0;
+    size_t i = pos + 1;
+    if (i < (size_t)eol && b[i] == '-') {
+        neg = 1;
+        i++;
+    }
+    if (i == (size_t)eol)
+        return -1;
+    for (; i < (size_t)eol; i++) {
+        if (b[i] < '0' || b[i] > '9' || n > (1ll << 40))
+            return -1;
+        n = n * 10 + (b[i] - '0');
+    }
+    if (neg)
+        return n == 1 ? (long)(next - pos) : -1;
+    if (kind == '$') {
+        if (len < next + (size_t)n + 2)
+            return 0;
+        return (long)(next + (size_t)n + 2 - pos);
+    }
+    size_t at = next;
+    for (long long k = 0; k < n; k++) {
+        long l = reply_length_at(b, len, at, depth + 1);
+        if (l <= 0)
+            return l;
+        at += (size_t)l;
+    }
+    return (long)(at - pos);
+}
+
+long forward_reply_length(const char *b, size_t len)
+{
+    return reply_length_at(b, len, 0, 0);
+}
+
+/* ============================== the connection ============================== */
+
+static void answer(struct forwarder *f, struct waiter *w, const char *reply, size_t len)
+{
+    struct client *c = w->client;
+    if (!c)
+        return;
+    c->blocked = false;
+    c->pending_writes--;
+    if (!c->closed) {
+        resp_buf_append(&c->out, reply, len);
+        client_mark_output(c);
+        client_resume(c);
+    }
+    client_release(c);
+    (void)f;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct forwarder *f = h->data;
+    rc_free(f->in);
+    rc_free(f->w);
+    resp_buf_free(&f->pending);
+    rc_free(f);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct forwarder *f = h->data;
+    uv_close((uv_handle_t *)&f->tcp, on_closed);
+}
+
+/* Closes the connection; every waiting client gets reply. */
+static void fwd_close(struct forwarder *f, const char *reply)
+{
+    if (f->closing)
+        return;
+    f->closing = true;
+    if (f->s->fwd == f)
+        f->s->fwd = NULL;
+    for (size_t i = f->whead; i < f->wn; i++)
+        answer(f, &f->w[i], reply, strlen(reply));
+    f->whead = f->wn = 0;
+    uv_close((uv_handle_t *)&f->timer, on_timer_closed);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct forwarder *f = h->data;
+    (void)suggested;
+    if (f->in_cap - f->in_len < 16384) {
+        size_t cap = f->in_cap ? f->in_cap * 2 : 65536;
+        char *n = rc_realloc(f->in, cap);
+        if (!n) {
+            buf->base = NULL;
+            buf->len = 0;
+            return;
+        }
+        f->in = n;
+        f->in_cap = cap;
+    }
+    buf->base = f->in + f->in_len;
+    buf->len = f->in_cap - f->in_len;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct forwarder *f = st->data;
+    (void)buf;
+    if (nread < 0) {
+        fwd_close(f, "-ERR connection to the leader lost; the command may or may not have been "
+                     "applied\r\n");
+        return;
+    }
+    f->in_len += (size_t)nread;
+    size_t pos = 0;
+    while (pos < f->in_len) {
+        long l = forward_reply_length(f->in + pos, f->in_len - pos);
+        if (l == 0)
+            break;
+        if (l < 0 || f->whead == f->wn) {
+            fwd_close(f, "-ERR malformed reply from the leader\r\n");
+            return;
+        }
+        struct waiter w = f->w[f->whead++];
+        answer(f, &w, f->in + pos, (size_t)l);
+        pos += (size_t)l;
+        if (f->closing)
+            return;
+    }
+    memmove(f->in, f->in + pos, f->in_len - pos);
+    f->in_len -= pos;
+    if (f->whead == f->wn)
+        f->whead = f->wn = 0;
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct forwarder *f = req->data;
+    rc_free(req);
+    if (status < 0)
+        fwd_close(f, "-ERR connection to the leader lost\r\n");
+}
+
+static int send_bytes(struct forwarder *f, const char *data, size_t len)
+{
+    if (!f->connected)
+        return resp_buf_append(&f->pending, data, len);
+    uv_write_t *req = rc_malloc(sizeof *req + len);
+    if (!req)
+        return RC_ENOMEM;
+    memcpy(req + 1, data, len);
+    req->data = f;
+    uv_buf_t b = uv_buf_init((char *)(req + 1), (unsigned)len);
+    if (uv_write(req, (uv_stream_t *)&f->tcp, &b, 1, on_written) != 0) {
+        rc_free(req);
+        return RC_EIO;
+    }
+    return 0;
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct forwarder *f = req->data;
+    if (f->closing)
+        return;
+    if (status < 0) {
+        fwd_close(f, "-ERR cannot connect to the leader\r\n");
+        return;
+    }
+    f->connected = true;
+    uv_tcp_nodelay(&f->tcp, 1);
+    uv_read_start((uv_stream_t *)&f->tcp, on_alloc, on_read);
+    if (f->pending.len) {
+        int rc = send_bytes(f, f->pending.data, f->pending.len);
+        f->pending.len = 0;
+        if (rc != 0)
+            fwd_close(f, "-ERR connection to the leader lost\r\n");
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct forwarder *f = t->data;
+    if (f->whead < f->wn &&
+        (uint64_t)server_now_ms() - f->w[f->whead].sent_ms > FORWARD_DEADLINE_MS)
+        fwd_close(f, "-ERR the leader did not answer in time; the command may or may not have "
+                     "been applied\r\n");
+}
+
+static int push_waiter(struct forwarder *f, struct client *c)
+{
+    if (f->wn == f->wcap) {
+        if (f->whead > 0) {
+            memmove(f->w, f->w + f->whead, (f->wn - f->whead) * sizeof *f->w);
+            f->wn -= f->whead;
+            f->whead = 0;
+        }
+        if (f->wn == f->wcap) {
+            size_t cap = f->wcap ? f->wcap * 2 : 64;
+            struct waiter *w = rc_realloc(f->w, cap * sizeof *w);
+            if (!w)
+                return RC_ENOMEM;
+            f->w = w;
+            f->wcap = cap;
+        }
+    }
+    f->w[f->wn++] = (struct waiter){c, (uint64_t)server_now_ms()};
+    return 0;
+}
+
+static struct forwarder *fwd_open(struct server *s, const char *addr)
+{
+    char host[256];
+    int port;
+    struct sockaddr_storage sa;
+    if (rc_config_split_hostport(addr, host, &port) != 0)
+        return NULL;
+    int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&sa)
+                               : uv_ip4_addr(host, port, (struct sockaddr_in *)&sa);
+    if (rc != 0)
+        return NULL;
+    struct forwarder *f = rc_calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    f->s = s;
+    snprintf(f->addr, sizeof f->addr, "%s", addr);
+    resp_buf_init(&f->pending);
+    uv_tcp_init(s->loop, &f->tcp);
+    f->tcp.data = f;
+    uv_timer_init(s->loop, &f->timer);
+    f->timer.data = f;
+    uv_timer_start(&f->timer, on_timer, 500, 500);
+    f->connect_req.data = f;
+    if (uv_tcp_connect(&f->connect_req, &f->tcp, (struct sockaddr *)&sa, on_connect) != 0) {
+        fwd_close(f, "");
+        return NULL;
+    }
+    if (s->cfg->requirepass && s->cfg->requirepass[0]) {
+        struct resp_buf b;
+        resp_buf_init(&b);
+        resp_add_array(&b, 2);
+        resp_add_bulk_cstr(&b, "AUTH");
+        resp_add_bulk_cstr(&b, s->cfg->requirepass);
+        send_bytes(f, b.data, b.len);
+        resp_buf_free(&b);
+        push_waiter(f, NULL);
+    }
+    s->fwd = f;
+    return f;
+}
+
+int forward_command(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
+                    const char *leader_addr)
+{
+    struct forwarder *f = s->fwd;
+    if (f && strcmp(f->addr, leader_addr) != 0) {
+        fwd_close(f, "-ERR the leader changed; retry\r\n");
+        f = NULL;
+    }
+    if (!f && !(f = fwd_open(s, leader_addr)))
+        return RC_EIO;
+    struct resp_buf b;
+    resp_buf_init(&b);
+    int rc = resp_add_array(&b, argc);
+    for (size_t i = 0; i < argc && rc == 0; i++)
+        rc = resp_add_bulk(&b, argv[i].ptr, argv[i].len);
+    if (rc == 0)
+        rc = push_waiter(f, c);
+    if (rc == 0) {
+        rc = send_bytes(f, b.data, b.len);
+        if (rc != 0)
+            f->wn--;
+    }
+    resp_buf_free(&b);
+    if (rc != 0)
+        return rc;
+    c->blocked = true;
+    c->pending_writes++;
+    c->refs++;
+    return 0;
+}
+
+void forward_client_gone(struct server *s, struct client *c)
+{
+    (void)s;
+    (void)c; /* the waiter keeps its reference: the reply is dropped on arrival */
+}
+
+void forward_free(struct server *s)
+{
+    if (s->fwd)
+        fwd_close(s->fwd, "-ERR shutting down\r\n");
+}
