@@ -1139,6 +1139,11 @@ static int snapshot_switch(struct logstore *ls, const struct snap_info *s, int f
             ls->active_dirty = 0;
         dir_changed = 1;
     }
+    if (ls->n_segs == 0) {
+        /* No file holds an entry: the next append starts right after the snapshot. */
+        ls->locs_base = s->index + 1;
+        ls->n_locs = 0;
+    }
     if (dir_changed && rc_fsync_dir(ls->dir) != 0)
         return fail_io(ls);
     return 0;
