@@ -1,5 +1,6 @@
 /*
- * logstore.c — the durable Raft log: append-only segment files and a hard-state file.
+ * logstore.c — the durable Raft log: append-only segment files, a hard-state file and the
+ * snapshot the log starts after.
  *
  * NOTES ON THE DESIGN
  *
@@ -7,6 +8,10 @@
  *
  *     log-<first index, 20 digits>.seg    segments, in index order
  *     raft-state                          hard state and snapshot meta (replaced atomically)
+ *     snap-<index>-<term>.snap            the current snapshot's data (20 digits each)
+ *     snap-local-<n>.tmp                  a local snapshot being written (logstore_snapshot_*)
+ *     snap-incoming.part                  data of an incoming snapshot, received so far
+ *     snap-incoming.meta                  which snapshot it is and how many bytes are durable
  *
  * A segment is a sequence of records, little-endian:
  *
@@ -20,8 +25,19 @@
  *     kind 2 ENTRY   payload: raft_entry_encode() = u64 term | u64 index | u8 type |
  *                             u32 data len | data
  *
- * raft-state is 48 bytes: u32 crc32c (of bytes 4..48) | u32 magic "RCHS" | u64 term |
- * u64 vote | u64 commit | u64 snapshot index | u64 snapshot term.
+ * raft-state and snap-incoming.meta share one layout (little-endian), both replaced
+ * atomically (rc_write_file_atomic) and checked whole at open:
+ *
+ *     0        4        8              32        40       48       56    60         64    68
+ *     +--------+--------+--------------+---------+--------+--------+-----+----------+-----+--
+ *     | crc32c | magic  | term vote    | snap    | snap   | size   | data| has_file | cfg | cfg
+ *     |        |        | commit (3x8) | index   | term   | bytes  | crc |          | len | ...
+ *     +--------+--------+--------------+---------+--------+--------+-----+----------+-----+--
+ *     crc32c covers bytes 4 .. end. magic "RCS2" for raft-state; "RCSI" for
+ *     snap-incoming.meta, which has no hard state (the 24 bytes are absent, later fields move
+ *     up) and whose size_bytes / data crc count the bytes of snap-incoming.part held durably.
+ *     cfg = raft_config_encode() of the snapshot's configuration, cfg len bytes.
+ *     has_file 0 is a snapshot recorded by logstore_compact alone (no data, no file).
  *
  * Invariants:
  *  1. Every segment starts with a HEADER whose first_index matches its name; its ENTRY
@@ -40,15 +56,40 @@
  *     any new record is written, so a crash leaves a prefix of the old log, never old
  *     segments after new records. Leftover segments after a gap (an unlink that was lost
  *     while the directory sync was interrupted) are deleted at open with a warning.
- *  5. Compaction (logstore_compact) writes raft-state with the new snapshot meta first and
- *     then unlinks segments wholly at or below the snapshot index, from the front; segments
- *     left over by a crash in between are found below the snapshot and deleted at open.
- *     first_index = max(snapshot index + 1, first stored entry); term(snapshot index) is the
- *     snapshot term.
+ *  5. Compaction (snapshot_switch, for logstore_compact, logstore_snapshot_commit and the
+ *     install of an incoming snapshot) writes raft-state with the new snapshot meta first and
+ *     then unlinks segments wholly at or below the snapshot index, from the front — or every
+ *     segment when the snapshot's last entry is not ours (beyond our log or another term), or
+ *     when installing an incoming snapshot. Segments left over by a crash in between are
+ *     found at open below the snapshot, or disagreeing with its term at its index, and
+ *     deleted (segments that agree with it at its index match the leader's log by log
+ *     matching, so keeping them is safe). first_index = max(snapshot index + 1, first stored
+ *     entry); term(snapshot index) is the snapshot term.
  *  6. In memory, locs[i] describes entry locs_base + i (term, segment offset, data length),
  *     so term() is O(1) and entries() is one pread per segment touched.
- *  7. Any write, sync, truncate or unlink failure latches ls->failed = RC_EIO: the state on
- *     disk is then unknown, so every later call fails and the node must reopen.
+ *  7. Any write, sync, truncate, rename or unlink failure latches ls->failed = RC_EIO: the
+ *     state on disk is then unknown, so every later call fails and the node must reopen. (A
+ *     failed logstore_snapshot_write only fails its writer: it touches no file of the store.)
+ *  8. raft-state names at most one snapshot file, and the snapshot's data is in no other
+ *     .snap file: a new snapshot file gets its final name (rename, directory sync) before
+ *     raft-state names it, and the previous one is deleted only after. A crash in between
+ *     leaves a .snap file that raft-state does not name; it is deleted at open.
+ *  9. The file raft-state names exists with size_bytes bytes (checked at open: RC_ECORRUPT
+ *     naming the file otherwise); its data crc lets logstore_snapshot_verify check the
+ *     bytes. snap-local-*.tmp files are unfinished local snapshots, deleted at open.
+ * 10. snap-incoming.meta never counts bytes that are not durable in snap-incoming.part: a
+ *     chunk is written and fsynced before the meta file is rewritten to count it, and a new
+ *     incoming snapshot (offset 0) rewrites the meta file (0 bytes, new index and term)
+ *     before the data file is truncated. At open a valid meta file with a data file at least
+ *     that long is kept (the data file cut to the counted bytes) and resumed; anything else
+ *     is deleted, and the transfer restarts from offset 0.
+ *
+ * State changes: logstore_append (entries, truncation), logstore_sync (entries durable, then
+ * raft-state), snapshot_switch (raft-state with a new snapshot, previous snapshot file and
+ * covered segments deleted), logstore_snapshot_commit (temp file → .snap, then
+ * snapshot_switch), logstore_snapshot_chunk via incoming_start / incoming_meta_write /
+ * incoming_install (.part → .snap, then snapshot_switch dropping the whole log, then the meta
+ * file deleted), recover (leftovers deleted, torn tail cut).
  */
 #include "logstore.h"
 
@@ -76,9 +117,15 @@
 #define ENTRY_FIXED_BYTES  21 /* raft_entry_encode without data */
 #define MAX_ENTRY_DATA     (1u << 30)
 #define STATE_FILE         "raft-state"
-#define STATE_BYTES        48
-#define STATE_MAGIC        0x53484352u /* "RCHS" */
-#define SEG_NAME_LEN       28          /* "log-" + 20 digits + ".seg" */
+#define STATE_MAGIC        0x32534352u /* "RCS2" */
+#define INCOMING_MAGIC     0x49534352u /* "RCSI" */
+#define SNAP_FIXED_BYTES   36          /* snapshot meta without the configuration */
+#define CONFIG_MAX_BYTES   (9 + 8 * RAFT_MAX_NODES)
+#define FILE_MAX_BYTES     (8 + 24 + SNAP_FIXED_BYTES + CONFIG_MAX_BYTES)
+#define SEG_NAME_LEN       28 /* "log-" + 20 digits + ".seg" */
+#define INCOMING_META      "snap-incoming.meta"
+#define INCOMING_PART      "snap-incoming.part"
+#define COPY_CHUNK_BYTES   (64u << 10)
 
 struct seg {
     uint64_t first_index;
@@ -93,6 +140,23 @@ struct loc {
     uint32_t data_len; /* bytes of entry data */
 };
 
+/* A snapshot as recorded in raft-state, or an incoming one in snap-incoming.meta. */
+struct snap_info {
+    uint64_t index, term; /* last entry covered; 0, 0: none */
+    uint64_t size_bytes;  /* data length (incoming: bytes held durably) */
+    uint32_t crc;         /* crc32c of those bytes */
+    uint32_t has_file;    /* 1: snap-<index>-<term>.snap holds the data */
+    struct raft_config config;
+};
+
+struct logstore_snapshot_writer {
+    int fd;
+    int error; /* RC_EIO once a write failed */
+    uint64_t size_bytes;
+    uint32_t crc;
+    char path[PATH_MAX];
+};
+
 struct logstore {
     char *dir;
     struct logstore_options opts;
@@ -100,8 +164,12 @@ struct logstore {
     size_t n_segs, cap_segs;
     struct loc *locs;
     size_t n_locs, cap_locs;
-    uint64_t locs_base; /* index of locs[0] */
-    uint64_t snap_index, snap_term;
+    uint64_t locs_base;    /* index of locs[0] */
+    struct snap_info snap; /* the snapshot the log starts after */
+    int snap_fd;           /* open on its file when snap.has_file, else -1 */
+    struct snap_info in;   /* the incoming snapshot, when in_fd >= 0 */
+    int in_fd;             /* snap-incoming.part, or -1 */
+    uint64_t local_seq;    /* numbers the temp files of local snapshots */
     struct raft_hard_state hs_durable, hs_pending;
     int hs_dirty;
     int active_dirty; /* records appended to the active segment since the last sync */
@@ -202,13 +270,13 @@ static int reserve(void **arr, size_t *cap, size_t need, size_t elem)
 
 uint64_t logstore_first_index(const struct logstore *ls)
 {
-    return ls->snap_index + 1 > ls->locs_base ? ls->snap_index + 1 : ls->locs_base;
+    return ls->snap.index + 1 > ls->locs_base ? ls->snap.index + 1 : ls->locs_base;
 }
 
 uint64_t logstore_last_index(const struct logstore *ls)
 {
     uint64_t last = ls->locs_base + ls->n_locs - 1;
-    return last > ls->snap_index ? last : ls->snap_index;
+    return last > ls->snap.index ? last : ls->snap.index;
 }
 
 static int term_of(const struct logstore *ls, uint64_t index, uint64_t *term)
@@ -217,12 +285,12 @@ static int term_of(const struct logstore *ls, uint64_t index, uint64_t *term)
         *term = ls->locs[index - ls->locs_base].term;
         return 0;
     }
-    if (index == ls->snap_index) {
-        *term = ls->snap_term;
+    if (index == ls->snap.index) {
+        *term = ls->snap.term;
         return 0;
     }
     if (index + 1 == ls->locs_base) {
-        *term = ls->n_segs ? ls->segs[0].prev_term : ls->snap_term;
+        *term = ls->n_segs ? ls->segs[0].prev_term : ls->snap.term;
         return 0;
     }
     return RC_ENOTFOUND;
@@ -270,23 +338,83 @@ static void drop_front_segs(struct logstore *ls, size_t k, uint64_t empty_base)
     ls->locs_base = base;
 }
 
-/* ============================== hard state file ============================== */
+/* ============================== raft-state and snapshot meta files ==============================
+ */
 
-static int state_write(struct logstore *ls, const struct raft_hard_state *hs, uint64_t snap_index,
-                       uint64_t snap_term)
+static void snap_path(const struct logstore *ls, uint64_t index, uint64_t term, char *buf,
+                      size_t cap)
 {
-    uint8_t buf[STATE_BYTES];
-    put_u32(buf + 4, STATE_MAGIC);
-    put_u64(buf + 8, hs->term);
-    put_u64(buf + 16, hs->vote);
-    put_u64(buf + 24, hs->commit);
-    put_u64(buf + 32, snap_index);
-    put_u64(buf + 40, snap_term);
-    put_u32(buf, rc_crc32c(0, buf + 4, STATE_BYTES - 4));
+    snprintf(buf, cap, "%s/snap-%020llu-%020llu.snap", ls->dir, (unsigned long long)index,
+             (unsigned long long)term);
+}
+
+static void dir_file(const struct logstore *ls, const char *name, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/%s", ls->dir, name);
+}
+
+/*
+ * Encodes a file of the layout at the top: crc | magic | (hard state) | snapshot meta.
+ * hs is NULL for snap-incoming.meta. buf has room for FILE_MAX_BYTES; returns the length.
+ */
+static size_t meta_file_encode(uint8_t *buf, uint32_t magic, const struct raft_hard_state *hs,
+                               const struct snap_info *s)
+{
+    uint8_t *p = buf + 8;
+    put_u32(buf + 4, magic);
+    if (hs) {
+        put_u64(p, hs->term);
+        put_u64(p + 8, hs->vote);
+        put_u64(p + 16, hs->commit);
+        p += 24;
+    }
+    put_u64(p, s->index);
+    put_u64(p + 8, s->term);
+    put_u64(p + 16, s->size_bytes);
+    put_u32(p + 24, s->crc);
+    put_u32(p + 28, s->has_file);
+    size_t clen = raft_config_encode(&s->config, p + SNAP_FIXED_BYTES);
+    put_u32(p + 32, (uint32_t)clen);
+    size_t len = (size_t)(p - buf) + SNAP_FIXED_BYTES + clen;
+    put_u32(buf, rc_crc32c(0, buf + 4, len - 4));
+    return len;
+}
+
+/* The inverse of meta_file_encode; -1 if the bytes are not a valid file of that magic. */
+static int meta_file_decode(const uint8_t *b, size_t len, uint32_t magic,
+                            struct raft_hard_state *hs, struct snap_info *s)
+{
+    size_t fixed = 8 + (hs ? 24 : 0) + SNAP_FIXED_BYTES;
+    if (len < fixed || get_u32(b + 4) != magic || rc_crc32c(0, b + 4, len - 4) != get_u32(b))
+        return -1;
+    const uint8_t *p = b + 8;
+    if (hs) {
+        hs->term = get_u64(p);
+        hs->vote = get_u64(p + 8);
+        hs->commit = get_u64(p + 16);
+        p += 24;
+    }
+    memset(s, 0, sizeof *s);
+    s->index = get_u64(p);
+    s->term = get_u64(p + 8);
+    s->size_bytes = get_u64(p + 16);
+    s->crc = get_u32(p + 24);
+    s->has_file = get_u32(p + 28);
+    if (get_u32(p + 32) != len - fixed || s->has_file > 1 ||
+        raft_config_decode(p + SNAP_FIXED_BYTES, len - fixed, &s->config) != 0)
+        return -1;
+    return 0;
+}
+
+static int state_write(struct logstore *ls, const struct raft_hard_state *hs,
+                       const struct snap_info *snap)
+{
+    uint8_t buf[FILE_MAX_BYTES];
+    size_t len = meta_file_encode(buf, STATE_MAGIC, hs, snap);
     int rc = hook(ls, LOGSTORE_BEFORE_STATE_WRITE);
     if (rc != 0)
         return rc;
-    if (rc_write_file_atomic(ls->dir, STATE_FILE, buf, sizeof buf) != 0)
+    if (rc_write_file_atomic(ls->dir, STATE_FILE, buf, len) != 0)
         return fail_io(ls);
     return hook(ls, LOGSTORE_STATE_WRITTEN);
 }
@@ -294,7 +422,7 @@ static int state_write(struct logstore *ls, const struct raft_hard_state *hs, ui
 static int state_read(struct logstore *ls)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", ls->dir, STATE_FILE);
+    dir_file(ls, STATE_FILE, path, sizeof path);
     void *data;
     size_t len;
     int rc = rc_read_file(path, &data, &len);
@@ -302,20 +430,23 @@ static int state_read(struct logstore *ls)
         return 0;
     if (rc != 0)
         return rc;
-    const uint8_t *b = data;
-    if (len != STATE_BYTES || get_u32(b + 4) != STATE_MAGIC ||
-        rc_crc32c(0, b + 4, STATE_BYTES - 4) != get_u32(b)) {
+    rc = meta_file_decode(data, len, STATE_MAGIC, &ls->hs_durable, &ls->snap);
+    rc_free(data);
+    if (rc != 0 || (ls->snap.index == 0) != (ls->snap.term == 0)) {
         rc_error("%s: invalid hard state file (offset 0, %zu bytes)", path, len);
-        rc_free(data);
         return RC_ECORRUPT;
     }
-    ls->hs_durable.term = get_u64(b + 8);
-    ls->hs_durable.vote = get_u64(b + 16);
-    ls->hs_durable.commit = get_u64(b + 24);
-    ls->snap_index = get_u64(b + 32);
-    ls->snap_term = get_u64(b + 40);
     ls->hs_pending = ls->hs_durable;
-    rc_free(data);
+    return 0;
+}
+
+/* Replaces snap-incoming.meta with *in (durably: temp file, fsync, rename, directory sync). */
+static int incoming_meta_write(struct logstore *ls, const struct snap_info *in)
+{
+    uint8_t buf[FILE_MAX_BYTES];
+    size_t len = meta_file_encode(buf, INCOMING_MAGIC, NULL, in);
+    if (rc_write_file_atomic(ls->dir, INCOMING_META, buf, len) != 0)
+        return fail_io(ls);
     return 0;
 }
 
@@ -486,9 +617,145 @@ static int remove_after_gap(struct logstore *ls, const uint64_t *ids, size_t fro
     return rc_fsync_dir(ls->dir);
 }
 
+/* Unlinks dir/name with a warning saying why; *removed records that the directory changed. */
+static int remove_leftover(struct logstore *ls, const char *name, const char *why, int *removed)
+{
+    char path[PATH_MAX];
+    dir_file(ls, name, path, sizeof path);
+    if (unlink(path) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        rc_warn("unlink %s: %s", path, strerror(errno));
+        return RC_EIO;
+    }
+    rc_warn("%s: removed %s", path, why);
+    *removed = 1;
+    return 0;
+}
+
+/*
+ * Keeps a partial incoming snapshot whose meta file is valid and whose data file holds at
+ * least the bytes the meta file claims (a longer file is cut back: the excess was never
+ * acknowledged); deletes both files otherwise (invariant 10).
+ */
+static int recover_incoming(struct logstore *ls, int *removed)
+{
+    char meta_path[PATH_MAX], part_path[PATH_MAX];
+    dir_file(ls, INCOMING_META, meta_path, sizeof meta_path);
+    dir_file(ls, INCOMING_PART, part_path, sizeof part_path);
+    void *data;
+    size_t len;
+    int rc = rc_read_file(meta_path, &data, &len);
+    if (rc == RC_ENOTFOUND)
+        return remove_leftover(ls, INCOMING_PART, "snapshot data without its meta file", removed);
+    if (rc != 0)
+        return rc;
+    struct snap_info in;
+    const char *why = NULL;
+    if (meta_file_decode(data, len, INCOMING_MAGIC, NULL, &in) != 0)
+        why = "invalid incoming snapshot meta file";
+    else if (in.index <= ls->snap.index)
+        why = "incoming snapshot not newer than the installed one";
+    rc_free(data);
+    int fd = -1;
+    if (!why && (fd = open(part_path, O_RDWR | O_CLOEXEC)) < 0) {
+        if (errno != ENOENT) {
+            rc_warn("open %s: %s", part_path, strerror(errno));
+            return RC_EIO;
+        }
+        why = "incoming snapshot meta file without its data";
+    }
+    struct stat st;
+    if (!why && fstat(fd, &st) != 0) {
+        rc_warn("stat %s: %s", part_path, strerror(errno));
+        close(fd);
+        return RC_EIO;
+    }
+    if (!why && (uint64_t)st.st_size < in.size_bytes)
+        why = "incoming snapshot shorter than its meta file says";
+    if (why) {
+        if (fd >= 0)
+            close(fd);
+        rc = remove_leftover(ls, INCOMING_PART, why, removed);
+        if (rc == 0)
+            rc = remove_leftover(ls, INCOMING_META, why, removed);
+        return rc;
+    }
+    if ((uint64_t)st.st_size > in.size_bytes) {
+        rc_warn("%s: cut %llu bytes written after the last durable chunk", part_path,
+                (unsigned long long)((uint64_t)st.st_size - in.size_bytes));
+        if (ftruncate(fd, (off_t)in.size_bytes) != 0 || rc_fsync_file(fd, part_path) != 0) {
+            close(fd);
+            return RC_EIO;
+        }
+    }
+    ls->in = in;
+    ls->in_fd = fd;
+    return 0;
+}
+
+/*
+ * Deletes the temp files of unfinished local snapshots and every .snap file but the one
+ * raft-state names, which must exist with the recorded size (invariant 9); then recovers the
+ * incoming snapshot. Syncs the directory if anything was removed.
+ */
+static int recover_snapshot_files(struct logstore *ls)
+{
+    char current[PATH_MAX];
+    snap_path(ls, ls->snap.index, ls->snap.term, current, sizeof current);
+    const char *current_name = current + strlen(ls->dir) + 1;
+    DIR *d = opendir(ls->dir);
+    if (!d) {
+        rc_warn("open directory %s: %s", ls->dir, strerror(errno));
+        return RC_EIO;
+    }
+    int rc = 0, removed = 0;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        const char *name = de->d_name;
+        size_t l = strlen(name);
+        if (strncmp(name, "snap-", 5) != 0)
+            continue;
+        if (l > 4 && strcmp(name + l - 4, ".tmp") == 0)
+            rc = remove_leftover(ls, name, "temp file of an unfinished snapshot", &removed);
+        else if (l > 5 && strcmp(name + l - 5, ".snap") == 0 &&
+                 !(ls->snap.has_file && strcmp(name, current_name) == 0))
+            rc = remove_leftover(ls, name, "snapshot file not named by raft-state", &removed);
+    }
+    closedir(d);
+    if (rc == 0 && ls->snap.has_file) {
+        int fd = open(current, O_RDWR | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0) {
+            rc_error("%s: snapshot file named by raft-state is missing (%s)", current,
+                     strerror(errno));
+            rc = RC_ECORRUPT;
+        } else if (fstat(fd, &st) != 0) {
+            rc_warn("stat %s: %s", current, strerror(errno));
+            rc = RC_EIO;
+        } else if ((uint64_t)st.st_size != ls->snap.size_bytes) {
+            rc_error("%s: snapshot file has %llu bytes but raft-state says %llu (offset 0)",
+                     current, (unsigned long long)st.st_size,
+                     (unsigned long long)ls->snap.size_bytes);
+            rc = RC_ECORRUPT;
+        }
+        if (rc == 0)
+            ls->snap_fd = fd;
+        else if (fd >= 0)
+            close(fd);
+    }
+    if (rc == 0)
+        rc = recover_incoming(ls, &removed);
+    if (rc == 0 && removed)
+        rc = rc_fsync_dir(ls->dir);
+    return rc;
+}
+
 static int recover(struct logstore *ls)
 {
     int rc = state_read(ls);
+    if (rc == 0)
+        rc = recover_snapshot_files(ls);
     if (rc != 0)
         return rc;
     uint64_t *ids = NULL;
@@ -502,7 +769,7 @@ static int recover(struct logstore *ls)
             break;
         if (ls->n_segs > 0 && ids[i] != ls->locs_base + ls->n_locs) {
             uint64_t expect = ls->locs_base + ls->n_locs;
-            if (ids[i] > expect && ids[i] <= ls->snap_index + 1) {
+            if (ids[i] > expect && ids[i] <= ls->snap.index + 1) {
                 /* Everything before was compacted; a crash interrupted the unlinks. */
                 for (size_t k = 0; k < ls->n_segs && rc == 0; k++)
                     rc = seg_remove(ls, k);
@@ -537,28 +804,43 @@ static int recover(struct logstore *ls)
         return rc;
     /* Segments wholly at or below the snapshot are leftovers of an interrupted compaction. */
     size_t k = 0;
-    while (ls->snap_index > 0 && k < ls->n_segs) {
+    while (ls->snap.index > 0 && k < ls->n_segs) {
         uint64_t seg_last =
             k + 1 < ls->n_segs ? ls->segs[k + 1].first_index - 1 : ls->locs_base + ls->n_locs - 1;
-        if (seg_last > ls->snap_index)
+        if (seg_last > ls->snap.index)
             break;
         if ((rc = seg_remove(ls, k)) != 0)
             return rc;
         k++;
     }
+    /*
+     * A snapshot whose last entry disagrees with ours replaced the whole log (invariant 5);
+     * a crash after raft-state was written can leave the segments behind.
+     */
+    uint64_t t;
+    if (k < ls->n_segs && ls->snap.index >= ls->locs_base && term_of(ls, ls->snap.index, &t) == 0 &&
+        t != ls->snap.term) {
+        rc_warn("%s: removing the log left behind by a snapshot install (term %llu at index %llu, "
+                "snapshot term %llu)",
+                ls->dir, (unsigned long long)t, (unsigned long long)ls->snap.index,
+                (unsigned long long)ls->snap.term);
+        for (; k < ls->n_segs; k++)
+            if ((rc = seg_remove(ls, k)) != 0)
+                return rc;
+    }
     if (k > 0) {
-        drop_front_segs(ls, k, ls->snap_index + 1);
+        drop_front_segs(ls, k, ls->snap.index + 1);
         removed = 1;
     }
     if (ls->n_segs == 0) {
-        ls->locs_base = ls->snap_index + 1;
+        ls->locs_base = ls->snap.index + 1;
         ls->n_locs = 0;
     }
     if (removed && (rc = rc_fsync_dir(ls->dir)) != 0)
         return rc;
-    if (ls->locs_base > ls->snap_index + 1) {
+    if (ls->locs_base > ls->snap.index + 1) {
         rc_error("%s: log starts at index %llu but the snapshot ends at %llu (offset 0)", ls->dir,
-                 (unsigned long long)ls->locs_base, (unsigned long long)ls->snap_index);
+                 (unsigned long long)ls->locs_base, (unsigned long long)ls->snap.index);
         return RC_ECORRUPT;
     }
     if (ls->hs_durable.commit > logstore_last_index(ls)) {
@@ -586,6 +868,10 @@ void logstore_close(struct logstore *ls)
     for (size_t i = 0; i < ls->n_segs; i++)
         if (ls->segs[i].fd >= 0)
             close(ls->segs[i].fd);
+    if (ls->snap_fd >= 0)
+        close(ls->snap_fd);
+    if (ls->in_fd >= 0)
+        close(ls->in_fd);
     rc_free(ls->segs);
     rc_free(ls->locs);
     rc_free(ls->rbuf);
@@ -606,6 +892,7 @@ int logstore_open(const char *dir, const struct logstore_options *opts, struct l
     if (ls->opts.segment_size_bytes == 0)
         ls->opts.segment_size_bytes = 64ull << 20;
     ls->locs_base = 1;
+    ls->snap_fd = ls->in_fd = -1;
     if (!(ls->dir = rc_memdup(dir, strlen(dir))))
         goto fail;
     if ((rc = rc_mkdir_p(dir)) != 0)
@@ -691,7 +978,7 @@ int logstore_append(struct logstore *ls, const struct raft_entry *entries, size_
         return 0;
     uint64_t first = entries[0].index;
     if (first < logstore_first_index(ls) || first > logstore_last_index(ls) + 1 ||
-        first <= ls->snap_index)
+        first <= ls->snap.index)
         return RC_EINVAL;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
@@ -797,7 +1084,7 @@ int logstore_sync(struct logstore *ls)
             return rc;
     }
     if (ls->hs_dirty) {
-        if ((rc = state_write(ls, &ls->hs_pending, ls->snap_index, ls->snap_term)) != 0)
+        if ((rc = state_write(ls, &ls->hs_pending, &ls->snap)) != 0)
             return rc;
         ls->hs_durable = ls->hs_pending;
         ls->hs_dirty = 0;
@@ -805,37 +1092,298 @@ int logstore_sync(struct logstore *ls)
     return 0;
 }
 
-int logstore_compact(struct logstore *ls, uint64_t index, uint64_t term)
+/*
+ * Makes *s the snapshot the log starts after: writes raft-state with it (the commit point),
+ * then drops the segments it covers — all of them if drop_all, or if its last entry is
+ * beyond ours or has another term (invariant 5) — and replaces the previous snapshot file
+ * with fd, the open file of s (or -1 if s has no file). fd is owned by the store from here.
+ */
+static int snapshot_switch(struct logstore *ls, const struct snap_info *s, int fd, int drop_all)
 {
-    if (ls->failed)
-        return ls->failed;
-    if (index <= ls->snap_index)
-        return 0;
     uint64_t have;
-    int drop_all =
-        index > logstore_last_index(ls) || term_of(ls, index, &have) != 0 || have != term;
-    int rc = state_write(ls, &ls->hs_durable, index, term);
-    if (rc != 0)
+    drop_all = drop_all || s->index > logstore_last_index(ls) ||
+               term_of(ls, s->index, &have) != 0 || have != s->term;
+    int rc = state_write(ls, &ls->hs_durable, s);
+    if (rc != 0) {
+        if (fd >= 0)
+            close(fd);
         return rc;
-    ls->snap_index = index;
-    ls->snap_term = term;
+    }
+    struct snap_info old = ls->snap;
+    ls->snap = *s;
+    if (ls->snap_fd >= 0)
+        close(ls->snap_fd);
+    ls->snap_fd = fd;
+    int dir_changed = 0;
+    if (old.has_file) {
+        char path[PATH_MAX];
+        snap_path(ls, old.index, old.term, path, sizeof path);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            rc_warn("unlink %s: %s", path, strerror(errno));
+            return fail_io(ls);
+        }
+        dir_changed = 1;
+    }
     size_t k = 0;
     if (drop_all)
         k = ls->n_segs;
     else
-        while (k + 1 < ls->n_segs && ls->segs[k + 1].first_index <= index + 1)
+        while (k + 1 < ls->n_segs && ls->segs[k + 1].first_index <= s->index + 1)
             k++;
     for (size_t i = 0; i < k; i++)
         if (seg_remove(ls, i) != 0)
             return fail_io(ls);
     if (k > 0) {
-        drop_front_segs(ls, k, index + 1);
+        drop_front_segs(ls, k, s->index + 1);
         if (drop_all)
             ls->active_dirty = 0;
-        if (rc_fsync_dir(ls->dir) != 0)
-            return fail_io(ls);
+        dir_changed = 1;
+    }
+    if (ls->n_segs == 0) {
+        /* No file holds an entry: the next append starts right after the snapshot. */
+        ls->locs_base = s->index + 1;
+        ls->n_locs = 0;
+    }
+    if (dir_changed && rc_fsync_dir(ls->dir) != 0)
+        return fail_io(ls);
+    return 0;
+}
+
+int logstore_compact(struct logstore *ls, uint64_t index, uint64_t term)
+{
+    if (ls->failed)
+        return ls->failed;
+    if (index <= ls->snap.index)
+        return 0;
+    struct snap_info s = {.index = index, .term = term};
+    return snapshot_switch(ls, &s, -1, 0);
+}
+
+/* ============================== snapshot data ============================== */
+
+int logstore_snapshot_begin(struct logstore *ls, struct logstore_snapshot_writer **out)
+{
+    if (ls->failed)
+        return ls->failed;
+    struct logstore_snapshot_writer *w = rc_calloc(1, sizeof *w);
+    if (!w)
+        return RC_ENOMEM;
+    snprintf(w->path, sizeof w->path, "%s/snap-local-%llu.tmp", ls->dir,
+             (unsigned long long)++ls->local_seq);
+    w->fd = open(w->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        rc_warn("create %s: %s", w->path, strerror(errno));
+        rc_free(w);
+        return RC_EIO;
+    }
+    *out = w;
+    return 0;
+}
+
+int logstore_snapshot_write(struct logstore_snapshot_writer *w, const void *buf, size_t len)
+{
+    if (w->error)
+        return w->error;
+    if (len == 0)
+        return 0;
+    if (rc_write_all(w->fd, buf, len, w->path) != 0) {
+        w->error = RC_EIO;
+        return RC_EIO;
+    }
+    w->size_bytes += len;
+    w->crc = rc_crc32c(w->crc, buf, len);
+    return 0;
+}
+
+void logstore_snapshot_abort(struct logstore_snapshot_writer *w)
+{
+    if (!w)
+        return;
+    close(w->fd);
+    if (unlink(w->path) != 0)
+        rc_warn("unlink %s: %s", w->path, strerror(errno));
+    rc_free(w);
+}
+
+int logstore_snapshot_commit(struct logstore *ls, struct logstore_snapshot_writer *w,
+                             uint64_t index, uint64_t term, const struct raft_config *config)
+{
+    uint64_t have;
+    int rc = ls->failed ? ls->failed : w->error;
+    if (rc == 0 && (index <= ls->snap.index || index > logstore_last_index(ls) ||
+                    term_of(ls, index, &have) != 0 || have != term ||
+                    raft_config_encoded_size(config) > CONFIG_MAX_BYTES))
+        rc = RC_EINVAL;
+    if (rc == 0 && rc_fsync_file(w->fd, w->path) != 0)
+        rc = fail_io(ls);
+    char path[PATH_MAX];
+    snap_path(ls, index, term, path, sizeof path);
+    if (rc == 0 && rename(w->path, path) != 0) {
+        rc_warn("rename %s: %s", w->path, strerror(errno));
+        rc = fail_io(ls);
+    }
+    if (rc != 0) {
+        logstore_snapshot_abort(w);
+        return rc;
+    }
+    int fd = w->fd;
+    struct snap_info s = {index, term, w->size_bytes, w->crc, 1, *config};
+    rc_free(w);
+    /* The new name must be durable before raft-state names it (invariant 9). */
+    if (rc_fsync_dir(ls->dir) != 0) {
+        close(fd);
+        return fail_io(ls);
+    }
+    return snapshot_switch(ls, &s, fd, 0);
+}
+
+/* Starts the incoming snapshot of *meta afresh (invariant 10: meta file first, then data). */
+static int incoming_start(struct logstore *ls, const struct raft_snapshot_meta *meta)
+{
+    if (ls->in_fd >= 0) {
+        close(ls->in_fd);
+        ls->in_fd = -1;
+    }
+    struct snap_info in = {.index = meta->index, .term = meta->term, .config = meta->config};
+    int rc = incoming_meta_write(ls, &in);
+    if (rc != 0)
+        return rc;
+    char path[PATH_MAX];
+    dir_file(ls, INCOMING_PART, path, sizeof path);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc_warn("create %s: %s", path, strerror(errno));
+        return fail_io(ls);
+    }
+    ls->in = in;
+    ls->in_fd = fd;
+    return 0;
+}
+
+/* The last chunk is durable: the incoming snapshot replaces the snapshot and the whole log. */
+static int incoming_install(struct logstore *ls)
+{
+    char part[PATH_MAX], path[PATH_MAX];
+    dir_file(ls, INCOMING_PART, part, sizeof part);
+    snap_path(ls, ls->in.index, ls->in.term, path, sizeof path);
+    int fd = ls->in_fd;
+    ls->in_fd = -1;
+    if (rename(part, path) != 0 || rc_fsync_dir(ls->dir) != 0) {
+        rc_warn("install %s as %s: %s", part, path, strerror(errno));
+        close(fd);
+        return fail_io(ls);
+    }
+    struct snap_info s = ls->in;
+    s.has_file = 1;
+    int rc = snapshot_switch(ls, &s, fd, 1);
+    if (rc != 0)
+        return rc;
+    char meta[PATH_MAX];
+    dir_file(ls, INCOMING_META, meta, sizeof meta);
+    /* A meta file left by a crash here has no data file beside it and is removed at open. */
+    if (unlink(meta) != 0 || rc_fsync_dir(ls->dir) != 0) {
+        rc_warn("unlink %s: %s", meta, strerror(errno));
+        return fail_io(ls);
     }
     return 0;
+}
+
+int logstore_snapshot_chunk(struct logstore *ls, const struct raft_snapshot_chunk *c)
+{
+    if (ls->failed)
+        return ls->failed;
+    const struct raft_snapshot_meta *m = &c->meta;
+    if (m->index <= ls->snap.index || m->term == 0 || (c->len > 0 && !c->data) ||
+        (c->done && m->size_bytes != c->offset + c->len) ||
+        raft_config_encoded_size(&m->config) > CONFIG_MAX_BYTES)
+        return RC_EINVAL;
+    if (c->offset != 0 && (ls->in_fd < 0 || ls->in.index != m->index || ls->in.term != m->term ||
+                           c->offset != ls->in.size_bytes))
+        return RC_EINVAL;
+    int rc;
+    if (c->offset == 0 && (rc = incoming_start(ls, m)) != 0)
+        return rc;
+    char part[PATH_MAX];
+    dir_file(ls, INCOMING_PART, part, sizeof part);
+    /* Data durable before the meta file counts it (invariant 10). */
+    if (c->len > 0 && (rc_pwrite_all(ls->in_fd, c->data, c->len, (off_t)c->offset, part) != 0 ||
+                       rc_fsync_file(ls->in_fd, part) != 0))
+        return fail_io(ls);
+    if (c->len > 0) {
+        ls->in.size_bytes += c->len;
+        ls->in.crc = rc_crc32c(ls->in.crc, c->data, c->len);
+    }
+    if (c->done)
+        return incoming_install(ls);
+    if (c->len == 0)
+        return 0;
+    return incoming_meta_write(ls, &ls->in);
+}
+
+void logstore_snapshot_meta(const struct logstore *ls, struct raft_snapshot_meta *m)
+{
+    memset(m, 0, sizeof *m);
+    m->index = ls->snap.index;
+    m->term = ls->snap.term;
+    m->config = ls->snap.config;
+    m->size_bytes = ls->snap.size_bytes;
+}
+
+int logstore_snapshot_path(const struct logstore *ls, char *buf, size_t cap)
+{
+    if (!ls->snap.has_file)
+        return RC_ENOTFOUND;
+    char path[PATH_MAX];
+    snap_path(ls, ls->snap.index, ls->snap.term, path, sizeof path);
+    if (strlen(path) >= cap)
+        return RC_EINVAL;
+    memcpy(buf, path, strlen(path) + 1);
+    return 0;
+}
+
+/* Reads up to len bytes at offset of the current snapshot's data (*n = 0 at the end). */
+static int snapshot_pread(struct logstore *ls, uint64_t offset, void *buf, size_t len, size_t *n)
+{
+    *n = 0;
+    if (offset >= ls->snap.size_bytes)
+        return 0;
+    if (len > ls->snap.size_bytes - offset)
+        len = (size_t)(ls->snap.size_bytes - offset);
+    char path[PATH_MAX];
+    snap_path(ls, ls->snap.index, ls->snap.term, path, sizeof path);
+    int rc = rc_pread_all(ls->snap_fd, buf, len, (off_t)offset, path);
+    if (rc != 0)
+        return rc;
+    *n = len;
+    return 0;
+}
+
+int logstore_snapshot_verify(struct logstore *ls)
+{
+    if (ls->failed)
+        return ls->failed;
+    if (!ls->snap.has_file)
+        return RC_ENOTFOUND;
+    uint8_t *buf = rc_malloc(COPY_CHUNK_BYTES);
+    if (!buf)
+        return RC_ENOMEM;
+    uint32_t crc = 0;
+    uint64_t off = 0;
+    size_t n;
+    int rc;
+    while ((rc = snapshot_pread(ls, off, buf, COPY_CHUNK_BYTES, &n)) == 0 && n > 0) {
+        crc = rc_crc32c(crc, buf, n);
+        off += n;
+    }
+    rc_free(buf);
+    if (rc == 0 && crc != ls->snap.crc) {
+        char path[PATH_MAX];
+        snap_path(ls, ls->snap.index, ls->snap.term, path, sizeof path);
+        rc_error("%s: snapshot data checksum mismatch (crc32c %08x, raft-state says %08x)", path,
+                 (unsigned)crc, (unsigned)ls->snap.crc);
+        rc = RC_ECORRUPT;
+    }
+    return rc;
 }
 
 /* ============================== struct raft_storage ============================== */
@@ -932,25 +1480,29 @@ static int st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes, str
 static int st_snapshot(void *ctx, struct raft_snapshot_meta *meta)
 {
     struct logstore *ls = ctx;
-    memset(meta, 0, sizeof *meta);
-    meta->index = ls->snap_index;
-    meta->term = ls->snap_term;
+    logstore_snapshot_meta(ls, meta);
     return ls->failed;
 }
 
 static int st_snapshot_read(void *ctx, uint64_t index, uint64_t offset, void *buf, size_t len,
                             size_t *n)
 {
-    (void)ctx, (void)index, (void)offset, (void)buf, (void)len;
+    struct logstore *ls = ctx;
     *n = 0;
-    return RC_ENOTFOUND; /* snapshot data is not stored by this module yet */
+    if (ls->failed)
+        return ls->failed;
+    if (!ls->snap.has_file || index != ls->snap.index)
+        return RC_ENOTFOUND;
+    return snapshot_pread(ls, offset, buf, len, n);
 }
 
 static int st_snapshot_received(void *ctx, uint64_t index, uint64_t term, uint64_t *bytes)
 {
-    (void)ctx, (void)index, (void)term;
+    struct logstore *ls = ctx;
     *bytes = 0;
-    return 0;
+    if (ls->in_fd >= 0 && ls->in.index == index && ls->in.term == term)
+        *bytes = ls->in.size_bytes;
+    return ls->failed;
 }
 
 struct raft_storage logstore_raft_storage(struct logstore *ls)

@@ -5,6 +5,7 @@
  *
  * Use with the core (raft.h), for each struct raft_ready:
  *
+ *     if (rd.snapshot_chunk) logstore_snapshot_chunk(ls, rd.snapshot_chunk);  (durable)
  *     logstore_append(ls, rd.entries, rd.n_entries);      (truncates a conflicting suffix)
  *     if (rd.has_hard_state) logstore_set_hard_state(ls, &rd.hard_state);
  *     logstore_sync(ls);                                   (entries durable, then hard state)
@@ -47,7 +48,10 @@ struct logstore;
 /*
  * Opens (creating if needed) the log in dir and recovers it: a torn tail of the last segment
  * is cut with a log line; an invalid record in a sealed segment, or a hard-state commit beyond
- * the recovered log, is RC_ECORRUPT with a log line naming the file and offset.
+ * the recovered log, is RC_ECORRUPT with a log line naming the file and offset. Temp files of
+ * unfinished local snapshots and snapshot files other than the current one are deleted; a
+ * missing or wrongly sized current snapshot file is RC_ECORRUPT; a partial incoming snapshot
+ * is kept (and resumed) if its meta file is valid, deleted otherwise.
  * opts may be NULL (defaults). *out owns the store; release it with logstore_close.
  */
 int logstore_open(const char *dir, const struct logstore_options *opts, struct logstore **out);
@@ -57,9 +61,10 @@ void logstore_close(struct logstore *ls);
 /*
  * The storage the core reads through (struct raft_storage), with ctx = ls; valid while ls is
  * open. As raft.h requires, data pointers written by its entries() point into a buffer owned
- * by ls that stays valid until the next call into the store. snapshot_read and
- * snapshot_received are not implemented yet (RC_ENOTFOUND / 0 bytes); snapshot() reports
- * only index and term (the configuration and size are zero).
+ * by ls that stays valid until the next call into the store. snapshot() reports the current
+ * snapshot's meta (as logstore_snapshot_meta); snapshot_read reads its file (RC_ENOTFOUND if
+ * index is not the current snapshot's or it has no file, as after logstore_compact);
+ * snapshot_received reports the bytes of the incoming snapshot (index, term) held durably.
  */
 struct raft_storage logstore_raft_storage(struct logstore *ls);
 
@@ -79,12 +84,86 @@ int logstore_set_hard_state(struct logstore *ls, const struct raft_hard_state *h
  */
 int logstore_sync(struct logstore *ls);
 /*
- * Records a snapshot ending at (index, term) and drops the segments whose entries all lie at
- * or below index. The first index becomes index + 1 and term(index) stays answerable. If
- * index is beyond the last entry or its term differs from ours, the whole log is dropped (the
- * snapshot replaces it) and the next append must start at index + 1.
+ * Records a snapshot ending at (index, term) without data (no file, no configuration, size 0;
+ * a previous snapshot file is deleted) and drops the segments whose entries all lie at or
+ * below index. The first index becomes index + 1 and term(index) stays answerable. If index
+ * is beyond the last entry or its term differs from ours, the whole log is dropped (the
+ * snapshot replaces it) and the next append must start at index + 1. A no-op if index is not
+ * beyond the current snapshot. Callers with snapshot data use logstore_snapshot_commit.
  */
 int logstore_compact(struct logstore *ls, uint64_t index, uint64_t term);
+
+/* ---- snapshot data ---- */
+
+/*
+ * A local snapshot being written: the state machine serialises its state at applied index I
+ * into a writer, and logstore_snapshot_commit makes it the current snapshot.
+ *
+ *     logstore_snapshot_begin(ls, &w);                 (owning thread; creates a temp file)
+ *     logstore_snapshot_write(w, buf, len) ...         (any one thread at a time)
+ *     logstore_snapshot_commit(ls, w, I, term, &cfg);  (owning thread; frees w)
+ *     raft_compacted(r, I);
+ *
+ * or logstore_snapshot_abort(w) to give up.
+ */
+struct logstore_snapshot_writer;
+
+/*
+ * Creates the temp file "snap-local-<n>.tmp" in the directory and *w to write it. *w is
+ * owned by the caller until logstore_snapshot_commit or logstore_snapshot_abort frees it.
+ * RC_EIO if the file cannot be created (the store itself is unaffected).
+ */
+int logstore_snapshot_begin(struct logstore *ls, struct logstore_snapshot_writer **w);
+/*
+ * Appends len bytes to the snapshot and extends its CRC-32C. Touches only w, never the
+ * store, so it may run on another thread than the one using ls (one thread at a time per
+ * writer). After a write error every later write returns RC_EIO and the commit fails with
+ * RC_EIO without latching the store (its files are untouched).
+ */
+int logstore_snapshot_write(struct logstore_snapshot_writer *w, const void *buf, size_t len);
+/*
+ * Makes the data written to w the snapshot ending at (index, term) with configuration
+ * *config (copied): fsyncs the file, renames it to "snap-<index>-<term>.snap", syncs the
+ * directory, writes raft-state with the new meta (the commit point), deletes the previous
+ * snapshot file and compacts the log up to index as logstore_compact does. Requires
+ * snapshot index < index <= last index and term(index) == term (RC_EINVAL otherwise: a stale
+ * snapshot, for example one overtaken by an installed incoming snapshot). Frees w and, on
+ * failure, deletes its file in every case.
+ */
+int logstore_snapshot_commit(struct logstore *ls, struct logstore_snapshot_writer *w,
+                             uint64_t index, uint64_t term, const struct raft_config *config);
+/* Deletes w's temp file and frees w (NULL is ignored). Safe on any thread. */
+void logstore_snapshot_abort(struct logstore_snapshot_writer *w);
+
+/*
+ * Writes a chunk of an incoming snapshot (a follower's raft_ready().snapshot_chunk),
+ * durably before it returns, since snapshot_received reports these bytes to the leader:
+ *   - offset 0 starts a new incoming snapshot, discarding any partial one;
+ *   - offset == bytes held for the same (index, term) appends;
+ *   - anything else, or an index not beyond the current snapshot, is RC_EINVAL.
+ * The last chunk (done = 1, meta.size_bytes == offset + len) installs the snapshot: it
+ * becomes the current snapshot file, raft-state records its meta, the previous snapshot
+ * file is deleted and the whole log is dropped (first index meta.index + 1, term(meta.index)
+ * = meta.term), as raft.h requires, even if the log held that entry. The caller then
+ * restores its state machine from logstore_snapshot_path. A partial snapshot survives a
+ * restart and is resumed. Each chunk costs an fsync of the data and an atomic rewrite of a
+ * small meta file.
+ */
+int logstore_snapshot_chunk(struct logstore *ls, const struct raft_snapshot_chunk *c);
+
+/* The current snapshot's meta (index 0 when there is none); the config is copied. */
+void logstore_snapshot_meta(const struct logstore *ls, struct raft_snapshot_meta *m);
+/*
+ * Copies the path of the current snapshot file into buf (cap bytes, NUL-terminated), for the
+ * state machine to restore from. RC_ENOTFOUND if the snapshot has no file, RC_EINVAL if buf
+ * is too small. The file stays until a newer snapshot replaces it (commit, install, compact).
+ */
+int logstore_snapshot_path(const struct logstore *ls, char *buf, size_t cap);
+/*
+ * Reads the current snapshot file whole and checks it against the CRC-32C in raft-state:
+ * RC_ECORRUPT (logged with the file name) on a mismatch, RC_ENOTFOUND if there is no file.
+ */
+int logstore_snapshot_verify(struct logstore *ls);
 
 /* Plain getters (no failure): what the raft_storage callbacks return. */
 uint64_t logstore_first_index(const struct logstore *ls);

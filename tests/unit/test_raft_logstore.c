@@ -872,3 +872,598 @@ TEST(segment_after_a_gap_is_removed_at_open)
     CHECK_EQ_U(count_files(dir, ".seg"), logstore_segment_count(ls));
     logstore_close(ls);
 }
+
+/* ============================== snapshot data ============================== */
+
+/* Snapshot bytes are a function of (offset, salt), so any range read back can be checked. */
+static uint8_t snap_byte(uint64_t offset, unsigned salt)
+{
+    return (uint8_t)(offset * 31 + salt * 17 + (offset >> 8));
+}
+
+static void fill_snap(uint8_t *buf, uint64_t offset, size_t len, unsigned salt)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = snap_byte(offset + i, salt);
+}
+
+/* Writes size bytes in pieces of 777 through a writer and commits them at (index, term). */
+static int local_snapshot(struct logstore *ls, uint64_t index, uint64_t term,
+                          const struct raft_config *c, size_t size, unsigned salt)
+{
+    struct logstore_snapshot_writer *w;
+    int rc = logstore_snapshot_begin(ls, &w);
+    if (rc != 0)
+        return rc;
+    uint8_t piece[777];
+    for (size_t off = 0; off < size; off += sizeof piece) {
+        size_t n = size - off < sizeof piece ? size - off : sizeof piece;
+        fill_snap(piece, off, n, salt);
+        if ((rc = logstore_snapshot_write(w, piece, n)) != 0) {
+            logstore_snapshot_abort(w);
+            return rc;
+        }
+    }
+    return logstore_snapshot_commit(ls, w, index, term, c);
+}
+
+/* Reads snapshot index through the raft_storage in 1000-byte reads; checks size and bytes. */
+static void check_snapshot_data(struct logstore *ls, uint64_t index, size_t size, unsigned salt)
+{
+    struct raft_storage st = logstore_raft_storage(ls);
+    uint8_t buf[1000], want[1000];
+    uint64_t off = 0;
+    for (;;) {
+        size_t n = 0;
+        CHECK_OK(st.snapshot_read(st.ctx, index, off, buf, sizeof buf, &n));
+        if (n == 0)
+            break;
+        fill_snap(want, off, n, salt);
+        CHECK_MEM(buf, n, want, n);
+        off += n;
+    }
+    CHECK_EQ_U(off, size);
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    return st.st_size;
+}
+
+static const struct raft_config snap_config = {
+    .n_voters = 2, .n_learners = 1, .voters = {1, 2}, .learners = {3}};
+
+static void check_meta(struct logstore *ls, uint64_t index, uint64_t term, size_t size)
+{
+    struct raft_storage st = logstore_raft_storage(ls);
+    struct raft_snapshot_meta m;
+    CHECK_OK(st.snapshot(st.ctx, &m));
+    CHECK_EQ_U(m.index, index);
+    CHECK_EQ_U(m.term, term);
+    CHECK_EQ_U(m.size_bytes, size);
+    CHECK_EQ_U(m.config.n_voters, 2);
+    CHECK_EQ_U(m.config.n_learners, 1);
+    CHECK_EQ_U(m.config.voters[1], 2);
+    CHECK_EQ_U(m.config.learners[0], 3);
+    struct raft_snapshot_meta m2;
+    logstore_snapshot_meta(ls, &m2);
+    CHECK(memcmp(&m, &m2, sizeof m) == 0);
+}
+
+TEST(local_snapshot_commit_and_reopen)
+{
+    char dir[4200], path[4400], old_path[4400];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore *ls;
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK_OK(append_range(ls, 1, 201, 1, 9));
+    CHECK_OK(logstore_sync(ls));
+    CHECK_EQ(logstore_snapshot_path(ls, path, sizeof path), RC_ENOTFOUND);
+    size_t before = logstore_segment_count(ls);
+
+    CHECK_OK(local_snapshot(ls, 100, 1, &snap_config, 10000, 1));
+    check_meta(ls, 100, 1, 10000);
+    check_snapshot_data(ls, 100, 10000, 1);
+    CHECK_EQ_U(logstore_first_index(ls), 101);
+    CHECK(logstore_segment_count(ls) < before);
+    CHECK_OK(logstore_snapshot_path(ls, old_path, sizeof old_path));
+    CHECK(strstr(old_path, "snap-00000000000000000100-00000000000000000001.snap") != NULL);
+    CHECK(file_exists(old_path));
+    CHECK_EQ_U(count_files(dir, ".tmp"), 0);
+
+    /* A newer snapshot replaces the file of the previous one. */
+    CHECK_OK(local_snapshot(ls, 150, 1, &snap_config, 5000, 2));
+    CHECK(!file_exists(old_path));
+    CHECK_EQ_U(count_files(dir, ".snap"), 1);
+    CHECK_EQ_U(logstore_first_index(ls), 151);
+    logstore_close(ls);
+
+    CHECK_OK(open_small(dir, 400, &ls));
+    check_meta(ls, 150, 1, 5000);
+    check_snapshot_data(ls, 150, 5000, 2);
+    CHECK_OK(logstore_snapshot_verify(ls));
+    CHECK_EQ_U(logstore_first_index(ls), 151);
+    CHECK_EQ_U(logstore_last_index(ls), 200);
+    check_range(ls, 151, 201, term1);
+    struct raft_storage st = logstore_raft_storage(ls);
+    uint64_t t;
+    CHECK_OK(st.term(st.ctx, 150, &t));
+    CHECK_EQ_U(t, 1);
+    uint8_t buf[100];
+    size_t n = 1;
+    CHECK_EQ(st.snapshot_read(st.ctx, 100, 0, buf, sizeof buf, &n), RC_ENOTFOUND);
+    CHECK_OK(st.snapshot_read(st.ctx, 150, 5000, buf, sizeof buf, &n));
+    CHECK_EQ_U(n, 0);
+    /* The path is what a state machine restores from: the file holds exactly the data. */
+    CHECK_OK(logstore_snapshot_path(ls, path, sizeof path));
+    void *data;
+    size_t len;
+    CHECK_OK(rc_read_file(path, &data, &len));
+    uint8_t *want = rc_malloc(5000);
+    fill_snap(want, 0, 5000, 2);
+    CHECK_MEM(data, len, want, 5000);
+    rc_free(data);
+    rc_free(want);
+    CHECK_EQ(logstore_snapshot_path(ls, path, 10), RC_EINVAL);
+
+    /* Stale or inconsistent snapshots are refused and leave no file; abort leaves none. */
+    CHECK_EQ(local_snapshot(ls, 120, 1, &snap_config, 100, 3), RC_EINVAL);
+    CHECK_EQ(local_snapshot(ls, 180, 2, &snap_config, 100, 3), RC_EINVAL);
+    CHECK_EQ(local_snapshot(ls, 201, 1, &snap_config, 100, 3), RC_EINVAL);
+    struct logstore_snapshot_writer *w;
+    CHECK_OK(logstore_snapshot_begin(ls, &w));
+    CHECK_OK(logstore_snapshot_write(w, "abc", 3));
+    CHECK_EQ_U(count_files(dir, ".tmp"), 1);
+    logstore_snapshot_abort(w);
+    CHECK_EQ_U(count_files(dir, ".tmp"), 0);
+    CHECK_EQ_U(count_files(dir, ".snap"), 1);
+    check_meta(ls, 150, 1, 5000);
+
+    /* A plain compaction records a snapshot without data and deletes the old file. */
+    CHECK_OK(logstore_compact(ls, 160, 1));
+    CHECK_EQ(logstore_snapshot_path(ls, path, sizeof path), RC_ENOTFOUND);
+    CHECK_EQ_U(count_files(dir, ".snap"), 0);
+    CHECK_EQ(st.snapshot_read(st.ctx, 160, 0, buf, sizeof buf, &n), RC_ENOTFOUND);
+    logstore_close(ls);
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK_EQ_U(logstore_first_index(ls), 161);
+    logstore_close(ls);
+}
+
+/* Hands the chunk [offset, offset + len) of snapshot (index, term, salt) to the store. */
+static int send_chunk(struct logstore *ls, uint64_t index, uint64_t term, uint64_t offset,
+                      uint32_t len, uint64_t total, unsigned salt)
+{
+    uint8_t buf[4096];
+    CHECK(len <= sizeof buf);
+    fill_snap(buf, offset, len, salt);
+    struct raft_snapshot_chunk c = {
+        .meta = {.index = index, .term = term, .config = snap_config, .size_bytes = offset + len},
+        .offset = offset,
+        .len = len,
+        .data = buf,
+        .done = offset + len == total,
+    };
+    return logstore_snapshot_chunk(ls, &c);
+}
+
+static uint64_t received(struct logstore *ls, uint64_t index, uint64_t term)
+{
+    struct raft_storage st = logstore_raft_storage(ls);
+    uint64_t bytes = 99;
+    CHECK_OK(st.snapshot_received(st.ctx, index, term, &bytes));
+    return bytes;
+}
+
+TEST(incoming_snapshot_resumes_across_restarts_and_replaces_the_log)
+{
+    char dir[4200], part[4400];
+    log_dir(dir, sizeof dir, "raft");
+    snprintf(part, sizeof part, "%s/snap-incoming.part", dir);
+    struct logstore *ls;
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK_OK(append_range(ls, 1, 51, 1, 9));
+    CHECK_OK(logstore_sync(ls));
+    CHECK_EQ_U(received(ls, 40, 1), 0);
+
+    CHECK_OK(send_chunk(ls, 40, 1, 0, 1000, 3000, 1));
+    CHECK_EQ_U(received(ls, 40, 1), 1000);
+    CHECK_EQ_U(received(ls, 40, 2), 0);
+    CHECK_EQ_U(received(ls, 41, 1), 0);
+    logstore_close(ls);
+
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK_EQ_U(received(ls, 40, 1), 1000);
+    /* A gap, a repeat, or a chunk of another snapshot is refused and changes nothing. */
+    CHECK_EQ(send_chunk(ls, 40, 1, 2000, 1000, 3000, 1), RC_EINVAL);
+    CHECK_EQ(send_chunk(ls, 40, 1, 500, 1000, 3000, 1), RC_EINVAL);
+    CHECK_EQ(send_chunk(ls, 40, 2, 1000, 1000, 3000, 1), RC_EINVAL);
+    CHECK_EQ_U(received(ls, 40, 1), 1000);
+    CHECK_OK(send_chunk(ls, 40, 1, 1000, 1000, 3000, 1));
+    CHECK_EQ_U(received(ls, 40, 1), 2000);
+    logstore_close(ls);
+
+    /* Bytes after the last counted chunk (a write a crash interrupted) are cut at open. */
+    int fd = open(part, O_WRONLY | O_APPEND);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "torn-bytes", 10) == 10);
+    close(fd);
+    CHECK_EQ(file_size(part), 2010);
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK_EQ_U(received(ls, 40, 1), 2000);
+    CHECK_EQ(file_size(part), 2000);
+
+    /* Offset 0 of another snapshot discards the partial one. */
+    CHECK_OK(send_chunk(ls, 45, 1, 0, 1000, 2500, 2));
+    CHECK_EQ_U(received(ls, 40, 1), 0);
+    CHECK_EQ_U(received(ls, 45, 1), 1000);
+    logstore_close(ls);
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK_EQ_U(received(ls, 45, 1), 1000);
+    /* A last chunk must say the total size. */
+    struct raft_snapshot_chunk bad = {
+        .meta = {.index = 45, .term = 1, .size_bytes = 9999}, .offset = 1000, .len = 0, .done = 1};
+    CHECK_EQ(logstore_snapshot_chunk(ls, &bad), RC_EINVAL);
+    CHECK_OK(send_chunk(ls, 45, 1, 1000, 1000, 2500, 2));
+    CHECK_EQ_U(logstore_last_index(ls), 50);
+    CHECK_OK(send_chunk(ls, 45, 1, 2000, 500, 2500, 2));
+
+    /* Installed: the whole log is gone, though it held entry 45 of term 1 (raft.h asks for it),
+     * and the snapshot is the base. */
+    check_meta(ls, 45, 1, 2500);
+    check_snapshot_data(ls, 45, 2500, 2);
+    CHECK_OK(logstore_snapshot_verify(ls));
+    CHECK_EQ_U(logstore_first_index(ls), 46);
+    CHECK_EQ_U(logstore_last_index(ls), 45);
+    CHECK_EQ_U(logstore_segment_count(ls), 0);
+    CHECK_EQ_U(count_files(dir, ".seg"), 0);
+    CHECK(!file_exists(part));
+    CHECK_EQ_U(count_files(dir, ".meta"), 0);
+    CHECK_EQ_U(received(ls, 45, 1), 0);
+    /* An incoming snapshot not newer than the installed one is refused. */
+    CHECK_EQ(send_chunk(ls, 45, 1, 0, 100, 100, 3), RC_EINVAL);
+    CHECK_OK(append_range(ls, 46, 61, 2, 5));
+    CHECK_OK(logstore_sync(ls));
+    logstore_close(ls);
+
+    CHECK_OK(open_small(dir, 400, &ls));
+    check_meta(ls, 45, 1, 2500);
+    check_snapshot_data(ls, 45, 2500, 2);
+    CHECK_EQ_U(logstore_first_index(ls), 46);
+    CHECK_EQ_U(logstore_last_index(ls), 60);
+    struct raft_storage st = logstore_raft_storage(ls);
+    uint64_t t;
+    CHECK_OK(st.term(st.ctx, 45, &t));
+    CHECK_EQ_U(t, 1);
+    logstore_close(ls);
+}
+
+static int fail_after_state_written(void *ctx, enum logstore_point point)
+{
+    (void)ctx;
+    return point == LOGSTORE_STATE_WRITTEN;
+}
+
+TEST(crash_after_install_state_write_drops_the_old_log_at_open)
+{
+    char dir[4200];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore_options o;
+    logstore_options_default(&o);
+    o.segment_size_bytes = 400;
+    o.hook = fail_after_state_written;
+    struct logstore *ls;
+    CHECK_OK(logstore_open(dir, &o, &ls));
+    CHECK_OK(append_range(ls, 1, 51, 1, 9));
+    CHECK_OK(logstore_sync(ls));
+    /* The crash: raft-state names the snapshot (40, 2), the segments of term 1 remain. */
+    CHECK_EQ(send_chunk(ls, 40, 2, 0, 700, 700, 4), RC_EIO);
+    CHECK_EQ(append_range(ls, 51, 52, 1, 1), RC_EIO);
+    logstore_close(ls);
+    CHECK(count_files(dir, ".seg") > 0);
+    struct captured cap = {0};
+    rc_log_set_sink(capture_sink, &cap);
+    int rc = open_small(dir, 400, &ls);
+    rc_log_set_sink(NULL, NULL);
+    CHECK_OK(rc);
+    CHECK(captured_has(&cap, "snapshot install", NULL));
+    CHECK_EQ_U(count_files(dir, ".seg"), 0);
+    CHECK_EQ_U(logstore_first_index(ls), 41);
+    CHECK_EQ_U(logstore_last_index(ls), 40);
+    check_meta(ls, 40, 2, 700);
+    check_snapshot_data(ls, 40, 700, 4);
+    logstore_close(ls);
+}
+
+TEST(crash_leftover_snapshot_files_are_removed_and_a_bad_current_one_refused)
+{
+    char dir[4200], path[4400], stale[4400], tmp[4400], part[4400], meta[4400];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore *ls;
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK_OK(append_range(ls, 1, 101, 1, 9));
+    CHECK_OK(logstore_sync(ls));
+    CHECK_OK(local_snapshot(ls, 80, 1, &snap_config, 3000, 5));
+    CHECK_OK(logstore_snapshot_path(ls, path, sizeof path));
+    logstore_close(ls);
+
+    /* What crashes can leave: an unfinished local snapshot, a replaced or not yet named
+     * snapshot file, incoming data without its meta file. */
+    snprintf(stale, sizeof stale, "%s/snap-%020d-%020d.snap", dir, 60, 1);
+    snprintf(tmp, sizeof tmp, "%s/snap-local-7.tmp", dir);
+    snprintf(part, sizeof part, "%s/snap-incoming.part", dir);
+    snprintf(meta, sizeof meta, "%s/snap-incoming.meta", dir);
+    test_write_file(stale, "old", 3);
+    test_write_file(tmp, "half", 4);
+    test_write_file(part, "orphan", 6);
+    struct captured cap = {0};
+    rc_log_set_sink(capture_sink, &cap);
+    int rc = open_small(dir, 400, &ls);
+    rc_log_set_sink(NULL, NULL);
+    CHECK_OK(rc);
+    CHECK(captured_has(&cap, "snap-local-7.tmp", "removed"));
+    CHECK(captured_has(&cap, "00000000000000000060", "removed"));
+    CHECK(!file_exists(stale) && !file_exists(tmp) && !file_exists(part));
+    CHECK(file_exists(path));
+    check_snapshot_data(ls, 80, 3000, 5);
+    logstore_close(ls);
+
+    /* An incoming meta file that fails its checksum is removed with its data. */
+    test_write_file(meta, "not a meta file at all, not at all, not at all, no", 50);
+    test_write_file(part, "data", 4);
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK(!file_exists(meta) && !file_exists(part));
+    logstore_close(ls);
+
+    /* The current snapshot file must be there, whole. */
+    void *saved;
+    size_t saved_len;
+    save_file(path, &saved, &saved_len);
+    CHECK(unlink(path) == 0);
+    cap.n = 0;
+    rc_log_set_sink(capture_sink, &cap);
+    rc = open_small(dir, 400, &ls);
+    rc_log_set_sink(NULL, NULL);
+    CHECK_EQ(rc, RC_ECORRUPT);
+    CHECK(captured_has(&cap, "snap-00000000000000000080-00000000000000000001.snap", "missing"));
+    test_write_file(path, saved, saved_len - 1);
+    cap.n = 0;
+    rc_log_set_sink(capture_sink, &cap);
+    rc = open_small(dir, 400, &ls);
+    rc_log_set_sink(NULL, NULL);
+    CHECK_EQ(rc, RC_ECORRUPT);
+    CHECK(captured_has(&cap, "snap-00000000000000000080-00000000000000000001.snap", "2999"));
+    /* Same size, one byte changed: open succeeds, verify catches it. */
+    ((uint8_t *)saved)[1234] ^= 0x40;
+    test_write_file(path, saved, saved_len);
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK_EQ(logstore_snapshot_verify(ls), RC_ECORRUPT);
+    logstore_close(ls);
+    ((uint8_t *)saved)[1234] ^= 0x40;
+    restore_file(path, saved, saved_len);
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK_OK(logstore_snapshot_verify(ls));
+    logstore_close(ls);
+}
+
+TEST(alloc_failure_on_snapshot_begin_changes_nothing)
+{
+    char dir[4200];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore *ls;
+    CHECK_OK(open_small(dir, 400, &ls));
+    CHECK_OK(append_range(ls, 1, 21, 1, 9));
+    CHECK_OK(logstore_sync(ls));
+    struct logstore_snapshot_writer *w = NULL;
+    rc_alloc_fail_after(0);
+    int rc = logstore_snapshot_begin(ls, &w);
+    rc_alloc_fail_after(-1);
+    CHECK_EQ(rc, RC_ENOMEM);
+    CHECK_EQ_U(count_files(dir, ".tmp"), 0);
+    CHECK_OK(local_snapshot(ls, 10, 1, &snap_config, 100, 1));
+    logstore_close(ls);
+}
+
+/* ============================== snapshot transfer between two cores ==============================
+ */
+
+struct node {
+    uint64_t id;
+    struct raft *r;
+    struct logstore *ls;
+    size_t n_chunks; /* snapshot chunks written */
+};
+
+struct wire {
+    int n;
+    struct {
+        uint64_t to;
+        size_t len;
+        uint8_t *buf;
+    } msgs[256];
+};
+
+/* Persists each ready as raft.h orders it (snapshot chunk, entries, hard state, sync), then
+ * encodes its messages onto the wire; the codec copies them, as a network would. */
+static void drive_node(struct node *nd, struct wire *w)
+{
+    while (raft_has_ready(nd->r)) {
+        struct raft_ready rd;
+        CHECK_OK(raft_ready(nd->r, &rd));
+        int rc = 0;
+        if (rd.snapshot_chunk) {
+            rc = logstore_snapshot_chunk(nd->ls, rd.snapshot_chunk);
+            nd->n_chunks++;
+        }
+        if (rc == 0)
+            rc = logstore_append(nd->ls, rd.entries, rd.n_entries);
+        if (rc == 0 && rd.has_hard_state)
+            rc = logstore_set_hard_state(nd->ls, &rd.hard_state);
+        if (rc == 0)
+            rc = logstore_sync(nd->ls);
+        CHECK_OK(rc);
+        for (size_t i = 0; i < rd.n_messages; i++) {
+            CHECK(w->n < 256);
+            size_t len = raft_msg_encoded_size(&rd.messages[i]);
+            uint8_t *buf = rc_malloc(len);
+            CHECK(buf != NULL);
+            CHECK_EQ_U(raft_msg_encode(&rd.messages[i], buf), len);
+            w->msgs[w->n].to = rd.messages[i].to;
+            w->msgs[w->n].len = len;
+            w->msgs[w->n].buf = buf;
+            w->n++;
+        }
+        CHECK_OK(raft_advance(nd->r, 0));
+    }
+}
+
+static void drop_wire(struct wire *w)
+{
+    for (int i = 0; i < w->n; i++)
+        rc_free(w->msgs[i].buf);
+    w->n = 0;
+}
+
+/* Delivers what is on the wire to its addressee (both nodes are in nodes[0..2)). */
+static void deliver(struct node *nodes, struct wire *w)
+{
+    struct wire now = *w;
+    w->n = 0;
+    for (int i = 0; i < now.n; i++) {
+        struct raft_message m;
+        CHECK_OK(raft_msg_decode(now.msgs[i].buf, now.msgs[i].len, &m));
+        for (int k = 0; k < 2; k++)
+            if (nodes[k].id == now.msgs[i].to)
+                CHECK_OK(raft_step(nodes[k].r, &m));
+        raft_msg_decoded_free(&m);
+        rc_free(now.msgs[i].buf);
+    }
+}
+
+/* Runs the pair until B has the snapshot and the leader's log, or fails after 500 rounds. */
+static void run_until_caught_up(struct node *nodes, struct wire *w)
+{
+    for (int round = 0; round < 500; round++) {
+        CHECK_OK(raft_tick(nodes[0].r));
+        for (int k = 0; k < 2; k++)
+            drive_node(&nodes[k], w);
+        deliver(nodes, w);
+        for (int k = 0; k < 2; k++)
+            drive_node(&nodes[k], w);
+        deliver(nodes, w);
+        uint64_t match = 0;
+        if (raft_peer_match(nodes[0].r, nodes[1].id, &match) == 0 &&
+            match == logstore_last_index(nodes[0].ls) &&
+            logstore_last_index(nodes[1].ls) == match && w->n == 0)
+            return;
+    }
+    uint64_t match = 0;
+    raft_peer_match(nodes[0].r, nodes[1].id, &match);
+    CHECK_MSG(0,
+              "learner did not catch up in 500 rounds: match %llu, A last %llu, B last %llu, "
+              "B chunks %zu",
+              (unsigned long long)match, (unsigned long long)logstore_last_index(nodes[0].ls),
+              (unsigned long long)logstore_last_index(nodes[1].ls), nodes[1].n_chunks);
+}
+
+TEST(core_streams_snapshot_from_logstore_to_a_new_learner)
+{
+    char dir_a[4200], dir_b[4200];
+    log_dir(dir_a, sizeof dir_a, "a");
+    log_dir(dir_b, sizeof dir_b, "b");
+    struct node nodes[2] = {{.id = 1}, {.id = 2}};
+    struct wire *w = rc_calloc(1, sizeof *w);
+    CHECK(w != NULL);
+    CHECK_OK(open_small(dir_a, 512, &nodes[0].ls));
+    CHECK_OK(open_small(dir_b, 512, &nodes[1].ls));
+
+    /* A: a single voter that leads, takes a learner, and writes a while. */
+    struct raft_config c = {.n_voters = 1, .voters = {1}};
+    struct raft_entry boot;
+    CHECK_OK(raft_bootstrap_entry(&c, &boot));
+    CHECK_OK(logstore_append(nodes[0].ls, &boot, 1));
+    CHECK_OK(logstore_sync(nodes[0].ls));
+    rc_free(boot.data);
+    struct raft_options oa, ob;
+    raft_options_default(&oa, 1);
+    oa.snapshot_chunk_bytes = 1000; /* the snapshot goes in several chunks */
+    raft_options_default(&ob, 2);
+    struct raft_storage sa = logstore_raft_storage(nodes[0].ls);
+    struct raft_storage sb = logstore_raft_storage(nodes[1].ls);
+    CHECK_OK(raft_create(&oa, &sa, NULL, &nodes[0].r));
+    tick_until_leader(nodes[0].r, nodes[0].ls);
+    for (int i = 0; i < 30; i++) {
+        char data[32];
+        int len = snprintf(data, sizeof data, "before-%d", i);
+        CHECK_OK(raft_propose(nodes[0].r, data, (size_t)len, NULL, NULL));
+        drive_node(&nodes[0], w);
+    }
+    CHECK_OK(raft_change_membership(nodes[0].r, RAFT_ADD_LEARNER, 2));
+    drive_node(&nodes[0], w);
+    drop_wire(w); /* lost: B does not exist yet */
+
+    /* A's state machine snapshots its applied state; the log is compacted up to there. */
+    struct raft_status rs;
+    raft_status(nodes[0].r, &rs);
+    CHECK_EQ_U(rs.applied, rs.last_index);
+    uint64_t snap_index = rs.applied, snap_term;
+    CHECK_OK(raft_log_term(nodes[0].r, snap_index, &snap_term));
+    CHECK(raft_config_has_learner(&rs.config, 2));
+    CHECK_OK(local_snapshot(nodes[0].ls, snap_index, snap_term, &rs.config, 4321, 9));
+    CHECK_OK(raft_compacted(nodes[0].r, snap_index));
+    CHECK_EQ_U(logstore_first_index(nodes[0].ls), snap_index + 1);
+    CHECK_OK(raft_propose(nodes[0].r, "after", 5, NULL, NULL));
+    drive_node(&nodes[0], w);
+
+    /* B: an empty store; what it needs was compacted away, so it must get the snapshot. */
+    CHECK_OK(raft_create(&ob, &sb, NULL, &nodes[1].r));
+    run_until_caught_up(nodes, w);
+
+    CHECK(nodes[1].n_chunks >= 5); /* 4321 bytes in chunks of 1000 */
+    struct raft_snapshot_meta ma, mb;
+    logstore_snapshot_meta(nodes[0].ls, &ma);
+    logstore_snapshot_meta(nodes[1].ls, &mb);
+    CHECK_EQ_U(mb.index, snap_index);
+    CHECK_EQ_U(mb.term, snap_term);
+    CHECK_EQ_U(mb.size_bytes, 4321);
+    CHECK(memcmp(&ma.config, &mb.config, sizeof ma.config) == 0);
+    check_snapshot_data(nodes[1].ls, snap_index, 4321, 9);
+    CHECK_OK(logstore_snapshot_verify(nodes[1].ls));
+    CHECK_EQ_U(logstore_first_index(nodes[1].ls), snap_index + 1);
+    CHECK_EQ_U(logstore_last_index(nodes[1].ls), logstore_last_index(nodes[0].ls));
+    struct raft_storage st = logstore_raft_storage(nodes[1].ls);
+    struct raft_entry out[4];
+    size_t n;
+    uint64_t last = logstore_last_index(nodes[1].ls);
+    CHECK_OK(st.entries(st.ctx, last, last + 1, (size_t)-1, out, &n));
+    CHECK_MEM(out[0].data, out[0].len, "after", 5);
+
+    /* B restarts from its files alone: the snapshot is its base. */
+    raft_destroy(nodes[1].r);
+    logstore_close(nodes[1].ls);
+    CHECK_OK(open_small(dir_b, 512, &nodes[1].ls));
+    check_snapshot_data(nodes[1].ls, snap_index, 4321, 9);
+    CHECK_EQ_U(logstore_first_index(nodes[1].ls), snap_index + 1);
+    struct raft_hard_state hs;
+    logstore_hard_state(nodes[1].ls, &hs);
+    sb = logstore_raft_storage(nodes[1].ls);
+    CHECK_OK(raft_create(&ob, &sb, &hs, &nodes[1].r));
+    raft_status(nodes[1].r, &rs);
+    CHECK_EQ_U(rs.first_index, snap_index + 1);
+    CHECK(raft_config_has_learner(&rs.config, 2));
+
+    for (int k = 0; k < 2; k++) {
+        raft_destroy(nodes[k].r);
+        logstore_close(nodes[k].ls);
+    }
+    drop_wire(w);
+    rc_free(w);
+}
