@@ -5,7 +5,9 @@
 #include "test.h"
 
 #include "common/alloc.h"
+#include "common/fileio.h"
 #include "raftcask.h"
+#include "store/record.h"
 #include "store/store.h"
 
 #include <stdio.h>
@@ -98,6 +100,48 @@ static inline char *dump_store(struct rc_store *s)
     if (!c.text)
         c.text = calloc(1, 1);
     return c.text;
+}
+
+/* End offsets and revisions (and kinds, when kinds is not NULL) of the records in a data
+ * file, in order. (A delete of an absent key writes no record, so revisions have gaps.) */
+static inline size_t record_ends_kinds(const char *path, uint64_t *ends, uint64_t *revs, int *kinds,
+                                       size_t max)
+{
+    void *data;
+    size_t len, n = 0, off = 0;
+    CHECK_OK(rc_read_file(path, &data, &len));
+    struct record r;
+    while (n < max && off < len &&
+           record_decode((uint8_t *)data + off, len - off, &r) == RECORD_OK) {
+        off += r.total_len;
+        revs[n] = r.revision;
+        if (kinds)
+            kinds[n] = (int)r.kind;
+        ends[n++] = off;
+    }
+    rc_free(data);
+    return n;
+}
+
+static inline size_t record_ends(const char *path, uint64_t *ends, uint64_t *revs, size_t max)
+{
+    return record_ends_kinds(path, ends, revs, NULL, max);
+}
+
+/* Runs fn in a child process that then dies without closing the store (as kill -9 would,
+ * but at a chosen point): what it wrote is in the page cache, the preallocated tail is
+ * zero, and no hint was written for the active file. */
+static inline void in_crashing_child(void (*fn)(const char *dir), const char *dir)
+{
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        fn(dir);
+        _exit(0);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
 }
 
 #endif
