@@ -22,8 +22,8 @@ static int64_t test_clock(void *ctx)
     return test_clock_now;
 }
 
-static inline struct rc_store *open_store_opts(const char *dir, uint64_t max_file_bytes,
-                                               bool repair)
+static inline struct rc_store *open_store_with(const char *dir, uint64_t max_file_bytes,
+                                               bool repair, bool atomic_revisions)
 {
     struct rc_store_options o;
     rc_store_options_init(&o);
@@ -31,10 +31,23 @@ static inline struct rc_store *open_store_opts(const char *dir, uint64_t max_fil
     if (max_file_bytes)
         o.max_file_bytes = max_file_bytes;
     o.repair = repair;
+    o.atomic_revisions = atomic_revisions;
     struct rc_store *s = NULL;
     int rc = rc_store_open(dir, &o, &s);
     CHECK_MSG(rc == 0, "rc_store_open(%s) = %d (%s)", dir, rc, rc_strerror(rc));
     return s;
+}
+
+static inline struct rc_store *open_store_opts(const char *dir, uint64_t max_file_bytes,
+                                               bool repair)
+{
+    return open_store_with(dir, max_file_bytes, repair, false);
+}
+
+/* A store whose revisions count only once committed (options.atomic_revisions). */
+static inline struct rc_store *open_store_atomic(const char *dir, uint64_t max_file_bytes)
+{
+    return open_store_with(dir, max_file_bytes, false, true);
 }
 
 static inline struct rc_store *open_store(const char *dir)

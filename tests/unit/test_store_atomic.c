@@ -94,19 +94,6 @@ static char *expected_at(uint64_t rev)
     return out;
 }
 
-static struct rc_store *open_atomic(const char *dir, uint64_t max_file_bytes)
-{
-    struct rc_store_options o;
-    rc_store_options_init(&o);
-    o.clock_ms = test_clock;
-    o.max_file_bytes = max_file_bytes;
-    o.atomic_revisions = true;
-    struct rc_store *s = NULL;
-    int rc = rc_store_open(dir, &o, &s);
-    CHECK_MSG(rc == 0, "rc_store_open(%s) = %d (%s)", dir, rc, rc_strerror(rc));
-    return s;
-}
-
 /* Checks that the store holds exactly revisions 1..rev and reports rev as applied. */
 static void check_at(struct rc_store *s, uint64_t rev, const char *what)
 {
@@ -130,7 +117,7 @@ static void check_goes_on(const char *dir, uint64_t max_file_bytes, struct rc_st
         write_revision(s, r);
     check_at(s, final, what);
     CHECK_OK(rc_store_close(s));
-    s = open_atomic(dir, max_file_bytes);
+    s = open_store_atomic(dir, max_file_bytes);
     check_at(s, final, what);
     CHECK_OK(rc_store_close(s));
 }
@@ -186,7 +173,7 @@ enum { CUT_REVISIONS = 12 };
 
 static void write_revisions_and_die(const char *dir)
 {
-    struct rc_store *s = open_atomic(dir, 1 << 20);
+    struct rc_store *s = open_store_atomic(dir, 1 << 20);
     for (uint64_t r = 1; r <= CUT_REVISIONS; r++)
         write_revision(s, r);
     /* no close: the process dies here */
@@ -237,7 +224,7 @@ TEST(incomplete_revision_cut_at_every_offset)
                 CHECK(truncate(path, (off_t)cut) == 0);
             }
             memset(&drops, 0, sizeof drops);
-            struct rc_store *s = open_atomic(work, 1 << 20);
+            struct rc_store *s = open_store_atomic(work, 1 << 20);
             bool whole_commit = cut == end || (zero && cut > last_nonzero);
             uint64_t want = whole_commit ? CUT_REVISIONS : CUT_REVISIONS - 1;
             char what[64];
@@ -321,7 +308,7 @@ TEST(incomplete_revision_across_a_roll_cut_at_every_offset)
     char base[4200], work[4200], path[4300];
     snprintf(base, sizeof base, "%s/base", test_tmpdir());
     value_pad = 24;
-    struct rc_store *s = open_atomic(base, ROLL_FILE_BYTES);
+    struct rc_store *s = open_store_atomic(base, ROLL_FILE_BYTES);
     /* Write revisions until one rolls to a new file after its first record. */
     uint64_t last = 0;
     for (uint64_t r = 1; r < 100 && !last; r++) {
@@ -390,7 +377,7 @@ TEST(incomplete_revision_across_a_roll_cut_at_every_offset)
                 }
                 file_path(path, sizeof path, work, ids[j], ".data");
                 CHECK(truncate(path, (off_t)cut) == 0);
-                s = open_atomic(work, ROLL_FILE_BYTES);
+                s = open_store_atomic(work, ROLL_FILE_BYTES);
                 bool whole = j == last_file && cut == sizes[j];
                 uint64_t want = whole ? ROLL_REVISIONS : ROLL_REVISIONS - 1;
                 char what[96];
@@ -416,7 +403,7 @@ TEST(incomplete_revision_across_a_roll_cut_at_every_offset)
 TEST(close_in_the_middle_of_a_revision_drops_it_at_open)
 {
     const char *dir = test_tmpdir();
-    struct rc_store *s = open_atomic(dir, 1 << 20);
+    struct rc_store *s = open_store_atomic(dir, 1 << 20);
     for (uint64_t r = 1; r <= 3; r++)
         write_revision(s, r);
     write_ops(s, 4);
@@ -426,7 +413,7 @@ TEST(close_in_the_middle_of_a_revision_drops_it_at_open)
     snprintf(path, sizeof path, "%s/000001.hint", dir);
     CHECK(access(path, F_OK) == 0);
     rc_log_set_level(RC_LOG_WARNING);
-    s = open_atomic(dir, 1 << 20);
+    s = open_store_atomic(dir, 1 << 20);
     check_at(s, 3, "reopened");
     check_goes_on(dir, 1 << 20, s, 3, 5, "after");
 }
@@ -444,11 +431,11 @@ TEST(store_written_without_the_option_is_adopted_whole)
         write_ops(s, r);
     CHECK_OK(rc_store_close(s));
     rc_log_set_level(RC_LOG_WARNING);
-    s = open_atomic(dir, 1 << 20);
+    s = open_store_atomic(dir, 1 << 20);
     check_at(s, 8, "adopted");
     write_ops(s, 9); /* an incomplete revision right after the adoption */
     CHECK_OK(rc_store_close(s));
-    s = open_atomic(dir, 1 << 20);
+    s = open_store_atomic(dir, 1 << 20);
     check_at(s, 8, "reopened");
     CHECK_OK(rc_store_close(s));
 }
@@ -456,11 +443,11 @@ TEST(store_written_without_the_option_is_adopted_whole)
 TEST(first_revision_of_a_new_store_is_atomic_too)
 {
     const char *dir = test_tmpdir();
-    struct rc_store *s = open_atomic(dir, 1 << 20);
+    struct rc_store *s = open_store_atomic(dir, 1 << 20);
     write_ops(s, 1);
     CHECK_OK(rc_store_close(s));
     rc_log_set_level(RC_LOG_WARNING);
-    s = open_atomic(dir, 1 << 20);
+    s = open_store_atomic(dir, 1 << 20);
     check_at(s, 0, "reopened");
     check_goes_on(dir, 1 << 20, s, 0, 2, "after");
 }
@@ -470,7 +457,7 @@ TEST(first_revision_of_a_new_store_is_atomic_too)
 TEST(commit_revision_rules)
 {
     const char *dir = test_tmpdir();
-    struct rc_store *s = open_atomic(dir, 1 << 20);
+    struct rc_store *s = open_store_atomic(dir, 1 << 20);
     put_str(s, "a", "1", 5);
     CHECK_EQ_U(rc_store_applied_revision(s), 0);
     CHECK_EQ(rc_store_commit_revision(s, 4), RC_EINVAL); /* would commit a later write */
@@ -498,7 +485,7 @@ TEST(commit_revision_rules)
     CHECK_EQ_U(after.applied_revision, 7);
     CHECK_OK(rc_store_commit_revision(s, 8));
     CHECK_OK(rc_store_close(s));
-    s = open_atomic(dir, 1 << 20);
+    s = open_store_atomic(dir, 1 << 20);
     CHECK_EQ_U(rc_store_applied_revision(s), 8);
     check_value(s, "a", "1");
     check_value(s, "b", "2");
@@ -522,7 +509,7 @@ TEST(commit_revision_rules)
 TEST(merge_waits_for_the_end_of_a_revision)
 {
     const char *dir = test_tmpdir();
-    struct rc_store *s = open_atomic(dir, 8192);
+    struct rc_store *s = open_store_atomic(dir, 8192);
     for (uint64_t r = 1; r <= 100; r++)
         write_revision(s, r);
     write_ops(s, 101);
@@ -533,7 +520,7 @@ TEST(merge_waits_for_the_end_of_a_revision)
     write_ops(s, 102);
     CHECK_OK(rc_store_close(s));
     rc_log_set_level(RC_LOG_WARNING);
-    s = open_atomic(dir, 8192);
+    s = open_store_atomic(dir, 8192);
     check_at(s, 101, "reopened");
     CHECK_OK(rc_store_close(s));
 }
@@ -556,7 +543,7 @@ static void die_at_point(const char *point, void *ctx)
 
 static void merge_during_a_revision_and_die(const char *dir)
 {
-    struct rc_store *s = open_atomic(dir, 8192);
+    struct rc_store *s = open_store_atomic(dir, 8192);
     for (uint64_t r = 1; r <= MERGE_REVISIONS; r++)
         write_revision(s, r);
     rc_store_set_test_hook(die_at_point, NULL);
@@ -583,7 +570,7 @@ TEST(crash_at_every_step_of_a_merge_during_an_incomplete_revision)
         crash_point = points[i];
         atomic_store(&partial_written, false);
         in_crashing_child(merge_during_a_revision_and_die, dir);
-        struct rc_store *s = open_atomic(dir, 8192);
+        struct rc_store *s = open_store_atomic(dir, 8192);
         char what[64];
         snprintf(what, sizeof what, "crash at %s", points[i] ? points[i] : "the end");
         check_at(s, MERGE_REVISIONS, what);
@@ -608,7 +595,7 @@ TEST(kill_9_at_random_moments_loses_only_whole_revisions)
         CHECK(pid >= 0);
         if (pid == 0) {
             close(ready[0]);
-            struct rc_store *s = open_atomic(dir, 8192);
+            struct rc_store *s = open_store_atomic(dir, 8192);
             for (uint64_t r = 1;; r++) { /* until killed */
                 write_revision(s, r);
                 if (r % 97 == 0) {
@@ -629,7 +616,7 @@ TEST(kill_9_at_random_moments_loses_only_whole_revisions)
         int status;
         CHECK(waitpid(pid, &status, 0) == pid);
         CHECK(WIFSIGNALED(status));
-        struct rc_store *s = open_atomic(dir, 8192);
+        struct rc_store *s = open_store_atomic(dir, 8192);
         uint64_t at = rc_store_applied_revision(s);
         CHECK(at >= 200);
         char what[64];
