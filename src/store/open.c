@@ -11,6 +11,10 @@
  *  - An invalid record followed by valid ones, in any file, is corruption (bit rot): open
  *    fails naming the file and offset, unless options.repair, which drops the bad bytes
  *    and reports them. So is an invalid record in a sealed file, which was fsynced whole.
+ *  - With atomic_revisions, records count only once a COMMIT follows them: they are held
+ *    back until then (load_record), and those after the last commit — an incomplete
+ *    revision — are cut off the files (drop_incomplete_revision), even from sealed files,
+ *    whose hints are removed first. A store without any commit is adopted whole.
  * Then the last file becomes the active file again if it is still small, else a new one is
  * made.
  */

@@ -14,8 +14,8 @@
  *      put = insert/replace, delete = remove, clear = remove all, gives the key directory.
  *      Every state change below keeps this true of the files, so open can rebuild it.
  *   2. Only the active file changes; a sealed file never changes again (until it is
- *      deleted whole by a merge). A hint exists only for a sealed file and describes it
- *      exactly (it names the file's size).
+ *      deleted whole by a merge, or cut by open after an incomplete revision, invariant 6). A hint
+ * exists only for a sealed file and describes it exactly (it names the file's size).
  *   3. The key directory points each live key at its newest PUT record, and that record is
  *      inside the written prefix (size) of a file in the file table.
  *   4. applied_revision is the highest revision of any record ever written; merges carry it
