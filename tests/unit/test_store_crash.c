@@ -349,7 +349,7 @@ static void write_expected(const char *dir, struct rc_store *s)
 
 static void merge_and_die(const char *dir)
 {
-    char sdir[4200];
+    char sdir[4300];
     snprintf(sdir, sizeof sdir, "%s/s", dir);
     struct rc_store *s = open_store_opts(sdir, 8192, false);
     uint64_t rev = 0;
@@ -362,7 +362,7 @@ static void merge_and_die(const char *dir)
 
 static void check_against_expected(const char *dir)
 {
-    char sdir[4200], path[4300];
+    char sdir[4300], path[4400];
     snprintf(sdir, sizeof sdir, "%s/s", dir);
     snprintf(path, sizeof path, "%s/expected", dir);
     void *want;
