@@ -696,6 +696,10 @@ int fsm_apply(struct rc_store *store, const void *entry, size_t len, uint64_t re
     }
     if (rc == RC_ENOTFOUND)
         rc = 0;
+    /* Every entry ends its revision, also when it wrote nothing; one that failed part-way
+     * must not (a store opened with atomic_revisions then drops that part at reopen). */
+    if (rc == 0)
+        rc = rc_store_commit_revision(store, revision);
     resp_argv_free(&argv);
     resp_buf_free(&out);
     rc_free(c.val.data);

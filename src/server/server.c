@@ -190,6 +190,7 @@ int server_run(struct rc_config *cfg)
     so.max_file_bytes = cfg->max_file_bytes;
     so.max_key_bytes = (uint32_t)cfg->max_key_size;
     so.max_value_bytes = (uint32_t)cfg->proto_max_bulk_len;
+    so.atomic_revisions = true; /* fsm_apply commits each entry: a crash loses whole entries */
     char cask[4096];
     snprintf(cask, sizeof cask, "%s/cask", cfg->dir);
     int rc = rc_store_open(cask, &so, &s->store);

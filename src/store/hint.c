@@ -108,7 +108,8 @@ static size_t decode_entry(const uint8_t *data, size_t end, size_t pos, uint64_t
         return 0;
     const uint8_t *e = data + pos;
     uint32_t klen = rc_get_u32(e + 4), off = rc_get_u32(e + 8), vlen = rc_get_u32(e + 12);
-    if (e[0] < RECORD_PUT || e[0] > RECORD_CLEAR || e[1] || e[2] || e[3])
+    bool replayed = (e[0] >= RECORD_PUT && e[0] <= RECORD_CLEAR) || e[0] == RECORD_COMMIT;
+    if (!replayed || e[1] || e[2] || e[3])
         return 0;
     if (klen > RECORD_MAX_KEY || vlen > RECORD_MAX_VALUE || end - pos - HINT_ENTRY < klen)
         return 0;

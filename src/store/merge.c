@@ -11,8 +11,9 @@
  *
  * merge_run (worker, mostly without mu):
  *   1. Copy, in key order, the record each clone entry points at into output files named
- *      NNNNNN.data.merging; the first starts with a MARK record carrying the store's
- *      applied revision, since tombstones and marks of F are not copied.
+ *      NNNNNN.data.merging; the last ends with a MARK record (a COMMIT with
+ *      atomic_revisions) carrying the store's applied revision, since tombstones, marks and
+ *      commits of F are not copied.
  *   2. Seal (fsync) the outputs, rename them to NNNNNN.data, fsync the directory, write
  *      their hints.
  *   3. Swap in: add the outputs to the file table; then, a chunk of keys at a time under mu,
@@ -29,6 +30,19 @@
  * record that was superseded is superseded by a later record of F (in the suffix too) or
  * by a newer file; dropping a tombstone is safe because the records it deleted were in F
  * and are deleted first (ascending order). The MARK keeps the applied revision.
+ *
+ * With atomic_revisions (store.c invariant 6) merge must never copy a record of an
+ * incomplete revision: the copy would sit before a commit (the outputs' own, or a later
+ * one) and survive the cut at open. So merge_begin refuses (RC_EBUSY) while a revision is
+ * open: at that instant the last record of F that counts is a commit, every record the
+ * clone points at is committed, and the outputs end with a COMMIT of that same revision.
+ * Writes made during the merge go to files after the outputs, so an incomplete revision
+ * is always after the last commit in replay order, whatever step a crash interrupts:
+ * before the renames there are F (ending with the commit) and the newer files; after them
+ * F, the outputs (ending with the commit) and the newer files; while F is deleted, a
+ * suffix of it, the outputs and the newer files. Files older than the latest commit alone
+ * would not do as F: the outputs take ids after the old active file, so they would replay
+ * after newer records of the file holding that commit.
  */
 #include "store_impl.h"
 
@@ -90,6 +104,9 @@ int merge_begin(struct rc_store *s)
         return RC_EBUSY;
     if (s->failed)
         return RC_ECLOSED;
+    /* With atomic_revisions a merge starts only right after a commit: see the notes. */
+    if (s->opts.atomic_revisions && s->uncommitted)
+        return RC_EBUSY;
     struct merge_job *job = rc_calloc(1, sizeof *job);
     struct store_job *sj = rc_calloc(1, sizeof *sj);
     if (!job || !sj)
@@ -113,7 +130,7 @@ int merge_begin(struct rc_store *s)
     }
     job->reserved_ids = (uint32_t)(2 * pieces + 2);
     job->first_output_id = s->active->id + 1;
-    job->revision = s->applied_revision;
+    job->revision = store_visible_revision(s);
     int rc = store_roll(s, s->active->id + 1 + job->reserved_ids, 0);
     if (rc != 0) {
         keydir_free(job->clone);
@@ -229,14 +246,17 @@ static int copy_one(const void *key, size_t klen, const struct kd_meta *meta, vo
 
 static int write_outputs(struct rc_store *s, struct merge_job *job)
 {
-    uint8_t mark[RECORD_HEADER_SIZE];
-    record_encode(mark, RECORD_MARK, job->revision, 0, NULL, 0, NULL, 0);
-    int rc = output_bytes(s, job, mark, sizeof mark, NULL);
-    if (rc != 0)
-        return rc;
     struct copy_ctx c = {s, job};
     struct kd_bound open = {KD_BOUND_OPEN, NULL, 0};
-    rc = keydir_scan(job->clone, &open, &open, false, copy_one, &c);
+    int rc = keydir_scan(job->clone, &open, &open, false, copy_one, &c);
+    if (rc != 0)
+        return rc;
+    /* Last, after the copies: with atomic_revisions a commit counts only the records before
+     * it, and the outputs then hold the store's last commit until newer ones are written. */
+    uint8_t mark[RECORD_HEADER_SIZE];
+    record_encode(mark, s->opts.atomic_revisions ? RECORD_COMMIT : RECORD_MARK, job->revision, 0,
+                  NULL, 0, NULL, 0);
+    rc = output_bytes(s, job, mark, sizeof mark, NULL);
     if (rc != 0)
         return rc;
     rc = datafile_seal(job->outputs[job->noutputs - 1]);

@@ -11,6 +11,10 @@
  *  - An invalid record followed by valid ones, in any file, is corruption (bit rot): open
  *    fails naming the file and offset, unless options.repair, which drops the bad bytes
  *    and reports them. So is an invalid record in a sealed file, which was fsynced whole.
+ *  - With atomic_revisions, records count only once a COMMIT follows them: they are held
+ *    back until then (load_record), and those after the last commit — an incomplete
+ *    revision — are cut off the files (drop_incomplete_revision), even from sealed files,
+ *    whose hints are removed first. A store without any commit is adopted whole.
  * Then the last file becomes the active file again if it is still small, else a new one is
  * made.
  */
@@ -35,9 +39,12 @@
 
 /* ============================== replay ============================== */
 
+struct pending;
+
 struct load_ctx {
     struct rc_store *s;
     uint32_t file_id;
+    struct pending *pending; /* with atomic_revisions: records waiting for a commit */
 };
 
 /* Applies one record (from a data file or a hint) to the key directory being rebuilt. */
@@ -79,6 +86,9 @@ static int load_apply(const struct load_item *it, void *arg)
         }
         break;
     }
+    case RECORD_COMMIT:
+        s->committed_revision = r->revision;
+        break;
     case RECORD_MARK:
     case RECORD_PAD:
     case RECORD_SYNC:
@@ -88,6 +98,173 @@ static int load_apply(const struct load_item *it, void *arg)
         s->live_bytes -= record_size(r->key_len, old.value_len);
         s->keys_with_expiry -= old.expiry_ms != 0;
     }
+    return rc;
+}
+
+/* ============================== atomic revisions ============================== */
+
+/*
+ * With atomic_revisions, replay holds back every record until a COMMIT record follows it
+ * (store.c invariant 6): the records since the last commit are kept here, keys copied (a
+ * hint's keys are freed when its file is done, and a revision may span files), and applied
+ * in order when the next commit is read. What is still here at the end is an incomplete
+ * revision: open cuts it off the files (drop_incomplete_revision). PAD and SYNC records
+ * change nothing and are not kept.
+ */
+struct pending_item {
+    struct record rec; /* rec.key is set from key_at when the item is applied */
+    size_t key_at;     /* offset of the key in keys */
+    uint32_t file_id, offset;
+};
+
+struct pending {
+    struct pending_item *items;
+    size_t n, cap;
+    uint8_t *keys;
+    size_t keys_len, keys_cap;
+    uint64_t max_revision; /* of the items */
+    bool seen_commit;
+    uint32_t cut_file_id; /* just after the last commit read: where an incomplete revision */
+    uint64_t cut_offset;  /* starts */
+};
+
+static void pending_free(struct pending *p)
+{
+    rc_free(p->items);
+    rc_free(p->keys);
+}
+
+static int pending_push(struct pending *p, const struct load_item *it, uint32_t file_id)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        struct pending_item *a = rc_realloc(p->items, cap * sizeof *a);
+        if (!a)
+            return RC_ENOMEM;
+        p->items = a;
+        p->cap = cap;
+    }
+    size_t klen = it->rec.key_len;
+    if (p->keys_len + klen > p->keys_cap) {
+        size_t cap = p->keys_cap ? p->keys_cap : 4096;
+        while (cap < p->keys_len + klen)
+            cap *= 2;
+        uint8_t *k = rc_realloc(p->keys, cap);
+        if (!k)
+            return RC_ENOMEM;
+        p->keys = k;
+        p->keys_cap = cap;
+    }
+    if (klen)
+        memcpy(p->keys + p->keys_len, it->rec.key, klen);
+    struct pending_item *pi = &p->items[p->n++];
+    pi->rec = it->rec;
+    pi->rec.key = NULL;
+    pi->rec.value = NULL;
+    pi->key_at = p->keys_len;
+    pi->file_id = file_id;
+    pi->offset = it->offset;
+    p->keys_len += klen;
+    if (it->rec.revision > p->max_revision)
+        p->max_revision = it->rec.revision;
+    return 0;
+}
+
+/* Applies the held records in order: a commit has shown their revision complete. */
+static int pending_apply(struct rc_store *s, struct pending *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        struct pending_item *pi = &p->items[i];
+        struct load_item it = {.rec = pi->rec, .offset = pi->offset};
+        it.rec.key = p->keys + pi->key_at;
+        struct load_ctx lc = {s, pi->file_id, NULL};
+        int rc = load_apply(&it, &lc);
+        if (rc != 0)
+            return rc;
+    }
+    p->n = 0;
+    p->keys_len = 0;
+    p->max_revision = 0;
+    return 0;
+}
+
+/* The replay callback for data files and hints: applies at once, or through the pending
+ * records with atomic_revisions. */
+static int load_record(const struct load_item *it, void *arg)
+{
+    struct load_ctx *lc = arg;
+    struct pending *p = lc->pending;
+    if (!p)
+        return load_apply(it, lc);
+    if (it->rec.kind == RECORD_PAD || it->rec.kind == RECORD_SYNC)
+        return 0;
+    if (it->rec.kind != RECORD_COMMIT)
+        return pending_push(p, it, lc->file_id);
+    int rc = pending_apply(lc->s, p);
+    if (rc == 0)
+        rc = load_apply(it, lc);
+    p->seen_commit = true;
+    p->cut_file_id = lc->file_id;
+    p->cut_offset = it->offset + it->rec.total_len;
+    return rc;
+}
+
+/*
+ * Called when every file is replayed. Records still pending follow the last commit: an
+ * incomplete revision. Cut them off the files (the later files whole, the commit's file
+ * after the commit), so that no later commit can ever make them count. Any subset of these
+ * steps leaves the same last commit, so a crash during them is finished by the next open.
+ * A store without any commit (written without the option, or new) is adopted: its records
+ * are applied, and open then writes a commit (*adopt).
+ */
+static int drop_incomplete_revision(struct rc_store *s, struct pending *p, bool *last_sealed,
+                                    bool *adopt)
+{
+    *adopt = !p->seen_commit;
+    if (!p->seen_commit) {
+        if (p->n > 0)
+            rc_info("%s: no commit record (written without atomic revisions): adopting its "
+                    "contents up to revision %llu as complete",
+                    s->dir, (unsigned long long)p->max_revision);
+        return pending_apply(s, p);
+    }
+    if (p->n == 0)
+        return 0;
+    uint64_t dropped = 0;
+    for (size_t i = 0; i < s->nfiles; i++) {
+        struct datafile *f = s->files[i];
+        if (f->id > p->cut_file_id)
+            dropped += f->size;
+        else if (f->id == p->cut_file_id && f->size > p->cut_offset)
+            dropped += f->size - p->cut_offset;
+    }
+    rc_info("%s: dropping %llu bytes of an incomplete revision %llu", s->dir,
+            (unsigned long long)dropped, (unsigned long long)p->max_revision);
+    char path[PATH_MAX];
+    while (s->nfiles > 0 && s->files[s->nfiles - 1]->id > p->cut_file_id) {
+        struct datafile *f = s->files[s->nfiles - 1];
+        datafile_path(path, sizeof path, s->dir, f->id, ".hint");
+        unlink(path);
+        if (unlink(f->path) != 0) {
+            rc_error("remove %s: %m", f->path);
+            return RC_EIO;
+        }
+        s->total_bytes -= f->size;
+        store_files_remove(s, f);
+    }
+    struct datafile *f = s->nfiles ? s->files[s->nfiles - 1] : NULL;
+    if (!f || f->id != p->cut_file_id)
+        return RC_ECORRUPT; /* cannot happen: the commit was read from that file */
+    /* The hint first: a hint must never describe a file that differs from it. */
+    datafile_path(path, sizeof path, s->dir, f->id, ".hint");
+    unlink(path);
+    int rc = rc_fsync_dir(s->dir);
+    if (rc == 0 && f->size > p->cut_offset) {
+        s->total_bytes -= f->size - p->cut_offset;
+        rc = datafile_truncate(f, p->cut_offset);
+    }
+    *last_sealed = false; /* the commit's file is the last now, and becomes active again */
+    p->n = 0;
     return rc;
 }
 
@@ -167,14 +344,15 @@ static bool synced_beyond(const struct datafile *f, uint64_t from, uint64_t offs
 }
 
 /* Replays every record of f, handling a bad tail or bad records as the file comment says. */
-static int load_data_file(struct rc_store *s, struct datafile *f, bool is_last)
+static int load_data_file(struct rc_store *s, struct datafile *f, bool is_last,
+                          struct pending *pending)
 {
-    struct load_ctx lc = {s, f->id};
+    struct load_ctx lc = {s, f->id, pending};
     uint64_t off = 0;
     while (off < f->size) {
         struct load_item it = {.offset = (uint32_t)off};
         if (record_decode(f->map + off, f->size - off, &it.rec) == RECORD_OK) {
-            int rc = load_apply(&it, &lc);
+            int rc = load_record(&it, &lc);
             if (rc != 0)
                 return rc;
             off += it.rec.total_len;
@@ -331,8 +509,10 @@ static int take_lock(struct rc_store *s)
 
 /* ============================== open ============================== */
 
-/* Replays every data file; on return the file table holds them all. */
-static int load_files(struct rc_store *s, const uint32_t *ids, size_t n, bool *last_sealed)
+/* Replays every data file; on return the file table holds them all. pending is NULL
+ * without atomic_revisions. */
+static int load_files(struct rc_store *s, const uint32_t *ids, size_t n, bool *last_sealed,
+                      struct pending *pending)
 {
     char path[PATH_MAX];
     *last_sealed = true;
@@ -348,8 +528,8 @@ static int load_files(struct rc_store *s, const uint32_t *ids, size_t n, bool *l
             return rc;
         }
         s->total_bytes += f->size;
-        struct load_ctx lc = {s, f->id};
-        rc = hint_load(s->dir, f->id, f->size, load_apply, &lc);
+        struct load_ctx lc = {s, f->id, pending};
+        rc = hint_load(s->dir, f->id, f->size, load_record, &lc);
         bool is_last = i == n - 1;
         if (rc == RC_ECORRUPT) { /* unusable hint: remove it, so a new one gets written */
             datafile_path(path, sizeof path, s->dir, ids[i], ".hint");
@@ -357,7 +537,7 @@ static int load_files(struct rc_store *s, const uint32_t *ids, size_t n, bool *l
         }
         if (rc == RC_ENOTFOUND || rc == RC_ECORRUPT) {
             uint64_t before = f->size;
-            rc = load_data_file(s, f, is_last && rc == RC_ENOTFOUND);
+            rc = load_data_file(s, f, is_last && rc == RC_ENOTFOUND, pending);
             s->total_bytes -= before - f->size;
             if (is_last)
                 *last_sealed = false;
@@ -409,9 +589,14 @@ int rc_store_open(const char *dir, const struct rc_store_options *opts, struct r
     rc = list_dir(dir, &ids, &n);
     if (rc != 0)
         goto fail_keydir;
-    bool last_sealed;
-    rc = load_files(s, ids, n, &last_sealed);
+    bool last_sealed, adopt = false;
+    struct pending pending = {0};
+    bool atomic = s->opts.atomic_revisions;
+    rc = load_files(s, ids, n, &last_sealed, atomic ? &pending : NULL);
     rc_free(ids);
+    if (rc == 0 && atomic)
+        rc = drop_incomplete_revision(s, &pending, &last_sealed, &adopt);
+    pending_free(&pending);
     if (rc != 0)
         goto fail_files;
     remove_orphan_hints(s);
@@ -458,7 +643,20 @@ int rc_store_open(const char *dir, const struct rc_store_options *opts, struct r
         if (access(path, F_OK) != 0)
             store_queue_hint(s, s->files[i]);
     }
+    /* A store without a commit gets one now, so that its contents count from here on and
+     * a crash during the first revision written cannot be taken for an adoption. */
+    int adopt_rc = 0;
+    if (adopt) {
+        s->uncommitted = true;
+        adopt_rc = store_commit(s, s->applied_revision);
+        if (adopt_rc == 0)
+            adopt_rc = rc_fsync_file(s->active->fd, s->active->path);
+    }
     pthread_mutex_unlock(&s->mu);
+    if (adopt_rc != 0) {
+        rc_store_close(s);
+        return adopt_rc;
+    }
     *out = s;
     return 0;
 

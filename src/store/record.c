@@ -42,6 +42,7 @@ static enum record_status check_header(const uint8_t *h, uint32_t *klen, uint32_
     case RECORD_MARK:
     case RECORD_CLEAR:
     case RECORD_SYNC:
+    case RECORD_COMMIT:
         return *klen == 0 && *vlen == 0 && rc_get_u64(h + 16) == 0 ? RECORD_OK : RECORD_BAD;
     case RECORD_PAD:
         return *klen == 0 && rc_get_u64(h + 8) == 0 && rc_get_u64(h + 16) == 0 ? RECORD_OK

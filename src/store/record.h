@@ -7,12 +7,16 @@
  *        5    1 kind       1 put, 2 delete (tombstone), 3 mark (revision only), 4 clear,
  *                          5 pad (fills bytes dropped by a repair; its value is zeros),
  *                          6 sync (its revision field is an offset of this file up to which
- *                          an fsync had completed before the record was written)
+ *                          an fsync had completed before the record was written),
+ *                          7 commit (revision only: with atomic_revisions, the records
+ *                          before it, up to the previous commit, are one complete revision;
+ *                          records after the last commit are an incomplete revision that
+ *                          open drops — see store.c invariant 6)
  *        6    2 reserved   0
  *        8    8 revision   u64, the caller's revision (the Raft index in a cluster)
  *       16    8 expiry_ms  i64, absolute expiry in ms since the epoch, 0 = none (put only)
- *       24    4 key_len    u32 (0 for mark and clear)
- *       28    4 value_len  u32 (0 for delete, mark and clear)
+ *       24    4 key_len    u32 (0 for mark, clear and commit)
+ *       28    4 value_len  u32 (0 for delete, mark, clear and commit)
  *       32      key bytes, then value bytes
  *
  * All integers are little-endian. A record is valid when its magic, kind, reserved bytes and
@@ -36,6 +40,7 @@ enum record_kind {
     RECORD_CLEAR = 4,
     RECORD_PAD = 5,
     RECORD_SYNC = 6,
+    RECORD_COMMIT = 7,
 };
 
 struct record {

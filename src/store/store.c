@@ -14,8 +14,8 @@
  *      put = insert/replace, delete = remove, clear = remove all, gives the key directory.
  *      Every state change below keeps this true of the files, so open can rebuild it.
  *   2. Only the active file changes; a sealed file never changes again (until it is
- *      deleted whole by a merge). A hint exists only for a sealed file and describes it
- *      exactly (it names the file's size).
+ *      deleted whole by a merge, or cut by open after an incomplete revision, invariant 6). A hint
+ * exists only for a sealed file and describes it exactly (it names the file's size).
  *   3. The key directory points each live key at its newest PUT record, and that record is
  *      inside the written prefix (size) of a file in the file table.
  *   4. applied_revision is the highest revision of any record ever written; merges carry it
@@ -23,9 +23,15 @@
  *   5. A write changes memory only after everything that can fail has succeeded: space is
  *      reserved (roll) first, then the key directory is updated (may fail with ENOMEM, and
  *      then nothing was written), then the record is copied into the map (cannot fail).
+ *   6. With atomic_revisions, a record counts at open only if a COMMIT record follows it in
+ *      (file id, offset) order: open replays the records between two commits only when it
+ *      reaches the second, and cuts off what follows the last commit (open.c). Everything
+ *      before the last commit belongs to complete revisions, because the caller commits a
+ *      revision only after its last write and merge starts only right after a commit
+ *      (merge.c); so a crash at any byte loses whole revisions, never part of one.
  *
- * State changes: rc_store_put/delete/clear/mark → store_append (record into the active
- * file's map); store_roll (seal the active file, create the next); load_data_file and
+ * State changes: rc_store_put/delete/clear/mark/commit → store_append (record into the
+ * active file's map); store_roll (seal the active file, create the next); load_data_file and
  * hint_load at open (rebuild, truncating a torn tail); merge.c (rewrite, swap, delete).
  *
  * Concurrency: one mutex (mu) guards the key directory, the file table and the counters;
@@ -303,6 +309,12 @@ static uint32_t store_append(struct rc_store *s, enum record_kind kind, uint64_t
     s->total_bytes += len;
     if (revision > s->applied_revision)
         s->applied_revision = revision;
+    if (kind == RECORD_COMMIT) {
+        s->committed_revision = revision;
+        s->uncommitted = false;
+    } else if (s->opts.atomic_revisions) {
+        s->uncommitted = true;
+    }
     return offset;
 }
 
@@ -401,8 +413,34 @@ int rc_store_clear(struct rc_store *s, uint64_t revision)
     return rc;
 }
 
+int store_commit(struct rc_store *s, uint64_t revision)
+{
+    if (!s->uncommitted && revision <= s->committed_revision)
+        return 0; /* nothing to end: the commit is already in the file */
+    if (revision < s->applied_revision)
+        return RC_EINVAL; /* a write of a later revision would be committed with this one */
+    int rc = reserve_space(s, RECORD_HEADER_SIZE);
+    if (rc == 0)
+        store_append(s, RECORD_COMMIT, revision, 0, NULL, 0, NULL, 0);
+    return rc;
+}
+
+int rc_store_commit_revision(struct rc_store *s, uint64_t revision)
+{
+    if (!s->opts.atomic_revisions)
+        return 0;
+    pthread_mutex_lock(&s->mu);
+    int rc = check_writable(s);
+    if (rc == 0)
+        rc = store_commit(s, revision);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
 int rc_store_mark_revision(struct rc_store *s, uint64_t revision)
 {
+    if (s->opts.atomic_revisions)
+        return rc_store_commit_revision(s, revision);
     pthread_mutex_lock(&s->mu);
     int rc = check_writable(s);
     if (rc == 0 && revision > s->applied_revision) {
@@ -414,10 +452,15 @@ int rc_store_mark_revision(struct rc_store *s, uint64_t revision)
     return rc;
 }
 
+uint64_t store_visible_revision(const struct rc_store *s)
+{
+    return s->opts.atomic_revisions ? s->committed_revision : s->applied_revision;
+}
+
 uint64_t rc_store_applied_revision(struct rc_store *s)
 {
     pthread_mutex_lock(&s->mu);
-    uint64_t r = s->applied_revision;
+    uint64_t r = store_visible_revision(s);
     pthread_mutex_unlock(&s->mu);
     return r;
 }
@@ -623,7 +666,7 @@ int rc_store_stats(struct rc_store *s, struct rc_store_stats *out)
     out->dead_bytes = s->total_bytes - s->live_bytes;
     out->files = s->nfiles;
     out->keydir_bytes = keydir_memory(s->kd);
-    out->applied_revision = s->applied_revision;
+    out->applied_revision = store_visible_revision(s);
     out->merges = s->merges;
     pthread_mutex_unlock(&s->mu);
     return 0;
@@ -659,7 +702,7 @@ int rc_store_view_open(struct rc_store *s, struct rc_store_view **out)
             datafile_ref(s->files[i]);
         }
         v->nfiles = s->nfiles;
-        v->revision = s->applied_revision;
+        v->revision = store_visible_revision(s);
         v->store = s;
     }
     pthread_mutex_unlock(&s->mu);

@@ -44,6 +44,17 @@ struct rc_store_options {
     bool repair;
     rc_store_repair_fn on_repair;
     void *on_repair_ctx;
+    /*
+     * Atomic revisions: a revision's writes count only once rc_store_commit_revision has
+     * ended it. Open drops the records written after the last commit (an incomplete
+     * revision, cut short by a crash), so the store reopens exactly at the last complete
+     * revision. rc_store_applied_revision then reports the last committed revision, and a
+     * merge can only start between revisions (RC_EBUSY otherwise). A store opened once with
+     * this option must always be opened with it: writes made without it are never committed
+     * and would be dropped by the next open with it. Opening a store that holds no commit
+     * (written without the option, or new) adopts its contents as complete. Default false.
+     */
+    bool atomic_revisions;
     /* Wall clock used to hide expired keys; default rc_now_ms. Tests inject their own. */
     int64_t (*clock_ms)(void *ctx);
     void *clock_ctx;
@@ -110,10 +121,24 @@ int rc_store_delete(struct rc_store *s, const void *key, size_t klen, uint64_t r
 int rc_store_clear(struct rc_store *s, uint64_t revision);
 
 /* Records that every write up to revision is held, without changing any key (used when the
- * caller applied an entry that wrote nothing). */
+ * caller applied an entry that wrote nothing). With atomic_revisions this is
+ * rc_store_commit_revision. */
 int rc_store_mark_revision(struct rc_store *s, uint64_t revision);
 
-/* The highest revision of any write (put, delete, clear, mark) held by the store; 0 if none. */
+/*
+ * Ends revision: with atomic_revisions, appends the commit record (32 bytes) that makes
+ * every write made since the previous commit count, and raises the applied revision to
+ * revision. Call it once after the last write of each revision, also when the revision
+ * wrote nothing; never after a revision whose writes failed part-way (the store must then
+ * be closed: reopening drops the part that was written). A repeated call with nothing
+ * written in between is a no-op. RC_EINVAL if a write since the last commit carries a
+ * revision above revision; RC_EIO, RC_ECLOSED. Without atomic_revisions it does nothing.
+ */
+int rc_store_commit_revision(struct rc_store *s, uint64_t revision);
+
+/* The highest revision of any write (put, delete, clear, mark) held by the store; 0 if none.
+ * With atomic_revisions: the last committed revision (writes of a revision not yet
+ * committed are visible to reads, but do not count here). */
 uint64_t rc_store_applied_revision(struct rc_store *s);
 
 /* A key range for scans; see keydir.h for bound kinds. */

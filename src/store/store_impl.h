@@ -35,7 +35,11 @@ struct rc_store {
     struct datafile **files; /* sorted by id; the active file is the last */
     size_t nfiles, files_cap;
     struct datafile *active;
-    uint64_t applied_revision;
+    uint64_t applied_revision; /* the highest revision of any record written */
+    /* With opts.atomic_revisions: the revision of the last commit record, and whether a
+     * record that needs a commit (put, delete, clear, mark) was written after it. */
+    uint64_t committed_revision;
+    bool uncommitted;
     uint64_t live_bytes;  /* bytes of the records keys point at */
     uint64_t total_bytes; /* bytes of all data files */
     uint64_t keys_with_expiry;
@@ -68,6 +72,10 @@ int store_queue_job(struct rc_store *s, struct store_job *job);
 int store_queue_hint(struct rc_store *s, struct datafile *f);
 void *store_worker_main(void *store);
 void store_hook(const char *point);
+/* Appends a commit record for revision (atomic_revisions only); with mu held, or at open. */
+int store_commit(struct rc_store *s, uint64_t revision);
+/* The revision rc_store_applied_revision reports (committed with atomic_revisions). */
+uint64_t store_visible_revision(const struct rc_store *s);
 /* Reads the PUT record a key directory entry points at; RC_ECORRUPT if it is not one. */
 int store_read_record(struct datafile *const *files, size_t n, const void *key, size_t klen,
                       const struct kd_meta *meta, struct record *out);

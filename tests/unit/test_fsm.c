@@ -9,6 +9,8 @@
 #include "cluster/fsm.h"
 #include "resp/reply.h"
 
+#include "common/log.h"
+
 /* ============================== helpers ============================== */
 
 /* Builds an entry from commands written as strings split on spaces ("SET k v"). */
@@ -205,4 +207,114 @@ TEST(fsm_is_deterministic_across_stores)
     free(y);
     CHECK_OK(rc_store_close(s1));
     CHECK_OK(rc_store_close(s2));
+}
+
+/* ============================== atomicity ============================== */
+
+/*
+ * An entry of several commands, non-idempotent ones among them, on a store opened with
+ * atomic_revisions: the data file cut at every byte of the entry's records reopens either
+ * before the entry or after all of it, never in between; and applying the entry again
+ * after a reopen before it gives exactly the state after it (INCRBY and APPEND once).
+ */
+TEST(fsm_entry_is_all_or_nothing_after_a_crash)
+{
+    char base[4200], work[4200], path[4300];
+    snprintf(base, sizeof base, "%s/base", test_tmpdir());
+    struct rc_store *s = open_store_atomic(base, 1 << 20);
+    APPLY_EXPECT(s, 1, 1000, "+OK\r\n:10\r\n:4\r\n", "SET a 1", "INCRBY n 10", "APPEND t head");
+    APPLY_EXPECT(s, 2, 1000, "+OK\r\n+OK\r\n", "SET gone x", "MSET p 1 q 2");
+    APPLY_EXPECT(s, 3, 1000, ":0\r\n", "DEL nothing"); /* writes nothing, still committed */
+    char *before = dump_store(s);
+    CHECK_EQ_U(rc_store_applied_revision(s), 3);
+    const char *entry[] = {"SET a 2",      "INCRBY n 5", "APPEND t -tail", "DEL gone",
+                           "MSET p 3 r 4", "INCRBY n 7", "RENAME q q2"};
+    const char *replies = "+OK\r\n:15\r\n:9\r\n:1\r\n+OK\r\n:22\r\n+OK\r\n";
+    char *got = apply(s, 4, 1000, entry, sizeof entry / sizeof *entry);
+    CHECK_STR(got, replies);
+    free(got);
+    char *after = dump_store(s);
+    CHECK_EQ_U(rc_store_applied_revision(s), 4);
+    CHECK_OK(rc_store_close(s));
+
+    snprintf(path, sizeof path, "%s/000001.data", base);
+    uint64_t ends[64], revs[64];
+    int kinds[64];
+    size_t n = record_ends_kinds(path, ends, revs, kinds, 64);
+    CHECK(n > 8 && kinds[n - 1] == RECORD_COMMIT && revs[n - 1] == 4);
+    size_t prev = n - 2;
+    while (kinds[prev] != RECORD_COMMIT)
+        prev--;
+    CHECK_EQ_U(revs[prev], 3);
+    CHECK(n - 2 - prev >= 7); /* the entry wrote several records */
+    rc_log_set_level(RC_LOG_WARNING);
+    for (uint64_t cut = ends[prev]; cut <= ends[n - 1]; cut++) {
+        snprintf(work, sizeof work, "%s/w", test_tmpdir());
+        test_copy_dir(base, work);
+        snprintf(path, sizeof path, "%s/000001.hint", work);
+        CHECK(unlink(path) == 0); /* as after a crash: the active file has no hint */
+        snprintf(path, sizeof path, "%s/000001.data", work);
+        CHECK(truncate(path, (off_t)cut) == 0);
+        s = open_store_atomic(work, 1 << 20);
+        char *d = dump_store(s);
+        uint64_t applied = rc_store_applied_revision(s);
+        bool whole = cut == ends[n - 1];
+        CHECK_MSG(strcmp(d, whole ? after : before) == 0 && applied == (whole ? 4u : 3u),
+                  "cut at %llu: applied %llu, contents %s", (unsigned long long)cut,
+                  (unsigned long long)applied, d);
+        free(d);
+        if (!whole) { /* the log replays the entry after the restart */
+            got = apply(s, 4, 1000, entry, sizeof entry / sizeof *entry);
+            CHECK_STR(got, replies);
+            free(got);
+            d = dump_store(s);
+            CHECK_STR(d, after);
+            free(d);
+        }
+        CHECK_OK(rc_store_close(s));
+        test_remove_dir(work);
+    }
+    free(before);
+    free(after);
+}
+
+/* An entry that fails part-way with a store error (here: out of memory at every possible
+ * allocation in turn) gets no commit: the part written is dropped at reopen, and applying
+ * the entry again then gives all of it. */
+TEST(fsm_entry_failed_by_the_store_is_not_committed)
+{
+    const char *cmds[] = {"SET b 2", "SET c 3", "INCRBY a 5", "APPEND b x"};
+    struct entry_builder b;
+    build(&b, 1000, cmds, sizeof cmds / sizeof *cmds);
+    rc_log_set_level(RC_LOG_ERROR + 1);
+    for (long n = 0;; n++) {
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s/n%ld", test_tmpdir(), n);
+        struct rc_store *s = open_store_atomic(dir, 1 << 20);
+        APPLY_EXPECT(s, 1, 1000, "+OK\r\n", "SET a 1");
+        rc_alloc_fail_after(n);
+        int rc = fsm_apply(s, b.buf.data, b.buf.len, 2, NULL, NULL);
+        rc_alloc_fail_after(-1);
+        if (rc == 0) {
+            char *d = dump_store(s);
+            CHECK_STR(d, "a=6,b=2x,c=3,");
+            free(d);
+            CHECK_EQ_U(rc_store_applied_revision(s), 2);
+            CHECK_OK(rc_store_close(s));
+            break;
+        }
+        CHECK_EQ(rc, RC_ENOMEM);
+        CHECK_EQ_U(rc_store_applied_revision(s), 1);
+        CHECK_OK(rc_store_close(s)); /* the node stops */
+        s = open_store_atomic(dir, 1 << 20);
+        char *d = dump_store(s);
+        CHECK_MSG(strcmp(d, "a=1,") == 0, "failing at allocation %ld: %s", n, d);
+        free(d);
+        CHECK_OK(fsm_apply(s, b.buf.data, b.buf.len, 2, NULL, NULL));
+        d = dump_store(s);
+        CHECK_STR(d, "a=6,b=2x,c=3,");
+        free(d);
+        CHECK_OK(rc_store_close(s));
+    }
+    entry_builder_free(&b);
 }

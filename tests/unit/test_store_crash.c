@@ -16,22 +16,6 @@
 
 /* ============================== helpers ============================== */
 
-/* Runs fn in a child process that then dies without closing the store (as kill -9 would,
- * but at a chosen point): what it wrote is in the page cache, the preallocated tail is
- * zero, and no hint was written for the active file. */
-static void in_crashing_child(void (*fn)(const char *dir), const char *dir)
-{
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        fn(dir);
-        _exit(0);
-    }
-    int status;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
-}
-
 enum { CRASH_RECORDS = 40 };
 
 static bool sync_before_dying;
@@ -85,24 +69,6 @@ static char *expected_without(int n, int skip)
 static char *expected_after(int n)
 {
     return expected_without(n, 0);
-}
-
-/* End offsets and revisions of the records in a data file, in order. (A delete of an
- * absent key writes no record, so revisions have gaps.) */
-static size_t record_ends(const char *path, uint64_t *ends, uint64_t *revs, size_t max)
-{
-    void *data;
-    size_t len, n = 0, off = 0;
-    CHECK_OK(rc_read_file(path, &data, &len));
-    struct record r;
-    while (n < max && off < len &&
-           record_decode((uint8_t *)data + off, len - off, &r) == RECORD_OK) {
-        off += r.total_len;
-        revs[n] = r.revision;
-        ends[n++] = off;
-    }
-    rc_free(data);
-    return n;
 }
 
 enum tail_damage { TAIL_CUT, TAIL_ZERO, TAIL_GARBAGE };
@@ -383,7 +349,7 @@ static void write_expected(const char *dir, struct rc_store *s)
 
 static void merge_and_die(const char *dir)
 {
-    char sdir[4200];
+    char sdir[4300];
     snprintf(sdir, sizeof sdir, "%s/s", dir);
     struct rc_store *s = open_store_opts(sdir, 8192, false);
     uint64_t rev = 0;
@@ -396,7 +362,7 @@ static void merge_and_die(const char *dir)
 
 static void check_against_expected(const char *dir)
 {
-    char sdir[4200], path[4300];
+    char sdir[4300], path[4400];
     snprintf(sdir, sizeof sdir, "%s/s", dir);
     snprintf(path, sizeof path, "%s/expected", dir);
     void *want;
