@@ -63,12 +63,12 @@
 static const char header_magic[8] = {'R', 'C', 'S', 'N', 'A', 'P', '\0', '\n'};
 static const char trailer_magic[8] = {'R', 'C', 'S', 'N', 'E', 'N', 'D', '\n'};
 
-#define HEADER_FIXED_BYTES  36 /* magic, version, flags, revision, count, extra_len */
-#define RECORD_FIXED_BYTES  24 /* klen, vlen, expiry_ms, revision */
-#define TRAILER_BYTES       20 /* magic, count, crc */
-#define STAGE_BYTES         (64 * 1024)
-#define COMPRESSION_LEVEL   3
-#define MAX_WINDOW_LOG      27 /* a forged frame may not ask for more than 128 MiB */
+#define HEADER_FIXED_BYTES 36 /* magic, version, flags, revision, count, extra_len */
+#define RECORD_FIXED_BYTES 24 /* klen, vlen, expiry_ms, revision */
+#define TRAILER_BYTES      20 /* magic, count, crc */
+#define STAGE_BYTES        (64 * 1024)
+#define COMPRESSION_LEVEL  3
+#define MAX_WINDOW_LOG     27 /* a forged frame may not ask for more than 128 MiB */
 
 /* ============================== writing ============================== */
 
@@ -512,7 +512,8 @@ static int reader_finish(struct snapshot_reader *r)
 
 static int key_cmp(const void *a, size_t alen, const void *b, size_t blen)
 {
-    int c = memcmp(a, b, alen < blen ? alen : blen);
+    size_t n = alen < blen ? alen : blen;
+    int c = n > 0 ? memcmp(a, b, n) : 0;
     if (c != 0)
         return c;
     return alen < blen ? -1 : alen > blen;
@@ -540,7 +541,8 @@ static int reader_next_record(struct snapshot_reader *r, size_t *klen, size_t *v
             r->prev = p;
             r->prev_cap = r->prev_klen;
         }
-        memcpy(r->prev, r->rec, r->prev_klen);
+        if (r->prev_klen > 0)
+            memcpy(r->prev, r->rec, r->prev_klen);
     }
     rc = reader_read_grow(r, &r->rec, &r->rec_cap, (size_t)kl + vl);
     if (rc != 0)
