@@ -296,16 +296,36 @@ TEST(snapshot_sink_error_is_returned)
 
 /* ============================== views under writes ============================== */
 
-struct writer_thread_arg {
+/* The writer thread's sink stops at its first call until the main thread has changed the
+ * store, so the stream is certainly written partly before and partly after the changes. */
+struct paused_writer {
     struct rc_store_view *view;
-    const char *path;
+    struct bytes out;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool started, store_changed;
     int rc;
 };
 
-static void *write_snapshot_thread(void *p)
+static int paused_sink(void *ctx, const void *buf, size_t len)
 {
-    struct writer_thread_arg *a = p;
-    a->rc = snapshot_write_file(a->view, "e", 1, a->path, NULL);
+    struct paused_writer *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    if (!w->started) {
+        w->started = true;
+        pthread_cond_broadcast(&w->cond);
+        while (!w->store_changed)
+            pthread_cond_wait(&w->cond, &w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    bytes_add(&w->out, buf, len);
+    return 0;
+}
+
+static void *paused_writer_thread(void *p)
+{
+    struct paused_writer *w = p;
+    w->rc = snapshot_write_view(w->view, "e", 1, paused_sink, w, NULL);
     return NULL;
 }
 
@@ -316,13 +336,30 @@ TEST(snapshot_from_view_while_store_is_written)
     path_in(file, sizeof file, "state.bin");
     struct rc_store *s = open_store_opts(dir, 256 * 1024, false); /* many files: merge works */
     uint64_t rev = fill_store(s, 3000, 300);
-    struct writer_thread_arg a = {.path = file};
-    CHECK_OK(rc_store_view_open(s, &a.view));
-    struct bytes want = digest_view(a.view);
+    /* Incompressible values, so the compressed stream fills its buffer many times over. */
+    uint64_t seed = test_seed(42);
+    uint8_t noise[64 * 1024];
+    for (int i = 0; i < 40; i++) {
+        for (size_t j = 0; j < sizeof noise; j += 8) {
+            uint64_t r = test_rand(&seed);
+            memcpy(noise + j, &r, 8);
+        }
+        char k[32];
+        int n = snprintf(k, sizeof k, "noise-%02d", i);
+        CHECK_OK(rc_store_put(s, k, (size_t)n, noise, sizeof noise, 0, ++rev));
+    }
+    struct paused_writer w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    CHECK_OK(rc_store_view_open(s, &w.view));
+    struct bytes want = digest_view(w.view);
 
     pthread_t t;
-    CHECK_OK(pthread_create(&t, NULL, write_snapshot_thread, &a));
-    /* Meanwhile: overwrite, delete, add, clear and merge on the store. */
+    CHECK_OK(pthread_create(&t, NULL, paused_writer_thread, &w));
+    pthread_mutex_lock(&w.mu);
+    while (!w.started)
+        pthread_cond_wait(&w.cond, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    /* The writer is mid-stream: overwrite, delete, add, merge (deleting the files the view
+     * reads) and clear the store. */
     for (int i = 0; i < 3000; i++) {
         char k[32];
         int n = snprintf(k, sizeof k, "new-%d", i);
@@ -335,17 +372,25 @@ TEST(snapshot_from_view_while_store_is_written)
         if (i == 1500)
             CHECK_OK(rc_store_merge(s));
     }
+    CHECK_OK(rc_store_merge(s));
     CHECK_OK(rc_store_clear(s, ++rev));
+    pthread_mutex_lock(&w.mu);
+    w.store_changed = true;
+    pthread_cond_broadcast(&w.cond);
+    pthread_mutex_unlock(&w.mu);
     pthread_join(t, NULL);
-    CHECK_OK(a.rc);
-    rc_store_view_close(a.view);
+    CHECK_OK(w.rc);
+    CHECK(w.out.len > 2 * sizeof noise * 10);
+    rc_store_view_close(w.view);
     CHECK_OK(rc_store_close(s));
 
+    test_write_file(file, w.out.data, w.out.len);
     struct bytes got;
     CHECK_OK(digest_file(file, &got, NULL));
     check_same(&want, &got);
     free(got.data);
     free(want.data);
+    free(w.out.data);
 }
 
 /* ============================== damage ============================== */
