@@ -621,6 +621,21 @@ void snapshot_reader_close(struct snapshot_reader *r)
 
 #define COMPLETE_NAME "COMPLETE"
 
+static snapshot_hook_fn test_hook;
+static void *test_hook_ctx;
+
+void snapshot_set_test_hook(snapshot_hook_fn fn, void *ctx)
+{
+    test_hook = fn;
+    test_hook_ctx = ctx;
+}
+
+static void hook(const char *point)
+{
+    if (test_hook)
+        test_hook(point, test_hook_ctx);
+}
+
 /* dir/name into out; RC_EINVAL when it does not fit. */
 static int join_path(char *out, size_t size, const char *dir, const char *name)
 {
@@ -815,6 +830,8 @@ static int restore_build(struct snapshot_reader *r, const char *new_dir,
     if (rc == 0)
         rc = fsync_dir_files(new_dir);
     if (rc == 0)
+        hook("restore:built");
+    if (rc == 0)
         rc = rc_write_file_atomic(new_dir, COMPLETE_NAME, "complete\n", 9);
     return rc;
 }
@@ -852,17 +869,23 @@ int snapshot_restore(const char *path, const char *cask_dir, const struct rc_sto
         remove_dir(p.new_dir);
         goto close_reader;
     }
+    hook("restore:complete");
     /* From here a crash is finished by snapshot_restore_recover (states B to E). */
-    if (lock_fd >= 0)
+    if (lock_fd >= 0) {
         rc = rename_dir(p.cask, p.old_dir);
+        hook("restore:old-moved");
+    }
     if (rc == 0)
         rc = rename_dir(p.new_dir, p.cask);
     if (rc == 0)
         rc = rc_fsync_dir(p.parent);
-    if (rc == 0)
+    if (rc == 0) {
+        hook("restore:swapped");
         rc = snapshot_restore_recover(p.cask); /* deletes .old and the marker */
+    }
     if (rc != 0)
         goto close_reader;
+    hook("restore:done");
     if (revision)
         *revision = r->header.revision;
     if (extra) {

@@ -109,6 +109,12 @@ int snapshot_restore(const char *path, const char *cask_dir, const struct rc_sto
  */
 int snapshot_restore_recover(const char *cask_dir);
 
+/* Test hook: called at named points of snapshot_restore ("restore:built",
+ * "restore:complete", "restore:old-moved", "restore:swapped", "restore:done") so that tests
+ * can crash the process there. NULL (the default) disables it. */
+typedef void (*snapshot_hook_fn)(const char *point, void *ctx);
+void snapshot_set_test_hook(snapshot_hook_fn fn, void *ctx);
+
 /* ============================== printing ============================== */
 
 /*

@@ -643,6 +643,59 @@ TEST(snapshot_recover_finishes_or_rolls_back_each_crash_point)
     free(new_contents.data);
 }
 
+static void exit_at_point(const char *point, void *ctx)
+{
+    if (strcmp(point, ctx) == 0)
+        _exit(0); /* as a crash: no cleanup, nothing more written */
+}
+
+/* A real restore in a child process that dies at each named point; recovery then leaves
+ * the old store before the restore is committed and the new one after. */
+TEST(snapshot_restore_killed_at_each_point_recovers)
+{
+    char oldsrc[4096], file[4096], cask[4096], side[4200];
+    path_in(oldsrc, sizeof oldsrc, "old-store");
+    path_in(file, sizeof file, "state.bin");
+    path_in(cask, sizeof cask, "cask");
+    struct rc_store *s = open_store(oldsrc);
+    fill_store(s, 200, 50);
+    struct bytes old_contents = digest_store(s);
+    CHECK_OK(rc_store_close(s));
+    char newsrc[4096];
+    path_in(newsrc, sizeof newsrc, "new-store");
+    s = open_store(newsrc);
+    fill_store(s, 300, 0);
+    put_str(s, "only-in-new", "yes", 1000000);
+    struct bytes new_contents = digest_store(s);
+    snapshot_of(s, file, NULL, 0);
+    CHECK_OK(rc_store_close(s));
+
+    const char *points[] = {"restore:built", "restore:complete", "restore:old-moved",
+                            "restore:swapped", "restore:done"};
+    for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
+        test_remove_dir(cask);
+        test_copy_dir(oldsrc, cask);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            snapshot_set_test_hook(exit_at_point, (void *)points[i]);
+            snapshot_restore(file, cask, NULL, NULL, NULL, NULL);
+            _exit(3); /* the point was never reached */
+        }
+        int status;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s not reached", points[i]);
+        CHECK_OK(snapshot_restore_recover(cask));
+        snprintf(side, sizeof side, "%s.new", cask);
+        CHECK(!dir_exists(side));
+        snprintf(side, sizeof side, "%s.old", cask);
+        CHECK(!dir_exists(side));
+        check_cask_is(cask, i == 0 ? &old_contents : &new_contents);
+    }
+    free(old_contents.data);
+    free(new_contents.data);
+}
+
 /* ============================== printing ============================== */
 
 static char *print_to_string(const char *path, size_t *len, int *rc)
