@@ -46,8 +46,9 @@ typedef int (*snapshot_sink_fn)(void *ctx, const void *buf, size_t len);
  * restored from it is identical) with its revision and extra_len bytes of extra to sink.
  * Blocking; touches only the view (never the store handle), so it may run on any thread
  * while the store is written. Memory stays constant whatever the store's size. Returns 0,
- * the sink's error, a view scan error (RC_ECORRUPT, RC_EIO), RC_ENOMEM or RC_EINVAL (extra
- * too big). On error the bytes already pushed are not a valid stream.
+ * the sink's error, a view scan error (RC_ECORRUPT, RC_EIO), RC_ENOMEM, RC_ETOOBIG (a key or
+ * value beyond SNAPSHOT_MAX_*) or RC_EINVAL (extra too big). On error the bytes already
+ * pushed are not a valid stream.
  */
 int snapshot_write_view(struct rc_store_view *v, const void *extra, size_t extra_len,
                         snapshot_sink_fn sink, void *sink_ctx, struct snapshot_info *info);
