@@ -20,6 +20,11 @@
 static char path[256];
 static FILE *devnull;
 
+static void remove_input(void)
+{
+    unlink(path);
+}
+
 static void write_input(const uint8_t *data, size_t size)
 {
     FILE *f = fopen(path, "wb");
@@ -71,6 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!devnull)
             abort();
         rc_log_set_level(RC_LOG_ERROR + 1);
+        atexit(remove_input);
     }
     if (size < 1)
         return 0;
