@@ -47,6 +47,7 @@ struct raft_node {
     int failed;
     int closing;
     int processing;
+    int in_ready; /* between raft_ready and raft_advance: the core must not be changed */
     struct raft_status last_status; /* what on_state last reported */
     uint64_t applied;
     struct pending_read *reads; /* confirmed reads waiting for the applied index */
@@ -220,14 +221,17 @@ int raft_node_process(struct raft_node *n)
             break;
         }
         n->stats.readies++;
+        n->in_ready = 1;
         rc = persist(n, &rd);
         if (rc != 0) {
             fail(n, "persisting the log", rc);
+            n->in_ready = 0;
             raft_advance(n->core, rc);
             break;
         }
         send_messages(n, &rd);
         rc = apply(n, &rd);
+        n->in_ready = 0;
         if (rc != 0) {
             fail(n, "applying committed entries", rc);
             raft_advance(n->core, rc);
@@ -247,6 +251,19 @@ int raft_node_process(struct raft_node *n)
 }
 
 /* ============================== inputs ============================== */
+
+/*
+ * Whether the caller may hand the core an input now. Not from inside the apply (or
+ * restore) callback: a ready is outstanding there, and the core must not change until
+ * raft_advance (raft.h) — a proposal could move the log array that the ready still points
+ * into, which raft_advance then reads. The caller queues the work and makes it after.
+ */
+static int refuse_input(const struct raft_node *n)
+{
+    if (n->failed || n->closing)
+        return RC_ECLOSED;
+    return n->in_ready ? RC_EBUSY : 0;
+}
 
 static void on_check(uv_check_t *h)
 {
@@ -283,29 +300,33 @@ static void on_message(void *ctx, uint64_t from, const struct raft_message *m)
 int raft_node_propose(struct raft_node *n, const void *data, size_t len, uint64_t *index,
                       uint64_t *term)
 {
-    if (n->failed || n->closing)
-        return RC_ECLOSED;
+    int refused = refuse_input(n);
+    if (refused != 0)
+        return refused;
     return raft_propose(n->core, data, len, index, term);
 }
 
 int raft_node_read_index(struct raft_node *n, uint64_t read_ctx)
 {
-    if (n->failed || n->closing)
-        return RC_ECLOSED;
+    int refused = refuse_input(n);
+    if (refused != 0)
+        return refused;
     return raft_read_index(n->core, read_ctx);
 }
 
 int raft_node_transfer(struct raft_node *n, uint64_t id)
 {
-    if (n->failed || n->closing)
-        return RC_ECLOSED;
+    int refused = refuse_input(n);
+    if (refused != 0)
+        return refused;
     return raft_transfer_leader(n->core, id);
 }
 
 int raft_node_change(struct raft_node *n, enum raft_membership_op op, uint64_t id)
 {
-    if (n->failed || n->closing)
-        return RC_ECLOSED;
+    int refused = refuse_input(n);
+    if (refused != 0)
+        return refused;
     return raft_change_membership(n->core, op, id);
 }
 
@@ -331,8 +352,9 @@ struct logstore *raft_node_logstore(struct raft_node *n)
 
 int raft_node_compacted(struct raft_node *n, uint64_t index)
 {
-    if (n->failed || n->closing)
-        return RC_ECLOSED;
+    int refused = refuse_input(n);
+    if (refused != 0)
+        return refused;
     return raft_compacted(n->core, index);
 }
 
