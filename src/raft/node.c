@@ -53,6 +53,7 @@ struct raft_node {
     struct pending_read *reads; /* confirmed reads waiting for the applied index */
     size_t n_reads, cap_reads;
     struct raft_node_stats stats;
+    uint64_t commit_written_ms; /* loop time of the last commit-only hard state written */
     void (*on_closed)(void *ctx);
     void *on_closed_ctx;
 };
@@ -125,18 +126,44 @@ static void fail(struct raft_node *n, const char *what, int rc)
 
 /* ============================== ready ============================== */
 
+/*
+ * A hard state that changes only the commit index need not be durable at once: the commit
+ * on disk is an optimisation and may lag (raft.h), a restarted node learns it again from
+ * the leader, and the state machine may hold more than it says (raft_node_start). Writing
+ * it replaces raft-state (a file write, two fsyncs and a rename) in every ready round under
+ * load, so a commit-only change is written at most every COMMIT_WRITE_MS; term and vote
+ * are written, and made durable, every time they change.
+ */
+#define COMMIT_WRITE_MS 1000
+
+static int hard_state_due(struct raft_node *n, const struct raft_ready *rd)
+{
+    if (!rd->has_hard_state)
+        return 0;
+    struct raft_hard_state durable;
+    logstore_hard_state(n->log, &durable);
+    uint64_t now = uv_now(n->loop);
+    if (rd->hard_state.term == durable.term && rd->hard_state.vote == durable.vote &&
+        now - n->commit_written_ms < COMMIT_WRITE_MS)
+        return 0;
+    if (rd->hard_state.term == durable.term && rd->hard_state.vote == durable.vote)
+        n->commit_written_ms = now;
+    return 1;
+}
+
 static int persist(struct raft_node *n, const struct raft_ready *rd)
 {
     int rc = 0;
+    int write_hard_state = hard_state_due(n, rd);
     if (rd->snapshot_chunk)
         return RC_EINVAL; /* snapshot installation: see raft_node_install (not yet) */
     if (rd->n_entries) {
         rc = logstore_append(n->log, rd->entries, rd->n_entries);
         n->stats.entries_appended += rd->n_entries;
     }
-    if (rc == 0 && rd->has_hard_state)
+    if (rc == 0 && write_hard_state)
         rc = logstore_set_hard_state(n->log, &rd->hard_state);
-    if (rc == 0 && (rd->n_entries || rd->has_hard_state)) {
+    if (rc == 0 && (rd->n_entries || write_hard_state)) {
         uint64_t t0 = rc_mono_ns();
         rc = logstore_sync(n->log);
         uint64_t us = (rc_mono_ns() - t0) / 1000;
