@@ -30,6 +30,14 @@
  * fsync figures, from raft_node_stats over the timed window, per configuration (medians):
  * fsyncs_per_s_leader, fsync_avg_us_leader (average fdatasync latency on the leader), and
  * fsync_avg_us_followers (over both followers); entries_per_fsync_leader shows the batching.
+ * raw_fdatasync_64B: before each run, the median latency of 100 appends of 64 B each
+ * followed by fdatasync, in the same directory — the shared disk's latency varies a lot
+ * and every figure here scales with it.
+ *
+ * What one loop means for the figures: the three nodes share one thread, so within a round
+ * the leader's fsync and both followers' fsyncs happen one after another (three separate
+ * processes would overlap the followers' two). A round at K in flight therefore costs about
+ * three fsyncs plus two loopback hops, and proposals/s is about K / that.
  *
  * Failover: one fresh cluster with 16 proposals of 64 B in flight. After 1 s of load the
  * leader is closed abruptly (raft_node_close: it tells nobody); the time is measured from
@@ -44,6 +52,7 @@
 #include "raftcask.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
@@ -55,6 +64,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #define N_NODES        3
@@ -65,6 +75,7 @@
 #define DEADLINE_S     30.0
 #define WRITES_PER_BIG 1000
 #define WRITE_BYTES    64
+#define RAW_SYNCS      100
 
 /* Recorded earlier on this machine with libraft 0.15 (not a live measurement). */
 #define REF_INFLIGHT1    1900.0
@@ -169,6 +180,7 @@ struct load {
 };
 
 static uv_loop_t loop;
+static uint8_t payload_buf[WRITES_PER_BIG * WRITE_BYTES];
 static uv_idle_t proposer;
 static struct bnode nodes[N_NODES];
 static struct load load;
@@ -378,6 +390,33 @@ static void cluster_stop(const char *name)
     remove_tree(dir);
 }
 
+/* ============================== the disk ============================== */
+
+/*
+ * The machine is shared and its disk's fdatasync latency varies by 10x from minute to
+ * minute; every figure above depends on it. Median latency of RAW_SYNCS appends of 64 B,
+ * each followed by fdatasync, in a file next to the logs: the floor under one ready round.
+ */
+static double raw_fdatasync_us(void)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/raw-sync", temp_root);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        die("open %s: %s", path, strerror(errno));
+    double lat[RAW_SYNCS];
+    for (int i = 0; i < RAW_SYNCS; i++) {
+        double t0 = now_s();
+        if (write(fd, payload_buf, WRITE_BYTES) != WRITE_BYTES || fdatasync(fd) != 0)
+            die("write/fdatasync %s: %s", path, strerror(errno));
+        lat[i] = (now_s() - t0) * 1e6;
+    }
+    close(fd);
+    remove(path);
+    qsort(lat, RAW_SYNCS, sizeof *lat, cmp_double);
+    return lat[RAW_SYNCS / 2];
+}
+
 /* ============================== throughput ============================== */
 
 struct config {
@@ -402,8 +441,7 @@ enum { C_64_1 = 0, C_64_16 = 1, C_64_1000 = 2, C_BIG = 6 };
 
 enum { R_RATE, R_CPU_US, R_FSYNCS_S, R_FSYNC_US, R_FSYNC_US_FOL, R_ENTRIES_PER_FSYNC, NRESULTS };
 static double results[NCONFIGS][NRESULTS][MAX_RUNS];
-
-static uint8_t payload_buf[WRITES_PER_BIG * WRITE_BYTES];
+static double raw_sync_us[MAX_RUNS];
 
 static void make_payload(void)
 {
@@ -574,6 +612,8 @@ static void print_report(int runs, const double *fo, int n_fo)
     for (size_t c = 0; c < NCONFIGS; c++)
         printf("bench: raftcask-raft cpu_per_proposal_%s %.2f us\n", configs[c].name,
                med[c][R_CPU_US]);
+    printf("bench: raftcask-raft cpu_per_write_%s %.3f us\n", configs[C_BIG].name,
+           med[C_BIG][R_CPU_US] / configs[C_BIG].writes_per_entry);
     for (size_t c = 0; c < NCONFIGS; c++) {
         printf("bench: raftcask-raft fsyncs_per_s_leader_%s %.0f /s\n", configs[c].name,
                med[c][R_FSYNCS_S]);
@@ -584,6 +624,7 @@ static void print_report(int runs, const double *fo, int n_fo)
         printf("bench: raftcask-raft entries_per_fsync_leader_%s %.1f entries\n", configs[c].name,
                med[c][R_ENTRIES_PER_FSYNC]);
     }
+    printf("bench: raftcask-raft raw_fdatasync_64B %.0f us\n", median(raw_sync_us, runs));
     double fo_med = median(fo, n_fo), fo_max = 0;
     for (int k = 0; k < n_fo; k++)
         if (fo[k] > fo_max)
@@ -675,9 +716,13 @@ int main(void)
     fflush(stdout);
 
     double start = now_s();
-    for (int run = 0; run < runs; run++)
+    for (int run = 0; run < runs; run++) {
+        raw_sync_us[run] = raw_fdatasync_us();
+        printf("# run %d: raw fdatasync of a 64 B append, median of %d: %.0f us\n", run + 1,
+               RAW_SYNCS, raw_sync_us[run]);
         for (size_t c = 0; c < NCONFIGS; c++)
             measure(c, run, seconds);
+    }
     double fo[MAX_FAILOVERS];
     failover(fo, n_failovers);
 
