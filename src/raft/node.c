@@ -47,11 +47,13 @@ struct raft_node {
     int failed;
     int closing;
     int processing;
+    int in_ready; /* between raft_ready and raft_advance: the core must not be changed */
     struct raft_status last_status; /* what on_state last reported */
     uint64_t applied;
     struct pending_read *reads; /* confirmed reads waiting for the applied index */
     size_t n_reads, cap_reads;
     struct raft_node_stats stats;
+    uint64_t commit_written_ms; /* loop time of the last commit-only hard state written */
     void (*on_closed)(void *ctx);
     void *on_closed_ctx;
 };
@@ -124,18 +126,44 @@ static void fail(struct raft_node *n, const char *what, int rc)
 
 /* ============================== ready ============================== */
 
+/*
+ * A hard state that changes only the commit index need not be durable at once: the commit
+ * on disk is an optimisation and may lag (raft.h), a restarted node learns it again from
+ * the leader, and the state machine may hold more than it says (raft_node_start). Writing
+ * it replaces raft-state (a file write, two fsyncs and a rename) in every ready round under
+ * load, so a commit-only change is written at most every COMMIT_WRITE_MS; term and vote
+ * are written, and made durable, every time they change.
+ */
+#define COMMIT_WRITE_MS 1000
+
+static int hard_state_due(struct raft_node *n, const struct raft_ready *rd)
+{
+    if (!rd->has_hard_state)
+        return 0;
+    struct raft_hard_state durable;
+    logstore_hard_state(n->log, &durable);
+    uint64_t now = uv_now(n->loop);
+    if (rd->hard_state.term == durable.term && rd->hard_state.vote == durable.vote &&
+        now - n->commit_written_ms < COMMIT_WRITE_MS)
+        return 0;
+    if (rd->hard_state.term == durable.term && rd->hard_state.vote == durable.vote)
+        n->commit_written_ms = now;
+    return 1;
+}
+
 static int persist(struct raft_node *n, const struct raft_ready *rd)
 {
     int rc = 0;
+    int write_hard_state = hard_state_due(n, rd);
     if (rd->snapshot_chunk)
         return RC_EINVAL; /* snapshot installation: see raft_node_install (not yet) */
     if (rd->n_entries) {
         rc = logstore_append(n->log, rd->entries, rd->n_entries);
         n->stats.entries_appended += rd->n_entries;
     }
-    if (rc == 0 && rd->has_hard_state)
+    if (rc == 0 && write_hard_state)
         rc = logstore_set_hard_state(n->log, &rd->hard_state);
-    if (rc == 0 && (rd->n_entries || rd->has_hard_state)) {
+    if (rc == 0 && (rd->n_entries || write_hard_state)) {
         uint64_t t0 = rc_mono_ns();
         rc = logstore_sync(n->log);
         uint64_t us = (rc_mono_ns() - t0) / 1000;
@@ -220,14 +248,17 @@ int raft_node_process(struct raft_node *n)
             break;
         }
         n->stats.readies++;
+        n->in_ready = 1;
         rc = persist(n, &rd);
         if (rc != 0) {
             fail(n, "persisting the log", rc);
+            n->in_ready = 0;
             raft_advance(n->core, rc);
             break;
         }
         send_messages(n, &rd);
         rc = apply(n, &rd);
+        n->in_ready = 0;
         if (rc != 0) {
             fail(n, "applying committed entries", rc);
             raft_advance(n->core, rc);
@@ -247,6 +278,19 @@ int raft_node_process(struct raft_node *n)
 }
 
 /* ============================== inputs ============================== */
+
+/*
+ * Whether the caller may hand the core an input now. Not from inside the apply (or
+ * restore) callback: a ready is outstanding there, and the core must not change until
+ * raft_advance (raft.h) — a proposal could move the log array that the ready still points
+ * into, which raft_advance then reads. The caller queues the work and makes it after.
+ */
+static int refuse_input(const struct raft_node *n)
+{
+    if (n->failed || n->closing)
+        return RC_ECLOSED;
+    return n->in_ready ? RC_EBUSY : 0;
+}
 
 static void on_check(uv_check_t *h)
 {
@@ -283,29 +327,33 @@ static void on_message(void *ctx, uint64_t from, const struct raft_message *m)
 int raft_node_propose(struct raft_node *n, const void *data, size_t len, uint64_t *index,
                       uint64_t *term)
 {
-    if (n->failed || n->closing)
-        return RC_ECLOSED;
+    int refused = refuse_input(n);
+    if (refused != 0)
+        return refused;
     return raft_propose(n->core, data, len, index, term);
 }
 
 int raft_node_read_index(struct raft_node *n, uint64_t read_ctx)
 {
-    if (n->failed || n->closing)
-        return RC_ECLOSED;
+    int refused = refuse_input(n);
+    if (refused != 0)
+        return refused;
     return raft_read_index(n->core, read_ctx);
 }
 
 int raft_node_transfer(struct raft_node *n, uint64_t id)
 {
-    if (n->failed || n->closing)
-        return RC_ECLOSED;
+    int refused = refuse_input(n);
+    if (refused != 0)
+        return refused;
     return raft_transfer_leader(n->core, id);
 }
 
 int raft_node_change(struct raft_node *n, enum raft_membership_op op, uint64_t id)
 {
-    if (n->failed || n->closing)
-        return RC_ECLOSED;
+    int refused = refuse_input(n);
+    if (refused != 0)
+        return refused;
     return raft_change_membership(n->core, op, id);
 }
 
@@ -331,8 +379,9 @@ struct logstore *raft_node_logstore(struct raft_node *n)
 
 int raft_node_compacted(struct raft_node *n, uint64_t index)
 {
-    if (n->failed || n->closing)
-        return RC_ECLOSED;
+    int refused = refuse_input(n);
+    if (refused != 0)
+        return refused;
     return raft_compacted(n->core, index);
 }
 

@@ -90,6 +90,9 @@ int raft_node_port(const struct raft_node *n);
 /*
  * Proposes an entry (data copied). RC_EAGAIN if not leader (or a transfer is under way),
  * RC_ECLOSED once failed or closing. The entry is done when apply sees index and term.
+ * This and the other inputs below (read_index, transfer, change, compacted) answer RC_EBUSY
+ * when called from inside the apply or restore callback: queue the work and make it
+ * afterwards (from read_ready and on_state they are fine).
  */
 int raft_node_propose(struct raft_node *n, const void *data, size_t len, uint64_t *index,
                       uint64_t *term);

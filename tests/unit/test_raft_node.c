@@ -46,6 +46,9 @@ static int apply_cb(void *ctx, const struct raft_entry *e)
     struct tnode *t = ctx;
     CHECK(e->index > t->last_index);
     t->last_index = e->index;
+    /* A ready is outstanding while apply runs: the node refuses new inputs. */
+    if (t->node)
+        CHECK_EQ(raft_node_propose(t->node, "x", 1, NULL, NULL), RC_EBUSY);
     if (e->type != RAFT_ENTRY_NORMAL)
         return 0;
     CHECK(t->n_applied < MAX_APPLIED);
