@@ -7,7 +7,7 @@
  * Either must end in a clean result or a negative error: crashes, leaks, reads past a
  * buffer and huge allocations from forged lengths are the bugs sought.
  */
-#include "cluster/snapshot.h"
+#include "cluster/snapstream.h"
 #include "common/log.h"
 #include "raftcask.h"
 

@@ -2,7 +2,7 @@
  * concurrent writes, damaged files, interrupted restores, RESP printing. */
 #include "store_util.h"
 
-#include "cluster/snapshot.h"
+#include "cluster/snapstream.h"
 #include "common/fileio.h"
 #include "common/log.h"
 #include "resp/resp.h"

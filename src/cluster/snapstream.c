@@ -1,6 +1,6 @@
 /*
- * snapshot.c — the snapshot stream ("state.bin"): writing from a view, reading, restoring a
- * store, printing as RESP. API in snapshot.h.
+ * snapstream.c — the snapshot stream ("state.bin"): writing from a view, reading, restoring a
+ * store, printing as RESP. API in snapstream.h.
  *
  * NOTES ON THE DESIGN OF THE SNAPSHOT STREAM
  *
@@ -39,7 +39,7 @@
  * store beside the old one and swaps directories; its crash argument is in the restore
  * section below and in docs/DESIGN.md.
  */
-#include "snapshot.h"
+#include "snapstream.h"
 
 #include "common/alloc.h"
 #include "common/bytes.h"

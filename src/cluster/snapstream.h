@@ -1,5 +1,5 @@
 /*
- * snapshot.h — the state machine's snapshot stream ("state.bin").
+ * snapstream.h — the state machine's snapshot stream ("state.bin").
  *
  * A snapshot is the store's whole contents (every key, expired ones included, with value,
  * expiry and revision) plus the store's applied revision and an opaque "extra" blob chosen by
