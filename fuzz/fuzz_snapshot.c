@@ -1,5 +1,5 @@
 /*
- * fuzz_snapshot.c — libFuzzer target for the snapshot reader (src/cluster/snapshot.h).
+ * fuzz_snapshot.c — libFuzzer target for the snapshot reader (src/cluster/snapstream.h).
  * The first byte picks the path: bit 0 clear, the pull reader over the rest of the input as
  * a state.bin file; set, snapshot_print_resp (which also takes the gzip bitraft format).
  * With bit 1 set the rest is taken as uncompressed content and compressed first, so that

@@ -1,4 +1,4 @@
-/* test_snapshot.c — the snapshot stream (src/cluster/snapshot.h): round trips, views under
+/* test_snapshot.c — the snapshot stream (src/cluster/snapstream.h): round trips, views under
  * concurrent writes, damaged files, interrupted restores, RESP printing. */
 #include "store_util.h"
 
