@@ -2,6 +2,7 @@
  * main.c — the raftcask binary: options from flags and the config file, then the server.
  * Bad options or an unusable --dir end the process with exit status 1 and one clear line.
  */
+#include "cluster/snapstream.h"
 #include "common/fileio.h"
 #include "common/log.h"
 #include "raftcask.h"
@@ -42,6 +43,14 @@ int main(int argc, char **argv)
             commands_free();
             exit_code = 0;
         }
+        goto out;
+    }
+    if (cfg.parse_snapshot[0]) {
+        int rc = snapshot_print_resp(cfg.parse_snapshot, stdout);
+        if (rc != 0)
+            fprintf(stderr, "raftcask: cannot read the snapshot '%s': %s\n", cfg.parse_snapshot,
+                    rc_strerror(rc));
+        exit_code = rc == 0 ? 0 : 1;
         goto out;
     }
     FILE *logfile = NULL;

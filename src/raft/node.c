@@ -70,7 +70,7 @@ void raft_node_options_default(struct raft_node_options *o, uint64_t id)
     logstore_options_default(&o->log);
 }
 
-int raft_node_bootstrap(const char *dir, const struct raft_config *c)
+int raft_node_bootstrap_at(const char *dir, const struct raft_config *c, uint64_t base)
 {
     int rc = rc_mkdir_p(dir);
     if (rc != 0)
@@ -89,12 +89,66 @@ int raft_node_bootstrap(const char *dir, const struct raft_config *c)
     struct raft_entry boot;
     rc = raft_bootstrap_entry(c, &boot);
     if (rc == 0) {
-        rc = logstore_append(ls, &boot, 1);
+        /* A log that starts after base: its state up to base is the state machine's own
+         * (a restored backup); term 1 as the bootstrap entry's. */
+        if (base > 0) {
+            rc = logstore_compact(ls, base, 1);
+            boot.index = base + 1;
+        }
+        if (rc == 0)
+            rc = logstore_append(ls, &boot, 1);
         if (rc == 0)
             rc = logstore_sync(ls);
         rc_free(boot.data);
     }
     logstore_close(ls);
+    return rc;
+}
+
+int raft_node_bootstrap(const char *dir, const struct raft_config *c)
+{
+    return raft_node_bootstrap_at(dir, c, 0);
+}
+
+int raft_node_recover(const char *dir, uint64_t id)
+{
+    struct logstore *ls;
+    int rc = logstore_open(dir, NULL, &ls);
+    if (rc != 0)
+        return rc;
+    struct raft_hard_state hs;
+    logstore_hard_state(ls, &hs);
+    struct raft_storage st = logstore_raft_storage(ls);
+    uint64_t last = logstore_last_index(ls), last_term = 0;
+    if (st.term(st.ctx, last, &last_term) != 0)
+        last_term = 0;
+    /* A term nobody has used: this node never saw it, and the others are gone for good
+     * (the operator's promise), so no other entry can exist at (last + 1, term). */
+    uint64_t term = (hs.term > last_term ? hs.term : last_term) + 1;
+    struct raft_config c = {.n_voters = 1, .voters = {id}};
+    size_t len = raft_config_encoded_size(&c);
+    void *data = rc_malloc(len);
+    if (!data) {
+        logstore_close(ls);
+        return RC_ENOMEM;
+    }
+    raft_config_encode(&c, data);
+    struct raft_entry e = {.term = term,
+                           .index = last + 1,
+                           .type = RAFT_ENTRY_CONFIG,
+                           .len = (uint32_t)len,
+                           .data = data};
+    rc = logstore_append(ls, &e, 1);
+    struct raft_hard_state nhs = {.term = term, .vote = id, .commit = hs.commit};
+    if (rc == 0)
+        rc = logstore_set_hard_state(ls, &nhs);
+    if (rc == 0)
+        rc = logstore_sync(ls);
+    rc_free(data);
+    logstore_close(ls);
+    if (rc == 0)
+        rc_warn("raft: configuration rewritten to node %llu alone (entry %llu, term %llu)",
+                (unsigned long long)id, (unsigned long long)(last + 1), (unsigned long long)term);
     return rc;
 }
 
@@ -151,12 +205,56 @@ static int hard_state_due(struct raft_node *n, const struct raft_ready *rd)
     return 1;
 }
 
+/* Restores the state machine from the log's snapshot (after an install, or at start when
+ * the state machine holds less than the snapshot covers). */
+static int restore_state_machine(struct raft_node *n)
+{
+    struct raft_snapshot_meta meta;
+    logstore_snapshot_meta(n->log, &meta);
+    if (meta.index == 0 || meta.index <= n->applied)
+        return 0;
+    if (!n->cb.restore) {
+        rc_error("raft: a snapshot at %llu must be restored but nothing can restore it",
+                 (unsigned long long)meta.index);
+        return RC_EINVAL;
+    }
+    char path[4200];
+    int rc = logstore_snapshot_path(n->log, path, sizeof path);
+    if (rc == 0)
+        rc = n->cb.restore(n->ctx, path, &meta);
+    if (rc != 0) {
+        rc_error("raft: restoring the state machine from the snapshot at %llu failed: %s",
+                 (unsigned long long)meta.index, rc_strerror(rc));
+        return rc;
+    }
+    n->applied = meta.index;
+    n->stats.snapshots_restored++;
+    return 0;
+}
+
+/* Writes a received snapshot chunk; the last one installs the snapshot in the log (which
+ * drops the whole log) and then restores the state machine from it. */
+static int install_chunk(struct raft_node *n, const struct raft_snapshot_chunk *c)
+{
+    int rc = logstore_snapshot_chunk(n->log, c);
+    if (rc != 0 || !c->done)
+        return rc;
+    rc_info("raft: installed a snapshot at index %llu term %llu (%llu bytes)",
+            (unsigned long long)c->meta.index, (unsigned long long)c->meta.term,
+            (unsigned long long)c->meta.size_bytes);
+    n->stats.snapshots_installed++;
+    return restore_state_machine(n);
+}
+
 static int persist(struct raft_node *n, const struct raft_ready *rd)
 {
     int rc = 0;
     int write_hard_state = hard_state_due(n, rd);
-    if (rd->snapshot_chunk)
-        return RC_EINVAL; /* snapshot installation: see raft_node_install (not yet) */
+    if (rd->snapshot_chunk) {
+        rc = install_chunk(n, rd->snapshot_chunk);
+        if (rc != 0)
+            return rc;
+    }
     if (rd->n_entries) {
         rc = logstore_append(n->log, rd->entries, rd->n_entries);
         n->stats.entries_appended += rd->n_entries;
@@ -382,7 +480,15 @@ int raft_node_compacted(struct raft_node *n, uint64_t index)
     int refused = refuse_input(n);
     if (refused != 0)
         return refused;
-    return raft_compacted(n->core, index);
+    int rc = raft_compacted(n->core, index);
+    if (rc == 0)
+        n->stats.snapshots_taken++;
+    return rc;
+}
+
+int raft_node_term(struct raft_node *n, uint64_t index, uint64_t *term)
+{
+    return raft_log_term(n->core, index, term);
 }
 
 void raft_node_status(const struct raft_node *n, struct raft_status *st)
@@ -460,6 +566,15 @@ int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
     if (ro.applied > hs.commit)
         ro.applied = hs.commit;
     n->applied = o->applied;
+    /* A state machine behind the log's snapshot (its tail was lost in a crash after the log
+     * was compacted) is rebuilt from the snapshot first: the entries it lacks are gone. */
+    n->in_ready = 1; /* the restore callback may not call back into the node */
+    rc = restore_state_machine(n);
+    n->in_ready = 0;
+    if (rc != 0)
+        goto fail_log;
+    if (ro.applied < n->applied)
+        ro.applied = n->applied <= hs.commit ? n->applied : hs.commit;
     struct raft_storage st = logstore_raft_storage(n->log);
     rc = raft_create(&ro, &st, &hs, &n->core);
     if (rc != 0) {

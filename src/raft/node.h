@@ -73,6 +73,19 @@ void raft_node_options_default(struct raft_node_options *o, uint64_t id);
  * index 1 if the log is empty. RC_EEXIST if the log already holds entries (nothing done).
  */
 int raft_node_bootstrap(const char *dir, const struct raft_config *c);
+/* The same, for a state machine that already holds the state up to base (a restored
+ * backup): the log starts after base (its snapshot meta says base, term 1, with no data
+ * file) and the configuration entry is at base + 1. Take a snapshot soon after starting,
+ * so that a joining node can be sent the state. */
+int raft_node_bootstrap_at(const char *dir, const struct raft_config *c, uint64_t base);
+
+/*
+ * Quorum loss (--recover): appends to the stored log a configuration of node id alone, in
+ * a term above any this node has seen, and votes for itself in it. Started after this, the
+ * node is the only voter and leads on its own; every other former member must be wiped
+ * before it joins again (docs/OPERATIONS.md).
+ */
+int raft_node_recover(const char *dir, uint64_t id);
 
 /*
  * Opens the log in o->dir, creates the core from it and starts the transport and the tick
@@ -107,6 +120,8 @@ int raft_node_change(struct raft_node *n, enum raft_membership_op op, uint64_t i
  */
 struct logstore *raft_node_logstore(struct raft_node *n);
 int raft_node_compacted(struct raft_node *n, uint64_t index);
+/* Term of entry index (RC_ENOTFOUND if not in the log). */
+int raft_node_term(struct raft_node *n, uint64_t index, uint64_t *term);
 
 void raft_node_status(const struct raft_node *n, struct raft_status *st);
 
@@ -117,7 +132,10 @@ struct raft_node_stats {
     uint64_t entries_appended; /* to this node's log */
     uint64_t entries_applied;  /* handed to apply */
     uint64_t msgs_sent, msgs_received, msgs_dropped;
-    uint64_t readies; /* ready rounds processed */
+    uint64_t readies;             /* ready rounds processed */
+    uint64_t snapshots_installed; /* received from a leader */
+    uint64_t snapshots_restored;  /* state machine rebuilt from a snapshot */
+    uint64_t snapshots_taken;     /* local snapshots committed (raft_node_compacted) */
 };
 void raft_node_stats(const struct raft_node *n, struct raft_node_stats *st);
 

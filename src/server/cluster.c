@@ -28,6 +28,7 @@
  */
 #include "server.h"
 
+#include "cluster/snapstream.h"
 #include "common/alloc.h"
 #include "common/fileio.h"
 #include "common/log.h"
@@ -577,6 +578,7 @@ static void on_cluster_timer(uv_timer_t *t)
         return;
     directory_upkeep(s);
     job_step(s);
+    snapshots_tick(s);
     start_read_round(s);
     raft_node_process(s->raft);
 }
@@ -1018,6 +1020,35 @@ static void default_peer_bind(const struct rc_config *cfg, char *buf, size_t cap
         snprintf(buf, cap, "%s:%d", host, port + 1);
 }
 
+/* --restore FILE on a fresh node: the store is rebuilt from the backup; *base receives the
+ * index it holds, after which the new cluster's log starts. */
+static int restore_backup(struct server *s, uint64_t *base)
+{
+    const char *path = s->cfg->restore_from;
+    int rc = rc_store_close(s->store);
+    s->store = NULL;
+    if (rc != 0)
+        return rc;
+    uint64_t revision = 0;
+    void *extra = NULL;
+    size_t extra_len = 0;
+    rc = snapshot_restore(path, s->cask_dir, &s->store_opts, &revision, &extra, &extra_len);
+    rc_free(extra); /* the old cluster's directory: this is a new cluster */
+    int rc2 = rc_store_open(s->cask_dir, &s->store_opts, &s->store);
+    if (rc != 0) {
+        rc_error("--restore %s failed: %s", path, rc_strerror(rc));
+        return rc;
+    }
+    if (rc2 != 0)
+        return rc2;
+    *base = rc_store_applied_revision(s->store);
+    s->revision = *base;
+    s->force_snapshot = true; /* so that joiners can be sent the restored state */
+    rc_info("restored %zu keys from %s (index %llu); starting a new cluster after it",
+            rc_store_count(s->store), path, (unsigned long long)*base);
+    return 0;
+}
+
 int cluster_start(struct server *s)
 {
     struct rc_config *cfg = s->cfg;
@@ -1050,7 +1081,13 @@ int cluster_start(struct server *s)
         } else {
             s->self.cluster_id = random_u64();
             struct raft_config c = {.n_voters = 1, .voters = {s->self.id}};
-            rc = raft_node_bootstrap(s->raft_dir, &c);
+            uint64_t base = 0;
+            if (cfg->restore_from && cfg->restore_from[0]) {
+                rc = restore_backup(s, &base);
+                if (rc != 0)
+                    return rc;
+            }
+            rc = raft_node_bootstrap_at(s->raft_dir, &c, base);
             if (rc != 0 && rc != RC_EEXIST) {
                 rc_error("cannot bootstrap the Raft log in %s: %s", s->raft_dir, rc_strerror(rc));
                 return rc;
@@ -1065,6 +1102,19 @@ int cluster_start(struct server *s)
         rc_error("--id %llu differs from the id %llu stored in %s/node.conf",
                  (unsigned long long)cfg->id, (unsigned long long)s->self.id, cfg->dir);
         return RC_EINVAL;
+    }
+    if (!fresh && cfg->restore_from && cfg->restore_from[0])
+        rc_warn("--restore ignored: this node has state in %s", cfg->dir);
+    if (cfg->recover) {
+        if (fresh) {
+            rc_error("--recover needs a node with state in %s", cfg->dir);
+            return RC_EINVAL;
+        }
+        rc = raft_node_recover(s->raft_dir, s->self.id);
+        if (rc != 0) {
+            rc_error("--recover failed: %s", rc_strerror(rc));
+            return rc;
+        }
     }
     rc = cluster_members_load(cfg->dir, &s->members);
     if (rc != 0)
@@ -1083,8 +1133,10 @@ int cluster_start(struct server *s)
         o.heartbeat_ticks = (int)(cfg->heartbeat_ms / o.tick_ms);
     if (o.heartbeat_ticks >= o.election_ticks)
         o.heartbeat_ticks = o.election_ticks / 3 > 0 ? o.election_ticks / 3 : 1;
-    struct raft_node_callbacks cb = {
-        .apply = on_apply, .read_ready = on_read_ready, .on_state = on_state};
+    struct raft_node_callbacks cb = {.apply = on_apply,
+                                     .read_ready = on_read_ready,
+                                     .restore = snapshots_restore,
+                                     .on_state = on_state};
     rc = raft_node_start(s->loop, &o, &cb, s, &s->raft);
     if (rc != 0) {
         rc_error("cannot start Raft (log %s, peers on %s): %s", s->raft_dir, peer_bind,

@@ -15,8 +15,8 @@
 #include <string.h>
 #include <strings.h>
 
-static const struct command_table *const families[] = {&string_commands, &keyspace_commands,
-                                                       &server_commands, &cluster_commands};
+static const struct command_table *const families[] = {
+    &string_commands, &keyspace_commands, &server_commands, &cluster_commands, &snapshot_commands};
 #define NFAMILIES (sizeof families / sizeof *families)
 
 static const struct command **index_by_name;

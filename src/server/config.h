@@ -27,6 +27,8 @@ struct rc_config {
     char *follower_mode;    /* proxy | redirect | moved */
     uint64_t snapshot_threshold;
     uint64_t snapshot_trailing;
+    char *parse_snapshot;         /* one-shot: print this backup as RESP and exit */
+    char *restore_from;           /* seed a new node from this backup */
     uint64_t election_timeout_ms; /* Raft election timeout (randomised up to twice this) */
     uint64_t heartbeat_ms;
     char *requirepass;

@@ -8,6 +8,7 @@
  */
 #include "server.h"
 
+#include "cluster/snapstream.h"
 #include "common/alloc.h"
 #include "common/fileio.h"
 #include "common/log.h"
@@ -191,9 +192,13 @@ int server_run(struct rc_config *cfg)
     so.max_key_bytes = (uint32_t)cfg->max_key_size;
     so.max_value_bytes = (uint32_t)cfg->proto_max_bulk_len;
     so.atomic_revisions = true; /* fsm_apply commits each entry: a crash loses whole entries */
-    char cask[4096];
-    snprintf(cask, sizeof cask, "%s/cask", cfg->dir);
-    int rc = rc_store_open(cask, &so, &s->store);
+    s->store_opts = so;
+    char *cask = s->cask_dir;
+    snprintf(cask, sizeof s->cask_dir, "%s/cask", cfg->dir);
+    /* Finish or roll back a snapshot restore that a crash interrupted. */
+    int rc = snapshot_restore_recover(cask);
+    if (rc == 0)
+        rc = rc_store_open(cask, &so, &s->store);
     if (rc != 0) {
         rc_error("cannot open the store in %s: %s", cask, rc_strerror(rc));
         goto out_commands;

@@ -212,6 +212,8 @@ struct server {
     int sync_rc;
     unsigned cron_ticks;
     uint64_t syncs, sync_failures;
+    struct rc_store_options store_opts;
+    char cask_dir[4096];
     /* ---- the cluster (cluster.c) ---- */
     struct raft_node *raft;
     struct cluster_node_conf self;
@@ -233,7 +235,10 @@ struct server {
     bool join_thread_running;
     volatile int join_stop;
     struct forwarder *fwd;
-    uint64_t snapshot_index; /* of the last snapshot (ours or installed) */
+    uint64_t snapshot_index;   /* of the last snapshot (ours or installed) */
+    struct snapshot_job *snap; /* a local snapshot or backup being written, or NULL */
+    uint64_t restores;         /* store rebuilds from installed snapshots */
+    bool force_snapshot;       /* take one at the next tick (after --restore) */
     uint64_t stat_forwarded, stat_redirected, stat_reads_confirmed;
 };
 
@@ -282,6 +287,12 @@ bool cluster_leader_addr(struct server *s, char *buf, size_t cap);
 void cluster_info(struct server *s, struct resp_buf *b);
 void cluster_client_gone(struct client *c);
 extern const struct command_table cluster_commands;
+
+/* snapshots.c: local snapshots (log compaction), RAFTSNAPSHOT backups, restores. */
+void snapshots_tick(struct server *s);
+int snapshots_restore(void *server, const char *path, const struct raft_snapshot_meta *meta);
+void snapshots_stop(struct server *s);
+extern const struct command_table snapshot_commands;
 
 /* writepath.c: a committed entry (index, term) carrying a write batch. */
 int writepath_apply(struct server *s, uint64_t index, uint64_t term, const void *data, size_t len);

@@ -1,0 +1,350 @@
+/*
+ * snapshots.c — snapshots of the store: log compaction, RAFTSNAPSHOT backups, and rebuilding
+ * the store from a snapshot that a leader sent.
+ *
+ * Taking one never blocks the loop for long: on the loop thread the store gives an O(1)
+ * view (a copy-on-write clone of the key directory with its data files pinned) at the
+ * applied index; a libuv worker thread then fsyncs the store and serialises the view
+ * (snapstream.h: zstd-compressed, checksummed records) into the Raft log's snapshot writer
+ * or into a backup file; back on the loop thread the snapshot is committed to the log,
+ * which drops the entries it covers, and the core is told (raft_node_compacted).
+ *
+ * A log-compaction snapshot is started by the cluster timer once --snapshot-threshold
+ * entries were applied since the last one, and only when the configuration in force was
+ * appended at or before the applied index (so that the configuration stored with the
+ * snapshot is the one in force at its index). One job runs at a time.
+ *
+ * Restoring (a follower that was sent a snapshot, or a node whose store lost entries the
+ * log no longer has) closes the store, rebuilds it from the stream in a new directory that
+ * then replaces the old one (snapstream.c: crash-safe), and reopens it. A store that
+ * already holds the snapshot's index is left alone, so a restart does not rewrite the data.
+ * A running job's view must be released first: the restore waits for the worker to finish
+ * writing (it then throws the job's result away).
+ */
+#include "server.h"
+
+#include "cluster/snapstream.h"
+#include "common/alloc.h"
+#include "common/fileio.h"
+#include "common/log.h"
+#include "raftcask.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+enum job_kind { JOB_COMPACTION = 1, JOB_BACKUP = 2 };
+
+struct snapshot_job {
+    struct server *s;
+    uv_work_t work;
+    enum job_kind kind;
+    struct rc_store_view *view;
+    uint64_t index, term;
+    struct raft_config config;
+    char *extra;
+    size_t extra_len;
+    struct logstore_snapshot_writer *w; /* JOB_COMPACTION */
+    char dir[4200], id[96];             /* JOB_BACKUP: DIR/snapshots/<id> */
+    struct client *client;              /* JOB_BACKUP: who waits for the id */
+    uint64_t restores_at_start;
+    atomic_int written; /* set by the worker once it no longer uses the view */
+    int rc;
+    struct snapshot_info info;
+    uint64_t started_ms;
+};
+
+/* ============================== the worker ============================== */
+
+static int sink_logstore(void *ctx, const void *buf, size_t len)
+{
+    return logstore_snapshot_write(ctx, buf, len);
+}
+
+static void job_work(uv_work_t *req)
+{
+    struct snapshot_job *j = req->data;
+    /* The store up to the index on disk: a restart then finds it there and need not
+     * rebuild it from this snapshot once the log no longer has the entries. */
+    j->rc = rc_store_sync(j->s->store);
+    if (j->rc == 0) {
+        if (j->kind == JOB_COMPACTION) {
+            j->rc =
+                snapshot_write_view(j->view, j->extra, j->extra_len, sink_logstore, j->w, &j->info);
+        } else {
+            char path[4300];
+            snprintf(path, sizeof path, "%s/state.bin", j->dir);
+            j->rc = snapshot_write_file(j->view, j->extra, j->extra_len, path, &j->info);
+        }
+    }
+    rc_store_view_close(j->view);
+    j->view = NULL;
+    atomic_store(&j->written, 1);
+}
+
+static int write_backup_meta(struct snapshot_job *j)
+{
+    struct server *s = j->s;
+    char text[8192];
+    int n = snprintf(text, sizeof text,
+                     "{\n  \"id\": \"%s\",\n  \"index\": %" PRIu64 ",\n  \"term\": %" PRIu64
+                     ",\n  \"cluster_id\": \"%016" PRIx64 "\",\n  \"members\": [",
+                     j->id, j->index, j->term, s->self.cluster_id);
+    for (size_t i = 0; i < s->members.count && n < (int)sizeof text - 512; i++)
+        n += snprintf(text + n, sizeof text - (size_t)n,
+                      "%s\n    {\"id\": %" PRIu64 ", \"client\": \"%s\", \"peer\": \"%s\"}",
+                      i ? "," : "", s->members.m[i].id, s->members.m[i].client_addr,
+                      s->members.m[i].peer_addr);
+    n += snprintf(
+        text + n, sizeof text - (size_t)n,
+        "\n  ],\n  \"records\": %" PRIu64 ",\n  \"size\": %" PRIu64
+        ",\n  \"checksum\": \"crc32c:%08x\",\n  \"format\": \"raftcask-state-v1+zstd\"\n}\n",
+        j->info.records, j->info.compressed_bytes, (unsigned)j->info.crc);
+    return rc_write_file_atomic(j->dir, "meta.json", text, (size_t)n);
+}
+
+static void job_reply(struct snapshot_job *j, const char *text, bool bulk)
+{
+    struct client *c = j->client;
+    if (!c)
+        return;
+    c->blocked = false;
+    c->pending_writes--;
+    if (!c->closed) {
+        if (bulk)
+            resp_add_bulk_cstr(&c->out, text);
+        else
+            resp_add_error(&c->out, text, strlen(text));
+        client_mark_output(c);
+        client_resume(c);
+    }
+    client_release(c);
+    j->client = NULL;
+}
+
+static void job_done(uv_work_t *req, int status)
+{
+    struct snapshot_job *j = req->data;
+    struct server *s = j->s;
+    if (s->snap == j)
+        s->snap = NULL;
+    int rc = j->rc;
+    bool stale = s->restores != j->restores_at_start || s->raft_closed || s->shutting_down;
+    if (j->kind == JOB_COMPACTION) {
+        if (rc == 0 && !stale) {
+            struct logstore *ls = raft_node_logstore(s->raft);
+            rc = logstore_snapshot_commit(ls, j->w, j->index, j->term, &j->config);
+            j->w = NULL; /* commit frees it, even on failure */
+            if (rc == 0)
+                rc = raft_node_compacted(s->raft, j->index);
+            if (rc == 0) {
+                s->snapshot_index = j->index;
+                rc_info("snapshot at index %" PRIu64 ": %" PRIu64 " keys, %" PRIu64
+                        " bytes compressed, in %" PRIu64 " ms; log compacted",
+                        j->index, j->info.records, j->info.compressed_bytes,
+                        (uint64_t)server_now_ms() - j->started_ms);
+            }
+        }
+        if (j->w)
+            logstore_snapshot_abort(j->w);
+        if (rc != 0)
+            rc_warn("snapshot at index %" PRIu64 " failed: %s", j->index, rc_strerror(rc));
+    } else {
+        if (rc == 0)
+            rc = write_backup_meta(j);
+        if (rc == 0) {
+            rc_info("backup %s written: %" PRIu64 " keys, %" PRIu64 " bytes", j->id,
+                    j->info.records, j->info.compressed_bytes);
+            job_reply(j, j->id, true);
+        } else {
+            char msg[160];
+            snprintf(msg, sizeof msg, "ERR writing the backup failed: %s", rc_strerror(rc));
+            job_reply(j, msg, false);
+        }
+    }
+    rc_free(j->extra);
+    rc_free(j);
+    (void)status;
+}
+
+/* ============================== starting a job ============================== */
+
+static struct snapshot_job *job_new(struct server *s, enum job_kind kind)
+{
+    struct snapshot_job *j = rc_calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->s = s;
+    j->kind = kind;
+    j->restores_at_start = s->restores;
+    j->started_ms = (uint64_t)server_now_ms();
+    j->index = rc_store_applied_revision(s->store);
+    if (cluster_members_encode(&s->members, &j->extra, &j->extra_len) != 0 ||
+        rc_store_view_open(s->store, &j->view) != 0) {
+        rc_free(j->extra);
+        rc_free(j);
+        return NULL;
+    }
+    j->work.data = j;
+    return j;
+}
+
+static int job_queue(struct snapshot_job *j)
+{
+    struct server *s = j->s;
+    int rc = uv_queue_work(s->loop, &j->work, job_work, job_done);
+    if (rc != 0)
+        return RC_EIO;
+    s->snap = j;
+    return 0;
+}
+
+static void job_discard(struct snapshot_job *j)
+{
+    rc_store_view_close(j->view);
+    if (j->w)
+        logstore_snapshot_abort(j->w);
+    rc_free(j->extra);
+    rc_free(j);
+}
+
+/* Log compaction once enough entries were applied since the last snapshot. */
+void snapshots_tick(struct server *s)
+{
+    uint64_t threshold = s->cfg->snapshot_threshold;
+    if (s->snap || !s->raft || threshold == 0 || s->shutting_down)
+        return;
+    struct raft_status st;
+    raft_node_status(s->raft, &st);
+    uint64_t last_snapshot = st.first_index ? st.first_index - 1 : 0;
+    uint64_t applied = rc_store_applied_revision(s->store);
+    if (st.config_index > applied)
+        return;
+    if (applied < last_snapshot + threshold && !(s->force_snapshot && applied > last_snapshot))
+        return;
+    uint64_t term;
+    if (raft_node_term(s->raft, applied, &term) != 0)
+        return;
+    struct snapshot_job *j = job_new(s, JOB_COMPACTION);
+    if (!j)
+        return;
+    j->term = term;
+    j->config = st.config;
+    if (rc_store_view_revision(j->view) != applied ||
+        logstore_snapshot_begin(raft_node_logstore(s->raft), &j->w) != 0 || job_queue(j) != 0) {
+        job_discard(j);
+        return;
+    }
+    s->force_snapshot = false;
+}
+
+/* RAFTSNAPSHOT / SNAPSHOT: a backup in DIR/snapshots/TERM-INDEX-MS; replies its id. */
+static void cmd_raftsnapshot(struct client *c, size_t argc, const struct resp_arg *a)
+{
+    struct server *s = c->srv;
+    (void)argc;
+    (void)a;
+    if (s->snap) {
+        reply_error(c, "ERR a snapshot is being written; try again shortly");
+        return;
+    }
+    struct snapshot_job *j = job_new(s, JOB_BACKUP);
+    if (!j) {
+        reply_error(c, "ERR cannot start the backup");
+        return;
+    }
+    struct raft_status st;
+    raft_node_status(s->raft, &st);
+    uint64_t term = st.term;
+    raft_node_term(s->raft, j->index, &term);
+    j->term = term;
+    snprintf(j->id, sizeof j->id, "%" PRIu64 "-%" PRIu64 "-%" PRIu64, j->term, j->index,
+             j->started_ms);
+    snprintf(j->dir, sizeof j->dir, "%s/snapshots/%s", s->cfg->dir, j->id);
+    if (rc_mkdir_p(j->dir) != 0 || job_queue(j) != 0) {
+        job_discard(j);
+        reply_error(c, "ERR cannot create the backup directory");
+        return;
+    }
+    j->client = c;
+    c->blocked = true;
+    c->pending_writes++;
+    c->refs++;
+}
+
+#define A CMD_ADMIN
+static const struct command rows[] = {
+    {"raftsnapshot", 1, A, 0, 0, 0, cmd_raftsnapshot, "raftcask", "raftcask", "",
+     "Writes a backup (DIR/snapshots/TERM-INDEX-MS: meta.json + state.bin); replies its id."},
+    {"snapshot", 1, A, 0, 0, 0, cmd_raftsnapshot, "raftcask", "raftcask", "",
+     "Alias of RAFTSNAPSHOT."},
+};
+#undef A
+
+const struct command_table snapshot_commands = {rows, sizeof rows / sizeof rows[0]};
+
+/* ============================== restoring ============================== */
+
+int snapshots_restore(void *server, const char *path, const struct raft_snapshot_meta *meta)
+{
+    struct server *s = server;
+    uint64_t held = rc_store_applied_revision(s->store);
+    if (held >= meta->index) {
+        rc_info("snapshot at %" PRIu64 ": the store already holds index %" PRIu64 "; not rebuilt",
+                meta->index, held);
+        return 0;
+    }
+    /* A job's view pins the store: wait until its worker let go of it. */
+    if (s->snap) {
+        uint64_t deadline = rc_mono_ns() + 600ull * 1000000000ull;
+        while (!atomic_load(&s->snap->written) && rc_mono_ns() < deadline)
+            usleep(1000);
+        if (!atomic_load(&s->snap->written))
+            return RC_EBUSY;
+    }
+    s->restores++;
+    uint64_t t0 = rc_mono_ns();
+    int rc = rc_store_close(s->store);
+    s->store = NULL;
+    if (rc != 0)
+        rc_warn("closing the store before a restore: %s", rc_strerror(rc));
+    uint64_t revision = 0;
+    void *extra = NULL;
+    size_t extra_len = 0;
+    rc = snapshot_restore(path, s->cask_dir, &s->store_opts, &revision, &extra, &extra_len);
+    if (rc != 0)
+        rc_error("rebuilding the store from %s failed: %s", path, rc_strerror(rc));
+    int rc2 = rc_store_open(s->cask_dir, &s->store_opts, &s->store);
+    if (rc2 != 0) {
+        rc_error("reopening the store in %s failed: %s", s->cask_dir, rc_strerror(rc2));
+        rc_free(extra);
+        return rc2;
+    }
+    if (rc == 0 && extra_len) {
+        struct cluster_members ms;
+        if (cluster_members_decode(extra, extra_len, &ms) == 0) {
+            s->members = ms;
+            cluster_members_save(s->cfg->dir, &s->members);
+            for (size_t i = 0; i < ms.count; i++)
+                if (ms.m[i].id != s->self.id && s->raft)
+                    raft_node_set_peer(s->raft, ms.m[i].id, ms.m[i].peer_addr);
+        }
+    }
+    rc_free(extra);
+    if (rc != 0)
+        return rc;
+    s->revision = rc_store_applied_revision(s->store);
+    s->snapshot_index = meta->index;
+    rc_info("store rebuilt from the snapshot at index %" PRIu64 ": %zu keys in %" PRIu64 " ms",
+            meta->index, rc_store_count(s->store), (rc_mono_ns() - t0) / 1000000);
+    return s->revision >= meta->index ? 0 : RC_ECORRUPT;
+}
+
+void snapshots_stop(struct server *s)
+{
+    /* A running job finishes on its own; job_done sees the shutdown and commits nothing.
+     * The loop runs until it is done (uv_work requests keep the loop alive). */
+    (void)s;
+}
