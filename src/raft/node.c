@@ -486,6 +486,11 @@ int raft_node_compacted(struct raft_node *n, uint64_t index)
     return rc;
 }
 
+int raft_node_peer_match(const struct raft_node *n, uint64_t id, uint64_t *match)
+{
+    return raft_peer_match(n->core, id, match);
+}
+
 int raft_node_term(struct raft_node *n, uint64_t index, uint64_t *term)
 {
     return raft_log_term(n->core, index, term);

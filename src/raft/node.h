@@ -120,6 +120,8 @@ int raft_node_change(struct raft_node *n, enum raft_membership_op op, uint64_t i
  */
 struct logstore *raft_node_logstore(struct raft_node *n);
 int raft_node_compacted(struct raft_node *n, uint64_t index);
+/* The leader's view of a peer's replication (matched index); RC_ENOTFOUND if none. */
+int raft_node_peer_match(const struct raft_node *n, uint64_t id, uint64_t *match);
 /* Term of entry index (RC_ENOTFOUND if not in the log). */
 int raft_node_term(struct raft_node *n, uint64_t index, uint64_t *term);
 

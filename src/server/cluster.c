@@ -812,13 +812,11 @@ static void cmd_rafttransfer(struct client *c, size_t argc, const struct resp_ar
         uint64_t best = 0;
         for (uint32_t i = 0; i < st.config.n_voters; i++) {
             uint64_t v = st.config.voters[i], match = 0;
-            if (v == s->self.id)
+            if (v == s->self.id || raft_node_peer_match(s->raft, v, &match) != 0)
                 continue;
-            raft_node_status(s->raft, &st);
-            (void)match;
-            if (!id || v < best) {
+            if (!id || match > best) {
                 id = v;
-                best = v;
+                best = match;
             }
         }
         if (!id) {

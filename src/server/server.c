@@ -75,12 +75,33 @@ static void sync_done(uv_work_t *req, int status)
     }
 }
 
+/* Every 10 s: a merge (on the store's worker thread) once superseded records take more
+ * space than live ones and at least MERGE_MIN_DEAD_BYTES. Between entries here, so the store
+ * is never in the middle of a revision (atomic_revisions refuses a merge then). */
+#define MERGE_MIN_DEAD_BYTES (64ull << 20)
+static void maybe_merge(struct server *s)
+{
+    if (s->cron_ticks % (10000 / CRON_INTERVAL_MS) != 0)
+        return;
+    struct rc_store_stats st;
+    if (rc_store_stats(s->store, &st) != 0 || st.dead_bytes < MERGE_MIN_DEAD_BYTES ||
+        st.dead_bytes < st.live_bytes)
+        return;
+    int rc = rc_store_merge_start(s->store);
+    if (rc == 0)
+        rc_info("merging the store: %llu dead bytes, %llu live", (unsigned long long)st.dead_bytes,
+                (unsigned long long)st.live_bytes);
+    else if (rc != RC_EBUSY)
+        rc_warn("cannot start a merge: %s", rc_strerror(rc));
+}
+
 static void on_cron(uv_timer_t *t)
 {
     struct server *s = t->data;
     if (s->shutting_down)
         return;
     expire_cycle(s);
+    maybe_merge(s);
     if (++s->cron_ticks % (1000 / CRON_INTERVAL_MS) == 0 && !s->sync_running) {
         s->sync_work.data = s;
         s->sync_running = uv_queue_work(s->loop, &s->sync_work, sync_work, sync_done) == 0;

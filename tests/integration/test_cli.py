@@ -20,9 +20,20 @@ pytestmark = pytest.mark.skipif(not os.path.exists(BIN), reason=f"no binary at {
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port whose successor is free too (the default --peer-bind)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if port >= 65535:
+                continue
+            with socket.socket() as peer:
+                try:
+                    peer.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free pair of loopback ports")
 
 
 def wait_ready(port, proc, deadline_s=15):
