@@ -12,7 +12,9 @@
  *   2. entries (truncating a conflicting suffix) and the hard state, then one
  *      logstore_sync: entries durable before the hard state;
  *   3. only then the messages (a vote or an append acknowledgement leaves this node only
- *      once what it acknowledges is on disk);
+ *      once what it acknowledges is on disk) — except that a leader's appends and
+ *      heartbeats go out before step 2 when the ready changes neither term nor vote
+ *      (early_sends_ok: the leader's disk write overlaps its followers');
  *   4. the committed entries to apply, and the reads whose index is applied;
  *   5. raft_advance.
  *
@@ -273,9 +275,43 @@ static int persist(struct raft_node *n, const struct raft_ready *rd)
     return rc;
 }
 
-static void send_messages(struct raft_node *n, const struct raft_ready *rd)
+/*
+ * Whether the leader's replication messages of this ready may leave before it is durable
+ * (Raft thesis §10.2.1: the leader writes its log in parallel with replicating it). Safe
+ * because the core counts the leader's own entries towards commit only once they are
+ * stable (raft_advance), and an append or heartbeat acknowledges nothing. Not when the
+ * ready changes the term or vote: a leader whose term is not yet durable could, after a
+ * crash, vote again in that term, and two leaders of one term could then both have sent
+ * entries. Not with a snapshot chunk (a follower's ready).
+ */
+static int early_sends_ok(const struct raft_node *n, const struct raft_ready *rd)
+{
+    if (rd->snapshot_chunk || rd->n_messages == 0)
+        return 0;
+    if (rd->has_hard_state) {
+        struct raft_hard_state durable;
+        logstore_hard_state(n->log, &durable);
+        if (rd->hard_state.term != durable.term || rd->hard_state.vote != durable.vote)
+            return 0;
+    }
+    return 1;
+}
+
+static int is_replication(const struct raft_message *m)
+{
+    return m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT ||
+           m->type == RAFT_MSG_SNAPSHOT;
+}
+
+/* Sends the ready's messages: with early = 1 only the replication messages that may leave
+ * before persisting; with early = 0 the rest (all of them when early_done is 0). */
+static void send_messages(struct raft_node *n, const struct raft_ready *rd, int early,
+                          int early_done)
 {
     for (size_t i = 0; i < rd->n_messages; i++) {
+        int repl = is_replication(&rd->messages[i]);
+        if ((early && !repl) || (!early && early_done && repl))
+            continue;
         int rc = transport_send(n->transport, rd->messages[i].to, &rd->messages[i]);
         if (rc == 0)
             n->stats.msgs_sent++;
@@ -347,6 +383,9 @@ int raft_node_process(struct raft_node *n)
         }
         n->stats.readies++;
         n->in_ready = 1;
+        int early = early_sends_ok(n, &rd);
+        if (early)
+            send_messages(n, &rd, 1, 0);
         rc = persist(n, &rd);
         if (rc != 0) {
             fail(n, "persisting the log", rc);
@@ -354,7 +393,7 @@ int raft_node_process(struct raft_node *n)
             raft_advance(n->core, rc);
             break;
         }
-        send_messages(n, &rd);
+        send_messages(n, &rd, 0, early);
         rc = apply(n, &rd);
         n->in_ready = 0;
         if (rc != 0) {

@@ -1,10 +1,14 @@
 /*
  * forward.c — a follower in --follower-mode proxy relays commands to the leader.
  *
- * One pipelined RESP connection to the leader's client address is kept open and reused
- * for every forwarded command (the pool holds one connection: replies come back in order
- * on it, which is what pairs them with their clients). A forwarded command blocks its
- * client until the reply comes back; the reply's bytes are relayed as they are. The
+ * A pool of up to FORWARD_POOL pipelined RESP connections to the leader's client address
+ * is kept open and reused; each forwarded command goes on the connection with the fewest
+ * commands waiting (a new one is opened while all are busy and the pool has room). On a
+ * connection replies come back in order, which is what pairs them with their clients; the
+ * leader serves one connection's commands one after another (a linearizable read waits for
+ * its ReadIndex round), so the pool is what lets many clients' reads share a round. A
+ * forwarded command blocks its client until the reply comes back; the reply's bytes are
+ * relayed as they are. The
  * connection authenticates with --requirepass first when one is set (the cluster shares
  * it). If the leader changes, the connection fails, or the oldest command waits longer
  * than FORWARD_DEADLINE_MS, the connection is closed and every waiting client gets an
@@ -19,6 +23,7 @@
 #include <string.h>
 
 #define FORWARD_DEADLINE_MS 5000
+#define FORWARD_POOL        16
 #define REPLY_MAX_DEPTH     32
 
 struct waiter {
@@ -141,8 +146,9 @@ static void fwd_close(struct forwarder *f, const char *reply)
     if (f->closing)
         return;
     f->closing = true;
-    if (f->s->fwd == f)
-        f->s->fwd = NULL;
+    for (size_t i = 0; i < FORWARD_POOL; i++)
+        if (f->s->fwd[i] == f)
+            f->s->fwd[i] = NULL;
     for (size_t i = f->whead; i < f->wn; i++)
         answer(f, &f->w[i], reply, strlen(reply));
     f->whead = f->wn = 0;
@@ -274,7 +280,7 @@ static int push_waiter(struct forwarder *f, struct client *c)
     return 0;
 }
 
-static struct forwarder *fwd_open(struct server *s, const char *addr)
+static struct forwarder *fwd_open(struct server *s, const char *addr, size_t slot)
 {
     char host[256];
     int port;
@@ -311,19 +317,38 @@ static struct forwarder *fwd_open(struct server *s, const char *addr)
         resp_buf_free(&b);
         push_waiter(f, NULL);
     }
-    s->fwd = f;
+    s->fwd[slot] = f;
     return f;
 }
 
 int forward_command(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
                     const char *leader_addr)
 {
-    struct forwarder *f = s->fwd;
-    if (f && strcmp(f->addr, leader_addr) != 0) {
-        fwd_close(f, "-ERR the leader changed; retry\r\n");
-        f = NULL;
+    struct forwarder *f = NULL;
+    size_t free_slot = FORWARD_POOL, best = (size_t)-1;
+    for (size_t i = 0; i < FORWARD_POOL; i++) {
+        struct forwarder *g = s->fwd[i];
+        if (g && strcmp(g->addr, leader_addr) != 0) {
+            fwd_close(g, "-ERR the leader changed; retry\r\n");
+            g = NULL;
+        }
+        if (!g) {
+            if (free_slot == FORWARD_POOL)
+                free_slot = i;
+            continue;
+        }
+        size_t waiting = g->wn - g->whead;
+        if (waiting < best) {
+            best = waiting;
+            f = g;
+        }
     }
-    if (!f && !(f = fwd_open(s, leader_addr)))
+    if ((!f || best > 0) && free_slot < FORWARD_POOL) {
+        struct forwarder *g = fwd_open(s, leader_addr, free_slot);
+        if (g)
+            f = g;
+    }
+    if (!f)
         return RC_EIO;
     struct resp_buf b;
     resp_buf_init(&b);
@@ -354,6 +379,7 @@ void forward_client_gone(struct server *s, struct client *c)
 
 void forward_free(struct server *s)
 {
-    if (s->fwd)
-        fwd_close(s->fwd, "-ERR shutting down\r\n");
+    for (size_t i = 0; i < FORWARD_POOL; i++)
+        if (s->fwd[i])
+            fwd_close(s->fwd[i], "-ERR shutting down\r\n");
 }

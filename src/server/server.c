@@ -47,9 +47,12 @@ static void on_check(uv_check_t *h)
         while (s->batch.started)
             writepath_flush(s);
         uint64_t rounds = s->next_read_ctx;
+        size_t waiting = s->nread_wait;
         cluster_after_iteration(s);
-        bool reads_moved = s->nread_wait > 0 && s->next_read_ctx != rounds;
-        if (!s->batch.started && !reads_moved)
+        /* Reads that arrived while this pass processed (a round started, or none waited
+         * before) get their own round now, not at the next wake-up. */
+        bool more_reads = s->nread_wait > 0 && (s->next_read_ctx != rounds || waiting == 0);
+        if (!s->batch.started && !more_reads)
             break;
     }
     client_flush_all(s);

@@ -234,7 +234,7 @@ struct server {
     uv_thread_t join_thread;
     bool join_thread_running;
     volatile int join_stop;
-    struct forwarder *fwd;
+    struct forwarder *fwd[16]; /* pooled connections to the leader (forward.c) */
     uint64_t snapshot_index;   /* of the last snapshot (ours or installed) */
     struct snapshot_job *snap; /* a local snapshot or backup being written, or NULL */
     uint64_t restores;         /* store rebuilds from installed snapshots */
