@@ -405,14 +405,6 @@ void cluster_after_iteration(struct server *s)
     raft_node_process(s->raft);
 }
 
-void cluster_client_gone(struct client *c)
-{
-    struct server *s = c->srv;
-    if (s->job.kind && s->job.client == c)
-        s->job.client = NULL;
-    forward_client_gone(s, c);
-}
-
 /* ============================== membership jobs ============================== */
 
 static void job_reply(struct server *s, const char *reply)
@@ -463,7 +455,7 @@ static void job_step(struct server *s)
             int rc = raft_node_transfer(s->raft, j->id);
             if (rc == 0)
                 j->step = 1;
-            else if (rc != RC_EAGAIN)
+            else if (rc != RC_EAGAIN && rc != RC_EBUSY)
                 job_finish(s, "-ERR cannot transfer leadership\r\n");
         }
         return;

@@ -371,12 +371,6 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
     return 0;
 }
 
-void forward_client_gone(struct server *s, struct client *c)
-{
-    (void)s;
-    (void)c; /* the waiter keeps its reference: the reply is dropped on arrival */
-}
-
 void forward_free(struct server *s)
 {
     for (size_t i = 0; i < FORWARD_POOL; i++)

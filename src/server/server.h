@@ -285,7 +285,6 @@ bool cluster_propose(struct server *s, const void *data, size_t len, uint64_t *i
 /* The leader's client address into buf (false if no leader is known). */
 bool cluster_leader_addr(struct server *s, char *buf, size_t cap);
 void cluster_info(struct server *s, struct resp_buf *b);
-void cluster_client_gone(struct client *c);
 extern const struct command_table cluster_commands;
 
 /* snapshots.c: local snapshots (log compaction), RAFTSNAPSHOT backups, restores. */
@@ -305,7 +304,6 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
 void forward_free(struct server *s);
 /* Bytes of the one complete RESP2 reply at b: 0 if incomplete, -1 if malformed. */
 long forward_reply_length(const char *b, size_t len);
-void forward_client_gone(struct server *s, struct client *c);
 
 /* cmd_keyspace.c */
 void scan_cursors_free(struct server *s);
