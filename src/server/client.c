@@ -208,6 +208,11 @@ static bool may_run(struct client *c, const struct resp_argv *argv)
 {
     if (c->blocked)
         return false;
+    if (c->deferred_reads) {
+        const struct command *next =
+            argv->count ? command_lookup(argv->args[0].ptr, argv->args[0].len) : NULL;
+        return next && cluster_read_defers(c, next, argv->count);
+    }
     if (c->pending_writes == 0)
         return true;
     const struct command *cmd =

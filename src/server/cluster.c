@@ -176,41 +176,32 @@ static int on_apply(void *ctx, const struct raft_entry *e)
     return writepath_apply(s, e->index, e->term, e->data, e->len);
 }
 
-static void run_deferred(struct client *c)
+static void free_argv_copy(struct resp_argv *argv)
 {
-    struct resp_argv *argv = c->deferred;
-    c->deferred = NULL;
-    c->blocked = false;
-    c->pending_writes--;
-    if (!c->closed && argv) {
-        const struct command *cmd = command_lookup(argv->args[0].ptr, argv->args[0].len);
-        if (cmd)
-            cmd->fn(c, argv->count, argv->args);
-        client_mark_output(c);
-    }
     if (argv) {
         rc_free(argv->args);
         rc_free(argv);
     }
-    if (!c->closed)
-        client_resume(c);
-    client_release(c);
 }
 
-static void fail_deferred(struct client *c, const char *reply)
+/* Runs (or, with reply set, answers with an error) one deferred read. */
+static void finish_deferred(struct deferred_read *d, const char *reply)
 {
-    struct resp_argv *argv = c->deferred;
-    c->deferred = NULL;
-    c->blocked = false;
+    struct client *c = d->client;
+    c->deferred_reads--;
     c->pending_writes--;
     if (!c->closed) {
-        resp_buf_append(&c->out, reply, strlen(reply));
+        if (reply) {
+            resp_buf_append(&c->out, reply, strlen(reply));
+        } else {
+            const struct command *cmd = command_lookup(d->argv->args[0].ptr, d->argv->args[0].len);
+            if (cmd)
+                cmd->fn(c, d->argv->count, d->argv->args);
+        }
         client_mark_output(c);
     }
-    if (argv) {
-        rc_free(argv->args);
-        rc_free(argv);
-    }
+    free_argv_copy(d->argv);
+    d->argv = NULL;
     if (!c->closed)
         client_resume(c);
     client_release(c);
@@ -223,26 +214,35 @@ static void on_read_ready(void *ctx, uint64_t read_ctx)
         if (s->rounds[i].ctx != read_ctx)
             continue;
         struct read_round rr = s->rounds[i];
-        s->rounds[i] = s->rounds[--s->nrounds];
+        memmove(&s->rounds[i], &s->rounds[i + 1], (s->nrounds - i - 1) * sizeof rr);
+        s->nrounds--;
         s->stat_reads_confirmed += rr.n;
         for (size_t k = 0; k < rr.n; k++)
-            run_deferred(rr.clients[k]);
-        rc_free(rr.clients);
+            finish_deferred(&rr.reads[k], NULL);
+        rc_free(rr.reads);
         return;
     }
 }
 
+/* Answers every waiting read with reply, oldest round first (a client's reads stay in
+ * order). */
 static void fail_reads(struct server *s, const char *reply)
 {
     while (s->nrounds) {
-        struct read_round rr = s->rounds[--s->nrounds];
+        struct read_round rr = s->rounds[0];
+        memmove(&s->rounds[0], &s->rounds[1], (s->nrounds - 1) * sizeof rr);
+        s->nrounds--;
         for (size_t k = 0; k < rr.n; k++)
-            fail_deferred(rr.clients[k], reply);
-        rc_free(rr.clients);
+            finish_deferred(&rr.reads[k], reply);
+        rc_free(rr.reads);
     }
-    for (size_t k = 0; k < s->nread_wait; k++)
-        fail_deferred(s->read_wait[k], reply);
-    s->nread_wait = 0;
+    struct deferred_read *w = s->read_wait;
+    size_t n = s->nread_wait;
+    s->read_wait = NULL;
+    s->nread_wait = s->capread_wait = 0;
+    for (size_t k = 0; k < n; k++)
+        finish_deferred(&w[k], reply);
+    rc_free(w);
 }
 
 static void job_finish(struct server *s, const char *reply);
@@ -290,7 +290,7 @@ static bool defer_read(struct client *c, size_t argc, const struct resp_arg *arg
     struct resp_arg *args = rc_malloc(argc * sizeof *args + bytes + 1);
     if (s->nread_wait == s->capread_wait) {
         size_t cap = s->capread_wait ? s->capread_wait * 2 : 64;
-        struct client **w = rc_realloc(s->read_wait, cap * sizeof *w);
+        struct deferred_read *w = rc_realloc(s->read_wait, cap * sizeof *w);
         if (w) {
             s->read_wait = w;
             s->capread_wait = cap;
@@ -312,12 +312,29 @@ static bool defer_read(struct client *c, size_t argc, const struct resp_arg *arg
     copy->args = args;
     copy->count = argc;
     copy->cap = argc;
-    c->deferred = copy;
-    c->blocked = true;
+    c->deferred_reads++;
     c->pending_writes++;
     c->refs++;
-    s->read_wait[s->nread_wait++] = c;
+    s->read_wait[s->nread_wait++] = (struct deferred_read){c, copy};
     return true;
+}
+
+static const char *read_mode(const struct client *c)
+{
+    return c->readonly_mode ? "local" : c->srv->cfg->read_consistency;
+}
+
+bool cluster_read_defers(const struct client *c, const struct command *cmd, size_t argc)
+{
+    const struct server *s = c->srv;
+    if (!s->raft || !s->is_leader || !(cmd->flags & CMD_READONLY) || (cmd->flags & CMD_WRITE))
+        return false;
+    if (!c->authenticated && !(cmd->flags & CMD_NOAUTH))
+        return false;
+    if ((cmd->arity > 0 && argc != (size_t)cmd->arity) ||
+        (cmd->arity < 0 && argc < (size_t)-cmd->arity))
+        return false;
+    return strcmp(read_mode(c), "linearizable") == 0;
 }
 
 /* What a follower does with a command it cannot serve. */
@@ -354,7 +371,7 @@ bool cluster_route_command(struct client *c, const struct command *cmd, size_t a
         return false;
     if (cmd->flags & CMD_WRITE)
         return s->is_leader ? false : route_away(c, argc, argv);
-    const char *mode = c->readonly_mode ? "local" : s->cfg->read_consistency;
+    const char *mode = read_mode(c);
     if (strcmp(mode, "local") == 0)
         return false;
     if (!s->is_leader)
@@ -392,7 +409,7 @@ static void start_read_round(struct server *s)
         return;
     }
     s->rounds[s->nrounds++] =
-        (struct read_round){.ctx = ctx, .clients = s->read_wait, .n = s->nread_wait};
+        (struct read_round){.ctx = ctx, .reads = s->read_wait, .n = s->nread_wait};
     s->read_wait = NULL;
     s->nread_wait = s->capread_wait = 0;
 }

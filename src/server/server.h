@@ -106,12 +106,13 @@ struct client {
     bool closed;  /* uv_close was called */
     bool authenticated;
     bool readonly_mode;
-    bool in_process_input;      /* guards against re-entering process_input */
-    bool blocked;               /* a read waiting for its ReadIndex round, or a forwarded command:
-                                   nothing else runs until it is answered */
-    struct resp_argv *deferred; /* the blocked read's command (owned copy) */
-    unsigned pending_writes;    /* writes submitted, replies not yet routed */
-    unsigned refs;              /* the loop's reference plus one per pending write */
+    bool in_process_input;   /* guards against re-entering process_input */
+    bool blocked;            /* a forwarded command, a membership change or a backup: nothing
+                                else runs until it is answered */
+    unsigned deferred_reads; /* linearizable reads waiting for their ReadIndex rounds; only
+                                more such reads may follow them (they answer in order) */
+    unsigned pending_writes; /* writes submitted, replies not yet routed */
+    unsigned refs;           /* the loop's reference plus one per pending write */
     char name[64];
     char lib_name[64], lib_ver[32];
     char addr[64];
@@ -145,10 +146,16 @@ struct proposed_batch {
     size_t nslots;
 };
 
-/* Reads waiting for one ReadIndex round (ctx). */
+/* A linearizable read waiting for its round: the client and its command (owned copy). */
+struct deferred_read {
+    struct client *client;
+    struct resp_argv *argv;
+};
+
+/* Reads waiting for one ReadIndex round (ctx), in arrival order. */
 struct read_round {
     uint64_t ctx;
-    struct client **clients;
+    struct deferred_read *reads;
     size_t n;
 };
 
@@ -224,7 +231,7 @@ struct server {
     bool raft_closed;
     struct proposed_batch *proposed; /* FIFO by index */
     size_t nproposed, capproposed;
-    struct client **read_wait; /* reads for the next ReadIndex round */
+    struct deferred_read *read_wait; /* reads for the next ReadIndex round */
     size_t nread_wait, capread_wait;
     struct read_round *rounds;
     size_t nrounds, caprounds;
@@ -279,6 +286,9 @@ void cluster_after_iteration(struct server *s);
  * (linearizable read), forwarded, or answered (-TRY, -MOVED, -CLUSTERDOWN). */
 bool cluster_route_command(struct client *c, const struct command *cmd, size_t argc,
                            const struct resp_arg *argv);
+/* True if this command would be deferred as a linearizable read (so it may follow the
+ * client's reads already waiting, in the same order). */
+bool cluster_read_defers(const struct client *c, const struct command *cmd, size_t argc);
 /* Proposes the encoded batch; false if this node cannot (not leader). */
 bool cluster_propose(struct server *s, const void *data, size_t len, uint64_t *index,
                      uint64_t *term);
