@@ -5,7 +5,8 @@
 #   make bench   build optimised and run the benchmarks in bench/
 #   make fuzz    build the libFuzzer targets with clang and run each for FUZZ_SECONDS
 #
-# run, test, bench and fuzz first install missing Debian packages (scripts/install-deps).
+# run, test, bench and fuzz first install missing Debian packages (scripts/install-deps;
+# bench also the references only it uses: scripts/install-deps bench).
 
 ifneq ($(filter test check,$(MAKECMDGOALS)),)
 SANITIZE ?= 1
@@ -83,10 +84,12 @@ test check: deps
 	@$(MAKE) --no-print-directory SANITIZE=$(SANITIZE) all
 	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) scripts/run-tests
 
-bench: deps
+bench:
+	@scripts/install-deps bench
 	@$(MAKE) --no-print-directory SANITIZE=0 $(BENCH_BINS) build/rel/raftcask
 	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
 	@echo "== bench/server.py"; /usr/bin/python3 bench/server.py build/rel/raftcask
+	@echo "== bench/cluster.py"; /usr/bin/python3 bench/cluster.py build/rel/raftcask
 
 fuzz: deps
 	@FUZZ_SECONDS=$${FUZZ_SECONDS:-60} scripts/run-fuzz

@@ -1180,6 +1180,9 @@ void cluster_stop(struct server *s)
         job_finish(s, "-ERR shutting down\r\n");
     fail_reads(s, "-ERR shutting down\r\n");
     writepath_fail_proposed(s, "-ERR shutting down; the write may or may not be applied\r\n");
+    /* The connection to the leader (and its timer) must close now, or uv_run never returns:
+     * a follower that had proxied a command would ignore SIGTERM for ever. */
+    forward_free(s);
     if (!uv_is_closing((uv_handle_t *)&s->cluster_timer))
         uv_close((uv_handle_t *)&s->cluster_timer, NULL);
     raft_node_close(s->raft, raft_closed, s);
