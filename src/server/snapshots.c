@@ -305,6 +305,10 @@ int snapshots_restore(void *server, const char *path, const struct raft_snapshot
             return RC_EBUSY;
     }
     s->restores++;
+    /* Writes this node proposed while it led and that the snapshot now covers will never be
+     * applied one by one here: their outcome is unknown to this node. */
+    writepath_fail_proposed(s, "-ERR the outcome of the write is unknown (this node was sent a "
+                               "snapshot); check and retry\r\n");
     uint64_t t0 = rc_mono_ns();
     int rc = rc_store_close(s->store);
     s->store = NULL;
