@@ -89,6 +89,16 @@ struct sim_params {
      * for the end of the delivery round, so one ready may carry several inputs' work.
      */
     int batch_pct;
+    /*
+     * The server's state machine (cluster.c, writepath.c, snapshots.c): applied entries are
+     * not durable one by one; a crash keeps a prefix of them, at least up to the last
+     * compaction (which syncs the store first) or rebuild from a snapshot. At start the node
+     * keeps that prefix, restores the snapshot first if the prefix is shorter, starts the
+     * core with applied = min(prefix, commit on disk) and skips entries at or below the
+     * prefix (raft_node_start, node.c apply); an installed snapshot whose index the state
+     * machine already holds does not replace it (snapshots_restore).
+     */
+    int lazy_store; /* SIM_STORE_* */
     struct raft_testing_knobs knobs;
     int no_auto_restart; /* scenarios: only the test restarts nodes */
     int compact_every;   /* compact a node's log once it applied this many entries (0: never) */
@@ -101,6 +111,11 @@ enum sim_early {
     SIM_EARLY_NODE = 1,         /* exactly node.c's condition */
     SIM_EARLY_ANY_TERM = 2,     /* broken: replication messages early even if term/vote change */
     SIM_EARLY_ALL_MESSAGES = 3, /* broken: every message early (acks too) under node.c's test */
+};
+
+enum sim_store {
+    SIM_STORE_DURABLE = 0, /* rebuilt at start from the snapshot and the log */
+    SIM_STORE_LAZY = 1,    /* the server's store: a prefix survives (see lazy_store) */
 };
 
 /* ---------------------------------------------------------------- storage */
@@ -165,6 +180,8 @@ struct sim_node {
     uint64_t chunks_written;
     uint64_t snapshot_restarts; /* partial snapshots dropped for a newer one */
     uint64_t commit_written_at; /* tick of the last commit-only hard state written (lazy) */
+    uint64_t sm_durable;        /* lazy_store: applied index known on disk */
+    uint64_t store_rev;         /* lazy_store: applied index that survived the last crash */
 };
 
 struct sim_term_entry {
@@ -205,8 +222,10 @@ struct sim {
     uint64_t crashes, disk_failures, truncated_entries, membership_changes, transfers;
     uint64_t compactions, snapshot_chunks, snapshots_installed;
     uint64_t early_sent, early_readies, lazy_commit_skips; /* early_sends / lazy commit use */
-    uint64_t early_crashes;          /* crashes before fsync of a ready whose messages left early */
-    uint64_t batched_steps;          /* messages whose ready waited for the end of the round */
+    uint64_t early_crashes; /* crashes before fsync of a ready whose messages left early */
+    uint64_t batched_steps; /* messages whose ready waited for the end of the round */
+    uint64_t snapshot_installs_skipped; /* lazy_store: the store already held the index */
+    uint64_t store_ahead_starts;     /* lazy_store: starts with the store past the commit on disk */
     int deferred[SIM_MAX_NODES + 1]; /* nodes with inputs not yet processed (batch_pct) */
     uint64_t append_rejects[SIM_MAX_NODES + 1]; /* rejections sent by each node */
     int healing;                                /* faults off */
@@ -503,6 +522,19 @@ SIM_FN void sim_start(struct sim *s, uint64_t id)
     struct sim_node *n = &s->nodes[id];
     struct raft_options o;
     sim_node_options(s, id, &o);
+    uint64_t held = 0; /* lazy_store: what the state machine holds at start */
+    if (s->p.lazy_store) {
+        /* raft_node_start: restore from the log's snapshot if the store is behind it, then
+         * start the core at min(store, commit on disk). */
+        held = n->store_rev;
+        if (held < n->st.base) {
+            held = n->st.base;
+            n->sm_durable = n->st.base;
+        }
+        o.applied = held < n->st.durable_hs.commit ? held : n->st.durable_hs.commit;
+        if (held > n->st.durable_hs.commit && held > n->st.base)
+            s->store_ahead_starts++;
+    }
     struct raft_storage ops = sim_storage_ops(&n->st);
     int rc = raft_create(&o, &ops, &n->st.durable_hs, &n->r);
     if (rc != 0) {
@@ -515,7 +547,9 @@ SIM_FN void sim_start(struct sim *s, uint64_t id)
     /* The state machine restarts from the snapshot, then re-applies the log. */
     n->applied = n->st.base;
     n->sm = sim_grow(n->sm, &n->cap_sm, (size_t)n->st.base + 1, sizeof *n->sm);
-    if (n->st.snap_len)
+    if (s->p.lazy_store && held > n->st.base)
+        n->applied = held; /* it keeps sm[1..held]; the core's entries up to it are skipped */
+    else if (n->st.snap_len)
         memcpy(n->sm + 1, n->st.snap_data, n->st.snap_len);
     n->seen_commit = 0;
     n->seen_leader_term = 0;
@@ -546,6 +580,13 @@ SIM_FN void sim_crash(struct sim *s, uint64_t id)
     n->r = NULL;
     n->up = 0;
     s->deferred[id] = 0; /* its unprocessed inputs die with it */
+    if (s->p.lazy_store) {
+        /* The store keeps a prefix of what it applied, at least what was synced. */
+        uint64_t lo = n->sm_durable < n->applied ? n->sm_durable : n->applied;
+        n->store_rev = lo + sim_rand(s) % (n->applied - lo + 1);
+        if (n->sm_durable > n->store_rev)
+            n->sm_durable = n->store_rev;
+    }
     /*
      * The OS may have written some unsynced data back before the crash: nothing, all, the
      * entries (and snapshot chunks) but not the hard state written after them, or a prefix
@@ -801,6 +842,7 @@ SIM_FN void sim_maybe_compact(struct sim *s, struct sim_node *n)
     st->n -= drop;
     st->stable_prefix -= drop;
     st->base = at;
+    n->sm_durable = at; /* snapshots.c job_work: the store is synced before the snapshot */
     s->compactions++;
     int rc = raft_compacted(n->r, at);
     if (rc != 0)
@@ -881,10 +923,15 @@ SIM_FN void sim_write_chunk(struct sim *s, struct sim_node *n, const struct raft
     st->in_data = NULL;
     st->in_len = st->in_cap = st->in_durable = 0;
     st->in_index = st->in_term = 0;
+    s->snapshots_installed++;
+    if (s->p.lazy_store && n->applied >= index) {
+        s->snapshot_installs_skipped++; /* snapshots_restore: the store holds the index */
+        return;
+    }
     n->sm = sim_grow(n->sm, &n->cap_sm, (size_t)index + 1, sizeof *n->sm);
     memcpy(n->sm + 1, st->snap_data, st->snap_len);
     n->applied = index;
-    s->snapshots_installed++;
+    n->sm_durable = index; /* snapstream rebuilds the store crash-safely */
 }
 
 /* ---------------------------------------------------------------- ready processing */
@@ -988,8 +1035,11 @@ SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
             for (size_t i = 0; i < rd.n_messages; i++)
                 if (!early || !sim_sent_early(s, &rd.messages[i]))
                     sim_send(s, &rd.messages[i]);
-        for (size_t i = 0; i < rd.n_committed; i++)
+        for (size_t i = 0; i < rd.n_committed; i++) {
+            if (s->p.lazy_store && rd.committed[i].index <= n->applied)
+                continue; /* node.c apply: the state machine already holds it */
             sim_apply(s, n, &rd.committed[i]);
+        }
         for (size_t i = 0; i < rd.n_read_states; i++) {
             for (size_t j = 0; j < s->n_reads; j++) {
                 struct sim_read *r = &s->reads[j];

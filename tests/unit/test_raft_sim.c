@@ -35,7 +35,7 @@ static void run_seeds_tweaked(uint64_t first, long count, const struct raft_test
         count = 1;
     }
     struct sim *s = rc_calloc(1, sizeof *s);
-    uint64_t early_sent = 0, lazy_skips = 0, early_crashes = 0, batched = 0;
+    uint64_t early_sent = 0, lazy_skips = 0, early_crashes = 0, batched = 0, skipped = 0, ahead = 0;
     uint64_t elections = 0, acked = 0, reads = 0, crashes = 0, disk = 0, truncated = 0, changes = 0,
              transfers = 0, compactions = 0, chunks = 0, installs = 0;
     for (long i = 0; i < count; i++) {
@@ -72,6 +72,8 @@ static void run_seeds_tweaked(uint64_t first, long count, const struct raft_test
         lazy_skips += s->lazy_commit_skips;
         early_crashes += s->early_crashes;
         batched += s->batched_steps;
+        skipped += s->snapshot_installs_skipped;
+        ahead += s->store_ahead_starts;
         sim_destroy(s);
     }
     rc_free(s);
@@ -90,6 +92,10 @@ static void run_seeds_tweaked(uint64_t first, long count, const struct raft_test
                "batched into a later ready\n",
                (unsigned long long)early_sent, (unsigned long long)early_crashes,
                (unsigned long long)lazy_skips, (unsigned long long)batched);
+    if (tweak)
+        printf("  lazy store: %llu starts with the store past the commit on disk, %llu "
+               "snapshot installs skipped (store held the index)\n",
+               (unsigned long long)ahead, (unsigned long long)skipped);
     /* The run must have exercised what it claims to check. */
     CHECK(acked > 0 && reads > 0 && elections > 0);
     if (count >= 300)
@@ -132,6 +138,7 @@ static void tweak_early_sends(struct sim_params *p)
     p->early_sends = SIM_EARLY_NODE;
     p->lazy_commit_ticks = 1 + (int)(p->max_delay * 3);      /* seed-derived: 4..13 ticks */
     p->batch_pct = 10 * (p->max_delay + p->heartbeat_ticks); /* seed-derived: 30..70 */
+    p->lazy_store = SIM_STORE_LAZY;
     p->sync_crash_pml += 30;
 }
 
