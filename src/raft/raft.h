@@ -25,7 +25,12 @@
  *        made the simulator keep "hard state, not entries" and found a commit disagreement
  *        (seed 29); see docs/RAFT.md;
  *     2. only then send ready.messages (the Raft safety argument assumes that a vote or an
- *        append acknowledgement leaves a node only once what it acknowledges is on disk);
+ *        append acknowledgement leaves a node only once what it acknowledges is on disk).
+ *        A leader's APPEND, HEARTBEAT and SNAPSHOT messages may leave before step 1 when
+ *        the ready has no snapshot chunk and changes neither term nor vote (thesis
+ *        §10.2.1; node.c early_sends_ok; docs/RAFT.md §1): they acknowledge nothing, and
+ *        the core counts the leader's own entries only once raft_advance says they are
+ *        stable;
  *     3. apply ready.committed in order, and answer the reads of ready.read_states once the
  *        applied index reaches each read's index;
  *     4. call raft_advance(r, 0), or raft_advance(r, error) if step 1 failed: the core then

@@ -71,11 +71,51 @@ struct sim_params {
     size_t max_msg_bytes;
     int pre_vote, check_quorum;
     int send_before_sync; /* broken caller: sends a ready's messages before fsync */
+    /*
+     * node.c's early sends (raft_node_process / early_sends_ok): SIM_EARLY_NODE sends the
+     * leader's APPEND, HEARTBEAT and SNAPSHOT messages of a ready before its writes are
+     * durable when the ready has no snapshot chunk and leaves term and vote as they are on
+     * disk; the rest after fsync. The others are deliberately broken variants.
+     */
+    int early_sends; /* enum sim_early */
+    /*
+     * node.c's hard_state_due: a hard state that changes only commit is written at most
+     * once every lazy_commit_ticks ticks (0: every time). Term and vote changes always are.
+     */
+    int lazy_commit_ticks;
+    /*
+     * node.c steps every message that arrives in one loop iteration and processes the ready
+     * once, in its check handle: with this percent chance a delivered message's ready waits
+     * for the end of the delivery round, so one ready may carry several inputs' work.
+     */
+    int batch_pct;
+    /*
+     * The server's state machine (cluster.c, writepath.c, snapshots.c): applied entries are
+     * not durable one by one; a crash keeps a prefix of them, at least up to the last
+     * compaction (which syncs the store first) or rebuild from a snapshot. At start the node
+     * keeps that prefix, restores the snapshot first if the prefix is shorter, starts the
+     * core with applied = min(prefix, commit on disk) and skips entries at or below the
+     * prefix (raft_node_start, node.c apply); an installed snapshot whose index the state
+     * machine already holds does not replace it (snapshots_restore).
+     */
+    int lazy_store; /* SIM_STORE_* */
     struct raft_testing_knobs knobs;
     int no_auto_restart; /* scenarios: only the test restarts nodes */
     int compact_every;   /* compact a node's log once it applied this many entries (0: never) */
     size_t snapshot_chunk_bytes;
     int verbose;
+};
+
+enum sim_early {
+    SIM_EARLY_OFF = 0,
+    SIM_EARLY_NODE = 1,         /* exactly node.c's condition */
+    SIM_EARLY_ANY_TERM = 2,     /* broken: replication messages early even if term/vote change */
+    SIM_EARLY_ALL_MESSAGES = 3, /* broken: every message early (acks too) under node.c's test */
+};
+
+enum sim_store {
+    SIM_STORE_DURABLE = 0, /* rebuilt at start from the snapshot and the log */
+    SIM_STORE_LAZY = 1,    /* the server's store: a prefix survives (see lazy_store) */
 };
 
 /* ---------------------------------------------------------------- storage */
@@ -139,6 +179,9 @@ struct sim_node {
     uint64_t first_chunk_offset; /* offset of the first snapshot chunk written since start */
     uint64_t chunks_written;
     uint64_t snapshot_restarts; /* partial snapshots dropped for a newer one */
+    uint64_t commit_written_at; /* tick of the last commit-only hard state written (lazy) */
+    uint64_t sm_durable;        /* lazy_store: applied index known on disk */
+    uint64_t store_rev;         /* lazy_store: applied index that survived the last crash */
 };
 
 struct sim_term_entry {
@@ -178,6 +221,12 @@ struct sim {
     uint64_t acked_count, reads_served, elections;
     uint64_t crashes, disk_failures, truncated_entries, membership_changes, transfers;
     uint64_t compactions, snapshot_chunks, snapshots_installed;
+    uint64_t early_sent, early_readies, lazy_commit_skips; /* early_sends / lazy commit use */
+    uint64_t early_crashes; /* crashes before fsync of a ready whose messages left early */
+    uint64_t batched_steps; /* messages whose ready waited for the end of the round */
+    uint64_t snapshot_installs_skipped; /* lazy_store: the store already held the index */
+    uint64_t store_ahead_starts;     /* lazy_store: starts with the store past the commit on disk */
+    int deferred[SIM_MAX_NODES + 1]; /* nodes with inputs not yet processed (batch_pct) */
     uint64_t append_rejects[SIM_MAX_NODES + 1]; /* rejections sent by each node */
     int healing;                                /* faults off */
     char violation[512];
@@ -473,6 +522,19 @@ SIM_FN void sim_start(struct sim *s, uint64_t id)
     struct sim_node *n = &s->nodes[id];
     struct raft_options o;
     sim_node_options(s, id, &o);
+    uint64_t held = 0; /* lazy_store: what the state machine holds at start */
+    if (s->p.lazy_store) {
+        /* raft_node_start: restore from the log's snapshot if the store is behind it, then
+         * start the core at min(store, commit on disk). */
+        held = n->store_rev;
+        if (held < n->st.base) {
+            held = n->st.base;
+            n->sm_durable = n->st.base;
+        }
+        o.applied = held < n->st.durable_hs.commit ? held : n->st.durable_hs.commit;
+        if (held > n->st.durable_hs.commit && held > n->st.base)
+            s->store_ahead_starts++;
+    }
     struct raft_storage ops = sim_storage_ops(&n->st);
     int rc = raft_create(&o, &ops, &n->st.durable_hs, &n->r);
     if (rc != 0) {
@@ -485,10 +547,13 @@ SIM_FN void sim_start(struct sim *s, uint64_t id)
     /* The state machine restarts from the snapshot, then re-applies the log. */
     n->applied = n->st.base;
     n->sm = sim_grow(n->sm, &n->cap_sm, (size_t)n->st.base + 1, sizeof *n->sm);
-    if (n->st.snap_len)
+    if (s->p.lazy_store && held > n->st.base)
+        n->applied = held; /* it keeps sm[1..held]; the core's entries up to it are skipped */
+    else if (n->st.snap_len)
         memcpy(n->sm + 1, n->st.snap_data, n->st.snap_len);
     n->seen_commit = 0;
     n->seen_leader_term = 0;
+    n->commit_written_at = 0; /* node.c: the first commit-only change after start is written */
     n->first_chunk_offset = UINT64_MAX;
 }
 
@@ -514,6 +579,14 @@ SIM_FN void sim_crash(struct sim *s, uint64_t id)
     raft_destroy(n->r);
     n->r = NULL;
     n->up = 0;
+    s->deferred[id] = 0; /* its unprocessed inputs die with it */
+    if (s->p.lazy_store) {
+        /* The store keeps a prefix of what it applied, at least what was synced. */
+        uint64_t lo = n->sm_durable < n->applied ? n->sm_durable : n->applied;
+        n->store_rev = lo + sim_rand(s) % (n->applied - lo + 1);
+        if (n->sm_durable > n->store_rev)
+            n->sm_durable = n->store_rev;
+    }
     /*
      * The OS may have written some unsynced data back before the crash: nothing, all, the
      * entries (and snapshot chunks) but not the hard state written after them, or a prefix
@@ -769,6 +842,7 @@ SIM_FN void sim_maybe_compact(struct sim *s, struct sim_node *n)
     st->n -= drop;
     st->stable_prefix -= drop;
     st->base = at;
+    n->sm_durable = at; /* snapshots.c job_work: the store is synced before the snapshot */
     s->compactions++;
     int rc = raft_compacted(n->r, at);
     if (rc != 0)
@@ -849,13 +923,48 @@ SIM_FN void sim_write_chunk(struct sim *s, struct sim_node *n, const struct raft
     st->in_data = NULL;
     st->in_len = st->in_cap = st->in_durable = 0;
     st->in_index = st->in_term = 0;
+    s->snapshots_installed++;
+    if (s->p.lazy_store && n->applied >= index) {
+        s->snapshot_installs_skipped++; /* snapshots_restore: the store holds the index */
+        return;
+    }
     n->sm = sim_grow(n->sm, &n->cap_sm, (size_t)index + 1, sizeof *n->sm);
     memcpy(n->sm + 1, st->snap_data, st->snap_len);
     n->applied = index;
-    s->snapshots_installed++;
+    n->sm_durable = index; /* snapstream rebuilds the store crash-safely */
 }
 
 /* ---------------------------------------------------------------- ready processing */
+
+/* node.c early_sends_ok: whether this ready's replication messages leave before its writes. */
+SIM_FN int sim_early_sends_ok(struct sim *s, const struct sim_node *n, const struct raft_ready *rd)
+{
+    if (!s->p.early_sends || rd->snapshot_chunk || rd->n_messages == 0)
+        return 0;
+    if (!rd->has_hard_state || s->p.early_sends == SIM_EARLY_ANY_TERM)
+        return 1;
+    return rd->hard_state.term == n->st.durable_hs.term &&
+           rd->hard_state.vote == n->st.durable_hs.vote;
+}
+
+/* node.c is_replication (or every message, in the broken SIM_EARLY_ALL_MESSAGES). */
+SIM_FN int sim_sent_early(const struct sim *s, const struct raft_message *m)
+{
+    return m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT ||
+           m->type == RAFT_MSG_SNAPSHOT || s->p.early_sends == SIM_EARLY_ALL_MESSAGES;
+}
+
+/* node.c send_messages(early = 1). */
+SIM_FN void sim_send_early(struct sim *s, const struct raft_ready *rd)
+{
+    s->early_readies++;
+    for (size_t i = 0; i < rd->n_messages; i++) {
+        if (sim_sent_early(s, &rd->messages[i])) {
+            sim_send(s, &rd->messages[i]);
+            s->early_sent++;
+        }
+    }
+}
 
 SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
 {
@@ -867,9 +976,25 @@ SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
             sim_violation(s, "node %llu ready: %s", (unsigned long long)id, rc_strerror(rc));
             return;
         }
-        int writes = rd.has_hard_state || rd.n_entries > 0 || rd.snapshot_chunk;
+        /* node.c hard_state_due: a commit-only change may be left unwritten for a while. */
+        int write_hs = rd.has_hard_state;
+        if (write_hs && s->p.lazy_commit_ticks > 0 && rd.hard_state.term == n->st.hs.term &&
+            rd.hard_state.vote == n->st.hs.vote) {
+            if (s->now - n->commit_written_at < (uint64_t)s->p.lazy_commit_ticks) {
+                write_hs = 0;
+                s->lazy_commit_skips++;
+            } else {
+                n->commit_written_at = s->now;
+            }
+        }
+        /* node.c early_sends_ok + send_messages(early = 1), before anything is written. */
+        int early = sim_early_sends_ok(s, n, &rd);
+        if (early)
+            sim_send_early(s, &rd);
+        int writes = write_hs || rd.n_entries > 0 || rd.snapshot_chunk;
         if (writes && !s->healing && sim_chance(s, s->p.disk_fail_pml, 1000)) {
-            /* The write failed before reaching the disk; nothing of this ready is sent. */
+            /* The write failed before reaching the disk; nothing more of this ready is sent
+             * (with early_sends, its replication messages already left). */
             raft_advance(n->r, RC_EIO);
             n->failed_at = (int)s->now;
             s->disk_failures++;
@@ -894,21 +1019,27 @@ SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
             for (size_t i = 0; i < rd.n_entries; i++)
                 sim_st_append(s, &n->st, &rd.entries[i]);
         }
-        if (rd.has_hard_state)
+        if (write_hs)
             n->st.hs = rd.hard_state;
         if (s->p.send_before_sync)
             for (size_t i = 0; i < rd.n_messages; i++)
                 sim_send(s, &rd.messages[i]);
         if (writes && !s->healing && sim_chance(s, s->p.sync_crash_pml, 1000)) {
+            if (early)
+                s->early_crashes++;
             sim_crash(s, id); /* before fsync: the ready's writes may be lost */
             return;
         }
         sim_st_sync(&n->st);
         if (!s->p.send_before_sync)
             for (size_t i = 0; i < rd.n_messages; i++)
-                sim_send(s, &rd.messages[i]);
-        for (size_t i = 0; i < rd.n_committed; i++)
+                if (!early || !sim_sent_early(s, &rd.messages[i]))
+                    sim_send(s, &rd.messages[i]);
+        for (size_t i = 0; i < rd.n_committed; i++) {
+            if (s->p.lazy_store && rd.committed[i].index <= n->applied)
+                continue; /* node.c apply: the state machine already holds it */
             sim_apply(s, n, &rd.committed[i]);
+        }
         for (size_t i = 0; i < rd.n_read_states; i++) {
             for (size_t j = 0; j < s->n_reads; j++) {
                 struct sim_read *r = &s->reads[j];
@@ -1148,8 +1279,21 @@ SIM_FN void sim_deliver_due(struct sim *s)
         for (size_t i = 0; i < s->n_net && n_due < 64; i++)
             if (s->net[i].deliver_at <= s->now)
                 due[n_due++] = i;
-        if (n_due == 0)
-            return;
+        if (n_due == 0) {
+            /* node.c's check handle: the batched readies are processed now. */
+            int any = 0;
+            for (uint64_t id = 1; id <= SIM_MAX_NODES && !s->violated; id++) {
+                if (!s->deferred[id])
+                    continue;
+                s->deferred[id] = 0;
+                any = 1;
+                if (s->nodes[id].up)
+                    sim_step_done(s, id);
+            }
+            if (!any)
+                return;
+            continue;
+        }
         size_t pick = due[sim_rand(s) % n_due];
         struct sim_msg m = s->net[pick];
         s->net[pick] = s->net[--s->n_net];
@@ -1166,7 +1310,13 @@ SIM_FN void sim_deliver_due(struct sim *s)
                                   (unsigned long long)m.to, msg.type, (unsigned long long)m.from,
                                   rc_strerror(rc));
                 raft_msg_decoded_free(&msg);
-                sim_step_done(s, m.to);
+                if (!s->healing && sim_chance(s, s->p.batch_pct, 100)) {
+                    s->deferred[m.to] = 1;
+                    s->batched_steps++;
+                } else {
+                    s->deferred[m.to] = 0;
+                    sim_step_done(s, m.to);
+                }
             }
         }
         rc_free(m.bytes);

@@ -3,6 +3,9 @@
  *
  *   build/san/tests/test_raft_sim sim_many        6 x SIM_SEEDS seeds (default 6 x 500)
  *                                                 from SIM_FIRST_SEED (default 1)
+ *   build/san/tests/test_raft_sim sim_early       SIM_EARLY_SEEDS seeds (default 1000) with
+ *                                                 node.c's caller: early leader sends, lazy
+ *                                                 commit-only hard states, batched readies
  *   TEST_SEED=n build/san/tests/test_raft_sim     replays seed n verbosely (SIM_VERBOSE=1)
  *
  * A failing seed prints its number and the violation; TEST_SEED replays it exactly.
@@ -15,7 +18,16 @@ static long env_long(const char *name, long fallback)
     return v ? strtol(v, NULL, 0) : fallback;
 }
 
+static void run_seeds_tweaked(uint64_t first, long count, const struct raft_testing_knobs *knobs,
+                              void (*tweak)(struct sim_params *p));
+
 static void run_seeds(uint64_t first, long count, const struct raft_testing_knobs *knobs)
+{
+    run_seeds_tweaked(first, count, knobs, NULL);
+}
+
+static void run_seeds_tweaked(uint64_t first, long count, const struct raft_testing_knobs *knobs,
+                              void (*tweak)(struct sim_params *p))
 {
     const char *replay = getenv("TEST_SEED");
     if (replay) {
@@ -23,6 +35,7 @@ static void run_seeds(uint64_t first, long count, const struct raft_testing_knob
         count = 1;
     }
     struct sim *s = rc_calloc(1, sizeof *s);
+    uint64_t early_sent = 0, lazy_skips = 0, early_crashes = 0, batched = 0, skipped = 0, ahead = 0;
     uint64_t elections = 0, acked = 0, reads = 0, crashes = 0, disk = 0, truncated = 0, changes = 0,
              transfers = 0, compactions = 0, chunks = 0, installs = 0;
     for (long i = 0; i < count; i++) {
@@ -31,11 +44,14 @@ static void run_seeds(uint64_t first, long count, const struct raft_testing_knob
         sim_params_for_seed(seed, &p);
         if (knobs)
             p.knobs = *knobs;
+        if (tweak)
+            tweak(&p);
         p.verbose = (int)env_long("SIM_VERBOSE", 0);
         if (sim_run(&p, seed, s)) {
             fprintf(stderr, "  seed %llu: %s\n  replay: TEST_SEED=%llu %s\n",
                     (unsigned long long)seed, s->violation, (unsigned long long)seed,
-                    "build/san/tests/test_raft_sim sim_many_seeds_0");
+                    tweak ? "build/san/tests/test_raft_sim sim_early_replication_sends_are_safe"
+                          : "build/san/tests/test_raft_sim sim_many_seeds_0");
             sim_destroy(s);
             rc_free(s);
             CHECK_MSG(0, "simulation violated a Raft property (seed %llu)",
@@ -52,6 +68,12 @@ static void run_seeds(uint64_t first, long count, const struct raft_testing_knob
         compactions += s->compactions;
         chunks += s->snapshot_chunks;
         installs += s->snapshots_installed;
+        early_sent += s->early_sent;
+        lazy_skips += s->lazy_commit_skips;
+        early_crashes += s->early_crashes;
+        batched += s->batched_steps;
+        skipped += s->snapshot_installs_skipped;
+        ahead += s->store_ahead_starts;
         sim_destroy(s);
     }
     rc_free(s);
@@ -64,6 +86,16 @@ static void run_seeds(uint64_t first, long count, const struct raft_testing_knob
            (unsigned long long)disk, (unsigned long long)truncated, (unsigned long long)changes,
            (unsigned long long)transfers, (unsigned long long)compactions,
            (unsigned long long)chunks, (unsigned long long)installs);
+    if (tweak)
+        printf("  early sends: %llu messages sent before fsync, %llu crashes before the fsync "
+               "of such a ready, %llu commit-only hard states left unwritten, %llu messages "
+               "batched into a later ready\n",
+               (unsigned long long)early_sent, (unsigned long long)early_crashes,
+               (unsigned long long)lazy_skips, (unsigned long long)batched);
+    if (tweak)
+        printf("  lazy store: %llu starts with the store past the commit on disk, %llu "
+               "snapshot installs skipped (store held the index)\n",
+               (unsigned long long)ahead, (unsigned long long)skipped);
     /* The run must have exercised what it claims to check. */
     CHECK(acked > 0 && reads > 0 && elections > 0);
     if (count >= 300)
@@ -89,6 +121,32 @@ SIM_SEED_TEST(2)
 SIM_SEED_TEST(3)
 SIM_SEED_TEST(4)
 SIM_SEED_TEST(5)
+
+/* ---------------------------------------------------------------- node.c's early sends */
+
+/*
+ * The caller node.c is: a leader's APPEND/HEARTBEAT/SNAPSHOT messages leave before the
+ * ready's entries are durable when the ready changes neither term nor vote (Raft thesis
+ * §10.2.1), and a commit-only hard state is written at most now and then (hard_state_due).
+ * The same seeds as sim_many_seeds, with more crashes between a ready's writes and its fsync
+ * (the window early sends open), that caller, and node.c's batching: the messages of one
+ * loop iteration are stepped before their ready is processed (batch_pct). SIM_EARLY_SEEDS sets the
+ * count (default 1000, about 12 s in the sanitizer build).
+ */
+static void tweak_early_sends(struct sim_params *p)
+{
+    p->early_sends = SIM_EARLY_NODE;
+    p->lazy_commit_ticks = 1 + (int)(p->max_delay * 3);      /* seed-derived: 4..13 ticks */
+    p->batch_pct = 10 * (p->max_delay + p->heartbeat_ticks); /* seed-derived: 30..70 */
+    p->lazy_store = SIM_STORE_LAZY;
+    p->sync_crash_pml += 30;
+}
+
+TEST(sim_early_replication_sends_are_safe)
+{
+    long count = env_long("SIM_EARLY_SEEDS", 1000);
+    run_seeds_tweaked((uint64_t)env_long("SIM_FIRST_SEED", 1), count, NULL, tweak_early_sends);
+}
 
 /* ---------------------------------------------------------------- broken variants */
 
@@ -207,5 +265,24 @@ TEST(sim_catches_acknowledging_before_fsync)
                         "commit agreement|state machine safety|leader completeness|"
                         "acknowledged write",
                         3000, tweak_send_before_sync};
+    expect_caught(&v);
+}
+
+/* Every message (votes, append acknowledgements) early under node.c's term/vote test. */
+static void tweak_early_all_messages(struct sim_params *p)
+{
+    p->early_sends = SIM_EARLY_ALL_MESSAGES;
+    p->lazy_commit_ticks = 5;
+    p->batch_pct = 50;
+    p->sync_crash_pml = 150;
+    p->crash_pml = 30;
+}
+
+TEST(sim_catches_early_acknowledgements)
+{
+    struct variant v = {"every message of a ready sent before fsync under node.c's test",
+                        "commit agreement|state machine safety|leader completeness|"
+                        "acknowledged write",
+                        3000, tweak_early_all_messages};
     expect_caught(&v);
 }
