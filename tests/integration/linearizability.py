@@ -78,69 +78,83 @@ def check_register(ops, initial=None, max_states=DEFAULT_MAX_STATES):
     n = len(history)
     invoke = [op.invoke for op in history]
     complete = [math.inf if op.complete is None else op.complete for op in history]
-    required = 0
-    for i, op in enumerate(history):
-        if op.complete is not None:
-            required |= 1 << i
+    # Every operation left must be placed: determinate ones by definition, indeterminate
+    # writes because a read returned their value.
+
+    def frontier(low, placed):
+        """The earliest completion among the operations not placed. Operations are sorted
+        by invocation and complete after they are invoked, so the scan stops early."""
+        earliest = math.inf
+        for i in range(low, n):
+            if invoke[i] > earliest:
+                break
+            if i not in placed and complete[i] < earliest:
+                earliest = complete[i]
+        return earliest
+
+    def place(low, placed, i):
+        """The state with operation i placed too: everything below low is placed, and
+        placed holds the placed operations at or above low."""
+        if i == low:
+            low += 1
+            while low in placed:
+                placed = placed - {low}
+                low += 1
+            return low, placed
+        return low, placed | {i}
+
+    def agreeing_read(low, placed, value):
+        """A read that may come next and returns value, or None."""
+        earliest = frontier(low, placed)
+        for i in range(low, n):
+            if invoke[i] > earliest:
+                return None
+            if i not in placed and history[i].kind == "read" and history[i].value == value:
+                return i
+        return None
 
     seen = set()
-    best = (0, 0, initial)  # (count placed, mask, value) of the deepest state, for reports
-    # Depth-first search with an explicit stack of (mask, value).
-    stack = [(0, initial)]
+    best = (0, 0, frozenset(), initial)  # (count placed, low, placed, value): deepest state
+    # Depth-first search with an explicit stack of states (low, placed, value).
+    stack = [(0, frozenset(), initial)]
     while stack:
-        mask, value = stack.pop()
+        low, placed, value = stack.pop()
         # Take every read that may come next and agrees with the value (see the top comment).
-        while True:
-            frontier = _min_complete(mask, complete, n)
-            taken = False
-            for i in range(n):
-                if invoke[i] > frontier:
-                    break
-                if not mask >> i & 1 and history[i].kind == "read" and history[i].value == value:
-                    mask |= 1 << i
-                    taken = True
-            if not taken:
-                break
-        if mask & required == required:
+        while (i := agreeing_read(low, placed, value)) is not None:
+            low, placed = place(low, placed, i)
+        if low == n:
             return Result(True, states=len(seen))
-        key = (mask, value)
+        key = (low, placed, value)
         if key in seen:
             continue
         seen.add(key)
-        placed = bin(mask).count("1")
-        if placed > best[0]:
-            best = (placed, mask, value)
+        count = low + len(placed)
+        if count > best[0]:
+            best = (count, low, placed, value)
         if len(seen) > max_states:
             return Result(False, f"gave up after {max_states} states (history too concurrent)",
                           states=len(seen), exhausted=True)
-        frontier = _min_complete(mask, complete, n)
-        for i in range(n):
-            if invoke[i] > frontier:
+        earliest = frontier(low, placed)
+        for i in range(low, n):
+            if invoke[i] > earliest:
                 break
-            if mask >> i & 1 or history[i].kind != "write":
+            if i in placed or history[i].kind != "write":
                 continue
-            stack.append((mask | 1 << i, history[i].value))
+            next_low, next_placed = place(low, placed, i)
+            stack.append((next_low, next_placed, history[i].value))
 
-    _, mask, value = best
-    frontier = _min_complete(mask, complete, n)
-    stuck = [history[i] for i in range(n) if not mask >> i & 1 and invoke[i] <= frontier]
-    blocking = [history[i] for i in range(n) if not mask >> i & 1 and complete[i] == frontier]
-    lines = [f"not linearizable: at best {best[0]} of {n} operations placed, the register "
+    count, low, placed, value = best
+    earliest = frontier(low, placed)
+    open_ops = [i for i in range(low, n) if i not in placed]
+    stuck = [history[i] for i in open_ops if invoke[i] <= earliest]
+    blocking = [history[i] for i in open_ops if complete[i] == earliest]
+    lines = [f"not linearizable: at best {count} of {n} operations placed, the register "
              f"holding {value!r}; none of the operations that may come next fits:"]
     lines += ["  " + op.describe() for op in stuck]
     if blocking:
         lines.append("the earliest-completing operation not placed:")
         lines += ["  " + op.describe() for op in blocking]
     return Result(False, "\n".join(lines), states=len(seen), stuck=stuck)
-
-
-def _min_complete(mask, complete, n):
-    """The earliest completion among operations not in mask (inf when none)."""
-    frontier = math.inf
-    for i in range(n):
-        if not mask >> i & 1 and complete[i] < frontier:
-            frontier = complete[i]
-    return frontier
 
 
 def check_history(ops_by_key, initial=None, max_states=DEFAULT_MAX_STATES):

@@ -131,3 +131,28 @@ def test_many_concurrent_clients_stay_tractable():
             ops.append(Op("read", value, start, end, client))
     result = check_register(ops)
     assert result.ok, result.reason
+
+
+def test_long_history_is_checked_quickly():
+    # Thousands of operations (a nemesis run on one key) in a few seconds at most:
+    # the search only looks at the window of operations concurrent with the next one.
+    import random
+    import time
+    rng = random.Random(11)
+    ops = []
+    value = None
+    clock = 0.0
+    for n in range(6000):
+        clock += rng.uniform(0.0005, 0.002)
+        client = n % 6
+        start = clock - rng.uniform(0.0, 0.01)
+        end = clock + rng.uniform(0.0, 0.01)
+        if rng.random() < 0.5:
+            value = f"v{n}"
+            ops.append(Op("write", value, start, None if rng.random() < 0.01 else end, client))
+        else:
+            ops.append(Op("read", value, start, end, client))
+    began = time.monotonic()
+    result = check_register(ops)
+    assert result.ok, result.reason
+    assert time.monotonic() - began < 10.0

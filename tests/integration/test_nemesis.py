@@ -356,8 +356,10 @@ def test_no_acknowledged_write_lost_and_reads_linearizable(start_server, capsys)
         assert not any(thread.is_alive() for thread in clients + [nemesis]), "a worker thread hangs"
         if nemesis.failure:
             raise nemesis.failure
+        t_heal = time.monotonic()
         applied_index = heal(cluster)
         finals, diverged = final_reads(cluster)
+        heal_s = time.monotonic() - t_heal
     finally:
         stop.set()
         cluster.resume_all()
@@ -389,10 +391,14 @@ def test_no_acknowledged_write_lost_and_reads_linearizable(start_server, capsys)
                                                sorted(errors.items(), key=lambda e: -e[1])) or "none"))
 
     failures = []
+    t_check = time.monotonic()
     for key in KEYS:
         result = check_register(history[key])
         if not result.ok:
             failures.append(describe_failure(key, result, history[key], not_applied, nemesis, t0))
+    check_s = time.monotonic() - t_check
+    with capsys.disabled():
+        print(f"  healed in {heal_s:.1f} s, checked in {check_s:.1f} s")
     assert not failures, summary + "\n\n" + "\n\n".join(failures)
     assert not diverged, "replicas differ after convergence:\n" + "\n".join(diverged)
     assert acked >= MIN_ACKED_WRITES, f"only {acked} writes acknowledged: the test says little\n{summary}"
