@@ -355,5 +355,5 @@ void forward_client_gone(struct server *s, struct client *c)
 void forward_free(struct server *s)
 {
     if (s->fwd)
-        fwd_close(s->fwd, "-ERR shutting down\r\n");
+        fwd_close(s->fwd, "-ERR shutting down; the command may or may not have been applied\r\n");
 }
