@@ -22,12 +22,14 @@ of the clients and the nemesis (not the timing).
 import os
 import random
 import signal
+import socket
 import threading
 import time
 
 import pytest
 
-from conftest import RespError, RespConnection, raftcask_only, wait_for
+from conftest import (RespConnection, RespError, ServerProcess, attach_log, raftcask_only,
+                      require_raftcask, wait_for)
 from linearizability import Op, check_register
 
 NEMESIS_SECONDS = float(os.environ.get("NEMESIS_SECONDS", "20"))
@@ -68,11 +70,63 @@ def voters_everywhere(nodes):
     return True
 
 
-def start_cluster(start_server, size=3):
-    first = start_server(name="n1")
+def port_outside_ephemeral_range(rng):
+    """A free loopback port (and its successor, the default --peer-bind) below the kernel's
+    ephemeral range: a killed node restarts on the same ports, which an outgoing connection
+    (the clients make thousands) must not have taken meanwhile."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = rng.randrange(max(1025, low - 12000), low - 2)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free pair of loopback ports below the ephemeral range")
+
+
+@pytest.fixture
+def start_node(request, tmp_path):
+    """Like conftest's start_server, but on ports outside the ephemeral range; every node is
+    stopped (SIGCONT first, in case it is frozen) and checked when the test ends."""
+    require_raftcask()
+    nodes = []
+    rng = random.Random()
+
+    def start(extra_args=(), name=None):
+        node = ServerProcess("raftcask", tmp_path / name, extra_args, name=name)
+        node.port = port_outside_ephemeral_range(rng)
+        nodes.append(node)
+        attach_log(request.node, node)
+        return node.start()
+
+    yield start
+    errors = []
+    for node in nodes:
+        if node.alive():
+            os.kill(node.pid, signal.SIGCONT)
+        try:
+            node.stop(check=True)
+        except AssertionError as exc:
+            errors.append(str(exc))
+        marker = node.sanitizer_report()
+        if marker:
+            errors.append(f"{node.name} log reports '{marker}':\n{node.log_tail()}")
+    if errors:
+        pytest.fail("\n".join(errors))
+
+
+def start_cluster(start_node, size=3):
+    first = start_node(name="n1")
     nodes = [first]
     for i in range(2, size + 1):
-        nodes.append(start_server(["--join", f"127.0.0.1:{first.port}"], name=f"n{i}"))
+        nodes.append(start_node(["--join", f"127.0.0.1:{first.port}"], name=f"n{i}"))
     wait_for(lambda: voters_everywhere(nodes), 20.0, "every node to list every node as a voter", 0.05)
     return nodes
 
@@ -279,8 +333,11 @@ def heal(cluster):
 
     wait_for(one_leader, HEAL_TIMEOUT_S, "all nodes to agree on a leader", 0.05)
 
+    last = {}
+
     def converged():
         everyone = [stats(node) for node in cluster.nodes]
+        last["stats"] = everyone
         if any(st is None for st in everyone):
             return None
         applied = {st["applied_index"] for st in everyone}
@@ -289,7 +346,15 @@ def heal(cluster):
             return int(applied.pop())
         return None
 
-    return wait_for(converged, HEAL_TIMEOUT_S, "all nodes to apply the same index", 0.05)
+    try:
+        return wait_for(converged, HEAL_TIMEOUT_S, "all nodes to apply the same index", 0.05)
+    except TimeoutError as exc:
+        fields = ("state", "term", "leader", "commit_index", "applied_index", "last_log_index",
+                  "first_log_index", "last_snapshot_index")
+        rows = [f"  {node.name}: " + ("no answer" if st is None else
+                                      ", ".join(f"{f}={st.get(f)}" for f in fields))
+                for node, st in zip(cluster.nodes, last.get("stats", []))]
+        raise AssertionError(f"{exc}; RAFTSTATS at the end:\n" + "\n".join(rows)) from None
 
 
 def final_reads(cluster):
@@ -337,10 +402,10 @@ def describe_failure(key, result, ops, not_applied, nemesis, t0):
 
 # ---------------------------------------------------------------- the test
 
-def test_no_acknowledged_write_lost_and_reads_linearizable(start_server, capsys):
+def test_no_acknowledged_write_lost_and_reads_linearizable(start_node, capsys):
     seed = int(os.environ.get("NEMESIS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
-    cluster = Cluster(start_cluster(start_server))
+    cluster = Cluster(start_cluster(start_node))
     stop = threading.Event()
     clients = [Client(n, cluster, stop, rng.randrange(1 << 30)) for n in range(CLIENTS)]
     nemesis = Nemesis(cluster, stop, rng.randrange(1 << 30))
