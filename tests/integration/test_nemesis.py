@@ -281,8 +281,9 @@ class Nemesis(threading.Thread):
         self.log.append((time.monotonic(), text))
 
     def target(self):
-        """The leader half of the time (when one is known), else a random node."""
-        if self.rng.random() < 0.5:
+        """The leader half of the time (when one is known), else a random node; the leader
+        first of all, so that even a short run kills it."""
+        if self.rng.random() < 0.5 or self.kills == 0:
             leader = self.cluster.leader_index()
             if leader is not None:
                 return leader, True
@@ -295,7 +296,7 @@ class Nemesis(threading.Thread):
                 i, is_leader = self.target()
                 node = self.cluster.nodes[i]
                 role = "leader " if is_leader else ""
-                if self.rng.random() < 0.5:
+                if self.rng.random() < 0.5 or self.kills == 0:
                     self.note(f"kill -9 {role}{node.name}")
                     node.kill()
                     self.kills += 1
@@ -454,6 +455,14 @@ def test_no_acknowledged_write_lost_and_reads_linearizable(start_node, capsys):
         print("\n" + summary)
         print("  client errors: " + (", ".join(f"{n}x {t!r}" for t, n in
                                                sorted(errors.items(), key=lambda e: -e[1])) or "none"))
+
+    dump = os.environ.get("NEMESIS_DUMP")
+    if dump:  # the history as JSON lines (key, kind, value, invoke, complete), for study
+        import json
+        with open(dump, "w") as f:
+            for key, ops in history.items():
+                for op in ops:
+                    f.write(json.dumps([key, op.kind, op.value, op.invoke, op.complete, str(op.client)]) + "\n")
 
     failures = []
     t_check = time.monotonic()
