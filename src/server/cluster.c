@@ -631,7 +631,10 @@ static void cmd_raftstats(struct client *c, size_t argc, const struct resp_arg *
     add_stat(&c->out, "term", st.term);
     add_stat(&c->out, "leader", st.leader);
     add_stat(&c->out, "commit_index", st.commit);
-    add_stat(&c->out, "applied_index", s->revision);
+    /* Raft's applied index, not the store's revision: no-ops and configuration entries
+     * leave the revision behind, and after an election without writes it would trail
+     * commit_index forever. */
+    add_stat(&c->out, "applied_index", st.applied);
     add_stat(&c->out, "last_log_index", st.last_index);
     add_stat(&c->out, "last_log_term", st.last_term);
     add_stat(&c->out, "first_log_index", st.first_index);
@@ -887,7 +890,7 @@ void cluster_info(struct server *s, struct resp_buf *b)
         "\r\nraft_msgs_dropped:%" PRIu64 "\r\nraft_forwarded:%" PRIu64
         "\r\nraft_redirected:%" PRIu64 "\r\nraft_reads_confirmed:%" PRIu64 "\r\n\r\n",
         s->self.id, s->self.cluster_id, role_name(st.role), st.term, st.leader, leader, st.commit,
-        s->revision, st.last_index, st.first_index, st.first_index ? st.first_index - 1 : 0,
+        st.applied, st.last_index, st.first_index, st.first_index ? st.first_index - 1 : 0,
         st.config.n_voters, st.config.n_learners, ns.fsyncs,
         ns.fsyncs ? ns.fsync_total_us / ns.fsyncs : 0, ns.fsync_max_us, ns.msgs_sent,
         ns.msgs_received, ns.msgs_dropped, s->stat_forwarded, s->stat_redirected,
