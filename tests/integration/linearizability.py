@@ -53,8 +53,8 @@ class Result:
     stuck: list = field(default_factory=list)  # ops that could not be placed (on failure)
 
 
-def check_register(ops, initial=None, max_states=DEFAULT_MAX_STATES):
-    """Checks one key's history; returns a Result."""
+def check_register(ops, initial=None, max_states=DEFAULT_MAX_STATES, t0=0.0):
+    """Checks one key's history; returns a Result. Times in its reason are relative to t0."""
     writes = {}
     for op in ops:
         if op.kind == "write":
@@ -66,11 +66,11 @@ def check_register(ops, initial=None, max_states=DEFAULT_MAX_STATES):
     # Cheap refutations with a clear reason first.
     for op in ops:
         if op.kind == "read" and op.value != initial and op.value not in writes:
-            return Result(False, f"read of a value never written: {op.describe()}", stuck=[op])
+            return Result(False, f"read of a value never written: {op.describe(t0)}", stuck=[op])
         if op.kind == "read" and op.value in writes and op.complete is not None \
                 and op.complete < writes[op.value].invoke:
             return Result(False, f"read returned {op.value!r} before its write was invoked: "
-                                 f"{op.describe()}", stuck=[op, writes[op.value]])
+                                 f"{op.describe(t0)}", stuck=[op, writes[op.value]])
 
     history = [op for op in ops
                if not (op.kind == "write" and op.complete is None and op.value not in read_values)]
@@ -150,10 +150,16 @@ def check_register(ops, initial=None, max_states=DEFAULT_MAX_STATES):
     blocking = [history[i] for i in open_ops if complete[i] == earliest]
     lines = [f"not linearizable: at best {count} of {n} operations placed, the register "
              f"holding {value!r}; none of the operations that may come next fits:"]
-    lines += ["  " + op.describe() for op in stuck]
+    lines += ["  " + op.describe(t0) for op in stuck]
     if blocking:
         lines.append("the earliest-completing operation not placed:")
-        lines += ["  " + op.describe() for op in blocking]
+        lines += ["  " + op.describe(t0) for op in blocking]
+    held = writes.get(value)
+    if held:
+        lines.append(f"the write of {value!r}: {held.describe(t0)}")
+    for op in stuck:
+        if op.kind == "read" and op.value in writes:
+            lines.append(f"the write of {op.value!r}: {writes[op.value].describe(t0)}")
     return Result(False, "\n".join(lines), states=len(seen), stuck=stuck)
 
 

@@ -38,6 +38,7 @@ KEYS = [f"nemesis:{i}" for i in range(5)]
 CLIENT_TIMEOUT_S = 2.0
 HEAL_TIMEOUT_S = 30.0
 MIN_ACKED_WRITES = 50
+HISTORY_LINES_SHOWN = 120
 
 pytestmark = raftcask_only
 
@@ -380,22 +381,29 @@ def final_reads(cluster):
     return ops, diverged
 
 
-def describe_failure(key, result, ops, not_applied, nemesis, t0):
-    """The failing key's history around the trouble, the nemesis' actions, refused writes
-    whose value was read."""
+def describe_failure(key, result, ops, not_applied, nemesis, t0, out_dir):
+    """The failing key's history around the trouble (the whole of it goes to a file in
+    out_dir), the nemesis' actions, refused writes whose value was read."""
+    path = out_dir / f"history-{key.replace(':', '-')}.txt"
+    with open(path, "w") as f:
+        for op in sorted(ops, key=lambda op: op.invoke):
+            f.write(op.describe(t0) + "\n")
     lines = [f"key {key}: {result.reason.replace(chr(10), chr(10) + '  ')}"]
     read_values = {op.value for op in ops if op.kind == "read"}
     ghosts = [op for value, (k, op) in not_applied.items() if k == key and value in read_values]
     if ghosts:
         lines.append("writes answered 'was not applied' whose value was nevertheless read:")
         lines += ["  " + op.describe(t0) for op in ghosts]
-    times = [op.invoke for op in result.stuck] or [op.invoke for op in ops]
-    low, high = min(times) - 3.0, max(times) + 3.0
-    lines.append(f"history of {key} from {low - t0:.3f} s to {high - t0:.3f} s (of {len(ops)} ops):")
-    for op in sorted(ops, key=lambda op: op.invoke):
-        if op.complete is not None and op.complete < low or op.invoke > high:
-            continue
-        lines.append("  " + op.describe(t0))
+    stuck = result.stuck or ops
+    low = min(op.invoke for op in stuck) - 0.25
+    high = max(op.invoke if op.complete is None else op.complete for op in stuck) + 0.05
+    window = [op for op in sorted(ops, key=lambda op: op.invoke)
+              if not (op.complete is not None and op.complete < low or op.invoke > high)]
+    shown = window[-HISTORY_LINES_SHOWN:]
+    lines.append(f"history of {key} from {low - t0:.3f} s to {high - t0:.3f} s"
+                 f"{f' (its last {len(shown)} ops)' if len(shown) < len(window) else ''}; "
+                 f"all {len(ops)} ops in {path}:")
+    lines += ["  " + op.describe(t0) for op in shown]
     lines.append("nemesis:")
     lines += [f"  [{when - t0:7.3f}] {text}" for when, text in nemesis.log]
     return "\n".join(lines)
@@ -403,7 +411,7 @@ def describe_failure(key, result, ops, not_applied, nemesis, t0):
 
 # ---------------------------------------------------------------- the test
 
-def test_no_acknowledged_write_lost_and_reads_linearizable(start_node, capsys):
+def test_no_acknowledged_write_lost_and_reads_linearizable(start_node, capsys, tmp_path):
     seed = int(os.environ.get("NEMESIS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     cluster = Cluster(start_cluster(start_node))
@@ -467,9 +475,10 @@ def test_no_acknowledged_write_lost_and_reads_linearizable(start_node, capsys):
     failures = []
     t_check = time.monotonic()
     for key in KEYS:
-        result = check_register(history[key])
+        result = check_register(history[key], t0=t0)
         if not result.ok:
-            failures.append(describe_failure(key, result, history[key], not_applied, nemesis, t0))
+            failures.append(describe_failure(key, result, history[key], not_applied, nemesis, t0,
+                                             tmp_path))
     check_s = time.monotonic() - t_check
     with capsys.disabled():
         print(f"  healed in {heal_s:.1f} s, checked in {check_s:.1f} s")
