@@ -17,7 +17,8 @@ out of the history, so a read of one of their values fails the check as a read o
 never written. Reads without a value tell nothing and are left out.
 
 NEMESIS_SECONDS=120 (or more) runs it longer by hand; NEMESIS_SEED replays the random choices
-of the clients and the nemesis (not the timing).
+of the clients and the nemesis (not the timing); NEMESIS_NODE_ARGS adds flags to every node
+(e.g. "--read-consistency local", which must make the check fail: a test of the test).
 """
 import os
 import random
@@ -39,6 +40,7 @@ CLIENT_TIMEOUT_S = 2.0
 HEAL_TIMEOUT_S = 30.0
 MIN_ACKED_WRITES = 50
 HISTORY_LINES_SHOWN = 120
+NODE_ARGS = os.environ.get("NEMESIS_NODE_ARGS", "").split()
 
 pytestmark = raftcask_only
 
@@ -124,10 +126,10 @@ def start_node(request, tmp_path):
 
 
 def start_cluster(start_node, size=3):
-    first = start_node(name="n1")
+    first = start_node(NODE_ARGS, name="n1")
     nodes = [first]
     for i in range(2, size + 1):
-        nodes.append(start_node(["--join", f"127.0.0.1:{first.port}"], name=f"n{i}"))
+        nodes.append(start_node([*NODE_ARGS, "--join", f"127.0.0.1:{first.port}"], name=f"n{i}"))
     wait_for(lambda: voters_everywhere(nodes), 20.0, "every node to list every node as a voter", 0.05)
     return nodes
 
