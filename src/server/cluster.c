@@ -483,6 +483,13 @@ static void job_step(struct server *s)
                 j->step = 2;
                 return;
             }
+            /* Not before the directory line is applied: it gives the transport the
+             * joiner's peer address. A learner added earlier gets its first append
+             * dropped (no address yet), and the core probes an idle learner again only
+             * when a new entry comes: with no writes it stayed a learner for good. */
+            const struct cluster_member *m = cluster_members_find(&s->members, j->id);
+            if (!m || strcmp(m->peer_addr, j->peer_addr) != 0)
+                return;
             rc = raft_node_change(s->raft, RAFT_ADD_LEARNER, j->id);
             if (rc == 0 || rc == RC_EEXIST)
                 j->step = 2;
