@@ -126,11 +126,13 @@ def start_node(request, tmp_path):
 
 
 def start_cluster(start_node, size=3):
+    """Node 1 bootstraps, the others join one after the other (concurrent joins are
+    another test's business: one of them used to hang, the learner never promoted)."""
     first = start_node(NODE_ARGS, name="n1")
     nodes = [first]
     for i in range(2, size + 1):
         nodes.append(start_node([*NODE_ARGS, "--join", f"127.0.0.1:{first.port}"], name=f"n{i}"))
-    wait_for(lambda: voters_everywhere(nodes), 20.0, "every node to list every node as a voter", 0.05)
+        wait_for(lambda: voters_everywhere(nodes), 20.0, f"every node to list {len(nodes)} voters", 0.05)
     return nodes
 
 
