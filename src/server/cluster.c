@@ -646,7 +646,9 @@ static void cmd_raftstats(struct client *c, size_t argc, const struct resp_arg *
     add_stat(&c->out, "last_log_term", st.last_term);
     add_stat(&c->out, "first_log_index", st.first_index);
     add_stat(&c->out, "last_snapshot_index", st.first_index ? st.first_index - 1 : 0);
-    add_stat(&c->out, "num_peers", st.config.n_voters + st.config.n_learners - 1);
+    /* A joiner has no configuration until its first append: no peers, not 2^32 - 1. */
+    uint32_t members = st.config.n_voters + st.config.n_learners;
+    add_stat(&c->out, "num_peers", members ? members - 1 : 0);
     add_stat(&c->out, "num_voters", st.config.n_voters);
     add_stat(&c->out, "fsyncs", ns.fsyncs);
     add_stat(&c->out, "fsync_avg_us", ns.fsyncs ? ns.fsync_total_us / ns.fsyncs : 0);
