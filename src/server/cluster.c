@@ -493,6 +493,13 @@ static void job_step(struct server *s)
                 j->step = 2;
                 return;
             }
+            /* Not before the directory line is applied: it gives the transport the
+             * joiner's peer address. A learner added earlier gets its first append
+             * dropped (no address yet), and the core probes an idle learner again only
+             * when a new entry comes: with no writes it stayed a learner for good. */
+            const struct cluster_member *m = cluster_members_find(&s->members, j->id);
+            if (!m || strcmp(m->peer_addr, j->peer_addr) != 0)
+                return;
             rc = raft_node_change(s->raft, RAFT_ADD_LEARNER, j->id);
             if (rc == 0 || rc == RC_EEXIST)
                 j->step = 2;
@@ -642,12 +649,17 @@ static void cmd_raftstats(struct client *c, size_t argc, const struct resp_arg *
     add_stat(&c->out, "term", st.term);
     add_stat(&c->out, "leader", st.leader);
     add_stat(&c->out, "commit_index", st.commit);
-    add_stat(&c->out, "applied_index", s->revision);
+    /* Raft's applied index, not the store's revision: no-ops and configuration entries
+     * leave the revision behind, and after an election without writes it would trail
+     * commit_index forever. */
+    add_stat(&c->out, "applied_index", st.applied);
     add_stat(&c->out, "last_log_index", st.last_index);
     add_stat(&c->out, "last_log_term", st.last_term);
     add_stat(&c->out, "first_log_index", st.first_index);
     add_stat(&c->out, "last_snapshot_index", st.first_index ? st.first_index - 1 : 0);
-    add_stat(&c->out, "num_peers", st.config.n_voters + st.config.n_learners - 1);
+    /* A joiner has no configuration until its first append: no peers, not 2^32 - 1. */
+    uint32_t members = st.config.n_voters + st.config.n_learners;
+    add_stat(&c->out, "num_peers", members ? members - 1 : 0);
     add_stat(&c->out, "num_voters", st.config.n_voters);
     add_stat(&c->out, "fsyncs", ns.fsyncs);
     add_stat(&c->out, "fsync_avg_us", ns.fsyncs ? ns.fsync_total_us / ns.fsyncs : 0);
@@ -896,7 +908,7 @@ void cluster_info(struct server *s, struct resp_buf *b)
         "\r\nraft_msgs_dropped:%" PRIu64 "\r\nraft_forwarded:%" PRIu64
         "\r\nraft_redirected:%" PRIu64 "\r\nraft_reads_confirmed:%" PRIu64 "\r\n\r\n",
         s->self.id, s->self.cluster_id, role_name(st.role), st.term, st.leader, leader, st.commit,
-        s->revision, st.last_index, st.first_index, st.first_index ? st.first_index - 1 : 0,
+        st.applied, st.last_index, st.first_index, st.first_index ? st.first_index - 1 : 0,
         st.config.n_voters, st.config.n_learners, ns.fsyncs,
         ns.fsyncs ? ns.fsync_total_us / ns.fsyncs : 0, ns.fsync_max_us, ns.msgs_sent,
         ns.msgs_received, ns.msgs_dropped, s->stat_forwarded, s->stat_redirected,

@@ -375,5 +375,6 @@ void forward_free(struct server *s)
 {
     for (size_t i = 0; i < FORWARD_POOL; i++)
         if (s->fwd[i])
-            fwd_close(s->fwd[i], "-ERR shutting down\r\n");
+            fwd_close(s->fwd[i],
+                      "-ERR shutting down; the command may or may not have been applied\r\n");
 }
