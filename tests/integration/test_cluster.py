@@ -170,6 +170,11 @@ class Cluster:
                 rows = peer_rows(node)
                 if rows is None or sum(row[3] == "voter" for row in rows) != voters:
                     return None
+        # A joiner's RAFTADDPEER returns once its promotion is committed; until then the
+        # leader refuses other membership changes.
+        if any(node.starts == 1 and "--join" in node.extra_args and
+               "joined the cluster through" not in node.log_text() for node in nodes):
+            return None
         leader = self.node_at(addr)
         return leader if call(leader, "RAFTSTATE") == "Leader" else None
 
@@ -316,6 +321,10 @@ def test_writes_and_reads_through_every_node(cluster):
     assert int(info_section(follower, "raft")["raft_forwarded"]) > forwarded
     for c in clients.values():
         c.close()
+    # A follower that proxied commands (its connection to the leader is open) still exits
+    # promptly and cleanly on SIGTERM.
+    for follower in cluster.followers(leader):
+        cluster.stop(follower)
 
 
 # ---------------------------------------------------------------- 3. leader crash under writes
