@@ -1121,6 +1121,8 @@ void cluster_stop(struct server *s)
         job_finish(s, "-ERR shutting down\r\n");
     fail_reads(s, "-ERR shutting down\r\n");
     writepath_fail_proposed(s, "-ERR shutting down; the write may or may not be applied\r\n");
+    /* The connection to the leader (and its timer) would keep the loop running forever. */
+    forward_free(s);
     if (!uv_is_closing((uv_handle_t *)&s->cluster_timer))
         uv_close((uv_handle_t *)&s->cluster_timer, NULL);
     raft_node_close(s->raft, raft_closed, s);
