@@ -595,3 +595,20 @@ def test_no_leader_answers_clusterdown(cluster):
     assert call(survivor, "RAFTSTATE") in ("Follower", "Candidate")
     assert info_section(survivor, "replication")["master_link_status"] == "down"
     print(f"replies before CLUSTERDOWN: {sorted(set(map(str, replies)))}")
+
+
+def test_isolated_leader_answers_its_pending_write(cluster):
+    """The leader loses both followers: a write it already proposed can never commit while
+    no leader exists, so once it steps down the client gets an error, not a hang."""
+    leader = cluster.leader()
+    for node in cluster.followers(leader):
+        cluster.stop(node)
+    started = time.monotonic()
+    reply = call(leader, "SET", "k", "v", timeout_s=5.0)
+    elapsed = time.monotonic() - started
+    print(f"pending write on an isolated leader answered after {elapsed:.2f} s: {reply!r}")
+    assert isinstance(reply, RespError), f"no error reply within 5 s (got {reply!r})"
+    assert "may or may not" in str(reply) or str(reply) == "CLUSTERDOWN no leader"
+    wait_for(lambda: call(leader, "SET", "k", "v", timeout_s=3.0) == RespError("CLUSTERDOWN no leader"),
+             5.0, "-CLUSTERDOWN no leader on the former leader", interval_s=0.05)
+    assert call(leader, "RAFTLEADER") is None
