@@ -253,6 +253,10 @@ static void on_state(void *ctx, const struct raft_status *st)
     bool term_changed = st->term != s->rstatus.term;
     s->rstatus = *st;
     s->is_leader = st->role == RAFT_LEADER;
+    if (st->leader != RAFT_NONE)
+        s->leaderless_since_ms = 0;
+    else if (!s->leaderless_since_ms)
+        s->leaderless_since_ms = (uint64_t)server_now_ms();
     if (st->role == RAFT_FAILED) {
         writepath_fail_proposed(s, "-ERR this node stopped (storage failure)\r\n");
         fail_reads(s, "-ERR this node stopped (storage failure)\r\n");
@@ -570,11 +574,24 @@ static void directory_upkeep(struct server *s)
         propose_member_set(s, s->self.id, s->self.client_addr, s->self.peer_addr);
 }
 
+/* Writes this node proposed as leader are answered when their entries apply (or are
+ * overwritten by a new leader's). A former leader that has seen no leader for an election
+ * timeout cannot tell when that will be (without a quorum, never), so it answers them now. */
+static void fail_orphaned_writes(struct server *s)
+{
+    if (s->is_leader || !s->nproposed || !s->leaderless_since_ms ||
+        (uint64_t)server_now_ms() - s->leaderless_since_ms < s->cfg->election_timeout_ms)
+        return;
+    writepath_fail_proposed(s, "-ERR leadership lost and no leader is known; the write may or "
+                               "may not be applied\r\n");
+}
+
 static void on_cluster_timer(uv_timer_t *t)
 {
     struct server *s = t->data;
     if (s->shutting_down || !s->raft)
         return;
+    fail_orphaned_writes(s);
     directory_upkeep(s);
     job_step(s);
     start_read_round(s);

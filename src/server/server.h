@@ -219,6 +219,7 @@ struct server {
     char raft_dir[4096];
     struct raft_status rstatus; /* as of the last state report */
     bool is_leader;
+    uint64_t leaderless_since_ms; /* when this node last saw no leader; 0 while one is known */
     bool raft_closed;
     struct proposed_batch *proposed; /* FIFO by index */
     size_t nproposed, capproposed;
