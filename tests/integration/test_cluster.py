@@ -612,3 +612,81 @@ def test_isolated_leader_answers_its_pending_write(cluster):
     wait_for(lambda: call(leader, "SET", "k", "v", timeout_s=3.0) == RespError("CLUSTERDOWN no leader"),
              5.0, "-CLUSTERDOWN no leader on the former leader", interval_s=0.05)
     assert call(leader, "RAFTLEADER") is None
+
+
+# ---------------------------------------------------------------- more situations
+
+def test_pipelines_through_a_follower_keep_their_order(cluster):
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    client = follower.client()
+    with client.pipeline(transaction=False) as pipe:
+        for i in range(300):
+            pipe.incr("ctr")
+            pipe.append("log", f"{i},")
+            pipe.get("ctr")
+        replies = pipe.execute()
+    assert replies[0::3] == list(range(1, 301))
+    assert replies[2::3] == [str(i) for i in range(1, 301)]
+    assert client.get("log") == "".join(f"{i}," for i in range(300))
+    client.close()
+
+
+def test_expired_key_is_invisible_at_once_on_every_node(cluster):
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    assert follower.client().set("short", "v", px=300) is True
+    for node in cluster.nodes:
+        wait_for(lambda: readonly_get(node, "short") == b"v", 5.0, f"{node.name} to apply the SET")
+    time.sleep(0.35)  # the key's own lifetime, not a condition wait
+    for node in cluster.nodes:
+        assert readonly_get(node, "short") is None, f"expired key still visible on {node.name}"
+        assert node.client().get("short") is None
+
+
+def test_transfers_under_writes_lose_nothing(cluster):
+    leader = cluster.leader()
+    entry = cluster.followers(leader)[0]
+    writer = Writer(entry, "tw")
+    writer.start()
+    for _ in range(3):
+        before = len(writer.acked)
+        current = cluster.leader()
+        assert call(current, "RAFTTRANSFER", timeout_s=10) == "OK"
+        wait_for(lambda: len(writer.acked) >= before + 30, 10.0, "writes after a transfer")
+    writer.stop()
+    print(f"{len(writer.acked)} writes acknowledged, {len(writer.errors)} errors during 3 transfers")
+    keys = [key for key, _ in writer.acked]
+    cluster.wait_formed(voters=3)
+    for node in cluster.nodes:
+        with node.raw() as conn:
+            assert conn.call("MGET", *keys) == [k.split(":")[1].encode() for k in keys]
+
+
+def test_remove_the_leader_itself(cluster):
+    old = cluster.leader()
+    assert call(old, "RAFTREMOVEPEER", str(old.node_id), timeout_s=30) == "OK"
+    others = [node for node in cluster.nodes if node is not old]
+    new = cluster.wait_formed(voters=2, nodes=others)
+    assert new is not old
+    for node in others:
+        wait_for(lambda: all(row[0] != str(old.node_id) for row in peer_rows(node)), 5.0,
+                 f"the removed leader gone from RAFTPEERS on {node.name}")
+    assert new.client().set("after", "1") is True
+    for node in others:
+        assert node.client().get("after") == "1"
+    cluster.stop(old)
+
+
+def test_follower_kill9_does_not_stop_writes(cluster):
+    leader = cluster.leader()
+    victim = cluster.followers(leader)[0]
+    cluster.kill(victim)
+    client = leader.client(socket_timeout=5)
+    for i in range(100):
+        assert client.set(f"k{i}", i) is True
+    client.close()
+    cluster.restart(victim)
+    assert cluster.wait_formed(voters=3) is leader
+    cluster.wait_caught_up(victim, leader)
+    assert readonly_mget(victim, [f"k{i}" for i in range(100)]) == [str(i).encode() for i in range(100)]
