@@ -472,7 +472,11 @@ static void job_step(struct server *s)
         return;
     }
     if (!s->is_leader) {
-        job_finish(s, "-ERR leadership changed; retry\r\n");
+        /* A leader that removes itself steps down as soon as the removal commits. */
+        bool removed_self = j->kind == 2 && j->id == s->self.id && j->step >= 1 && committed &&
+                            !config_has(&st.config, j->id, true) &&
+                            !config_has(&st.config, j->id, false);
+        job_finish(s, removed_self ? "+OK\r\n" : "-ERR leadership changed; retry\r\n");
         return;
     }
     int rc;
