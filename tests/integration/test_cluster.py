@@ -26,9 +26,13 @@ FAILOVER_BUDGET_S = 2.0
 # ---------------------------------------------------------------- the cluster fixture
 
 def call(node, *args, timeout_s=5.0):
-    """One command on a fresh raw connection; None when the node cannot be reached."""
+    """One command on a fresh raw connection (authenticated when the node has a
+    --requirepass); None when the node cannot be reached."""
     try:
         with node.raw(timeout_s=timeout_s) as conn:
+            password = getattr(node, "password", None)
+            if password:
+                assert conn.call("AUTH", password) == "OK"
             return conn.call(*args)
     except (OSError, ConnectionError):
         return None
@@ -80,6 +84,8 @@ class Cluster:
         self.used_ports |= {node.port, node.port + 1}
         node.expected_down = False
         node.node_id = None
+        args = list(extra_args)
+        node.password = args[args.index("--requirepass") + 1] if "--requirepass" in args else None
         attach_log(self.request.node, node)
         self.nodes.append(node)
         return node
@@ -88,8 +94,9 @@ class Cluster:
         return f"127.0.0.1:{node.port}"
 
     def start_node(self, node):
-        node.expected_down = False
+        node.expected_down = True  # a failed start is reported by start() itself
         node.start()
+        node.expected_down = False
         if node.node_id is None:
             node.node_id = int(self.stats(node)["id"])
         return node
@@ -690,3 +697,15 @@ def test_follower_kill9_does_not_stop_writes(cluster):
     assert cluster.wait_formed(voters=3) is leader
     cluster.wait_caught_up(victim, leader)
     assert readonly_mget(victim, [f"k{i}" for i in range(100)]) == [str(i).encode() for i in range(100)]
+
+
+def test_cluster_with_requirepass_forms_and_proxies(cluster_factory):
+    """Joining and proxying authenticate with the shared --requirepass."""
+    secret = ["--requirepass", "s3cret"]
+    cluster = cluster_factory(3, {1: secret, 2: secret, 3: secret})
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    assert call(follower, "SET", "k", "v") == "OK"
+    with follower.raw() as conn:
+        assert str(conn.call("SET", "k", "v")).startswith("NOAUTH")
+    assert call(leader, "GET", "k") == b"v"
