@@ -918,10 +918,21 @@ void cluster_info(struct server *s, struct resp_buf *b)
 
 /* ============================== joining ============================== */
 
-/* A blocking RESP call to host:port for the join thread and the cluster id: sends argv,
- * reads one reply line (and, for a multibulk, the rest) into buf. 0 or -1. */
-static int blocking_call(const char *addr, int argc, const char **argv, char *buf, size_t cap,
-                         int timeout_s)
+/* Appends the RESP encoding of argv to req (n bytes used of cap); returns the new length,
+ * or cap when it does not fit. */
+static size_t encode_call(char *req, size_t n, size_t cap, int argc, const char **argv)
+{
+    n += (size_t)snprintf(req + n, cap - n, "*%d\r\n", argc);
+    for (int i = 0; i < argc && n < cap; i++)
+        n += (size_t)snprintf(req + n, cap - n, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
+    return n < cap ? n : cap;
+}
+
+/* A blocking RESP call to host:port for the join thread and the cluster id: sends argv
+ * (after AUTH with password, when one is set: the cluster shares --requirepass), reads
+ * argv's one reply (the whole of a multibulk) into buf. 0 or -1. */
+static int blocking_call(const char *addr, const char *password, int argc, const char **argv,
+                         char *buf, size_t cap, int timeout_s)
 {
     char host[256];
     int port;
@@ -941,34 +952,51 @@ static int blocking_call(const char *addr, int argc, const char **argv, char *bu
         return -1;
     }
     char req[1024];
-    size_t n = (size_t)snprintf(req, sizeof req, "*%d\r\n", argc);
-    for (int i = 0; i < argc && n < sizeof req; i++)
-        n += (size_t)snprintf(req + n, sizeof req - n, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
+    size_t n = 0;
+    bool auth = password && password[0];
+    if (auth) {
+        const char *auth_argv[2] = {"AUTH", password};
+        n = encode_call(req, n, sizeof req, 2, auth_argv);
+    }
+    if (n < sizeof req)
+        n = encode_call(req, n, sizeof req, argc, argv);
     if (n >= sizeof req || write(fd, req, n) != (ssize_t)n) {
         close(fd);
         return -1;
     }
-    size_t got = 0;
+    size_t got = 0, skip = 0; /* skip: the AUTH reply's bytes, once complete */
     long whole = 0;
     while (got + 1 < cap && whole == 0) {
         ssize_t r = read(fd, buf + got, cap - 1 - got);
         if (r <= 0)
             break;
         got += (size_t)r;
-        whole = forward_reply_length(buf, got);
+        if (auth && skip == 0) {
+            long l = forward_reply_length(buf, got);
+            if (l < 0)
+                break;
+            if (l == 0)
+                continue;
+            skip = (size_t)l;
+        }
+        whole = forward_reply_length(buf + skip, got - skip);
     }
     close(fd);
+    if (whole > 0 && skip) {
+        memmove(buf, buf + skip, got - skip);
+        got -= skip;
+    }
     buf[got] = '\0';
     return whole > 0 ? 0 : -1;
 }
 
 /* Asks the member at --join for the cluster id (RAFTSTATS), retrying for a while. */
-static int fetch_cluster_id(const char *join, uint64_t *cluster_id)
+static int fetch_cluster_id(const char *join, const char *password, uint64_t *cluster_id)
 {
     for (int attempt = 0; attempt < 100; attempt++) {
         char buf[4096];
         const char *argv[1] = {"RAFTSTATS"};
-        if (blocking_call(join, 1, argv, buf, sizeof buf, 5) == 0) {
+        if (blocking_call(join, password, 1, argv, buf, sizeof buf, 5) == 0) {
             const char *p = strstr(buf, "cluster_id\r\n$16\r\n");
             if (p) {
                 *cluster_id = strtoull(p + 17, NULL, 16);
@@ -991,7 +1019,7 @@ static void join_thread_main(void *arg)
     unsigned delay_ms = 100;
     while (!s->join_stop) {
         char buf[512];
-        if (blocking_call(s->cfg->join, 6, argv, buf, sizeof buf, 70) == 0) {
+        if (blocking_call(s->cfg->join, s->cfg->requirepass, 6, argv, buf, sizeof buf, 70) == 0) {
             if (strncmp(buf, "+OK", 3) == 0) {
                 rc_info("joined the cluster through %s as node %s", s->cfg->join, ids);
                 return;
@@ -1064,7 +1092,7 @@ int cluster_start(struct server *s)
         memcpy(s->self.peer_addr, pa, strlen(pa) + 1);
         if (cfg->join && cfg->join[0]) {
             rc_info("asking %s for the cluster id", cfg->join);
-            if (fetch_cluster_id(cfg->join, &s->self.cluster_id) != 0) {
+            if (fetch_cluster_id(cfg->join, cfg->requirepass, &s->self.cluster_id) != 0) {
                 rc_error("cannot reach a cluster member at --join %s", cfg->join);
                 return RC_EIO;
             }
