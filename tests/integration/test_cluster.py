@@ -7,6 +7,7 @@ Every wait polls a condition with a deadline; every node is stopped by PID at th
 its test (SIGTERM, then SIGKILL), and a node that exits uncleanly or whose log carries a
 sanitizer report fails the test.
 """
+import signal
 import threading
 import time
 
@@ -709,3 +710,31 @@ def test_cluster_with_requirepass_forms_and_proxies(cluster_factory):
     with follower.raw() as conn:
         assert str(conn.call("SET", "k", "v")).startswith("NOAUTH")
     assert call(leader, "GET", "k") == b"v"
+
+
+def test_frozen_leader_fails_over_for_proxied_writes(cluster):
+    """The leader stops answering without closing its connections (SIGSTOP: a hung process
+    or a partition). A follower that proxied a write to it must turn to the new leader as
+    soon as one is elected, not only when its proxy deadline expires."""
+    old = cluster.leader()
+    entry = cluster.followers(old)[0]
+    writer = Writer(entry, "frozen")
+    writer.start()
+    wait_for(lambda: len(writer.acked) >= 20, 10.0, "20 writes before the freeze")
+    frozen_at = time.monotonic()
+    old.proc.send_signal(signal.SIGSTOP)
+    try:
+        count = len(writer.acked)
+        wait_for(lambda: len(writer.acked) >= count + 20, 15.0, "20 writes after the freeze")
+        writer.stop()
+        after = [t for _, t in writer.acked if t > frozen_at]
+        failover_s = after[0] - frozen_at
+        print(f"failover from a frozen leader: {failover_s * 1000:.0f} ms")
+        assert failover_s < FAILOVER_BUDGET_S
+    finally:
+        writer.stop_event.set()
+        old.proc.send_signal(signal.SIGCONT)
+    keys = [key for key, _ in writer.acked]
+    cluster.wait_formed(voters=3)
+    with entry.raw() as conn:
+        assert conn.call("MGET", *keys) == [k.split(":")[1].encode() for k in keys]
