@@ -268,6 +268,9 @@ static void on_state(void *ctx, const struct raft_status *st)
         /* Reads confirmed by nobody now: the client may retry with the new leader. */
         fail_reads(s, "-ERR leadership changed; retry the read\r\n");
     }
+    char leader[CLUSTER_ADDR_MAX];
+    if (st->leader != RAFT_NONE && cluster_leader_addr(s, leader, sizeof leader))
+        forward_leader_changed(s, leader);
     if (was_leader != s->is_leader || term_changed)
         rc_info("raft: %s in term %llu (leader %llu)", role_name(st->role),
                 (unsigned long long)st->term, (unsigned long long)st->leader);

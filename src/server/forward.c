@@ -346,6 +346,15 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
     return 0;
 }
 
+void forward_leader_changed(struct server *s, const char *leader_addr)
+{
+    /* Commands waiting on a former leader that hangs would wait for FORWARD_DEADLINE_MS;
+     * their clients can retry with the new leader now. */
+    if (s->fwd && strcmp(s->fwd->addr, leader_addr) != 0)
+        fwd_close(s->fwd, "-ERR the leader changed; the command may or may not have been "
+                          "applied\r\n");
+}
+
 void forward_client_gone(struct server *s, struct client *c)
 {
     (void)s;

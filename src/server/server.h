@@ -293,6 +293,8 @@ void writepath_fail_proposed(struct server *s, const char *reply);
 int forward_command(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
                     const char *leader_addr);
 void forward_free(struct server *s);
+/* Closes the connection to a former leader (its waiting clients get an error). */
+void forward_leader_changed(struct server *s, const char *leader_addr);
 /* Bytes of the one complete RESP2 reply at b: 0 if incomplete, -1 if malformed. */
 long forward_reply_length(const char *b, size_t len);
 void forward_client_gone(struct server *s, struct client *c);
