@@ -6,9 +6,13 @@
  * on it, which is what pairs them with their clients). A forwarded command blocks its
  * client until the reply comes back; the reply's bytes are relayed as they are. The
  * connection authenticates with --requirepass first when one is set (the cluster shares
- * it). If the leader changes, the connection fails, or the oldest command waits longer
- * than FORWARD_DEADLINE_MS, the connection is closed and every waiting client gets an
- * error (the command may or may not have been applied, as with any lost connection).
+ * it). If the connection fails, or the oldest command waits longer than
+ * FORWARD_DEADLINE_MS, the connection is closed and every waiting client gets an error
+ * (the command may or may not have been applied, as with any lost connection). When
+ * another leader is known, new commands go to it on a new connection; the old one drains:
+ * it is closed once its waiting commands are answered, or with an error for those still
+ * waiting after DRAIN_GRACE_MS (a former leader that hangs would keep them for the whole
+ * deadline).
  */
 #include "server.h"
 
@@ -19,6 +23,8 @@
 #include <string.h>
 
 #define FORWARD_DEADLINE_MS 5000
+#define DRAIN_GRACE_MS      500
+#define TIMER_MS            100
 #define REPLY_MAX_DEPTH     32
 
 struct waiter {
@@ -33,7 +39,8 @@ struct forwarder {
     uv_timer_t timer;
     char addr[CLUSTER_ADDR_MAX];
     bool connected, closing, timer_on;
-    struct resp_buf pending; /* bytes to send once connected */
+    uint64_t draining_since_ms; /* 0: the current leader's connection */
+    struct resp_buf pending;    /* bytes to send once connected */
     char *in;
     size_t in_len, in_cap;
     struct waiter *w;
@@ -143,6 +150,8 @@ static void fwd_close(struct forwarder *f, const char *reply)
     f->closing = true;
     if (f->s->fwd == f)
         f->s->fwd = NULL;
+    if (f->s->fwd_draining == f)
+        f->s->fwd_draining = NULL;
     for (size_t i = f->whead; i < f->wn; i++)
         answer(f, &f->w[i], reply, strlen(reply));
     f->whead = f->wn = 0;
@@ -195,8 +204,11 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     memmove(f->in, f->in + pos, f->in_len - pos);
     f->in_len -= pos;
-    if (f->whead == f->wn)
+    if (f->whead == f->wn) {
         f->whead = f->wn = 0;
+        if (f->draining_since_ms)
+            fwd_close(f, "");
+    }
 }
 
 static void on_written(uv_write_t *req, int status)
@@ -247,6 +259,11 @@ static void on_connect(uv_connect_t *req, int status)
 static void on_timer(uv_timer_t *t)
 {
     struct forwarder *f = t->data;
+    if (f->draining_since_ms && (uint64_t)server_now_ms() - f->draining_since_ms > DRAIN_GRACE_MS) {
+        fwd_close(f, "-ERR the leader changed; the command may or may not have been "
+                     "applied\r\n");
+        return;
+    }
     if (f->whead < f->wn &&
         (uint64_t)server_now_ms() - f->w[f->whead].sent_ms > FORWARD_DEADLINE_MS)
         fwd_close(f, "-ERR the leader did not answer in time; the command may or may not have "
@@ -295,7 +312,7 @@ static struct forwarder *fwd_open(struct server *s, const char *addr)
     f->tcp.data = f;
     uv_timer_init(s->loop, &f->timer);
     f->timer.data = f;
-    uv_timer_start(&f->timer, on_timer, 500, 500);
+    uv_timer_start(&f->timer, on_timer, TIMER_MS, TIMER_MS);
     f->connect_req.data = f;
     if (uv_tcp_connect(&f->connect_req, &f->tcp, (struct sockaddr *)&sa, on_connect) != 0) {
         fwd_close(f, "");
@@ -315,14 +332,30 @@ static struct forwarder *fwd_open(struct server *s, const char *addr)
     return f;
 }
 
+/* The current connection goes to a former leader: let it drain (see the top comment). */
+static void fwd_drain(struct server *s)
+{
+    struct forwarder *f = s->fwd;
+    if (!f)
+        return;
+    s->fwd = NULL;
+    if (s->fwd_draining)
+        fwd_close(s->fwd_draining, "-ERR the leader changed; the command may or may not have "
+                                   "been applied\r\n");
+    if (f->whead == f->wn) {
+        fwd_close(f, "");
+        return;
+    }
+    f->draining_since_ms = (uint64_t)server_now_ms();
+    s->fwd_draining = f;
+}
+
 int forward_command(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
                     const char *leader_addr)
 {
+    if (s->fwd && strcmp(s->fwd->addr, leader_addr) != 0)
+        fwd_drain(s);
     struct forwarder *f = s->fwd;
-    if (f && strcmp(f->addr, leader_addr) != 0) {
-        fwd_close(f, "-ERR the leader changed; retry\r\n");
-        f = NULL;
-    }
     if (!f && !(f = fwd_open(s, leader_addr)))
         return RC_EIO;
     struct resp_buf b;
@@ -351,8 +384,7 @@ void forward_leader_changed(struct server *s, const char *leader_addr)
     /* Commands waiting on a former leader that hangs would wait for FORWARD_DEADLINE_MS;
      * their clients can retry with the new leader now. */
     if (s->fwd && strcmp(s->fwd->addr, leader_addr) != 0)
-        fwd_close(s->fwd, "-ERR the leader changed; the command may or may not have been "
-                          "applied\r\n");
+        fwd_drain(s);
 }
 
 void forward_client_gone(struct server *s, struct client *c)
@@ -365,4 +397,6 @@ void forward_free(struct server *s)
 {
     if (s->fwd)
         fwd_close(s->fwd, "-ERR shutting down\r\n");
+    if (s->fwd_draining)
+        fwd_close(s->fwd_draining, "-ERR shutting down\r\n");
 }

@@ -234,7 +234,8 @@ struct server {
     bool join_thread_running;
     volatile int join_stop;
     struct forwarder *fwd;
-    uint64_t snapshot_index; /* of the last snapshot (ours or installed) */
+    struct forwarder *fwd_draining; /* to a former leader: answers still come back */
+    uint64_t snapshot_index;        /* of the last snapshot (ours or installed) */
     uint64_t stat_forwarded, stat_redirected, stat_reads_confirmed;
 };
 
@@ -293,7 +294,7 @@ void writepath_fail_proposed(struct server *s, const char *reply);
 int forward_command(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
                     const char *leader_addr);
 void forward_free(struct server *s);
-/* Closes the connection to a former leader (its waiting clients get an error). */
+/* Another leader is known: new commands go to it; the old connection drains (forward.c). */
 void forward_leader_changed(struct server *s, const char *leader_addr);
 /* Bytes of the one complete RESP2 reply at b: 0 if incomplete, -1 if malformed. */
 long forward_reply_length(const char *b, size_t len);
