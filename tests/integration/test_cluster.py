@@ -380,8 +380,9 @@ def test_leader_kill9_under_writes_fails_over_and_loses_nothing(cluster):
     count_at_kill = len(writer.acked)
     wait_for(lambda: len(writer.acked) >= count_at_kill + 50, 10.0, "50 writes after the crash")
     writer.stop()
+    # The fifth acknowledgement after the crash: one already in flight may land at once.
     after = [t for _, t in writer.acked if t > killed_at]
-    failover_s = after[0] - killed_at
+    failover_s = after[4] - killed_at
     print(f"failover: first write acknowledged {failover_s * 1000:.0f} ms after kill -9 of the leader")
     assert failover_s < FAILOVER_BUDGET_S
 
@@ -728,7 +729,7 @@ def test_frozen_leader_fails_over_for_proxied_writes(cluster):
         wait_for(lambda: len(writer.acked) >= count + 20, 15.0, "20 writes after the freeze")
         writer.stop()
         after = [t for _, t in writer.acked if t > frozen_at]
-        failover_s = after[0] - frozen_at
+        failover_s = after[4] - frozen_at
         print(f"failover from a frozen leader: {failover_s * 1000:.0f} ms")
         assert failover_s < FAILOVER_BUDGET_S
     finally:
