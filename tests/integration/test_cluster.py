@@ -739,3 +739,22 @@ def test_frozen_leader_fails_over_for_proxied_writes(cluster):
     cluster.wait_formed(voters=3)
     with entry.raw() as conn:
         assert conn.call("MGET", *keys) == [k.split(":")[1].encode() for k in keys]
+
+
+def test_resumed_old_leader_serves_no_stale_linearizable_read(cluster):
+    """A leader frozen while the others elect a new one and take a write still thinks it
+    leads when it resumes; its linearizable reads must not return the old value."""
+    old = cluster.leader()
+    assert call(old, "SET", "x", "old") == "OK"
+    others = cluster.followers(old)
+    old.proc.send_signal(signal.SIGSTOP)
+    try:
+        new = wait_for(lambda: cluster.agreed_leader(others, voters=3), 10.0, "a new leader")
+        assert call(new, "SET", "x", "new") == "OK"
+    finally:
+        old.proc.send_signal(signal.SIGCONT)
+    reply = call(old, "GET", "x")
+    assert reply != b"old", "stale linearizable read on a resumed former leader"
+    assert reply == b"new" or isinstance(reply, RespError), reply
+    wait_for(lambda: call(old, "GET", "x") == b"new", 5.0, "the former leader to read the new value")
+    assert cluster.wait_formed(voters=3) is new
