@@ -758,3 +758,35 @@ def test_resumed_old_leader_serves_no_stale_linearizable_read(cluster):
     assert reply == b"new" or isinstance(reply, RespError), reply
     wait_for(lambda: call(old, "GET", "x") == b"new", 5.0, "the former leader to read the new value")
     assert cluster.wait_formed(voters=3) is new
+
+
+def test_reads_after_acknowledged_writes_across_a_failover(cluster):
+    """Through the whole failover, a read that starts after a write was acknowledged (on
+    another node) returns that write or an error, never an older value."""
+    old = cluster.leader()
+    writer_node, reader_node = cluster.followers(old)
+    w, r = writer_node.client(socket_timeout=5), reader_node.client(socket_timeout=5)
+    checked = failed = 0
+    killed_at = None
+    deadline = time.monotonic() + 20
+    i = 0
+    while time.monotonic() < deadline:
+        i += 1
+        try:
+            w.set("seq", i)
+            value = r.get("seq")
+        except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError):
+            failed += 1
+            time.sleep(0.005)  # retry pacing; an unacknowledged write has nothing to check
+            continue
+        assert value == str(i), f"read {value!r} after write {i} was acknowledged"
+        checked += 1
+        if killed_at is None and checked == 20:
+            cluster.kill(old)
+            killed_at = time.monotonic()
+        if killed_at is not None and time.monotonic() - killed_at > 1.0 and checked >= 100:
+            break
+    print(f"{checked} read-after-write checks, {failed} attempts failed around the failover")
+    assert killed_at is not None and checked >= 100
+    w.close()
+    r.close()
