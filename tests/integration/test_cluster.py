@@ -790,3 +790,22 @@ def test_reads_after_acknowledged_writes_across_a_failover(cluster):
     assert killed_at is not None and checked >= 100
     w.close()
     r.close()
+
+
+def test_join_waits_until_the_cluster_can_add_the_node(cluster):
+    """A node that joins while the cluster has no quorum serves (with an empty
+    configuration: sane figures, -CLUSTERDOWN for writes) and keeps asking; once the
+    cluster is whole again it is added."""
+    leader = cluster.leader()
+    stopped = cluster.followers(leader)
+    for node in stopped:
+        cluster.stop(node)
+    fourth = cluster.add_node()
+    stats = cluster.stats(fourth)
+    assert stats["num_voters"] == "0" and stats["num_peers"] == "0", stats
+    assert peer_rows(fourth) == []
+    assert call(fourth, "SET", "k", "v") == RespError("CLUSTERDOWN no leader")
+    for node in stopped:
+        cluster.start_node(node)
+    cluster.wait_formed(voters=4)
+    assert call(fourth, "SET", "k", "v") == "OK"
