@@ -637,6 +637,15 @@ static void add_stat(struct resp_buf *b, const char *name, uint64_t v)
     resp_add_bulk_cstr(b, num);
 }
 
+/* Members other than this node (a joiner not yet added, or a removed node, is in none). */
+static uint64_t other_members(const struct server *s, const struct raft_config *cfg)
+{
+    uint64_t n = (uint64_t)cfg->n_voters + cfg->n_learners;
+    if (raft_config_has_voter(cfg, s->self.id) || raft_config_has_learner(cfg, s->self.id))
+        n--;
+    return n;
+}
+
 static void cmd_raftstats(struct client *c, size_t argc, const struct resp_arg *a)
 {
     struct server *s = c->srv;
@@ -660,7 +669,7 @@ static void cmd_raftstats(struct client *c, size_t argc, const struct resp_arg *
     add_stat(&c->out, "last_log_term", st.last_term);
     add_stat(&c->out, "first_log_index", st.first_index);
     add_stat(&c->out, "last_snapshot_index", st.first_index ? st.first_index - 1 : 0);
-    add_stat(&c->out, "num_peers", st.config.n_voters + st.config.n_learners - 1);
+    add_stat(&c->out, "num_peers", other_members(s, &st.config));
     add_stat(&c->out, "num_voters", st.config.n_voters);
     add_stat(&c->out, "fsyncs", ns.fsyncs);
     add_stat(&c->out, "fsync_avg_us", ns.fsyncs ? ns.fsync_total_us / ns.fsyncs : 0);
