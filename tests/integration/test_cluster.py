@@ -400,6 +400,14 @@ def test_leader_kill9_under_writes_fails_over_and_loses_nothing(cluster):
     cluster.wait_caught_up(old, new)
     assert readonly_mget(old, keys) == expected
     assert call(old, "RAFTSTATE") == "Follower"
+    # The replicas converge: once all applied the same index, their stores are equal.
+    wait_for(lambda: len({cluster.applied(node) for node in cluster.nodes}) == 1, 10.0, "equal applied indexes")
+    contents = []
+    for node in cluster.nodes:
+        with node.raw() as conn:
+            assert conn.call("READONLY") == "OK"
+            contents.append(conn.call("KEYS", "*", "WITHVALUES"))
+    assert contents[0] == contents[1] == contents[2] and len(contents[0]) >= 2 * len(keys)
 
 
 # ---------------------------------------------------------------- 4. full restarts
