@@ -14,7 +14,7 @@ import time
 import pytest
 import redis
 
-from conftest import (NIL_ARRAY, RespError, ServerProcess, Status, attach_log, free_port,
+from conftest import (RespError, ServerProcess, Status, attach_log, free_port,
                       raftcask_only, require_raftcask, wait_for)
 
 pytestmark = raftcask_only
@@ -73,6 +73,7 @@ class Cluster:
         self.tmp_path = tmp_path
         self.nodes = []
         self.used_ports = set()
+        self.writers = []  # background Writer threads, stopped first at teardown
 
     # ---- processes
 
@@ -130,6 +131,10 @@ class Cluster:
         return [node for node in self.nodes if node.alive()]
 
     def teardown(self):
+        for writer in self.writers:
+            writer.stop_event.set()
+        for writer in self.writers:
+            writer.join(timeout=30)
         errors = []
         for node in self.nodes:
             if node.proc is None:
@@ -341,8 +346,9 @@ class Writer(threading.Thread):
     """Writes key:i = i through one node, one at a time, retrying a key until it is
     acknowledged; records each acknowledgement's time."""
 
-    def __init__(self, node, prefix):
+    def __init__(self, cluster, node, prefix):
         super().__init__(daemon=True)
+        cluster.writers.append(self)
         self.node = node
         self.prefix = prefix
         self.acked = []  # (key, time acknowledged)
@@ -372,7 +378,7 @@ class Writer(threading.Thread):
 def test_leader_kill9_under_writes_fails_over_and_loses_nothing(cluster):
     old = cluster.leader()
     entry = cluster.followers(old)[0]
-    writer = Writer(entry, "stream")
+    writer = Writer(cluster, entry, "stream")
     writer.start()
     wait_for(lambda: len(writer.acked) >= 50, 10.0, "50 writes before the crash")
     killed_at = time.monotonic()
@@ -664,7 +670,7 @@ def test_expired_key_is_invisible_at_once_on_every_node(cluster):
 def test_transfers_under_writes_lose_nothing(cluster):
     leader = cluster.leader()
     entry = cluster.followers(leader)[0]
-    writer = Writer(entry, "tw")
+    writer = Writer(cluster, entry, "tw")
     writer.start()
     for _ in range(3):
         before = len(writer.acked)
@@ -727,7 +733,7 @@ def test_frozen_leader_fails_over_for_proxied_writes(cluster):
     soon as one is elected, not only when its proxy deadline expires."""
     old = cluster.leader()
     entry = cluster.followers(old)[0]
-    writer = Writer(entry, "frozen")
+    writer = Writer(cluster, entry, "frozen")
     writer.start()
     wait_for(lambda: len(writer.acked) >= 20, 10.0, "20 writes before the freeze")
     frozen_at = time.monotonic()
