@@ -262,8 +262,10 @@ int raft_handle_heartbeat_response(struct raft *r, const struct raft_message *m)
         if (++pr->stalled_heartbeats >= RAFT_STALL_HEARTBEATS)
             raft_progress_become_probe(pr);
     }
+    /* A probe goes out even when there is no new entry to carry: the last one may have been
+     * lost, and on an idle cluster nothing else would ever move next back to match + 1. */
     if (pr->match < raft_log_last_index(&r->log))
-        raft_send_append(r, pr, 0);
+        raft_send_append(r, pr, pr->state == PROGRESS_PROBE);
     if (m->ctx > pr->acked_round) {
         pr->acked_round = m->ctx;
         raft_reads_on_heartbeat_ack(r);

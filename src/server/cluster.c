@@ -254,6 +254,10 @@ static void on_state(void *ctx, const struct raft_status *st)
     bool term_changed = st->term != s->rstatus.term;
     s->rstatus = *st;
     s->is_leader = st->role == RAFT_LEADER;
+    if (st->leader != RAFT_NONE)
+        s->leaderless_since_ms = 0;
+    else if (!s->leaderless_since_ms)
+        s->leaderless_since_ms = (uint64_t)server_now_ms();
     if (st->role == RAFT_FAILED) {
         writepath_fail_proposed(s, "-ERR this node stopped (storage failure)\r\n");
         fail_reads(s, "-ERR this node stopped (storage failure)\r\n");
@@ -265,6 +269,9 @@ static void on_state(void *ctx, const struct raft_status *st)
         /* Reads confirmed by nobody now: the client may retry with the new leader. */
         fail_reads(s, "-ERR leadership changed; retry the read\r\n");
     }
+    char leader[CLUSTER_ADDR_MAX];
+    if (st->leader != RAFT_NONE && cluster_leader_addr(s, leader, sizeof leader))
+        forward_leader_changed(s, leader);
     if (was_leader != s->is_leader || term_changed)
         rc_info("raft: %s in term %llu (leader %llu)", role_name(st->role),
                 (unsigned long long)st->term, (unsigned long long)st->leader);
@@ -478,7 +485,11 @@ static void job_step(struct server *s)
         return;
     }
     if (!s->is_leader) {
-        job_finish(s, "-ERR leadership changed; retry\r\n");
+        /* A leader that removes itself steps down as soon as the removal commits. */
+        bool removed_self = j->kind == 2 && j->id == s->self.id && j->step >= 1 && committed &&
+                            !config_has(&st.config, j->id, true) &&
+                            !config_has(&st.config, j->id, false);
+        job_finish(s, removed_self ? "+OK\r\n" : "-ERR leadership changed; retry\r\n");
         return;
     }
     int rc;
@@ -583,8 +594,35 @@ static void directory_upkeep(struct server *s)
         return; /* wait until earlier directory entries are committed and applied */
     const struct cluster_member *m = cluster_members_find(&s->members, s->self.id);
     if (!m || strcmp(m->client_addr, s->self.client_addr) != 0 ||
-        strcmp(m->peer_addr, s->self.peer_addr) != 0)
+        strcmp(m->peer_addr, s->self.peer_addr) != 0) {
         propose_member_set(s, s->self.id, s->self.client_addr, s->self.peer_addr);
+        return;
+    }
+    /* Lines of nodes that are no longer members (removed, or lost before a --recover) go,
+     * so that their addresses can be reused by a node joining again. Not while a
+     * membership job runs: a joiner's line is published before it becomes a learner. */
+    if (s->job.kind)
+        return;
+    for (size_t i = 0; i < s->members.count; i++) {
+        uint64_t id = s->members.m[i].id;
+        if (id != s->self.id && !raft_config_has_voter(&st.config, id) &&
+            !raft_config_has_learner(&st.config, id)) {
+            propose_member_del(s, id);
+            return;
+        }
+    }
+}
+
+/* Writes this node proposed as leader are answered when their entries apply (or are
+ * overwritten by a new leader's). A former leader that has seen no leader for an election
+ * timeout cannot tell when that will be (without a quorum, never), so it answers them now. */
+static void fail_orphaned_writes(struct server *s)
+{
+    if (s->is_leader || !s->nproposed || !s->leaderless_since_ms ||
+        (uint64_t)server_now_ms() - s->leaderless_since_ms < s->cfg->election_timeout_ms)
+        return;
+    writepath_fail_proposed(s, "-ERR leadership lost and no leader is known; the write may or "
+                               "may not be applied\r\n");
 }
 
 static void on_cluster_timer(uv_timer_t *t)
@@ -592,6 +630,7 @@ static void on_cluster_timer(uv_timer_t *t)
     struct server *s = t->data;
     if (s->shutting_down || !s->raft)
         return;
+    fail_orphaned_writes(s);
     directory_upkeep(s);
     job_step(s);
     snapshots_tick(s);
@@ -631,6 +670,15 @@ static void add_stat(struct resp_buf *b, const char *name, uint64_t v)
     resp_add_bulk_cstr(b, num);
 }
 
+/* Members other than this node (a joiner not yet added, or a removed node, is in none). */
+static uint64_t other_members(const struct server *s, const struct raft_config *cfg)
+{
+    uint64_t n = (uint64_t)cfg->n_voters + cfg->n_learners;
+    if (raft_config_has_voter(cfg, s->self.id) || raft_config_has_learner(cfg, s->self.id))
+        n--;
+    return n;
+}
+
 static void cmd_raftstats(struct client *c, size_t argc, const struct resp_arg *a)
 {
     struct server *s = c->srv;
@@ -657,9 +705,7 @@ static void cmd_raftstats(struct client *c, size_t argc, const struct resp_arg *
     add_stat(&c->out, "last_log_term", st.last_term);
     add_stat(&c->out, "first_log_index", st.first_index);
     add_stat(&c->out, "last_snapshot_index", st.first_index ? st.first_index - 1 : 0);
-    /* A joiner has no configuration until its first append: no peers, not 2^32 - 1. */
-    uint32_t members = st.config.n_voters + st.config.n_learners;
-    add_stat(&c->out, "num_peers", members ? members - 1 : 0);
+    add_stat(&c->out, "num_peers", other_members(s, &st.config));
     add_stat(&c->out, "num_voters", st.config.n_voters);
     add_stat(&c->out, "fsyncs", ns.fsyncs);
     add_stat(&c->out, "fsync_avg_us", ns.fsyncs ? ns.fsync_total_us / ns.fsyncs : 0);
@@ -918,10 +964,21 @@ void cluster_info(struct server *s, struct resp_buf *b)
 
 /* ============================== joining ============================== */
 
-/* A blocking RESP call to host:port for the join thread and the cluster id: sends argv,
- * reads one reply line (and, for a multibulk, the rest) into buf. 0 or -1. */
-static int blocking_call(const char *addr, int argc, const char **argv, char *buf, size_t cap,
-                         int timeout_s)
+/* Appends the RESP encoding of argv to req (n bytes used of cap); returns the new length,
+ * or cap when it does not fit. */
+static size_t encode_call(char *req, size_t n, size_t cap, int argc, const char **argv)
+{
+    n += (size_t)snprintf(req + n, cap - n, "*%d\r\n", argc);
+    for (int i = 0; i < argc && n < cap; i++)
+        n += (size_t)snprintf(req + n, cap - n, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
+    return n < cap ? n : cap;
+}
+
+/* A blocking RESP call to host:port for the join thread and the cluster id: sends argv
+ * (after AUTH with password, when one is set: the cluster shares --requirepass), reads
+ * argv's one reply (the whole of a multibulk) into buf. 0 or -1. */
+static int blocking_call(const char *addr, const char *password, int argc, const char **argv,
+                         char *buf, size_t cap, int timeout_s)
 {
     char host[256];
     int port;
@@ -941,34 +998,51 @@ static int blocking_call(const char *addr, int argc, const char **argv, char *bu
         return -1;
     }
     char req[1024];
-    size_t n = (size_t)snprintf(req, sizeof req, "*%d\r\n", argc);
-    for (int i = 0; i < argc && n < sizeof req; i++)
-        n += (size_t)snprintf(req + n, sizeof req - n, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
+    size_t n = 0;
+    bool auth = password && password[0];
+    if (auth) {
+        const char *auth_argv[2] = {"AUTH", password};
+        n = encode_call(req, n, sizeof req, 2, auth_argv);
+    }
+    if (n < sizeof req)
+        n = encode_call(req, n, sizeof req, argc, argv);
     if (n >= sizeof req || write(fd, req, n) != (ssize_t)n) {
         close(fd);
         return -1;
     }
-    size_t got = 0;
+    size_t got = 0, skip = 0; /* skip: the AUTH reply's bytes, once complete */
     long whole = 0;
     while (got + 1 < cap && whole == 0) {
         ssize_t r = read(fd, buf + got, cap - 1 - got);
         if (r <= 0)
             break;
         got += (size_t)r;
-        whole = forward_reply_length(buf, got);
+        if (auth && skip == 0) {
+            long l = forward_reply_length(buf, got);
+            if (l < 0)
+                break;
+            if (l == 0)
+                continue;
+            skip = (size_t)l;
+        }
+        whole = forward_reply_length(buf + skip, got - skip);
     }
     close(fd);
+    if (whole > 0 && skip) {
+        memmove(buf, buf + skip, got - skip);
+        got -= skip;
+    }
     buf[got] = '\0';
     return whole > 0 ? 0 : -1;
 }
 
 /* Asks the member at --join for the cluster id (RAFTSTATS), retrying for a while. */
-static int fetch_cluster_id(const char *join, uint64_t *cluster_id)
+static int fetch_cluster_id(const char *join, const char *password, uint64_t *cluster_id)
 {
     for (int attempt = 0; attempt < 100; attempt++) {
         char buf[4096];
         const char *argv[1] = {"RAFTSTATS"};
-        if (blocking_call(join, 1, argv, buf, sizeof buf, 5) == 0) {
+        if (blocking_call(join, password, 1, argv, buf, sizeof buf, 5) == 0) {
             const char *p = strstr(buf, "cluster_id\r\n$16\r\n");
             if (p) {
                 *cluster_id = strtoull(p + 17, NULL, 16);
@@ -991,7 +1065,7 @@ static void join_thread_main(void *arg)
     unsigned delay_ms = 100;
     while (!s->join_stop) {
         char buf[512];
-        if (blocking_call(s->cfg->join, 6, argv, buf, sizeof buf, 70) == 0) {
+        if (blocking_call(s->cfg->join, s->cfg->requirepass, 6, argv, buf, sizeof buf, 70) == 0) {
             if (strncmp(buf, "+OK", 3) == 0) {
                 rc_info("joined the cluster through %s as node %s", s->cfg->join, ids);
                 return;
@@ -1093,7 +1167,7 @@ int cluster_start(struct server *s)
         memcpy(s->self.peer_addr, pa, strlen(pa) + 1);
         if (cfg->join && cfg->join[0]) {
             rc_info("asking %s for the cluster id", cfg->join);
-            if (fetch_cluster_id(cfg->join, &s->self.cluster_id) != 0) {
+            if (fetch_cluster_id(cfg->join, cfg->requirepass, &s->self.cluster_id) != 0) {
                 rc_error("cannot reach a cluster member at --join %s", cfg->join);
                 return RC_EIO;
             }

@@ -24,6 +24,8 @@
 
 #define FORWARD_DEADLINE_MS 5000
 #define FORWARD_POOL        16
+#define DRAIN_GRACE_MS      500
+#define TIMER_MS            100
 #define REPLY_MAX_DEPTH     32
 
 struct waiter {
@@ -38,7 +40,8 @@ struct forwarder {
     uv_timer_t timer;
     char addr[CLUSTER_ADDR_MAX];
     bool connected, closing, timer_on;
-    struct resp_buf pending; /* bytes to send once connected */
+    uint64_t draining_since_ms; /* 0: a connection to the current leader */
+    struct resp_buf pending;    /* bytes to send once connected */
     char *in;
     size_t in_len, in_cap;
     struct waiter *w;
@@ -201,8 +204,11 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     memmove(f->in, f->in + pos, f->in_len - pos);
     f->in_len -= pos;
-    if (f->whead == f->wn)
+    if (f->whead == f->wn) {
         f->whead = f->wn = 0;
+        if (f->draining_since_ms)
+            fwd_close(f, "");
+    }
 }
 
 static void on_written(uv_write_t *req, int status)
@@ -253,6 +259,11 @@ static void on_connect(uv_connect_t *req, int status)
 static void on_timer(uv_timer_t *t)
 {
     struct forwarder *f = t->data;
+    if (f->draining_since_ms && (uint64_t)server_now_ms() - f->draining_since_ms > DRAIN_GRACE_MS) {
+        fwd_close(f, "-ERR the leader changed; the command may or may not have been "
+                     "applied\r\n");
+        return;
+    }
     if (f->whead < f->wn &&
         (uint64_t)server_now_ms() - f->w[f->whead].sent_ms > FORWARD_DEADLINE_MS)
         fwd_close(f, "-ERR the leader did not answer in time; the command may or may not have "
@@ -301,7 +312,7 @@ static struct forwarder *fwd_open(struct server *s, const char *addr, size_t slo
     f->tcp.data = f;
     uv_timer_init(s->loop, &f->timer);
     f->timer.data = f;
-    uv_timer_start(&f->timer, on_timer, 500, 500);
+    uv_timer_start(&f->timer, on_timer, TIMER_MS, TIMER_MS);
     f->connect_req.data = f;
     if (uv_tcp_connect(&f->connect_req, &f->tcp, (struct sockaddr *)&sa, on_connect) != 0) {
         fwd_close(f, "");
@@ -321,6 +332,27 @@ static struct forwarder *fwd_open(struct server *s, const char *addr, size_t slo
     return f;
 }
 
+/* A connection to a former leader: no new commands; closed once answered (or late). */
+static void fwd_drain(struct forwarder *f)
+{
+    if (f->closing || f->draining_since_ms)
+        return;
+    if (f->whead == f->wn) {
+        fwd_close(f, "");
+        return;
+    }
+    f->draining_since_ms = (uint64_t)server_now_ms();
+}
+
+void forward_leader_changed(struct server *s, const char *leader_addr)
+{
+    /* Commands waiting on a former leader that hangs would wait for FORWARD_DEADLINE_MS;
+     * their clients can retry with the new leader now. */
+    for (size_t i = 0; i < FORWARD_POOL; i++)
+        if (s->fwd[i] && strcmp(s->fwd[i]->addr, leader_addr) != 0)
+            fwd_drain(s->fwd[i]);
+}
+
 int forward_command(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
                     const char *leader_addr)
 {
@@ -328,10 +360,10 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
     size_t free_slot = FORWARD_POOL, best = (size_t)-1;
     for (size_t i = 0; i < FORWARD_POOL; i++) {
         struct forwarder *g = s->fwd[i];
-        if (g && strcmp(g->addr, leader_addr) != 0) {
-            fwd_close(g, "-ERR the leader changed; retry\r\n");
-            g = NULL;
-        }
+        if (g && strcmp(g->addr, leader_addr) != 0)
+            fwd_drain(g);
+        if (g && (g->closing || g->draining_since_ms))
+            continue; /* draining: not for new commands, and its slot is still taken */
         if (!g) {
             if (free_slot == FORWARD_POOL)
                 free_slot = i;

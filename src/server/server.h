@@ -228,6 +228,7 @@ struct server {
     char raft_dir[4096];
     struct raft_status rstatus; /* as of the last state report */
     bool is_leader;
+    uint64_t leaderless_since_ms; /* when this node last saw no leader; 0 while one is known */
     bool raft_closed;
     struct proposed_batch *proposed; /* FIFO by index */
     size_t nproposed, capproposed;
@@ -312,6 +313,8 @@ void writepath_fail_proposed(struct server *s, const char *reply);
 int forward_command(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
                     const char *leader_addr);
 void forward_free(struct server *s);
+/* Another leader is known: new commands go to it; the old connection drains (forward.c). */
+void forward_leader_changed(struct server *s, const char *leader_addr);
 /* Bytes of the one complete RESP2 reply at b: 0 if incomplete, -1 if malformed. */
 long forward_reply_length(const char *b, size_t len);
 

@@ -361,6 +361,29 @@ TEST(learner_promoted_while_a_voter_is_down)
     free_sim(s);
 }
 
+/*
+ * A learner whose first probe is lost (in raftcask: sent before the transport knew its
+ * address) must still be caught up on an idle cluster: the heartbeat answers that follow
+ * have to trigger a new probe, even though the leader has no new entry to send.
+ */
+TEST(learner_caught_up_when_its_first_probe_is_lost)
+{
+    struct sim *s = new_quiet_sim(3, test_seed(5));
+    uint64_t leader = sim_wait_leader(s, 100);
+    CHECK(leader != 0);
+    write_and_wait(s, leader, 5);
+    s->blocked[leader][4] = 1;
+    CHECK_OK(raft_change_membership(s->nodes[leader].r, RAFT_ADD_LEARNER, 4));
+    sim_start(s, 4);
+    sim_step_done(s, leader);
+    sim_run_ticks(s, 10);
+    s->blocked[leader][4] = 0;
+    sim_run_ticks(s, 50);
+    CHECK_CLEAN(s);
+    CHECK_EQ_U(sim_status(s, 4).last_index, sim_status(s, leader).last_index);
+    free_sim(s);
+}
+
 TEST(leader_removes_itself_then_steps_down)
 {
     struct sim *s = new_quiet_sim(3, test_seed(6));

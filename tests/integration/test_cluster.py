@@ -1,0 +1,928 @@
+"""Cluster tests: three (or four) real raftcask processes on loopback forming one Raft
+cluster, driven by real clients. Formation, proxied and redirected commands, read modes,
+leader crash (kill -9) and failover, full restarts in several orders, catch-up of a node
+that was down (by log and by snapshot), membership changes, leadership transfer, the
+answer with no leader, quorum loss and --recover, backups and --restore.
+
+Every wait polls a condition with a deadline; every node is stopped by PID at the end of
+its test (SIGTERM, then SIGKILL), and a node that exits uncleanly or whose log carries a
+sanitizer report fails the test.
+"""
+import json
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import redis
+
+from conftest import (RAFTCASK_BIN, RespError, ServerProcess, Status, attach_log, free_port,
+                      raftcask_only, require_raftcask, wait_for)
+
+pytestmark = raftcask_only
+
+FORMATION_TIMEOUT_S = 20.0
+CATCH_UP_TIMEOUT_S = 30.0
+FAILOVER_BUDGET_S = 2.0
+
+
+# ---------------------------------------------------------------- the cluster fixture
+
+def call(node, *args, timeout_s=5.0):
+    """One command on a fresh raw connection (authenticated when the node has a
+    --requirepass); None when the node cannot be reached."""
+    try:
+        with node.raw(timeout_s=timeout_s) as conn:
+            password = getattr(node, "password", None)
+            if password:
+                assert conn.call("AUTH", password) == "OK"
+            return conn.call(*args)
+    except (OSError, ConnectionError):
+        return None
+
+
+def text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def info_section(node, section):
+    """INFO section parsed into a dict of str -> str."""
+    reply = call(node, "INFO", section)
+    assert isinstance(reply, bytes), f"{node.name}: INFO {section} -> {reply!r}"
+    fields = {}
+    for line in reply.decode().splitlines():
+        if line and not line.startswith("#") and ":" in line:
+            name, value = line.split(":", 1)
+            fields[name] = value
+    return fields
+
+
+def peer_rows(node):
+    """RAFTPEERS as a list of [id, client, peer, role, state] str lists (None if unreachable)."""
+    reply = call(node, "RAFTPEERS")
+    if not isinstance(reply, list):
+        return None
+    return [[text(field) for field in row] for row in reply]
+
+
+class Cluster:
+    """Nodes n1..nN: n1 bootstraps, the others --join it. Node objects are conftest
+    ServerProcess objects with a `node_id` (from RAFTSTATS) and an `expected_down` flag."""
+
+    def __init__(self, request, tmp_path):
+        require_raftcask()
+        self.request = request
+        self.tmp_path = tmp_path
+        self.nodes = []
+        self.used_ports = set()
+        self.writers = []  # background Writer threads, stopped first at teardown
+
+    # ---- processes
+
+    def new_node(self, extra_args=()):
+        index = len(self.nodes) + 1
+        node = ServerProcess("raftcask", self.tmp_path / f"n{index}", list(extra_args), name=f"n{index}")
+        # Client port and peer port (client + 1) of every node must not overlap.
+        while {node.port, node.port + 1} & self.used_ports:
+            node.port = free_port()
+        self.used_ports |= {node.port, node.port + 1}
+        node.expected_down = False
+        node.node_id = None
+        args = list(extra_args)
+        node.password = args[args.index("--requirepass") + 1] if "--requirepass" in args else None
+        attach_log(self.request.node, node)
+        self.nodes.append(node)
+        return node
+
+    def addr(self, node):
+        return f"127.0.0.1:{node.port}"
+
+    def start_node(self, node):
+        node.expected_down = True  # a failed start is reported by start() itself
+        node.start()
+        node.expected_down = False
+        if node.node_id is None:
+            node.node_id = int(self.stats(node)["id"])
+        return node
+
+    def add_node(self, extra_args=()):
+        """Starts a new node: the first bootstraps, the next ones join the first."""
+        join = [] if not self.nodes else ["--join", self.addr(self.nodes[0])]
+        node = self.new_node([*join, *extra_args])
+        return self.start_node(node)
+
+    def kill(self, node):
+        node.expected_down = True
+        node.kill()
+
+    def stop(self, node):
+        node.expected_down = True
+        status = node.stop(check=False)
+        assert status == 0, f"{node.name} exited with status {status} on SIGTERM:\n{node.log_tail()}"
+
+    def restart(self, node, extra_args=None):
+        """Clean stop (when running), then a start with the same directory and port,
+        optionally with other extra arguments."""
+        if node.alive():
+            self.stop(node)
+        if extra_args is not None:
+            node.extra_args = list(extra_args)
+        return self.start_node(node)
+
+    def up(self):
+        return [node for node in self.nodes if node.alive()]
+
+    def teardown(self):
+        for writer in self.writers:
+            writer.stop_event.set()
+        for writer in self.writers:
+            writer.join(timeout=30)
+        errors = []
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            was_alive = node.alive()
+            status = node.stop(check=False)
+            if was_alive and status != 0:
+                errors.append(f"{node.name} exited with status {status}:\n{node.log_tail()}")
+            if not was_alive and not node.expected_down:
+                errors.append(f"{node.name} died during the test (status {status}):\n{node.log_tail()}")
+            marker = node.sanitizer_report()
+            if marker:
+                errors.append(f"{node.name} log reports '{marker}':\n{node.log_tail()}")
+        if errors:
+            pytest.fail("\n".join(errors))
+
+    # ---- state
+
+    def stats(self, node):
+        reply = call(node, "RAFTSTATS")
+        assert isinstance(reply, list), f"{node.name}: RAFTSTATS -> {reply!r}"
+        flat = [text(x) for x in reply]
+        return dict(zip(flat[0::2], flat[1::2]))
+
+    def applied(self, node):
+        return int(info_section(node, "raft")["raft_applied_index"])
+
+    def leader_addr(self, node):
+        return text(call(node, "RAFTLEADER"))
+
+    def node_at(self, addr):
+        return next(node for node in self.nodes if self.addr(node) == addr)
+
+    def agreed_leader(self, nodes=None, voters=None):
+        """The leader node when every node in nodes (default: the running ones) lists
+        `voters` voters (when given) and names the same leader, which says it leads."""
+        nodes = nodes if nodes is not None else self.up()
+        addrs = {self.leader_addr(node) for node in nodes}
+        if len(addrs) != 1 or None in addrs:
+            return None
+        addr = addrs.pop()
+        if addr not in {self.addr(node) for node in nodes}:
+            return None
+        if voters is not None:
+            for node in nodes:
+                rows = peer_rows(node)
+                if rows is None or sum(row[3] == "voter" for row in rows) != voters:
+                    return None
+        # A joiner's RAFTADDPEER returns once its promotion is committed; until then the
+        # leader refuses other membership changes.
+        if any(node.starts == 1 and "--join" in node.extra_args and
+               "joined the cluster through" not in node.log_text() for node in nodes):
+            return None
+        leader = self.node_at(addr)
+        return leader if call(leader, "RAFTSTATE") == "Leader" else None
+
+    def wait_formed(self, voters=None, nodes=None, timeout_s=FORMATION_TIMEOUT_S):
+        """Waits until the running nodes agree on a leader (and on `voters` voters)."""
+        voters = voters if voters is not None else len(nodes if nodes is not None else self.up())
+        return wait_for(lambda: self.agreed_leader(nodes, voters), timeout_s,
+                        f"{voters} voters and one agreed leader on {[n.name for n in (nodes or self.up())]}")
+
+    def leader(self):
+        return wait_for(self.agreed_leader, FORMATION_TIMEOUT_S, "an agreed leader")
+
+    def followers(self, leader=None):
+        leader = leader or self.leader()
+        return [node for node in self.up() if node is not leader]
+
+    def wait_caught_up(self, node, leader, timeout_s=CATCH_UP_TIMEOUT_S):
+        target = self.applied(leader)
+        wait_for(lambda: self.applied(node) >= target, timeout_s,
+                 f"{node.name} applied index to reach {leader.name}'s {target}")
+
+
+@pytest.fixture
+def cluster_factory(request, tmp_path):
+    """Factory: cluster_factory(n, extra_args=None) -> a Cluster of n formed nodes.
+    extra_args maps a node number (1-based) to its extra arguments."""
+    clusters = []
+
+    def make(n=3, extra_args=None):
+        cluster = Cluster(request, tmp_path / f"c{len(clusters)}")
+        clusters.append(cluster)
+        for i in range(1, n + 1):
+            cluster.add_node((extra_args or {}).get(i, ()))
+        cluster.wait_formed(voters=n)
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        cluster.teardown()
+
+
+@pytest.fixture
+def cluster(cluster_factory):
+    return cluster_factory(3)
+
+
+def readonly_get(node, key, timeout_s=5.0):
+    with node.raw(timeout_s=timeout_s) as conn:
+        assert conn.call("READONLY") == "OK"
+        return conn.call("GET", key)
+
+
+def readonly_mget(node, keys):
+    with node.raw() as conn:
+        assert conn.call("READONLY") == "OK"
+        return conn.call("MGET", *keys)
+
+
+# ---------------------------------------------------------------- 1. formation
+
+def test_formation(cluster):
+    leader = cluster.leader()
+    nodes = cluster.nodes
+    ids = {node.node_id for node in nodes}
+    assert len(ids) == 3 and 0 not in ids
+    expected = sorted((str(node.node_id), cluster.addr(node), f"127.0.0.1:{node.port + 1}", "voter")
+                      for node in nodes)
+    for node in nodes:
+        rows = peer_rows(node)
+        assert sorted(tuple(row[:4]) for row in rows) == expected, f"RAFTPEERS on {node.name}: {rows}"
+        states = {row[0]: row[4] for row in rows}
+        assert states[str(leader.node_id)] == "Leader"
+        assert sorted(states.values()) == ["Follower", "Follower", "Leader"]
+        assert call(node, "NODES") == call(node, "RAFTPEERS")
+        assert call(node, "RAFTLEADER") == cluster.addr(leader).encode()
+        assert call(node, "LEADER") == cluster.addr(leader).encode()
+
+    assert sorted(call(node, "RAFTSTATE") for node in nodes) == ["Follower", "Follower", "Leader"]
+    assert call(leader, "RAFTSTATE") == Status("Leader")
+
+    for node in nodes:
+        repl = info_section(node, "replication")
+        raft = info_section(node, "raft")
+        stats = cluster.stats(node)
+        assert raft["raft_id"] == str(node.node_id) == stats["id"]
+        assert raft["raft_leader_id"] == str(leader.node_id) == stats["leader"]
+        assert raft["raft_leader_addr"] == cluster.addr(leader)
+        assert raft["raft_voters"] == "3" and raft["raft_learners"] == "0"
+        assert stats["num_voters"] == "3" and stats["num_peers"] == "2"
+        assert int(raft["raft_term"]) >= 1
+        assert int(raft["raft_commit_index"]) >= 1
+        assert raft["raft_cluster_id"] == info_section(leader, "raft")["raft_cluster_id"]
+        if node is leader:
+            assert raft["raft_role"] == "Leader" and stats["state"] == "Leader"
+            assert repl["role"] == "master"
+            assert repl["connected_slaves"] == "2"
+        else:
+            assert raft["raft_role"] == "Follower" and stats["state"] == "Follower"
+            assert repl["role"] == "slave"
+            assert repl["master_host"] == "127.0.0.1"
+            assert repl["master_port"] == str(leader.port)
+            assert repl["master_link_status"] == "up"
+
+
+# ---------------------------------------------------------------- 2. writes and reads everywhere
+
+def test_writes_and_reads_through_every_node(cluster):
+    leader = cluster.leader()
+    nodes = cluster.nodes
+    clients = {node.name: node.client() for node in nodes}
+    for node in nodes:
+        assert clients[node.name].set(f"from:{node.name}", node.name) is True
+    # Linearizable reads (the default) see every acknowledged write on every node.
+    for reader in nodes:
+        for writer in nodes:
+            assert clients[reader.name].get(f"from:{writer.name}") == writer.name
+
+    for follower in cluster.followers(leader):
+        c = clients[follower.name]
+        p = follower.name
+        assert c.mset({f"{p}:a": "1", f"{p}:b": "2"}) is True
+        assert c.incr(f"{p}:a") == 2
+        assert c.incrby(f"{p}:a", 10) == 12
+        assert c.append(f"{p}:b", "xyz") == 4
+        assert c.expire(f"{p}:b", 1000) is True
+        assert 0 < c.ttl(f"{p}:b") <= 1000
+        assert c.delete(f"{p}:a", f"{p}:missing") == 1
+        # A failed command changes nothing and its error comes back through the proxy.
+        with pytest.raises(redis.ResponseError, match="not an integer"):
+            c.incr(f"{p}:b")
+        for reader in nodes:
+            rc = clients[reader.name]
+            assert rc.get(f"{p}:a") is None
+            assert rc.get(f"{p}:b") == "2xyz"
+            assert rc.exists(f"{p}:b") == 1
+
+    # A READONLY read on a follower is local: it sees the write eventually.
+    follower = cluster.followers(leader)[0]
+    assert clients[leader.name].set("eventually", "there") is True
+    wait_for(lambda: readonly_get(follower, "eventually") == b"there", 5.0,
+             "READONLY GET on a follower to see the write")
+    forwarded = int(info_section(follower, "raft")["raft_forwarded"])
+    assert clients[follower.name].set("counted", "1") is True
+    assert int(info_section(follower, "raft")["raft_forwarded"]) > forwarded
+    for c in clients.values():
+        c.close()
+    # A follower that proxied commands (its connection to the leader is open) still exits
+    # promptly and cleanly on SIGTERM.
+    for follower in cluster.followers(leader):
+        cluster.stop(follower)
+
+
+# ---------------------------------------------------------------- 3. leader crash under writes
+
+class Writer(threading.Thread):
+    """Writes key:i = i through one node, one at a time, retrying a key until it is
+    acknowledged; records each acknowledgement's time."""
+
+    def __init__(self, cluster, node, prefix):
+        super().__init__(daemon=True)
+        cluster.writers.append(self)
+        self.node = node
+        self.prefix = prefix
+        self.acked = []  # (key, time acknowledged)
+        self.errors = []
+        self.stop_event = threading.Event()
+
+    def run(self):
+        client = self.node.client(socket_timeout=5)
+        i = 0
+        while not self.stop_event.is_set():
+            key = f"{self.prefix}:{i}"
+            try:
+                if client.set(key, str(i)):
+                    self.acked.append((key, time.monotonic()))
+                    i += 1
+            except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError) as exc:
+                self.errors.append((time.monotonic(), str(exc)))
+                time.sleep(0.005)  # retry pacing, not a condition wait
+        client.close()
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(timeout=30)
+        assert not self.is_alive()
+
+
+def test_leader_kill9_under_writes_fails_over_and_loses_nothing(cluster):
+    old = cluster.leader()
+    entry = cluster.followers(old)[0]
+    writer = Writer(cluster, entry, "stream")
+    writer.start()
+    wait_for(lambda: len(writer.acked) >= 50, 10.0, "50 writes before the crash")
+    killed_at = time.monotonic()
+    cluster.kill(old)
+    count_at_kill = len(writer.acked)
+    wait_for(lambda: len(writer.acked) >= count_at_kill + 50, 10.0, "50 writes after the crash")
+    writer.stop()
+    # The fifth acknowledgement after the crash: one already in flight may land at once.
+    after = [t for _, t in writer.acked if t > killed_at]
+    failover_s = after[4] - killed_at
+    print(f"failover: writes acknowledged again {failover_s * 1000:.0f} ms after kill -9 of the leader")
+    assert failover_s < FAILOVER_BUDGET_S
+
+    survivors = cluster.up()
+    new = cluster.wait_formed(voters=3, nodes=survivors)
+    assert new is not old
+    keys = [key for key, _ in writer.acked]
+    expected = [key.split(":")[1].encode() for key in keys]
+    for node in survivors:
+        with node.raw() as conn:
+            assert conn.call("MGET", *keys) == expected, f"acknowledged writes missing on {node.name}"
+
+    cluster.restart(old)
+    assert cluster.wait_formed(voters=3) is new
+    cluster.wait_caught_up(old, new)
+    assert readonly_mget(old, keys) == expected
+    assert call(old, "RAFTSTATE") == "Follower"
+    # The replicas converge: once all applied the same index, their stores are equal.
+    wait_for(lambda: len({cluster.applied(node) for node in cluster.nodes}) == 1, 10.0, "equal applied indexes")
+    contents = []
+    for node in cluster.nodes:
+        with node.raw() as conn:
+            assert conn.call("READONLY") == "OK"
+            contents.append(conn.call("KEYS", "*", "WITHVALUES"))
+    assert contents[0] == contents[1] == contents[2] and len(contents[0]) >= 2 * len(keys)
+
+
+# ---------------------------------------------------------------- 4. full restarts
+
+@pytest.mark.parametrize("orders", [((3, 2, 1), (2, 1, 3))], ids=["321-then-213"])
+def test_all_nodes_restarted_in_several_orders(cluster, orders):
+    client = cluster.leader().client()
+    with client.pipeline(transaction=False) as pipe:
+        for i in range(200):
+            pipe.set(f"keep:{i}", i)
+        assert all(pipe.execute())
+    client.close()
+    keys = [f"keep:{i}" for i in range(200)]
+    expected = [str(i).encode() for i in range(200)]
+    for round_no, order in enumerate(orders):
+        for node in cluster.nodes:
+            cluster.stop(node)
+        for number in order:
+            cluster.start_node(cluster.nodes[number - 1])
+        leader = cluster.wait_formed(voters=3)
+        for node in cluster.nodes:
+            with node.raw() as conn:
+                assert conn.call("MGET", *keys) == expected, f"after restart {order} on {node.name}"
+        assert leader.client().set(f"round:{round_no}", "ok") is True
+        for node in cluster.nodes:
+            assert node.client().get(f"round:{round_no}") == "ok"
+
+
+# ---------------------------------------------------------------- 5. catch-up after 10k writes
+
+def test_node_down_during_10k_writes_catches_up_by_log(cluster):
+    leader = cluster.leader()
+    down = cluster.followers(leader)[0]
+    applied_before = cluster.applied(down)
+    cluster.stop(down)
+    client = leader.client()
+    n = 10_000
+    for start in range(0, n, 1000):
+        with client.pipeline(transaction=False) as pipe:
+            for i in range(start, start + 1000):
+                pipe.set(f"bulk:{i:05d}", f"v{i}")
+            assert all(pipe.execute())
+    assert client.dbsize() == n
+    client.close()
+    first_log = int(info_section(leader, "raft")["raft_first_log_index"])
+    # The entries the node missed are still in the leader's log: catch-up is by log.
+    assert first_log <= applied_before + 1, (first_log, applied_before)
+
+    cluster.restart(down)
+    cluster.wait_formed(voters=3)
+    cluster.wait_caught_up(down, leader)
+    keys = [f"bulk:{i:05d}" for i in range(n)]
+    assert readonly_mget(down, keys) == [f"v{i}".encode() for i in range(n)]
+    with down.raw() as conn:
+        assert conn.call("READONLY") == "OK"
+        assert conn.call("DBSIZE") == n
+
+
+# ---------------------------------------------------------------- 6. membership
+
+def test_join_fourth_node_then_remove_it(cluster):
+    leader = cluster.leader()
+    fourth = cluster.add_node()
+    assert cluster.wait_formed(voters=4) is leader
+    rows = peer_rows(leader)
+    assert [str(fourth.node_id), cluster.addr(fourth), f"127.0.0.1:{fourth.port + 1}", "voter"] in \
+        [row[:4] for row in rows]
+    assert leader.client().set("with4", "yes") is True
+    wait_for(lambda: readonly_get(fourth, "with4") == b"yes", 10.0, "the 4th node to apply a write")
+
+    assert call(leader, "RAFTADDPEER", f"127.0.0.1:{fourth.port + 1}", "ID", "12345") == \
+        RespError("ERR peer already known")
+    # Removal asked on a follower is forwarded to the leader.
+    follower = cluster.followers(leader)[0] if cluster.followers(leader)[0] is not fourth \
+        else cluster.followers(leader)[1]
+    assert call(follower, "RAFTREMOVEPEER", str(fourth.node_id), timeout_s=30) == "OK"
+    three = [node for node in cluster.nodes if node is not fourth]
+    assert cluster.wait_formed(voters=3, nodes=three) is leader
+    for node in three:
+        wait_for(lambda: all(row[0] != str(fourth.node_id) for row in peer_rows(node)), 5.0,
+                 f"node {fourth.node_id} gone from RAFTPEERS on {node.name}")
+        assert info_section(node, "raft")["raft_voters"] == "3"
+    assert call(leader, "RAFTREMOVEPEER", str(fourth.node_id)) == RespError("ERR peer is unknown")
+    for node in three:
+        assert node.client().set(f"after-remove:{node.name}", "1") is True
+    assert leader.client().mget([f"after-remove:{node.name}" for node in three]) == ["1"] * 3
+    cluster.stop(fourth)
+
+
+# ---------------------------------------------------------------- 7. leadership transfer
+
+def test_transfer_leadership(cluster):
+    first = cluster.leader()
+    assert call(first, "RAFTTRANSFER", timeout_s=10) == "OK"
+    second = cluster.wait_formed(voters=3)
+    assert second is not first
+    target = next(node for node in cluster.nodes if node is not second and node is not first)
+    assert call(second, "RAFTTRANSFER", str(target.node_id), timeout_s=10) == "OK"
+    assert cluster.wait_formed(voters=3) is target
+    # Asked on a follower, by client address: forwarded to the leader.
+    assert call(first, "RAFTTRANSFER", cluster.addr(first), timeout_s=10) == "OK"
+    assert cluster.wait_formed(voters=3) is first
+    assert call(first, "RAFTTRANSFER", "999") == RespError("ERR peer is unknown")
+    assert first.client().set("after-transfers", "1") is True
+    assert target.client().get("after-transfers") == "1"
+
+
+# ---------------------------------------------------------------- 8. follower modes
+
+def test_follower_modes(cluster):
+    leader = cluster.leader()
+    redirecting, moving = cluster.followers(leader)
+    cluster.restart(redirecting, ["--follower-mode", "redirect"])
+    cluster.restart(moving, ["--follower-mode", "moved"])
+    assert cluster.wait_formed(voters=3) is leader
+    laddr = cluster.addr(leader)
+    assert call(redirecting, "SET", "k", "v") == RespError(f"TRY {laddr}")
+    assert call(redirecting, "GET", "k") == RespError(f"TRY {laddr}")
+    assert call(moving, "SET", "k", "v") == RespError(f"MOVED 0 {laddr}")
+    assert call(moving, "GET", "k") == RespError(f"MOVED 0 {laddr}")
+    assert int(info_section(redirecting, "raft")["raft_redirected"]) >= 2
+    # Following the redirection works; nothing was written by the redirected commands.
+    assert call(leader, "GET", "k") is None
+    assert call(leader, "SET", "k", "v") == "OK"
+    # READONLY reads stay local even in redirect mode.
+    wait_for(lambda: readonly_get(redirecting, "k") == b"v", 5.0, "a local read on a redirecting follower")
+    # Proxy (the default) serves both.
+    cluster.restart(moving, [])
+    assert cluster.wait_formed(voters=3) is leader
+    assert call(moving, "SET", "k", "w") == "OK"
+    assert call(moving, "GET", "k") == b"w"
+
+
+# ---------------------------------------------------------------- 9. read modes
+
+def test_read_consistency_modes(cluster_factory):
+    cluster = cluster_factory(3, {2: ["--read-consistency", "local"]})
+    leader = cluster.nodes[0]
+    assert cluster.leader() is leader
+    local, default = cluster.nodes[1], cluster.nodes[2]
+
+    def forwarded(node):
+        return int(info_section(node, "raft")["raft_forwarded"])
+
+    def confirmed(node):
+        return int(info_section(node, "raft")["raft_reads_confirmed"])
+
+    # Default (linearizable) on a follower: proxied, sees the write acknowledged just before.
+    for i in range(20):
+        assert call(leader, "SET", "lin", str(i)) == "OK"
+        before_fwd, before_conf = forwarded(default), confirmed(leader)
+        assert call(default, "GET", "lin") == str(i).encode()
+        assert forwarded(default) == before_fwd + 1
+        assert confirmed(leader) > before_conf
+
+    # Local: served by the follower itself, eventually up to date.
+    assert call(leader, "SET", "loc", "1") == "OK"
+    wait_for(lambda: call(local, "GET", "loc") == b"1", 5.0, "a local read to see the write")
+    before = forwarded(local)
+    for _ in range(10):
+        assert call(local, "GET", "loc") == b"1"
+    assert forwarded(local) == before
+    assert call(local, "SET", "loc", "2") == "OK"  # writes still go to the leader
+    assert forwarded(local) == before + 1
+
+    # Leader mode: a follower forwards the read; the leader answers from its state.
+    cluster.restart(default, ["--read-consistency", "leader"])
+    assert cluster.wait_formed(voters=3) is leader
+    assert call(leader, "SET", "ldr", "x") == "OK"
+    before = forwarded(default)
+    assert call(default, "GET", "ldr") == b"x"
+    assert forwarded(default) == before + 1
+
+    # Local reads need no leader at all: with the two others stopped, they still answer.
+    cluster.stop(leader)
+    cluster.stop(default)
+    assert call(local, "GET", "loc") == b"2"
+
+
+# ---------------------------------------------------------------- 10. no leader
+
+def test_no_leader_answers_clusterdown(cluster):
+    leader = cluster.leader()
+    survivor = cluster.followers(leader)[0]
+    for node in cluster.nodes:
+        if node is not survivor:
+            cluster.stop(node)
+    replies = []
+
+    def clusterdown():
+        started = time.monotonic()
+        reply = call(survivor, "SET", "k", "v", timeout_s=3.0)
+        elapsed = time.monotonic() - started
+        replies.append(reply)
+        assert elapsed < 3.0, f"a write with no leader took {elapsed:.1f} s"
+        assert isinstance(reply, RespError), f"a write with no leader got {reply!r}"
+        return reply == RespError("CLUSTERDOWN no leader")
+
+    wait_for(clusterdown, 5.0, "-CLUSTERDOWN no leader on the survivor", interval_s=0.05)
+    assert call(survivor, "GET", "k", timeout_s=3.0) == RespError("CLUSTERDOWN no leader")
+    assert call(survivor, "RAFTLEADER") is None
+    assert call(survivor, "RAFTSTATE") in ("Follower", "Candidate")
+    assert info_section(survivor, "replication")["master_link_status"] == "down"
+    print(f"replies before CLUSTERDOWN: {sorted(set(map(str, replies)))}")
+
+
+def test_isolated_leader_answers_its_pending_write(cluster):
+    """The leader loses both followers: a write it already proposed can never commit while
+    no leader exists, so once it steps down the client gets an error, not a hang."""
+    leader = cluster.leader()
+    for node in cluster.followers(leader):
+        cluster.stop(node)
+    started = time.monotonic()
+    reply = call(leader, "SET", "k", "v", timeout_s=5.0)
+    elapsed = time.monotonic() - started
+    print(f"pending write on an isolated leader answered after {elapsed:.2f} s: {reply!r}")
+    assert isinstance(reply, RespError), f"no error reply within 5 s (got {reply!r})"
+    assert "may or may not" in str(reply) or str(reply) == "CLUSTERDOWN no leader"
+    wait_for(lambda: call(leader, "SET", "k", "v", timeout_s=3.0) == RespError("CLUSTERDOWN no leader"),
+             5.0, "-CLUSTERDOWN no leader on the former leader", interval_s=0.05)
+    assert call(leader, "RAFTLEADER") is None
+
+
+# ---------------------------------------------------------------- more situations
+
+def test_pipelines_through_a_follower_keep_their_order(cluster):
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    client = follower.client()
+    with client.pipeline(transaction=False) as pipe:
+        for i in range(300):
+            pipe.incr("ctr")
+            pipe.append("log", f"{i},")
+            pipe.get("ctr")
+        replies = pipe.execute()
+    assert replies[0::3] == list(range(1, 301))
+    assert replies[2::3] == [str(i) for i in range(1, 301)]
+    assert client.get("log") == "".join(f"{i}," for i in range(300))
+    client.close()
+
+
+def test_expired_key_is_invisible_at_once_on_every_node(cluster):
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    assert follower.client().set("short", "v", px=300) is True
+    for node in cluster.nodes:
+        wait_for(lambda: readonly_get(node, "short") == b"v", 5.0, f"{node.name} to apply the SET")
+    time.sleep(0.35)  # the key's own lifetime, not a condition wait
+    for node in cluster.nodes:
+        assert readonly_get(node, "short") is None, f"expired key still visible on {node.name}"
+        assert node.client().get("short") is None
+
+
+def test_transfers_under_writes_lose_nothing(cluster):
+    leader = cluster.leader()
+    entry = cluster.followers(leader)[0]
+    writer = Writer(cluster, entry, "tw")
+    writer.start()
+    for _ in range(3):
+        before = len(writer.acked)
+        current = cluster.leader()
+        assert call(current, "RAFTTRANSFER", timeout_s=10) == "OK"
+        wait_for(lambda: len(writer.acked) >= before + 30, 10.0, "writes after a transfer")
+    writer.stop()
+    print(f"{len(writer.acked)} writes acknowledged, {len(writer.errors)} errors during 3 transfers")
+    keys = [key for key, _ in writer.acked]
+    cluster.wait_formed(voters=3)
+    for node in cluster.nodes:
+        with node.raw() as conn:
+            assert conn.call("MGET", *keys) == [k.split(":")[1].encode() for k in keys]
+
+
+def test_remove_the_leader_itself(cluster):
+    old = cluster.leader()
+    assert call(old, "RAFTREMOVEPEER", str(old.node_id), timeout_s=30) == "OK"
+    others = [node for node in cluster.nodes if node is not old]
+    new = cluster.wait_formed(voters=2, nodes=others)
+    assert new is not old
+    for node in others:
+        wait_for(lambda: all(row[0] != str(old.node_id) for row in peer_rows(node)), 5.0,
+                 f"the removed leader gone from RAFTPEERS on {node.name}")
+    assert new.client().set("after", "1") is True
+    for node in others:
+        assert node.client().get("after") == "1"
+    cluster.stop(old)
+
+
+def test_follower_kill9_does_not_stop_writes(cluster):
+    leader = cluster.leader()
+    victim = cluster.followers(leader)[0]
+    cluster.kill(victim)
+    client = leader.client(socket_timeout=5)
+    for i in range(100):
+        assert client.set(f"k{i}", i) is True
+    client.close()
+    cluster.restart(victim)
+    assert cluster.wait_formed(voters=3) is leader
+    cluster.wait_caught_up(victim, leader)
+    assert readonly_mget(victim, [f"k{i}" for i in range(100)]) == [str(i).encode() for i in range(100)]
+
+
+def test_cluster_with_requirepass_forms_and_proxies(cluster_factory):
+    """Joining and proxying authenticate with the shared --requirepass."""
+    secret = ["--requirepass", "s3cret"]
+    cluster = cluster_factory(3, {1: secret, 2: secret, 3: secret})
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    assert call(follower, "SET", "k", "v") == "OK"
+    with follower.raw() as conn:
+        assert str(conn.call("SET", "k", "v")).startswith("NOAUTH")
+    assert call(leader, "GET", "k") == b"v"
+
+
+def test_frozen_leader_fails_over_for_proxied_writes(cluster):
+    """The leader stops answering without closing its connections (SIGSTOP: a hung process
+    or a partition). A follower that proxied a write to it must turn to the new leader as
+    soon as one is elected, not only when its proxy deadline expires."""
+    old = cluster.leader()
+    entry = cluster.followers(old)[0]
+    writer = Writer(cluster, entry, "frozen")
+    writer.start()
+    wait_for(lambda: len(writer.acked) >= 20, 10.0, "20 writes before the freeze")
+    frozen_at = time.monotonic()
+    old.proc.send_signal(signal.SIGSTOP)
+    try:
+        count = len(writer.acked)
+        wait_for(lambda: len(writer.acked) >= count + 20, 15.0, "20 writes after the freeze")
+        writer.stop()
+        after = [t for _, t in writer.acked if t > frozen_at]
+        failover_s = after[4] - frozen_at
+        print(f"failover from a frozen leader: {failover_s * 1000:.0f} ms")
+        assert failover_s < FAILOVER_BUDGET_S
+    finally:
+        writer.stop_event.set()
+        old.proc.send_signal(signal.SIGCONT)
+    keys = [key for key, _ in writer.acked]
+    cluster.wait_formed(voters=3)
+    with entry.raw() as conn:
+        assert conn.call("MGET", *keys) == [k.split(":")[1].encode() for k in keys]
+
+
+def test_resumed_old_leader_serves_no_stale_linearizable_read(cluster):
+    """A leader frozen while the others elect a new one and take a write still thinks it
+    leads when it resumes; its linearizable reads must not return the old value."""
+    old = cluster.leader()
+    assert call(old, "SET", "x", "old") == "OK"
+    others = cluster.followers(old)
+    old.proc.send_signal(signal.SIGSTOP)
+    try:
+        new = wait_for(lambda: cluster.agreed_leader(others, voters=3), 10.0, "a new leader")
+        assert call(new, "SET", "x", "new") == "OK"
+    finally:
+        old.proc.send_signal(signal.SIGCONT)
+    reply = call(old, "GET", "x")
+    assert reply != b"old", "stale linearizable read on a resumed former leader"
+    assert reply == b"new" or isinstance(reply, RespError), reply
+    wait_for(lambda: call(old, "GET", "x") == b"new", 5.0, "the former leader to read the new value")
+    assert cluster.wait_formed(voters=3) is new
+
+
+def test_reads_after_acknowledged_writes_across_a_failover(cluster):
+    """Through the whole failover, a read that starts after a write was acknowledged (on
+    another node) returns that write or an error, never an older value."""
+    old = cluster.leader()
+    writer_node, reader_node = cluster.followers(old)
+    w, r = writer_node.client(socket_timeout=5), reader_node.client(socket_timeout=5)
+    checked = failed = 0
+    killed_at = None
+    deadline = time.monotonic() + 20
+    i = 0
+    while time.monotonic() < deadline:
+        i += 1
+        try:
+            w.set("seq", i)
+            value = r.get("seq")
+        except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError):
+            failed += 1
+            time.sleep(0.005)  # retry pacing; an unacknowledged write has nothing to check
+            continue
+        assert value == str(i), f"read {value!r} after write {i} was acknowledged"
+        checked += 1
+        if killed_at is None and checked == 20:
+            cluster.kill(old)
+            killed_at = time.monotonic()
+        if killed_at is not None and time.monotonic() - killed_at > 1.0 and checked >= 100:
+            break
+    print(f"{checked} read-after-write checks, {failed} attempts failed around the failover")
+    assert killed_at is not None and checked >= 100
+    w.close()
+    r.close()
+
+
+def test_join_waits_until_the_cluster_can_add_the_node(cluster):
+    """A node that joins while the cluster has no quorum serves (with an empty
+    configuration: sane figures, -CLUSTERDOWN for writes) and keeps asking; once the
+    cluster is whole again it is added."""
+    leader = cluster.leader()
+    stopped = cluster.followers(leader)
+    for node in stopped:
+        cluster.stop(node)
+    fourth = cluster.add_node()
+    stats = cluster.stats(fourth)
+    assert stats["num_voters"] == "0" and stats["num_peers"] == "0", stats
+    assert peer_rows(fourth) == []
+    assert call(fourth, "SET", "k", "v") == RespError("CLUSTERDOWN no leader")
+    for node in stopped:
+        cluster.start_node(node)
+    cluster.wait_formed(voters=4)
+    assert call(fourth, "SET", "k", "v") == "OK"
+
+
+def test_node_down_past_compaction_catches_up_by_snapshot(cluster_factory):
+    compact = ["--snapshot-threshold", "64", "--snapshot-trailing", "8"]
+    cluster = cluster_factory(3, {1: compact, 2: compact, 3: compact})
+    leader = cluster.leader()
+    down = cluster.followers(leader)[0]
+    applied_before = cluster.applied(down)
+    cluster.stop(down)
+    client = leader.client()
+    for i in range(400):  # one entry each: the log grows past the threshold
+        assert client.set(f"snap:{i:03d}", f"v{i}") is True
+    client.close()
+    wait_for(lambda: int(info_section(leader, "raft")["raft_first_log_index"]) > applied_before + 1,
+             5.0, "the leader to compact the entries the stopped node misses")
+    cluster.restart(down)
+    cluster.wait_formed(voters=3)
+    cluster.wait_caught_up(down, leader)
+    keys = [f"snap:{i:03d}" for i in range(400)]
+    assert readonly_mget(down, keys) == [f"v{i}".encode() for i in range(400)]
+    assert down.client().set("after-snapshot", "1") is True
+    wait_for(lambda: readonly_get(down, "after-snapshot") == b"1", 5.0, "a write after the snapshot")
+    assert "installed a snapshot" in down.log_text(), "the node caught up without a snapshot"
+    assert "store rebuilt from the snapshot" in down.log_text()
+
+
+@raftcask_only
+def test_quorum_loss_then_recover(cluster):
+    """Two of three nodes lost for good: the survivor refuses writes, then --recover makes it
+    a one-node cluster with every acknowledged write; a wiped node joins it again."""
+    leader = cluster.leader()
+    client = leader.client()
+    for i in range(200):
+        assert client.set(f"q:{i:03d}", f"v{i}") is True
+    client.close()
+    survivor = cluster.followers(leader)[0]
+    cluster.wait_caught_up(survivor, leader)
+    lost = [n for n in cluster.nodes if n is not survivor]
+    for node in lost:
+        cluster.kill(node)
+
+    def clusterdown():
+        reply = call(survivor, "SET", "x", "1")
+        return isinstance(reply, RespError) and "CLUSTERDOWN" in str(reply)
+    wait_for(clusterdown, 5.0, "the survivor to answer CLUSTERDOWN without a quorum")
+
+    cluster.restart(survivor, [*survivor.extra_args, "--recover"])
+    assert "configuration rewritten to node" in survivor.log_text()
+    wait_for(lambda: text(call(survivor, "RAFTSTATE")) == "Leader", 5.0, "the survivor to lead")
+    keys = [f"q:{i:03d}" for i in range(200)]
+    c = survivor.client()
+    assert c.mget(keys) == [f"v{i}" for i in range(200)]
+    assert c.set("after-recover", "1") is True
+    rows = peer_rows(survivor)
+    assert [row[3] for row in rows] == ["voter"] and int(rows[0][0]) == survivor.node_id
+    c.close()
+
+    # A lost node comes back wiped and joins the recovered cluster.
+    fresh = lost[0]
+    shutil.rmtree(fresh.data_dir)
+    fresh.data_dir.mkdir()
+    fresh.node_id = None
+    cluster.restart(fresh, ["--join", cluster.addr(survivor)])
+    cluster.wait_formed(voters=2, nodes=[survivor, fresh])
+    cluster.wait_caught_up(fresh, survivor)
+    assert readonly_get(fresh, "q:199") == b"v199"
+
+
+@raftcask_only
+def test_backup_parse_and_restore(cluster, tmp_path):
+    """RAFTSNAPSHOT writes a backup; --parse-snapshot prints it as RESP; --restore seeds a
+    new cluster from it."""
+    leader = cluster.leader()
+    client = leader.client()
+    client.mset({f"b:{i}": f"v{i}" for i in range(100)})
+    client.set("b:ttl", "t", px=3_600_000)
+    backup_id = text(call(leader, "RAFTSNAPSHOT", timeout_s=30.0))
+    backup = leader.data_dir / "snapshots" / backup_id
+    meta = json.loads((backup / "meta.json").read_text())
+    assert meta["id"] == backup_id and meta["records"] == 101 and meta["size"] > 0
+    assert {m["id"] for m in meta["members"]} == {n.node_id for n in cluster.nodes}
+
+    resp = subprocess.run([str(RAFTCASK_BIN), "--parse-snapshot", str(backup / "state.bin")],
+                          capture_output=True, timeout=30, check=True).stdout
+    assert resp.count(b"*3\r\n$3\r\nSET\r\n") == 100 and b"PXAT" in resp
+
+    seeded = ServerProcess("raftcask", tmp_path / "restored",
+                           ["--restore", str(backup / "state.bin")], name="restored")
+    attach_log(cluster.request.node, seeded)
+    seeded.start()
+    try:
+        c = seeded.client()
+        assert c.mget([f"b:{i}" for i in range(100)]) == [f"v{i}" for i in range(100)]
+        assert 0 < c.pttl("b:ttl") <= 3_600_000
+        assert c.set("new", "1") is True
+        seeded.restart()
+        assert seeded.client().get("new") == "1" and seeded.client().get("b:99") == "v99"
+    finally:
+        seeded.stop(check=False)
