@@ -132,8 +132,10 @@ class Server:
         self.dir = tempfile.mkdtemp(prefix=f"{label}-", dir=temp_root)
         self.port = free_port()
         if subject == "raftcask":
-            argv = [raftcask_path, "--bind", f"127.0.0.1:{self.port}", "--dir",
-                    os.path.join(self.dir, "data"), "--loglevel", "warning"]
+            # Its own free port for Raft traffic too (the default, client port + 1, may be taken).
+            argv = [raftcask_path, "--bind", f"127.0.0.1:{self.port}", "--peer-bind",
+                    f"127.0.0.1:{free_port()}", "--dir", os.path.join(self.dir, "data"),
+                    "--loglevel", "warning"]
         else:
             argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
                     "--dir", self.dir, "--save", "", "--daemonize", "no",
