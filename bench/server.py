@@ -5,7 +5,11 @@ Usage: /usr/bin/python3 bench/server.py PATH/TO/raftcask    (run by `make bench`
 
 Three subjects, each started by this script on a free 127.0.0.1 port in a fresh temporary
 directory, and stopped by PID whatever happens:
-  raftcask    the release binary given on the command line, --loglevel warning
+  raftcask    the release binary given on the command line, --loglevel warning: a one-node
+              Raft cluster, so every write is in its fsynced Raft log before the reply — for
+              writes redis-aof is the like-for-like reference; the SET targets against
+              redis-mem (from the single-node issue, when writes were fsynced once a second)
+              are kept as they were and now miss
   redis-mem   redis-server --save '' --appendonly no (memory only)
   redis-aof   redis-server --save '' --appendonly yes --appendfsync always (every write is
               fsynced before its reply; --save '' so that no RDB snapshot forks mid-run)
