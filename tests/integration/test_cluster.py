@@ -926,3 +926,63 @@ def test_backup_parse_and_restore(cluster, tmp_path):
         assert seeded.client().get("new") == "1" and seeded.client().get("b:99") == "v99"
     finally:
         seeded.stop(check=False)
+
+
+def ipv6_loopback_ports():
+    """Two free [::1] ports whose successors are free too, or None without IPv6 loopback."""
+    import socket
+    ports = []
+    try:
+        while len(ports) < 2:
+            with socket.socket(socket.AF_INET6) as first:
+                first.bind(("::1", 0))
+                port = first.getsockname()[1]
+                with socket.socket(socket.AF_INET6) as second:
+                    try:
+                        second.bind(("::1", port + 1))
+                    except OSError:
+                        continue
+            if port not in ports and port + 1 not in ports and port - 1 not in ports:
+                ports.append(port)
+    except OSError:
+        return None
+    return ports
+
+
+@raftcask_only
+def test_ipv6_cluster_joins_and_replicates(tmp_path):
+    ports = ipv6_loopback_ports()
+    if ports is None:
+        pytest.skip("no IPv6 loopback on this machine")
+    procs, logs = [], []
+    try:
+        for i, port in enumerate(ports):
+            argv = [str(RAFTCASK_BIN), "--bind", f"[::1]:{port}", "--dir", str(tmp_path / f"v{i}")]
+            if i:
+                argv += ["--join", f"[::1]:{ports[0]}"]
+            logs.append(open(tmp_path / f"v{i}.log", "wb"))
+            procs.append(subprocess.Popen(argv, stdout=logs[-1], stderr=subprocess.STDOUT))
+        clients = [redis.Redis(host="::1", port=p, socket_timeout=5) for p in ports]
+
+        def formed():
+            try:
+                rows = clients[0].execute_command("RAFTPEERS")
+            except redis.exceptions.ConnectionError:
+                return False
+            return len(rows) == 2 and all(row[3] == b"voter" for row in rows)
+        wait_for(formed, FORMATION_TIMEOUT_S, "two voters on [::1]")
+        assert clients[1].set("v6", "yes") is True  # through the follower (proxied)
+        assert clients[0].get("v6") == b"yes"
+        assert clients[1].execute_command("RAFTLEADER") == f"[::1]:{ports[0]}".encode()
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                assert proc.wait(timeout=10) == 0
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise
+        for log in logs:
+            log.close()
