@@ -76,6 +76,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from server import BenchError, env_int, free_port, read_memory_kib  # noqa: E402
+from server import run as run_bench  # noqa: E402
 
 CLIENTS = 50
 VALUE_BYTES = 64
@@ -750,19 +751,5 @@ def main():
         shutil.rmtree(temp_root, ignore_errors=True)
 
 
-def on_sigterm(signum, frame):
-    # Turned into an exception so that the finally clause stops the servers.
-    raise BenchError("terminated by SIGTERM")
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        main()
-    except BenchError as e:
-        sys.stdout.flush()
-        print(f"bench: FAILED: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_bench(main)

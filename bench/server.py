@@ -454,10 +454,12 @@ def on_sigterm(signum, frame):
     raise BenchError("terminated by SIGTERM")
 
 
-if __name__ == "__main__":
+def run(main_fn):
+    """Runs a benchmark's main: SIGTERM stops its servers (through its finally clauses); a
+    BenchError or an interrupt ends the process with a one-line reason and a non-zero status."""
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        main()
+        main_fn()
     except BenchError as e:
         sys.stdout.flush()
         print(f"bench: FAILED: {e}", file=sys.stderr)
@@ -465,3 +467,7 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run(main)

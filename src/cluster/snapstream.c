@@ -273,19 +273,7 @@ int snapshot_write_file(struct rc_store_view *v, const void *extra, size_t extra
         return RC_EIO;
     }
     int rc = snapshot_write_view(v, extra, extra_len, fd_sink, &fd, info);
-    if (rc == 0)
-        rc = rc_fsync_file(fd, tmp);
-    if (close(fd) != 0 && rc == 0)
-        rc = RC_EIO;
-    if (rc == 0 && rename(tmp, path) != 0) {
-        rc_warn("rename %s: %s", tmp, strerror(errno));
-        rc = RC_EIO;
-    }
-    if (rc == 0)
-        rc = rc_fsync_dir(dir);
-    if (rc != 0)
-        unlink(tmp);
-    return rc;
+    return rc_commit_temp_file(fd, rc, tmp, path, dir);
 }
 
 /* ============================== reading ============================== */

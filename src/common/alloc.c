@@ -1,6 +1,8 @@
 /* alloc.c — allocation wrappers with failure injection for tests (see alloc.h). */
 #include "alloc.h"
 
+#include "raftcask.h"
+
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,4 +84,19 @@ unsigned long rc_alloc_count(void)
 unsigned long rc_alloc_failures(void)
 {
     return atomic_load(&failure_count);
+}
+
+int rc_reserve(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    while (ncap < need)
+        ncap *= 2;
+    void *p = rc_realloc(*arr, ncap * elem);
+    if (!p)
+        return RC_ENOMEM;
+    *arr = p;
+    *cap = ncap;
+    return 0;
 }

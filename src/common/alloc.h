@@ -17,6 +17,11 @@ void *rc_realloc(void *ptr, size_t size);
 void rc_free(void *ptr);
 /* Returns a rc_malloc'ed copy of len bytes plus a terminating NUL, or NULL. */
 char *rc_memdup(const void *src, size_t len);
+/*
+ * Grows the array *arr (of *cap elements of elem bytes) so that it holds at least need
+ * elements, doubling its capacity (16 at first). 0, or RC_ENOMEM with *arr unchanged.
+ */
+int rc_reserve(void **arr, size_t *cap, size_t need, size_t elem);
 
 /*
  * Fault injection (tests only). After rc_alloc_fail_after(n), the next n allocations

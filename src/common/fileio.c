@@ -99,6 +99,23 @@ int rc_fsync_dir(const char *dir)
     return rc;
 }
 
+int rc_commit_temp_file(int fd, int rc, const char *tmp, const char *path, const char *dir)
+{
+    if (rc == 0)
+        rc = rc_fsync_file(fd, tmp);
+    if (close(fd) != 0 && rc == 0)
+        rc = RC_EIO;
+    if (rc == 0 && rename(tmp, path) != 0) {
+        rc_warn("rename %s: %s", tmp, strerror(errno));
+        rc = RC_EIO;
+    }
+    if (rc == 0)
+        rc = rc_fsync_dir(dir);
+    if (rc != 0)
+        unlink(tmp);
+    return rc;
+}
+
 int rc_write_file_atomic(const char *dir, const char *name, const void *buf, size_t len)
 {
     char tmp[PATH_MAX], path[PATH_MAX];
@@ -109,19 +126,7 @@ int rc_write_file_atomic(const char *dir, const char *name, const void *buf, siz
         rc_warn("create %s: %s", tmp, strerror(errno));
         return RC_EIO;
     }
-    int rc = rc_write_all(fd, buf, len, tmp);
-    if (rc == 0)
-        rc = rc_fsync_file(fd, tmp);
-    close(fd);
-    if (rc == 0 && rename(tmp, path) != 0) {
-        rc_warn("rename %s: %s", tmp, strerror(errno));
-        rc = RC_EIO;
-    }
-    if (rc == 0)
-        rc = rc_fsync_dir(dir);
-    if (rc != 0)
-        unlink(tmp);
-    return rc;
+    return rc_commit_temp_file(fd, rc_write_all(fd, buf, len, tmp), tmp, path, dir);
 }
 
 int rc_read_file(const char *path, void **out, size_t *out_len)

@@ -18,6 +18,12 @@ int rc_pread_all(int fd, void *buf, size_t len, off_t offset, const char *what);
 int rc_fsync_file(int fd, const char *what);
 /* fsyncs a directory so that creations, renames and deletions in it are durable. */
 int rc_fsync_dir(const char *dir);
+/*
+ * Finishes a file written under the temporary name tmp (fd open on it): unless rc (the
+ * writing's result) is already an error, fsyncs it, closes fd, renames it over path and
+ * fsyncs dir; on any failure the temporary file is removed. Returns rc or the new error.
+ */
+int rc_commit_temp_file(int fd, int rc, const char *tmp, const char *path, const char *dir);
 /* Writes a whole file atomically: temp file, fsync, rename over path, fsync the directory. */
 int rc_write_file_atomic(const char *dir, const char *name, const void *buf, size_t len);
 /* Reads a whole file into a rc_malloc'ed buffer (caller frees); RC_ENOTFOUND if absent. */

@@ -253,21 +253,6 @@ static int hook(struct logstore *ls, enum logstore_point point)
     return 0;
 }
 
-static int reserve(void **arr, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t ncap = *cap ? *cap * 2 : 16;
-    while (ncap < need)
-        ncap *= 2;
-    void *p = rc_realloc(*arr, ncap * elem);
-    if (!p)
-        return RC_ENOMEM;
-    *arr = p;
-    *cap = ncap;
-    return 0;
-}
-
 uint64_t logstore_first_index(const struct logstore *ls)
 {
     return ls->snap.index + 1 > ls->locs_base ? ls->snap.index + 1 : ls->locs_base;
@@ -479,7 +464,7 @@ static int list_segments(struct logstore *ls, uint64_t **out, size_t *n_out)
         unsigned long long id = strtoull(name + 4, &end, 10);
         if (end != name + 24 || id == 0)
             continue;
-        if ((rc = reserve((void **)&ids, &cap, n + 1, sizeof *ids)) != 0)
+        if ((rc = rc_reserve((void **)&ids, &cap, n + 1, sizeof *ids)) != 0)
             break;
         ids[n++] = id;
     }
@@ -582,8 +567,8 @@ static int load_segment(struct logstore *ls, uint64_t first_index, int is_last, 
             size = off;
             break;
         }
-        if ((rc = reserve((void **)&ls->locs, &ls->cap_locs, ls->n_locs + 1, sizeof *ls->locs)) !=
-            0)
+        if ((rc = rc_reserve((void **)&ls->locs, &ls->cap_locs, ls->n_locs + 1,
+                             sizeof *ls->locs)) != 0)
             goto out;
         ls->locs[ls->n_locs++] = (struct loc){e.term, off, e.len};
         off += REC_HEADER_BYTES + len;
@@ -764,8 +749,8 @@ static int recover(struct logstore *ls)
         return rc;
     int removed = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        if ((rc = reserve((void **)&ls->segs, &ls->cap_segs, ls->n_segs + 1, sizeof *ls->segs)) !=
-            0)
+        if ((rc = rc_reserve((void **)&ls->segs, &ls->cap_segs, ls->n_segs + 1,
+                             sizeof *ls->segs)) != 0)
             break;
         if (ls->n_segs > 0 && ids[i] != ls->locs_base + ls->n_locs) {
             uint64_t expect = ls->locs_base + ls->n_locs;
@@ -989,8 +974,8 @@ int logstore_append(struct logstore *ls, const struct raft_entry *entries, size_
     }
     /* Allocate everything first, so that RC_ENOMEM changes nothing on disk or in memory. */
     size_t keep = (size_t)(first - ls->locs_base);
-    if (reserve((void **)&ls->locs, &ls->cap_locs, keep + n, sizeof *ls->locs) != 0 ||
-        reserve((void **)&ls->segs, &ls->cap_segs, ls->n_segs + n + 1, sizeof *ls->segs) != 0)
+    if (rc_reserve((void **)&ls->locs, &ls->cap_locs, keep + n, sizeof *ls->locs) != 0 ||
+        rc_reserve((void **)&ls->segs, &ls->cap_segs, ls->n_segs + n + 1, sizeof *ls->segs) != 0)
         return RC_ENOMEM;
     uint8_t *buf = rc_malloc(total);
     if (!buf)

@@ -37,7 +37,6 @@ struct pending_read {
 
 struct raft_node {
     uv_loop_t *loop;
-    struct raft_node_options opts;
     struct raft_node_callbacks cb;
     void *ctx;
     struct logstore *log;
@@ -322,14 +321,8 @@ static void send_messages(struct raft_node *n, const struct raft_ready *rd, int 
 
 static int add_read(struct raft_node *n, const struct raft_read_state *rs)
 {
-    if (n->n_reads == n->cap_reads) {
-        size_t cap = n->cap_reads ? n->cap_reads * 2 : 64;
-        struct pending_read *r = rc_realloc(n->reads, cap * sizeof *r);
-        if (!r)
-            return RC_ENOMEM;
-        n->reads = r;
-        n->cap_reads = cap;
-    }
+    if (rc_reserve((void **)&n->reads, &n->cap_reads, n->n_reads + 1, sizeof *n->reads) != 0)
+        return RC_ENOMEM;
     n->reads[n->n_reads++] = (struct pending_read){rs->ctx, rs->index};
     return 0;
 }
@@ -586,7 +579,6 @@ int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
     if (!n)
         return RC_ENOMEM;
     n->loop = loop;
-    n->opts = *o;
     n->cb = *cb;
     n->ctx = ctx;
     int rc = rc_mkdir_p(o->dir);

@@ -286,6 +286,25 @@ static void process_input(struct client *c)
     c->in_process_input = false;
 }
 
+void client_block(struct client *c)
+{
+    c->blocked = true;
+    c->pending_writes++;
+    c->refs++;
+}
+
+void client_unblock(struct client *c, const char *reply, size_t len)
+{
+    c->blocked = false;
+    c->pending_writes--;
+    if (!c->closed) {
+        resp_buf_append(&c->out, reply, len);
+        client_mark_output(c);
+        client_resume(c);
+    }
+    client_release(c);
+}
+
 void client_resume(struct client *c)
 {
     if (!c->closed && c->pending_writes == 0)

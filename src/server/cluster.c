@@ -295,15 +295,9 @@ static bool defer_read(struct client *c, size_t argc, const struct resp_arg *arg
         bytes += argv[i].len;
     struct resp_argv *copy = rc_malloc(sizeof *copy);
     struct resp_arg *args = rc_malloc(argc * sizeof *args + bytes + 1);
-    if (s->nread_wait == s->capread_wait) {
-        size_t cap = s->capread_wait ? s->capread_wait * 2 : 64;
-        struct deferred_read *w = rc_realloc(s->read_wait, cap * sizeof *w);
-        if (w) {
-            s->read_wait = w;
-            s->capread_wait = cap;
-        }
-    }
-    if (!copy || !args || s->nread_wait == s->capread_wait) {
+    if (!copy || !args ||
+        rc_reserve((void **)&s->read_wait, &s->capread_wait, s->nread_wait + 1,
+                   sizeof *s->read_wait) != 0) {
         rc_free(copy);
         rc_free(args);
         reply_error(c, "ERR out of memory");
@@ -397,14 +391,8 @@ static void start_read_round(struct server *s)
         fail_reads(s, "-ERR leadership changed; retry the read\r\n");
         return;
     }
-    if (s->nrounds == s->caprounds) {
-        size_t cap = s->caprounds ? s->caprounds * 2 : 8;
-        struct read_round *r = rc_realloc(s->rounds, cap * sizeof *r);
-        if (!r)
-            return; /* retried next iteration */
-        s->rounds = r;
-        s->caprounds = cap;
-    }
+    if (rc_reserve((void **)&s->rounds, &s->caprounds, s->nrounds + 1, sizeof *s->rounds) != 0)
+        return; /* retried next iteration */
     uint64_t ctx = s->next_read_ctx + 1;
     int rc = raft_node_read_index(s->raft, ctx);
     if (rc == 0)
@@ -433,17 +421,8 @@ void cluster_after_iteration(struct server *s)
 
 static void job_reply(struct server *s, const char *reply)
 {
-    struct client *c = s->job.client;
-    if (!c)
-        return;
-    c->blocked = false;
-    c->pending_writes--;
-    if (!c->closed) {
-        resp_buf_append(&c->out, reply, strlen(reply));
-        client_mark_output(c);
-        client_resume(c);
-    }
-    client_release(c);
+    if (s->job.client)
+        client_unblock(s->job.client, reply, strlen(reply));
     s->job.client = NULL;
 }
 
@@ -578,9 +557,7 @@ static bool job_start(struct client *c, int kind, uint64_t id, const char *clien
     s->job.deadline_ms =
         (uint64_t)server_now_ms() + (kind == 3 ? TRANSFER_DEADLINE_MS : JOB_DEADLINE_MS);
     s->job.client = c;
-    c->blocked = true;
-    c->pending_writes++;
-    c->refs++;
+    client_block(c);
     job_step(s);
     return true;
 }

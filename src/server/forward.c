@@ -114,18 +114,9 @@ long forward_reply_length(const char *b, size_t len)
 
 static void answer(struct forwarder *f, struct waiter *w, const char *reply, size_t len)
 {
-    struct client *c = w->client;
-    if (!c)
-        return;
-    c->blocked = false;
-    c->pending_writes--;
-    if (!c->closed) {
-        resp_buf_append(&c->out, reply, len);
-        client_mark_output(c);
-        client_resume(c);
-    }
-    client_release(c);
     (void)f;
+    if (w->client)
+        client_unblock(w->client, reply, len);
 }
 
 static void on_closed(uv_handle_t *h)
@@ -278,14 +269,8 @@ static int push_waiter(struct forwarder *f, struct client *c)
             f->wn -= f->whead;
             f->whead = 0;
         }
-        if (f->wn == f->wcap) {
-            size_t cap = f->wcap ? f->wcap * 2 : 64;
-            struct waiter *w = rc_realloc(f->w, cap * sizeof *w);
-            if (!w)
-                return RC_ENOMEM;
-            f->w = w;
-            f->wcap = cap;
-        }
+        if (rc_reserve((void **)&f->w, &f->wcap, f->wn + 1, sizeof *f->w) != 0)
+            return RC_ENOMEM;
     }
     f->w[f->wn++] = (struct waiter){c, (uint64_t)server_now_ms()};
     return 0;
@@ -397,9 +382,7 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
     resp_buf_free(&b);
     if (rc != 0)
         return rc;
-    c->blocked = true;
-    c->pending_writes++;
-    c->refs++;
+    client_block(c);
     return 0;
 }
 

@@ -25,6 +25,7 @@
 #include "resp/resp.h"
 #include "store/store.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -241,9 +242,8 @@ struct server {
     struct member_job job;
     uv_thread_t join_thread;
     bool join_thread_running;
-    volatile int join_stop;
+    atomic_int join_stop;      /* set by the loop thread, read by the join thread */
     struct forwarder *fwd[16]; /* pooled connections to the leader (forward.c) */
-    uint64_t snapshot_index;   /* of the last snapshot (ours or installed) */
     struct snapshot_job *snap; /* a local snapshot or backup being written, or NULL */
     uint64_t restores;         /* store rebuilds from installed snapshots */
     bool force_snapshot;       /* take one at the next tick (after --restore) */
@@ -264,6 +264,10 @@ void client_flush_all(struct server *s);         /* write every client's pending
 void client_mark_output(struct client *c);       /* c has replies to write this iteration */
 void client_release(struct client *c);           /* drop one reference (see refs) */
 void client_resume(struct client *c);            /* writes applied: go on parsing */
+/* A command of c is answered later (forwarded, a membership change, a backup): c runs
+ * nothing else meanwhile and stays alive. client_unblock delivers the reply and goes on. */
+void client_block(struct client *c);
+void client_unblock(struct client *c, const char *reply, size_t len);
 void client_list_line(struct client *c, struct resp_buf *b); /* CLIENT LIST/INFO line */
 
 /* writepath.c */

@@ -107,20 +107,16 @@ static int write_backup_meta(struct snapshot_job *j)
 
 static void job_reply(struct snapshot_job *j, const char *text, bool bulk)
 {
-    struct client *c = j->client;
-    if (!c)
+    if (!j->client)
         return;
-    c->blocked = false;
-    c->pending_writes--;
-    if (!c->closed) {
-        if (bulk)
-            resp_add_bulk_cstr(&c->out, text);
-        else
-            resp_add_error(&c->out, text, strlen(text));
-        client_mark_output(c);
-        client_resume(c);
-    }
-    client_release(c);
+    struct resp_buf r;
+    resp_buf_init(&r);
+    if (bulk)
+        resp_add_bulk_cstr(&r, text);
+    else
+        resp_add_error(&r, text, strlen(text));
+    client_unblock(j->client, r.data, r.len);
+    resp_buf_free(&r);
     j->client = NULL;
 }
 
@@ -140,7 +136,6 @@ static void job_done(uv_work_t *req, int status)
             if (rc == 0)
                 rc = raft_node_compacted(s->raft, j->index);
             if (rc == 0) {
-                s->snapshot_index = j->index;
                 rc_info("snapshot at index %" PRIu64 ": %" PRIu64 " keys, %" PRIu64
                         " bytes compressed, in %" PRIu64 " ms; log compacted",
                         j->index, j->info.records, j->info.compressed_bytes,
@@ -269,9 +264,7 @@ static void cmd_raftsnapshot(struct client *c, size_t argc, const struct resp_ar
         return;
     }
     j->client = c;
-    c->blocked = true;
-    c->pending_writes++;
-    c->refs++;
+    client_block(c);
 }
 
 #define A CMD_ADMIN
@@ -340,7 +333,6 @@ int snapshots_restore(void *server, const char *path, const struct raft_snapshot
     if (rc != 0)
         return rc;
     s->revision = rc_store_applied_revision(s->store);
-    s->snapshot_index = meta->index;
     rc_info("store rebuilt from the snapshot at index %" PRIu64 ": %zu keys in %" PRIu64 " ms",
             meta->index, rc_store_count(s->store), (rc_mono_ns() - t0) / 1000000);
     return s->revision >= meta->index ? 0 : RC_ECORRUPT;

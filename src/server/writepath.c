@@ -26,15 +26,7 @@
 
 static int grow_slots(struct write_batch *b)
 {
-    if (b->nslots < b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap * 2 : 64;
-    struct write_slot *s = rc_realloc(b->slots, cap * sizeof *s);
-    if (!s)
-        return RC_ENOMEM;
-    b->slots = s;
-    b->cap = cap;
-    return 0;
+    return rc_reserve((void **)&b->slots, &b->cap, b->nslots + 1, sizeof *b->slots);
 }
 
 static int start_batch(struct server *s)
@@ -177,14 +169,9 @@ static void fail_slots(struct server *s, struct write_slot *slots, size_t nslots
 
 static int push_proposed(struct server *s, const struct proposed_batch *p)
 {
-    if (s->nproposed == s->capproposed) {
-        size_t cap = s->capproposed ? s->capproposed * 2 : 16;
-        struct proposed_batch *n = rc_realloc(s->proposed, cap * sizeof *n);
-        if (!n)
-            return RC_ENOMEM;
-        s->proposed = n;
-        s->capproposed = cap;
-    }
+    if (rc_reserve((void **)&s->proposed, &s->capproposed, s->nproposed + 1, sizeof *s->proposed) !=
+        0)
+        return RC_ENOMEM;
     s->proposed[s->nproposed++] = *p;
     return 0;
 }

@@ -6,12 +6,13 @@ they start by PID.
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 import redis
+
+from conftest import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("RAFTCASK_BIN", str(ROOT / "build/san/raftcask"))
@@ -19,21 +20,6 @@ BIN = os.environ.get("RAFTCASK_BIN", str(ROOT / "build/san/raftcask"))
 pytestmark = pytest.mark.skipif(not os.path.exists(BIN), reason=f"no binary at {BIN}")
 
 
-def free_port():
-    """A free loopback port whose successor is free too (the default --peer-bind)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as peer:
-                try:
-                    peer.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free pair of loopback ports")
 
 
 def wait_ready(port, proc, deadline_s=15):
