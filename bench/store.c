@@ -27,16 +27,15 @@
  */
 #include "common/alloc.h"
 #include "raftcask.h"
+#include "bench.h"
 #include "store/store.h"
 
 #include <leveldb/c.h>
 #include <lmdb.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <malloc.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -56,40 +55,6 @@
 #define SEED_GET_ORDER 0x5eed0003u
 
 /* ============================== failing loudly ============================== */
-
-static char temp_root[4096]; /* removed by die() and at the end */
-
-static int remove_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-    (void)sb;
-    (void)type;
-    (void)ftw;
-    return remove(path) == 0 ? 0 : -1;
-}
-
-static void remove_tree(const char *path)
-{
-    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
-        fprintf(stderr, "bench: could not remove %s: %s\n", path, strerror(errno));
-}
-
-/* A benchmark that goes on after an error measures nothing: print where, clean up, exit. */
-static void die_at(const char *file, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), noreturn));
-static void die_at(const char *file, int line, const char *fmt, ...)
-{
-    va_list ap;
-    fflush(stdout);
-    fprintf(stderr, "bench: FAILED at %s:%d: ", file, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    if (temp_root[0])
-        remove_tree(temp_root);
-    exit(1);
-}
-#define die(...) die_at(__FILE__, __LINE__, __VA_ARGS__)
 
 /* ============================== the data ============================== */
 
@@ -799,19 +764,6 @@ static void print_report(const bool *enabled, int runs)
 }
 
 /* ============================== main ============================== */
-
-static long env_long(const char *name, long fallback, long lo, long hi)
-{
-    const char *s = getenv(name);
-    if (!s || !*s)
-        return fallback;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        die("%s=%s: expected an integer in [%ld, %ld]", name, s, lo, hi);
-    return v;
-}
 
 static bool engine_selected(const char *list, const char *name)
 {
