@@ -83,6 +83,13 @@
  *     before the data file is truncated. At open a valid meta file with a data file at least
  *     that long is kept (the data file cut to the counted bytes) and resumed; anything else
  *     is deleted, and the transfer restarts from offset 0.
+ * 11. The active segment may end in zeros written ahead of the records (prealloc_bytes at a
+ *     time), so that a sync overwrites blocks the file already has and fdatasync need not
+ *     write the file size (measured here: ~195 µs against ~290 µs for an append). A zero
+ *     record header fails its CRC, so recovery stops at the first zero byte after the last
+ *     record and cuts the zeros (a line at info level; a torn record is a warning), and a
+ *     segment is cut to its last record before it is sealed, so sealed segments hold records
+ *     only.
  *
  * State changes: logstore_append (entries, truncation), logstore_sync (entries durable, then
  * raft-state), snapshot_switch (raft-state with a new snapshot, previous snapshot file and
@@ -130,7 +137,8 @@
 struct seg {
     uint64_t first_index;
     uint64_t prev_term;
-    uint64_t size_bytes;
+    uint64_t size_bytes;  /* end of the last record */
+    uint64_t alloc_bytes; /* file size: [size_bytes, alloc_bytes) are zeros (invariant 11) */
     int fd;
 };
 
@@ -486,8 +494,9 @@ static int cut_tail(const char *path, int fd, const uint8_t *map, uint64_t size,
     int zero = 1;
     for (uint64_t i = off; i < size && zero; i++)
         zero = map[i] == 0;
-    rc_warn("%s: cut %llu bytes of %s tail at offset %llu", path, (unsigned long long)(size - off),
-            zero ? "zero-filled" : "torn", (unsigned long long)off);
+    rc_log(zero ? RC_LOG_INFO : RC_LOG_WARNING, "%s: cut %llu bytes of %s tail at offset %llu",
+           path, (unsigned long long)(size - off), zero ? "zero-filled" : "torn",
+           (unsigned long long)off);
     if (ftruncate(fd, (off_t)off) != 0) {
         rc_warn("truncate %s: %s", path, strerror(errno));
         return RC_EIO;
@@ -574,7 +583,7 @@ static int load_segment(struct logstore *ls, uint64_t first_index, int is_last, 
         off += REC_HEADER_BYTES + len;
         expect++;
     }
-    sg->size_bytes = size;
+    sg->size_bytes = sg->alloc_bytes = size;
     ls->n_segs++;
     fd = -1;
 out:
@@ -844,6 +853,7 @@ void logstore_options_default(struct logstore_options *opts)
 {
     memset(opts, 0, sizeof *opts);
     opts->segment_size_bytes = 64ull << 20;
+    opts->prealloc_bytes = 1ull << 20;
 }
 
 void logstore_close(struct logstore *ls)
@@ -911,7 +921,7 @@ static int seg_create(struct logstore *ls, uint64_t first_index, uint64_t prev_t
         close(fd);
         return RC_EIO;
     }
-    ls->segs[ls->n_segs++] = (struct seg){first_index, prev_term, sizeof hdr, fd};
+    ls->segs[ls->n_segs++] = (struct seg){first_index, prev_term, sizeof hdr, sizeof hdr, fd};
     ls->dir_dirty = 1;
     return 0;
 }
@@ -933,16 +943,21 @@ static int truncate_suffix(struct logstore *ls, uint64_t index)
         rc_warn("truncate %s: %s", path, strerror(errno));
         return RC_EIO;
     }
-    sg->size_bytes = off;
+    sg->size_bytes = sg->alloc_bytes = off;
     ls->n_locs = (size_t)(index - ls->locs_base);
     if (rc_fsync_dir(ls->dir) != 0 || rc_fsync_file(sg->fd, path) != 0)
         return RC_EIO;
     return 0;
 }
 
-/* Writes buf[0..len) at the end of the active segment. */
+/*
+ * Writes buf[0..len) at the end of the active segment; when that passes the zeros written
+ * ahead, writes more zeros after it, up to the next multiple of prealloc_bytes (at most
+ * segment_size_bytes) — invariant 11.
+ */
 static int write_span(struct logstore *ls, const uint8_t *buf, size_t len)
 {
+    static const uint8_t zeros[64 << 10];
     if (len == 0)
         return 0;
     struct seg *sg = &ls->segs[ls->n_segs - 1];
@@ -952,6 +967,23 @@ static int write_span(struct logstore *ls, const uint8_t *buf, size_t len)
         return RC_EIO;
     sg->size_bytes += len;
     ls->active_dirty = 1;
+    if (sg->size_bytes <= sg->alloc_bytes)
+        return 0;
+    sg->alloc_bytes = sg->size_bytes;
+    uint64_t chunk = ls->opts.prealloc_bytes;
+    if (chunk == 0)
+        return 0;
+    uint64_t target = (sg->size_bytes / chunk + 1) * chunk;
+    if (target > ls->opts.segment_size_bytes)
+        target = ls->opts.segment_size_bytes;
+    while (sg->alloc_bytes < target) {
+        uint64_t n = target - sg->alloc_bytes;
+        if (n > sizeof zeros)
+            n = sizeof zeros;
+        if (rc_pwrite_all(sg->fd, zeros, (size_t)n, (off_t)sg->alloc_bytes, path) != 0)
+            return RC_EIO;
+        sg->alloc_bytes += n;
+    }
     return 0;
 }
 
@@ -1003,11 +1035,22 @@ int logstore_append(struct logstore *ls, const struct raft_entry *entries, size_
             if ((rc = term_of(ls, e->index - 1, &prev_term)) != 0)
                 break;
             rc = write_span(ls, buf + span_start, span_bytes);
-            /* Seal: a segment is durable whole before its successor exists (invariant 2). */
+            /*
+             * Seal: a segment is cut to its records (invariant 11) and durable whole before
+             * its successor exists (invariant 2).
+             */
             if (rc == 0 && active) {
                 char path[PATH_MAX];
                 seg_path(ls, active->first_index, path, sizeof path);
-                rc = rc_fsync_file(active->fd, path);
+                if (active->alloc_bytes > active->size_bytes) {
+                    if (ftruncate(active->fd, (off_t)active->size_bytes) != 0) {
+                        rc_warn("truncate %s: %s", path, strerror(errno));
+                        rc = RC_EIO;
+                    }
+                    active->alloc_bytes = active->size_bytes;
+                }
+                if (rc == 0)
+                    rc = rc_fsync_file(active->fd, path);
             }
             if (rc == 0)
                 rc = seg_create(ls, e->index, prev_term);

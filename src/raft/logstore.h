@@ -34,6 +34,12 @@ enum logstore_point {
 struct logstore_options {
     uint64_t segment_size_bytes; /* a segment rolls once it would exceed this (default 64 MiB) */
     /*
+     * The active segment is extended with written zeros this many bytes at a time (default
+     * 1 MiB, never past segment_size_bytes; 0: off), so that most syncs overwrite allocated
+     * blocks and fdatasync has no file size to write.
+     */
+    uint64_t prealloc_bytes;
+    /*
      * Tests only (NULL in production): called at each enum logstore_point; a non-zero return
      * is treated as an I/O error at that point (the store then fails with RC_EIO).
      */

@@ -17,6 +17,10 @@
  *      (early_sends_ok: the leader's disk write overlaps its followers');
  *   4. the committed entries to apply, and the reads whose index is applied;
  *   5. raft_advance.
+ * Committed entries that precede the ready's new entries are applied before step 2 (they
+ * were made durable by an earlier ready: persisting is synchronous), and the before_sync
+ * callback runs before the fsync, so a leader's replies to a committed batch do not wait
+ * for the sync of the next one.
  *
  * A persistence or apply failure makes raft_advance fail the core: the node keeps its
  * handles (so the caller can close cleanly) but takes no further part.
@@ -247,10 +251,9 @@ static int install_chunk(struct raft_node *n, const struct raft_snapshot_chunk *
     return restore_state_machine(n);
 }
 
-static int persist(struct raft_node *n, const struct raft_ready *rd)
+static int persist(struct raft_node *n, const struct raft_ready *rd, int write_hard_state)
 {
     int rc = 0;
-    int write_hard_state = hard_state_due(n, rd);
     if (rd->snapshot_chunk) {
         rc = install_chunk(n, rd->snapshot_chunk);
         if (rc != 0)
@@ -340,6 +343,14 @@ static void serve_reads(struct raft_node *n)
     n->n_reads = kept;
 }
 
+/* Whether the ready's committed entries are all durable already: none is among its new
+ * entries (entries of earlier readies were synced before raft_advance). */
+static int apply_first(const struct raft_ready *rd)
+{
+    return !rd->snapshot_chunk && rd->n_committed > 0 &&
+           (rd->n_entries == 0 || rd->committed[rd->n_committed - 1].index < rd->entries[0].index);
+}
+
 static int apply(struct raft_node *n, const struct raft_ready *rd)
 {
     for (size_t i = 0; i < rd->n_committed; i++) {
@@ -379,7 +390,17 @@ int raft_node_process(struct raft_node *n)
         int early = early_sends_ok(n, &rd);
         if (early)
             send_messages(n, &rd, 1, 0);
-        rc = persist(n, &rd);
+        int applied_first = apply_first(&rd);
+        if (applied_first && (rc = apply(n, &rd)) != 0) {
+            n->in_ready = 0;
+            fail(n, "applying committed entries", rc);
+            raft_advance(n->core, rc);
+            break;
+        }
+        int write_hard_state = hard_state_due(n, &rd);
+        if (n->cb.before_sync && (rd.snapshot_chunk || rd.n_entries || write_hard_state))
+            n->cb.before_sync(n->ctx);
+        rc = persist(n, &rd, write_hard_state);
         if (rc != 0) {
             fail(n, "persisting the log", rc);
             n->in_ready = 0;
@@ -387,7 +408,7 @@ int raft_node_process(struct raft_node *n)
             break;
         }
         send_messages(n, &rd, 0, early);
-        rc = apply(n, &rd);
+        rc = applied_first ? 0 : apply(n, &rd);
         n->in_ready = 0;
         if (rc != 0) {
             fail(n, "applying committed entries", rc);

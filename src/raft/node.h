@@ -46,6 +46,11 @@ struct raft_node_callbacks {
     int (*restore)(void *ctx, const char *path, const struct raft_snapshot_meta *meta);
     /* Role, term, leader or configuration changed (also once the node failed). */
     void (*on_state)(void *ctx, const struct raft_status *st);
+    /*
+     * The node is about to wait for its disk (an fsync): output produced so far (replies of
+     * entries already applied) may be sent now rather than after the wait. NULL: nothing.
+     */
+    void (*before_sync)(void *ctx);
 };
 
 struct raft_node_options {

@@ -233,13 +233,14 @@ int raft_handle_append_response(struct raft *r, const struct raft_message *m)
     }
     if (pr->state == PROGRESS_PROBE)
         raft_progress_become_replicate(pr);
-    if (raft_maybe_commit(r)) {
-        if (r->role != RAFT_LEADER)
-            return 0; /* we removed ourselves and stepped down */
-        raft_broadcast_append(r, 1);
-    } else {
-        send_appends_while_room(r, pr);
-    }
+    if (raft_maybe_commit(r) && r->role != RAFT_LEADER)
+        return 0; /* we removed ourselves and stepped down */
+    /*
+     * A new commit index is not sent on its own: the next append or heartbeat carries it
+     * (within heartbeat_ticks). Under load that is the next batch's append anyway, and an
+     * empty append per commit would double the messages a follower wakes up for.
+     */
+    send_appends_while_room(r, pr);
     return raft_maybe_send_timeout_now(r, pr);
 }
 

@@ -247,6 +247,12 @@ static void fail_reads(struct server *s, const char *reply)
 
 static void job_finish(struct server *s, const char *reply);
 
+/* The node is about to fsync: replies of the entries applied so far go out first. */
+static void on_before_sync(void *ctx)
+{
+    client_flush_all(ctx);
+}
+
 static void on_state(void *ctx, const struct raft_status *st)
 {
     struct server *s = ctx;
@@ -1219,7 +1225,8 @@ int cluster_start(struct server *s)
     struct raft_node_callbacks cb = {.apply = on_apply,
                                      .read_ready = on_read_ready,
                                      .restore = snapshots_restore,
-                                     .on_state = on_state};
+                                     .on_state = on_state,
+                                     .before_sync = on_before_sync};
     rc = raft_node_start(s->loop, &o, &cb, s, &s->raft);
     if (rc != 0) {
         rc_error("cannot start Raft (log %s, peers on %s): %s", s->raft_dir, peer_bind,

@@ -36,6 +36,7 @@ static int open_small(const char *dir, uint64_t seg_bytes, struct logstore **ls)
     struct logstore_options o;
     logstore_options_default(&o);
     o.segment_size_bytes = seg_bytes;
+    o.prealloc_bytes = 0; /* files hold records only; preallocation has its own tests */
     return logstore_open(dir, &o, ls);
 }
 
@@ -457,6 +458,106 @@ TEST(crash_torn_tail_truncated_at_every_offset)
 TEST(crash_zero_filled_tail_at_every_offset)
 {
     torn_tail_at_every_offset(1);
+}
+
+static int open_prealloc(const char *dir, struct logstore **ls)
+{
+    struct logstore_options o;
+    logstore_options_default(&o);
+    o.segment_size_bytes = 2000;
+    o.prealloc_bytes = 512;
+    return logstore_open(dir, &o, ls);
+}
+
+/* The segment files' sizes: sealed ones hold their records only, the active one more. */
+static void check_prealloc_sizes(const char *dir, uint64_t last_record_end)
+{
+    char last[4400];
+    seg_file(dir, 1, last, sizeof last);
+    struct stat st;
+    CHECK_OK(stat(last, &st));
+    CHECK((uint64_t)st.st_size > last_record_end);
+    CHECK((uint64_t)st.st_size == 2000 || st.st_size % 512 == 0);
+}
+
+TEST(prealloc_zeros_ahead_are_cut_quietly_and_never_sealed)
+{
+    char dir[4200];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore *ls;
+    CHECK_OK(open_prealloc(dir, &ls));
+    CHECK_OK(append_range(ls, 1, 201, 1, 7));
+    CHECK_OK(logstore_sync(ls));
+    size_t segs = logstore_segment_count(ls);
+    CHECK(segs > 3);
+    logstore_close(ls);
+    /* Every sealed segment ends with its last record: it reopens alone without a cut. */
+    char last[4400];
+    seg_file(dir, 1, last, sizeof last);
+    uint64_t first = strtoull(strrchr(last, '/') + 5, NULL, 10);
+    uint64_t end = 28;
+    for (uint64_t i = first; i <= 200; i++)
+        end += 12 + 21 + data_len_of(i);
+    check_prealloc_sizes(dir, end);
+
+    struct captured cap = {0};
+    rc_log_set_sink(capture_sink, &cap);
+    int rc = open_prealloc(dir, &ls);
+    rc_log_set_sink(NULL, NULL);
+    CHECK_OK(rc);
+    CHECK_EQ(cap.n, 1);
+    char where[64];
+    snprintf(where, sizeof where, "zero-filled tail at offset %llu", (unsigned long long)end);
+    CHECK_MSG(captured_has(&cap, " info ", where), "%s", cap.lines[0]);
+    CHECK_EQ_U(logstore_segment_count(ls), segs);
+    check_range(ls, 1, 201, term1);
+    /* Writable after the cut; a conflicting suffix is replaced in the preallocated file. */
+    CHECK_OK(append_range(ls, 201, 231, 1, 3));
+    CHECK_OK(append_range(ls, 220, 240, 2, 4));
+    CHECK_OK(logstore_sync(ls));
+    logstore_close(ls);
+    CHECK_OK(open_prealloc(dir, &ls));
+    CHECK_EQ_U(logstore_last_index(ls), 239);
+    check_range(ls, 1, 220, term1);
+    struct raft_storage rs = logstore_raft_storage(ls);
+    uint64_t t = 0;
+    CHECK_OK(rs.term(rs.ctx, 239, &t));
+    CHECK_EQ_U(t, 2);
+    logstore_close(ls);
+}
+
+TEST(prealloc_torn_record_in_zeros_is_cut_with_a_warning)
+{
+    char dir[4200], last[4400];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore *ls;
+    CHECK_OK(open_prealloc(dir, &ls));
+    CHECK_OK(append_range(ls, 1, 31, 1, 5));
+    CHECK_OK(logstore_sync(ls));
+    size_t segs = logstore_segment_count(ls);
+    logstore_close(ls);
+    seg_file(dir, 1, last, sizeof last);
+    uint64_t first = strtoull(strrchr(last, '/') + 5, NULL, 10);
+    uint64_t end = 28;
+    for (uint64_t i = first; i <= 30; i++)
+        end += 12 + 21 + data_len_of(i);
+    check_prealloc_sizes(dir, end);
+    /* Half a record written into the zeros after the last one, as a crash can leave it. */
+    int fd = open(last, O_RDWR);
+    CHECK(fd >= 0);
+    CHECK_OK(rc_pwrite_all(fd, "\x11\x22\x33\x44\x20\0\0\0\x02", 9, (off_t)end, last));
+    close(fd);
+    struct captured cap = {0};
+    rc_log_set_sink(capture_sink, &cap);
+    int rc = open_prealloc(dir, &ls);
+    rc_log_set_sink(NULL, NULL);
+    CHECK_OK(rc);
+    char where[64];
+    snprintf(where, sizeof where, "torn tail at offset %llu", (unsigned long long)end);
+    CHECK_MSG(captured_has(&cap, " warning ", where), "%d: %s", cap.n, cap.lines[0]);
+    CHECK_EQ_U(logstore_segment_count(ls), segs);
+    check_range(ls, 1, 31, term1);
+    logstore_close(ls);
 }
 
 TEST(crash_torn_header_of_new_segment_removes_it)
