@@ -9,7 +9,10 @@
  *    not parsed and its socket not read, so a client that sends without reading cannot
  *    grow the node's memory by more than one reply; a single reply that takes the total
  *    past --client-output-limit disconnects it.
- * 3. Lifetime: a client is referenced by the loop (until uv_close completes) and by each of
+ * 3. A client waiting for a write, a read round or a forwarded reply keeps its socket read
+ *    while less than READ_AHEAD_BYTES of input waits unparsed: stopping and restarting the
+ *    read costs two epoll_ctl calls per request (~7% of a leader's CPU under GET -c 50).
+ * 4. Lifetime: a client is referenced by the loop (until uv_close completes) and by each of
  *    its writes in flight (the write path routes replies to it). It is freed at zero.
  */
 #include "server.h"
@@ -26,6 +29,8 @@
 /* Writes one client may have in flight: their replies are only known at apply time, so this
  * (with the output limit checked on delivery) bounds what a client can make us buffer. */
 #define MAX_PENDING_WRITES 1024
+/* Unparsed input a waiting client may send before its socket stops being read (note 3). */
+#define READ_AHEAD_BYTES (64u << 10)
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -220,6 +225,13 @@ static bool may_run(struct client *c, const struct resp_argv *argv)
     return cmd && (cmd->flags & CMD_WRITE);
 }
 
+/* Whether the socket should be read: notes 2 and 3. */
+static bool wants_input(const struct client *c)
+{
+    return (c->pending_writes == 0 || c->query_len < READ_AHEAD_BYTES) &&
+           c->out.len + c->sending.len <= OUTPUT_SOFT_LIMIT;
+}
+
 static void set_reading(struct client *c, bool on)
 {
     if (c->closing || c->reading == on)
@@ -280,7 +292,7 @@ static void process_input(struct client *c)
         }
     }
     compact_query(c, pos);
-    set_reading(c, c->pending_writes == 0 && c->out.len + c->sending.len <= OUTPUT_SOFT_LIMIT);
+    set_reading(c, wants_input(c));
     if (c->out.len)
         client_mark_output(c);
     c->in_process_input = false;
@@ -346,7 +358,7 @@ static void on_written(uv_write_t *req, int status)
     } else if (c->query_len && c->pending_writes == 0) {
         process_input(c); /* input held back by back-pressure */
     } else {
-        set_reading(c, c->pending_writes == 0);
+        set_reading(c, wants_input(c));
     }
     client_release(c);
 }
@@ -363,6 +375,28 @@ static void start_write(struct client *c)
     if (c->out.len + c->sending.len > c->srv->cfg->client_output_limit) {
         rc_warn("client %llu (%s) exceeded the output limit; disconnecting",
                 (unsigned long long)c->id, c->addr);
+        client_close(c);
+        return;
+    }
+    /* Most replies fit the socket buffer: written at once, with no request to complete and
+     * no change of the poll set (uv_write's completion costs an epoll_ctl). */
+    uv_buf_t now = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &now, 1);
+    if (n > 0) {
+        c->srv->stats.net_output_bytes += (uint64_t)n;
+        if ((size_t)n == c->out.len) {
+            c->out.len = 0;
+            if (c->closing && c->pending_writes == 0)
+                client_close(c);
+            else if (c->query_len && c->pending_writes == 0)
+                process_input(c); /* input held back by back-pressure */
+            else
+                set_reading(c, wants_input(c));
+            return;
+        }
+        memmove(c->out.data, c->out.data + n, c->out.len - (size_t)n);
+        c->out.len -= (size_t)n;
+    } else if (n != UV_EAGAIN) {
         client_close(c);
         return;
     }
