@@ -480,26 +480,37 @@ static void check_prealloc_sizes(const char *dir, uint64_t last_record_end)
     CHECK((uint64_t)st.st_size == 2000 || st.st_size % 512 == 0);
 }
 
-TEST(prealloc_zeros_ahead_are_cut_quietly_and_never_sealed)
+/*
+ * Writes entries [1, hi) in batches with preallocation on, syncs and closes; returns the
+ * offset where the newest segment's records end (its path in last) and checks the sizes.
+ */
+static uint64_t write_prealloc_log(const char *dir, uint64_t hi, size_t batch, size_t *segs,
+                                   char *last, size_t cap)
 {
-    char dir[4200];
-    log_dir(dir, sizeof dir, "raft");
     struct logstore *ls;
     CHECK_OK(open_prealloc(dir, &ls));
-    CHECK_OK(append_range(ls, 1, 201, 1, 7));
+    CHECK_OK(append_range(ls, 1, hi, 1, batch));
     CHECK_OK(logstore_sync(ls));
-    size_t segs = logstore_segment_count(ls);
-    CHECK(segs > 3);
+    *segs = logstore_segment_count(ls);
     logstore_close(ls);
-    /* Every sealed segment ends with its last record: it reopens alone without a cut. */
-    char last[4400];
-    seg_file(dir, 1, last, sizeof last);
+    seg_file(dir, 1, last, cap);
     uint64_t first = strtoull(strrchr(last, '/') + 5, NULL, 10);
     uint64_t end = 28;
-    for (uint64_t i = first; i <= 200; i++)
+    for (uint64_t i = first; i < hi; i++)
         end += 12 + 21 + data_len_of(i);
     check_prealloc_sizes(dir, end);
+    return end;
+}
 
+TEST(prealloc_zeros_ahead_are_cut_quietly_and_never_sealed)
+{
+    char dir[4200], last[4400];
+    log_dir(dir, sizeof dir, "raft");
+    size_t segs;
+    uint64_t end = write_prealloc_log(dir, 201, 7, &segs, last, sizeof last);
+    CHECK(segs > 3);
+    /* Every sealed segment ends with its last record: it reopens alone without a cut. */
+    struct logstore *ls;
     struct captured cap = {0};
     rc_log_set_sink(capture_sink, &cap);
     int rc = open_prealloc(dir, &ls);
@@ -530,18 +541,9 @@ TEST(prealloc_torn_record_in_zeros_is_cut_with_a_warning)
 {
     char dir[4200], last[4400];
     log_dir(dir, sizeof dir, "raft");
+    size_t segs;
+    uint64_t end = write_prealloc_log(dir, 31, 5, &segs, last, sizeof last);
     struct logstore *ls;
-    CHECK_OK(open_prealloc(dir, &ls));
-    CHECK_OK(append_range(ls, 1, 31, 1, 5));
-    CHECK_OK(logstore_sync(ls));
-    size_t segs = logstore_segment_count(ls);
-    logstore_close(ls);
-    seg_file(dir, 1, last, sizeof last);
-    uint64_t first = strtoull(strrchr(last, '/') + 5, NULL, 10);
-    uint64_t end = 28;
-    for (uint64_t i = first; i <= 30; i++)
-        end += 12 + 21 + data_len_of(i);
-    check_prealloc_sizes(dir, end);
     /* Half a record written into the zeros after the last one, as a crash can leave it. */
     int fd = open(last, O_RDWR);
     CHECK(fd >= 0);
