@@ -214,6 +214,7 @@ int raft_maybe_send_timeout_now(struct raft *r, struct raft_progress *pr);
 void raft_tick_leader(struct raft *r);
 int raft_send_append(struct raft *r, struct raft_progress *pr, int send_if_empty);
 void raft_broadcast_append(struct raft *r, int send_if_empty);
+void raft_send_heartbeat(struct raft *r, const struct raft_progress *pr);
 void raft_broadcast_heartbeat(struct raft *r);
 int raft_handle_append(struct raft *r, const struct raft_message *m);
 int raft_handle_append_response(struct raft *r, const struct raft_message *m);

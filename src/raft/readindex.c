@@ -70,13 +70,43 @@ static uint64_t confirmed_round(struct raft *r)
     return rounds[raft_quorum(r) - 1];
 }
 
+/*
+ * A round's heartbeats go to the quorum - 1 voters that confirmed the most recent rounds
+ * (the ones likely to answer first), not to every follower: a round needs no more answers,
+ * and each heartbeat costs a follower a wake-up. If one of them does not answer, the
+ * periodic heartbeat (to every follower, carrying the current round) confirms the round
+ * within heartbeat_ticks, and the one that answers then is chosen next time. Which servers
+ * are asked has no bearing on safety: a round counts only answers that carry it.
+ */
+static void send_round(struct raft *r)
+{
+    struct raft_progress *pick[RAFT_MAX_NODES];
+    uint32_t n = 0, need = raft_quorum(r) - 1;
+    for (uint32_t i = 0; i < r->n_prs; i++) {
+        struct raft_progress *pr = &r->prs[i];
+        if (!pr->is_voter || pr->id == r->id)
+            continue;
+        /* insertion by acked_round, highest first */
+        uint32_t j = n++;
+        while (j > 0 && pick[j - 1]->acked_round < pr->acked_round) {
+            pick[j] = pick[j - 1];
+            j--;
+        }
+        pick[j] = pr;
+    }
+    if (n > need)
+        n = need;
+    for (uint32_t i = 0; i < n; i++)
+        raft_send_heartbeat(r, pick[i]);
+}
+
 static void start_round(struct raft *r)
 {
     r->read_round++;
     for (size_t i = 0; i < r->n_reads; i++)
         if (r->reads[i].round == 0)
             r->reads[i].round = r->read_round;
-    raft_broadcast_heartbeat(r);
+    send_round(r);
 }
 
 /* Releases confirmed reads; starts a round for the waiting ones if none is in flight. */

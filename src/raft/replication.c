@@ -135,18 +135,20 @@ void raft_broadcast_append(struct raft *r, int send_if_empty)
     }
 }
 
+void raft_send_heartbeat(struct raft *r, const struct raft_progress *pr)
+{
+    /* Invariant 3: never tell a follower to commit beyond what we know it matches. */
+    uint64_t commit = pr->match < r->log.commit ? pr->match : r->log.commit;
+    struct raft_message m = {
+        .type = RAFT_MSG_HEARTBEAT, .to = pr->id, .commit = commit, .ctx = r->read_round};
+    raft_send(r, &m);
+}
+
 void raft_broadcast_heartbeat(struct raft *r)
 {
-    for (uint32_t i = 0; i < r->n_prs; i++) {
-        struct raft_progress *pr = &r->prs[i];
-        if (pr->id == r->id)
-            continue;
-        /* Invariant 3: never tell a follower to commit beyond what we know it matches. */
-        uint64_t commit = pr->match < r->log.commit ? pr->match : r->log.commit;
-        struct raft_message m = {
-            .type = RAFT_MSG_HEARTBEAT, .to = pr->id, .commit = commit, .ctx = r->read_round};
-        raft_send(r, &m);
-    }
+    for (uint32_t i = 0; i < r->n_prs; i++)
+        if (r->prs[i].id != r->id)
+            raft_send_heartbeat(r, &r->prs[i]);
 }
 
 void raft_tick_leader(struct raft *r)

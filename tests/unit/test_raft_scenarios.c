@@ -454,6 +454,70 @@ TEST(read_index_batches_reads_into_one_round)
     free_sim(s);
 }
 
+/* The follower a read round's heartbeat went to, checking that exactly one left. */
+static uint64_t round_heartbeat_target(struct raft *r, size_t from_msg)
+{
+    uint64_t to = 0;
+    int n = 0;
+    for (size_t i = from_msg; i < r->n_msgs; i++)
+        if (r->msgs[i].type == RAFT_MSG_HEARTBEAT && r->msgs[i].ctx == r->read_round) {
+            to = r->msgs[i].to;
+            n++;
+        }
+    CHECK_EQ(n, 1);
+    return to;
+}
+
+/* Queues a read on the leader and tells the simulator to check it when served. */
+static void sim_read(struct sim *s, uint64_t leader, uint64_t ctx)
+{
+    CHECK_OK(raft_read_index(s->nodes[leader].r, ctx));
+    s->reads = sim_grow(s->reads, &s->cap_reads, s->n_reads + 1, sizeof *s->reads);
+    s->reads[s->n_reads++] = (struct sim_read){leader, ctx, s->max_acked_index, 0, 0};
+}
+
+/*
+ * A round asks only quorum - 1 followers (here one of two), preferring the one that answered
+ * the latest round; when it does not answer, the periodic heartbeat to every follower
+ * confirms the round, and the next round asks the follower that answered.
+ */
+TEST(read_round_asks_one_follower_and_falls_back_to_heartbeats)
+{
+    struct sim *s = new_quiet_sim(3, test_seed(10));
+    uint64_t leader = sim_wait_leader(s, 100);
+    CHECK(leader != 0);
+    write_and_wait(s, leader, 1);
+    struct raft *r = s->nodes[leader].r;
+    uint64_t served = s->reads_served;
+    size_t before = r->n_msgs;
+    sim_read(s, leader, 1);
+    uint64_t asked = round_heartbeat_target(r, before);
+    sim_step_done(s, leader);
+    sim_run_ticks(s, 1);
+    CHECK_EQ_U(s->reads_served, served + 1);
+    /* The same follower is asked again (it answered the last round); now it is cut off. */
+    s->blocked[leader][asked] = 1;
+    before = r->n_msgs;
+    sim_read(s, leader, 2);
+    CHECK_EQ_U(round_heartbeat_target(r, before), asked);
+    sim_step_done(s, leader);
+    sim_run_ticks(s, 1);
+    CHECK_EQ_U(s->reads_served, served + 1); /* waiting for the periodic heartbeat */
+    sim_run_ticks(s, s->p.heartbeat_ticks + 2);
+    CHECK_CLEAN(s);
+    CHECK_EQ_U(s->reads_served, served + 2);
+    /* The other follower answered the latest round: the next round asks it. */
+    before = r->n_msgs;
+    sim_read(s, leader, 3);
+    uint64_t other = round_heartbeat_target(r, before);
+    CHECK(other != asked && other != leader);
+    sim_step_done(s, leader);
+    sim_run_ticks(s, 1);
+    CHECK_CLEAN(s);
+    CHECK_EQ_U(s->reads_served, served + 3);
+    free_sim(s);
+}
+
 /* ---------------------------------------------------------------- snapshots */
 
 /*
