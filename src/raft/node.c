@@ -17,10 +17,11 @@
  *      (early_sends_ok: the leader's disk write overlaps its followers');
  *   4. the committed entries to apply, and the reads whose index is applied;
  *   5. raft_advance.
- * Committed entries that precede the ready's new entries are applied before step 2 (they
- * were made durable by an earlier ready: persisting is synchronous), and the before_sync
- * callback runs before the fsync, so a leader's replies to a committed batch do not wait
- * for the sync of the next one.
+ * On a leader, committed entries that precede the ready's new entries are applied before
+ * step 2 (they were made durable by an earlier ready: persisting is synchronous), and the
+ * before_sync callback runs before the fsync, so the replies to a committed batch do not
+ * wait for the sync of the next one. A follower applies after sending its acknowledgement,
+ * which the leader is waiting for.
  *
  * A persistence or apply failure makes raft_advance fail the core: the node keeps its
  * handles (so the caller can close cleanly) but takes no further part.
@@ -343,12 +344,20 @@ static void serve_reads(struct raft_node *n)
     n->n_reads = kept;
 }
 
-/* Whether the ready's committed entries are all durable already: none is among its new
- * entries (entries of earlier readies were synced before raft_advance). */
-static int apply_first(const struct raft_ready *rd)
+/*
+ * Whether to apply the ready's committed entries before persisting it: on a leader (whose
+ * replies wait on them; a follower's acknowledgement, which the leader waits on, should not
+ * wait for its apply), when they are all durable already — none is among the ready's new
+ * entries (entries of earlier readies were synced before raft_advance).
+ */
+static int apply_first(struct raft_node *n, const struct raft_ready *rd)
 {
-    return !rd->snapshot_chunk && rd->n_committed > 0 &&
-           (rd->n_entries == 0 || rd->committed[rd->n_committed - 1].index < rd->entries[0].index);
+    if (rd->snapshot_chunk || rd->n_committed == 0 ||
+        (rd->n_entries > 0 && rd->committed[rd->n_committed - 1].index >= rd->entries[0].index))
+        return 0;
+    struct raft_status st;
+    raft_status(n->core, &st);
+    return st.role == RAFT_LEADER;
 }
 
 static int apply(struct raft_node *n, const struct raft_ready *rd)
@@ -390,7 +399,7 @@ int raft_node_process(struct raft_node *n)
         int early = early_sends_ok(n, &rd);
         if (early)
             send_messages(n, &rd, 1, 0);
-        int applied_first = apply_first(&rd);
+        int applied_first = apply_first(n, &rd);
         if (applied_first && (rc = apply(n, &rd)) != 0) {
             n->in_ready = 0;
             fail(n, "applying committed entries", rc);
