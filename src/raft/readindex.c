@@ -71,9 +71,10 @@ static uint64_t confirmed_round(struct raft *r)
 }
 
 /*
- * A round's heartbeats go to the quorum - 1 voters that confirmed the most recent rounds
- * (the ones likely to answer first), not to every follower: a round needs no more answers,
- * and each heartbeat costs a follower a wake-up. If one of them does not answer, the
+ * A round's heartbeats go to the quorum - 1 voters (quorum, if the leader is no longer a
+ * voter) that confirmed the most recent rounds (the ones likely to answer first), not to
+ * every follower: a round needs no more answers, and each heartbeat costs a follower a
+ * wake-up. If one of them does not answer, the
  * periodic heartbeat (to every follower, carrying the current round) confirms the round
  * within heartbeat_ticks, and the one that answers then is chosen next time. Which servers
  * are asked has no bearing on safety: a round counts only answers that carry it.
@@ -81,7 +82,8 @@ static uint64_t confirmed_round(struct raft *r)
 static void send_round(struct raft *r)
 {
     struct raft_progress *pick[RAFT_MAX_NODES];
-    uint32_t n = 0, need = raft_quorum(r) - 1;
+    /* A leader that is not a voter (its own removal is appended) does not count itself. */
+    uint32_t n = 0, need = raft_quorum(r) - (raft_is_voter(r) ? 1 : 0);
     for (uint32_t i = 0; i < r->n_prs; i++) {
         struct raft_progress *pr = &r->prs[i];
         if (!pr->is_voter || pr->id == r->id)

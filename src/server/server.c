@@ -43,19 +43,26 @@ static void on_check(uv_check_t *h)
     /* Applying can resume clients, which can submit more writes: loop until quiet. */
     /* Proposing, committing and applying can answer clients, who then send more work: go
      * on while it moves (on one node a whole pipeline completes here), within a bound. */
-    for (int pass = 0; pass < 1024; pass++) {
-        while (s->batch.started)
-            writepath_flush(s);
-        uint64_t rounds = s->next_read_ctx;
-        size_t waiting = s->nread_wait;
-        cluster_after_iteration(s);
-        /* Reads that arrived while this pass processed (a round started, or none waited
-         * before) get their own round now, not at the next wake-up. */
-        bool more_reads = s->nread_wait > 0 && (s->next_read_ctx != rounds || waiting == 0);
-        if (!s->batch.started && !more_reads)
+    for (int flushes = 0; flushes < 16; flushes++) {
+        for (int pass = 0; pass < 1024; pass++) {
+            while (s->batch.started)
+                writepath_flush(s);
+            uint64_t rounds = s->next_read_ctx;
+            size_t waiting = s->nread_wait;
+            cluster_after_iteration(s);
+            /* Reads that arrived while this pass processed (a round started, or none waited
+             * before) get their own round now, not at the next wake-up. */
+            bool more_reads = s->nread_wait > 0 && (s->next_read_ctx != rounds || waiting == 0);
+            if (!s->batch.started && !more_reads)
+                break;
+        }
+        /* Writing replies can resume a client that back-pressure held (client.c), and its
+         * input may add a write or a read: propose it now, not at the next wake-up. */
+        size_t reads = s->nread_wait;
+        client_flush_all(s);
+        if (!s->batch.started && s->nread_wait == reads)
             break;
     }
-    client_flush_all(s);
 }
 
 /* Once a second the store's active file is fsynced off the loop thread (like Redis's
