@@ -427,33 +427,6 @@ TEST(leader_whose_disk_fails_stops_leading)
 
 /* ---------------------------------------------------------------- ReadIndex */
 
-TEST(read_index_batches_reads_into_one_round)
-{
-    struct sim *s = new_quiet_sim(3, test_seed(9));
-    uint64_t leader = sim_wait_leader(s, 100);
-    CHECK(leader != 0);
-    write_and_wait(s, leader, 1);
-    struct raft *r = s->nodes[leader].r;
-    uint64_t round_before = r->read_round;
-    for (uint64_t ctx = 1; ctx <= 10; ctx++)
-        CHECK_OK(raft_read_index(r, ctx));
-    /* One round covers every read waiting when it started. */
-    CHECK_EQ_U(r->read_round, round_before + 1);
-    for (uint64_t ctx = 1; ctx <= 10; ctx++) {
-        s->reads = sim_grow(s->reads, &s->cap_reads, s->n_reads + 1, sizeof *s->reads);
-        s->reads[s->n_reads++] = (struct sim_read){leader, ctx, s->max_acked_index, 0, 0};
-    }
-    uint64_t served = s->reads_served;
-    sim_step_done(s, leader);
-    sim_run_ticks(s, 5);
-    CHECK_CLEAN(s);
-    CHECK_EQ_U(s->reads_served, served + 10);
-    /* A follower refuses: it cannot know the commit index. */
-    uint64_t follower = leader == 1 ? 2 : 1;
-    CHECK_EQ(raft_read_index(s->nodes[follower].r, 99), RC_EAGAIN);
-    free_sim(s);
-}
-
 /* The follower a read round's heartbeat went to, checking that exactly one left. */
 static uint64_t round_heartbeat_target(struct raft *r, size_t from_msg)
 {
@@ -476,6 +449,37 @@ static void sim_read(struct sim *s, uint64_t leader, uint64_t ctx)
     s->reads[s->n_reads++] = (struct sim_read){leader, ctx, s->max_acked_index, 0, 0};
 }
 
+/* A quiet 3-node simulation whose leader (in *leader) has committed one write. */
+static struct sim *sim_with_leader(uint64_t seed, uint64_t *leader)
+{
+    struct sim *s = new_quiet_sim(3, seed);
+    *leader = sim_wait_leader(s, 100);
+    CHECK(*leader != 0);
+    write_and_wait(s, *leader, 1);
+    return s;
+}
+
+TEST(read_index_batches_reads_into_one_round)
+{
+    uint64_t leader;
+    struct sim *s = sim_with_leader(test_seed(9), &leader);
+    struct raft *r = s->nodes[leader].r;
+    uint64_t round_before = r->read_round;
+    for (uint64_t ctx = 1; ctx <= 10; ctx++)
+        sim_read(s, leader, ctx);
+    /* One round covers every read waiting when it started. */
+    CHECK_EQ_U(r->read_round, round_before + 1);
+    uint64_t served = s->reads_served;
+    sim_step_done(s, leader);
+    sim_run_ticks(s, 5);
+    CHECK_CLEAN(s);
+    CHECK_EQ_U(s->reads_served, served + 10);
+    /* A follower refuses: it cannot know the commit index. */
+    uint64_t follower = leader == 1 ? 2 : 1;
+    CHECK_EQ(raft_read_index(s->nodes[follower].r, 99), RC_EAGAIN);
+    free_sim(s);
+}
+
 /*
  * A round asks only quorum - 1 followers (here one of two), preferring the one that answered
  * the latest round; when it does not answer, the periodic heartbeat to every follower
@@ -483,10 +487,8 @@ static void sim_read(struct sim *s, uint64_t leader, uint64_t ctx)
  */
 TEST(read_round_asks_one_follower_and_falls_back_to_heartbeats)
 {
-    struct sim *s = new_quiet_sim(3, test_seed(10));
-    uint64_t leader = sim_wait_leader(s, 100);
-    CHECK(leader != 0);
-    write_and_wait(s, leader, 1);
+    uint64_t leader;
+    struct sim *s = sim_with_leader(test_seed(10), &leader);
     struct raft *r = s->nodes[leader].r;
     uint64_t served = s->reads_served;
     size_t before = r->n_msgs;
