@@ -75,11 +75,11 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server import BenchError, env_int, free_port, read_memory_kib  # noqa: E402
+from server import (CLIENTS, VALUE_BYTES, BenchError, binary_and_tools,  # noqa: E402
+                    env_int, free_port, metric_name, print_targets, read_memory_kib,
+                    run_redis_benchmark)
 from server import run as run_bench  # noqa: E402
 
-CLIENTS = 50
-VALUE_BYTES = 64
 PIPELINES = (1, 16)
 TESTS = ("set", "get")
 SUBJECTS = ("raftcask-cluster", "etcd-cluster", "redis-aof", "redis-mem")
@@ -106,10 +106,6 @@ FAILOVER_DEADLINE_S = 20.0
 FAILOVER_WARMUP_S = 1.0
 FSYNC_SAMPLES = 300
 RUN_FSYNC_SAMPLES = 100
-
-
-def metric_name(test, pipeline):
-    return f"{test}_p{pipeline}"
 
 
 # ============================== a tiny RESP client ==============================
@@ -421,31 +417,6 @@ def start_redis(processes, subject, label):
 # ============================== load ==============================
 
 
-def run_redis_benchmark(subject, port, pipeline, requests):
-    """One redis-benchmark invocation; returns {metric: requests per second}."""
-    argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS),
-            "-n", str(requests), "-d", str(VALUE_BYTES), "-t", ",".join(TESTS),
-            "-P", str(pipeline), "-q", "--csv"]
-    try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=LOAD_DEADLINE_S)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"redis-benchmark against {subject} -P {pipeline} took more than "
-                         f"{LOAD_DEADLINE_S:.0f} s") from None
-    if done.returncode != 0:
-        raise BenchError(f"redis-benchmark against {subject} -P {pipeline} exited with status "
-                         f"{done.returncode}: {done.stderr.strip()}")
-    rps = {}
-    for line in done.stdout.splitlines():
-        fields = [f.strip('"') for f in line.split('","')]
-        if len(fields) >= 2 and fields[0].lower() in TESTS:
-            rps[metric_name(fields[0].lower(), pipeline)] = float(fields[1])
-    if len(rps) != len(TESTS) or any(v <= 0 for v in rps.values()):
-        raise BenchError(f"redis-benchmark against {subject} -P {pipeline}: no valid figures "
-                         f"in:\n{done.stdout}{done.stderr}")
-    return rps
-
-
 def check_resp_value(subject, port):
     value = resp_call(port, "GET", KEY, timeout_s=5.0)
     if not isinstance(value, bytes) or len(value) != VALUE_BYTES:
@@ -518,7 +489,7 @@ def resp_throughput(subject, port, requests, aof_p1_requests):
     rps = {}
     for pipeline in PIPELINES:
         n = aof_p1_requests if (subject, pipeline) == ("redis-aof", 1) else requests
-        rps.update(run_redis_benchmark(subject, port, pipeline, n))
+        rps.update(run_redis_benchmark(subject, port, pipeline, n, TESTS, LOAD_DEADLINE_S))
         check_resp_value(subject, port)
     return rps
 
@@ -663,26 +634,16 @@ def print_report(results, failovers, rss, fsync_us, run_fsync_us, runs):
     for m, ref in RATIOS:
         x = medians["raftcask-cluster"][m] / medians[ref][m]
         print(f"ratio: {m} raftcask/{REF_NAMES[ref]} {x:.3f}")
-    print(f"# targets, from the medians above ({runs} runs)")
-    for m, ref, minimum in TARGETS:
-        x = medians["raftcask-cluster"][m] / medians[ref][m]
-        print(f"target: {m} raftcask/{REF_NAMES[ref]} >= {minimum:.2f}: {x:.3f} "
-              f"{'PASS' if x >= minimum else 'MISS'}")
+    print_targets(medians["raftcask-cluster"], medians, TARGETS, runs, REF_NAMES.get)
 
 
 # ============================== main ==============================
 
 
 def main():
-    if len(sys.argv) != 2:
-        raise BenchError(f"usage: {sys.argv[0]} PATH/TO/raftcask")
-    binary = os.path.abspath(sys.argv[1])
-    if not os.access(binary, os.X_OK):
-        raise BenchError(f"{binary}: not an executable (build it first)")
-    for tool, package in (("redis-server", "redis-server"), ("redis-benchmark", "redis-tools"),
-                          ("etcd", "etcd-server"), ("wrk", "wrk")):
-        if not shutil.which(tool):
-            raise BenchError(f"{tool} not found (scripts/install-deps bench installs {package})")
+    binary = binary_and_tools((("redis-server", "redis-server"),
+                               ("redis-benchmark", "redis-tools"), ("etcd", "etcd-server"),
+                               ("wrk", "wrk")), "scripts/install-deps bench installs")
     runs = env_int("BENCH_RUNS", 3, 1, 15)
     requests = env_int("BENCH_REQUESTS", 100000, 1000, 100000000)
     aof_p1_requests = env_int("BENCH_AOF_P1_REQUESTS", min(50000, requests), 1000, 100000000)

@@ -96,6 +96,29 @@ def metric_name(test, pipeline):
     return f"{test}_p{pipeline}"
 
 
+def binary_and_tools(tools, how="apt-get install"):
+    """The raftcask binary named on the command line; checks that each (tool, package) is
+    installed (`how` names the way to install a missing package)."""
+    if len(sys.argv) != 2:
+        raise BenchError(f"usage: {sys.argv[0]} PATH/TO/raftcask")
+    binary = os.path.abspath(sys.argv[1])
+    if not os.access(binary, os.X_OK):
+        raise BenchError(f"{binary}: not an executable (build it first)")
+    for tool, package in tools:
+        if not shutil.which(tool):
+            raise BenchError(f"{tool} not found ({how} {package})")
+    return binary
+
+
+def print_targets(subject_medians, medians, targets, runs, ref_name=lambda ref: ref):
+    """`target:` lines: subject_medians[m] / medians[ref][m] against each minimum."""
+    print(f"# targets, from the medians above ({runs} runs)")
+    for m, ref, minimum in targets:
+        x = subject_medians[m] / medians[ref][m]
+        print(f"target: {m} raftcask/{ref_name(ref)} >= {minimum:.2f}: {x:.3f} "
+              f"{'PASS' if x >= minimum else 'MISS'}")
+
+
 # ============================== a tiny RESP client ==============================
 
 
@@ -238,28 +261,31 @@ class Servers:
 # ============================== throughput ==============================
 
 
-def run_redis_benchmark(server, pipeline, requests):
-    """One redis-benchmark invocation; returns {metric: requests per second}."""
-    argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-c", str(CLIENTS),
-            "-n", str(requests), "-d", str(VALUE_BYTES), "-t", ",".join(TESTS),
+def run_redis_benchmark(subject, port, pipeline, requests, tests=TESTS,
+                        deadline_s=BENCHMARK_DEADLINE_S):
+    """One redis-benchmark invocation (CLIENTS connections, VALUE_BYTES values) of tests
+    against 127.0.0.1:port; returns {metric: requests per second}. Also used by
+    cluster.py."""
+    argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS),
+            "-n", str(requests), "-d", str(VALUE_BYTES), "-t", ",".join(tests),
             "-P", str(pipeline), "-q", "--csv"]
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=BENCHMARK_DEADLINE_S)
+                              timeout=deadline_s)
     except subprocess.TimeoutExpired:
-        raise BenchError(f"redis-benchmark against {server.subject} -P {pipeline} took more "
-                         f"than {BENCHMARK_DEADLINE_S:.0f} s") from None
+        raise BenchError(f"redis-benchmark against {subject} -P {pipeline} took more "
+                         f"than {deadline_s:.0f} s") from None
     if done.returncode != 0:
-        raise BenchError(f"redis-benchmark against {server.subject} -P {pipeline} exited with "
+        raise BenchError(f"redis-benchmark against {subject} -P {pipeline} exited with "
                          f"status {done.returncode}: {done.stderr.strip()}")
     rps = {}
     for line in done.stdout.splitlines():
         fields = [f.strip('"') for f in line.split('","')]
         if len(fields) >= 2 and fields[0] in CSV_TEST_NAMES:
             rps[metric_name(CSV_TEST_NAMES[fields[0]], pipeline)] = float(fields[1])
-    missing = [t for t in TESTS if metric_name(t, pipeline) not in rps]
+    missing = [t for t in tests if metric_name(t, pipeline) not in rps]
     if missing or any(v <= 0 for v in rps.values()):
-        raise BenchError(f"redis-benchmark against {server.subject} -P {pipeline}: no valid "
+        raise BenchError(f"redis-benchmark against {subject} -P {pipeline}: no valid "
                          f"figure for {', '.join(missing) or 'some test'} in:\n{done.stdout}"
                          f"{done.stderr}")
     return rps
@@ -271,7 +297,7 @@ def measure_throughput(servers, subject, run, requests, aof_p1_requests):
         rps = {}
         for pipeline in PIPELINES:
             n = aof_p1_requests if (subject, pipeline) == ("redis-aof", 1) else requests
-            rps.update(run_redis_benchmark(server, pipeline, n))
+            rps.update(run_redis_benchmark(server.subject, server.port, pipeline, n))
     finally:
         servers.stop(server)
     return rps
@@ -358,25 +384,16 @@ def print_report(results, memory, runs, keys_label):
     for m, field in memory_metrics:
         print(f"ratio: {m} raftcask/redis-mem "
               f"{memory['raftcask'][field] / memory['redis-mem'][field]:.3f}")
-    print(f"# targets, from the medians above ({runs} runs)")
-    for m, ref, minimum in TARGETS:
-        x = medians["raftcask"][m] / medians[ref][m]
-        print(f"target: {m} raftcask/{ref} >= {minimum:.2f}: {x:.3f} "
-              f"{'PASS' if x >= minimum else 'MISS'}")
+    print_targets(medians["raftcask"], medians, TARGETS, runs)
 
 
 # ============================== main ==============================
 
 
 def main():
-    if len(sys.argv) != 2:
-        raise BenchError(f"usage: {sys.argv[0]} PATH/TO/raftcask")
-    raftcask_path = os.path.abspath(sys.argv[1])
-    if not os.access(raftcask_path, os.X_OK):
-        raise BenchError(f"{raftcask_path}: not an executable (build it first)")
-    for tool in ("redis-server", "redis-benchmark", "redis-cli"):
-        if not shutil.which(tool):
-            raise BenchError(f"{tool} not found (apt-get install redis-server redis-tools)")
+    raftcask_path = binary_and_tools((("redis-server", "redis-server"),
+                                      ("redis-benchmark", "redis-tools"),
+                                      ("redis-cli", "redis-tools")))
     runs = env_int("BENCH_RUNS", 3, 1, 15)
     requests = env_int("BENCH_REQUESTS", 200000, 1000, 100000000)
     aof_p1_requests = env_int("BENCH_AOF_P1_REQUESTS", min(100000, requests), 1000, 100000000)

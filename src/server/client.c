@@ -336,6 +336,17 @@ void client_mark_output(struct client *c)
 
 static void start_write(struct client *c);
 
+/* Every reply is out: close if that was the last one, else take input again. */
+static void output_drained(struct client *c)
+{
+    if (c->closing && c->pending_writes == 0)
+        client_close(c);
+    else if (c->query_len && c->pending_writes == 0)
+        process_input(c); /* input held back by back-pressure */
+    else
+        set_reading(c, wants_input(c));
+}
+
 static void on_written(uv_write_t *req, int status)
 {
     struct client *c = req->data;
@@ -351,15 +362,10 @@ static void on_written(uv_write_t *req, int status)
         client_release(c);
         return;
     }
-    if (c->out.len) {
+    if (c->out.len)
         start_write(c);
-    } else if (c->closing && c->pending_writes == 0) {
-        client_close(c);
-    } else if (c->query_len && c->pending_writes == 0) {
-        process_input(c); /* input held back by back-pressure */
-    } else {
-        set_reading(c, wants_input(c));
-    }
+    else
+        output_drained(c);
     client_release(c);
 }
 
@@ -386,12 +392,7 @@ static void start_write(struct client *c)
         c->srv->stats.net_output_bytes += (uint64_t)n;
         if ((size_t)n == c->out.len) {
             c->out.len = 0;
-            if (c->closing && c->pending_writes == 0)
-                client_close(c);
-            else if (c->query_len && c->pending_writes == 0)
-                process_input(c); /* input held back by back-pressure */
-            else
-                set_reading(c, wants_input(c));
+            output_drained(c);
             return;
         }
         memmove(c->out.data, c->out.data + n, c->out.len - (size_t)n);

@@ -252,6 +252,10 @@ TEST(sim_catches_read_index_without_round)
     expect_caught(&v);
 }
 
+/* What an acknowledgement sent before its fsync breaks, once a crash loses the write. */
+#define DURABILITY_CHECKS                                                                          \
+    "commit agreement|state machine safety|leader completeness|acknowledged write"
+
 static void tweak_send_before_sync(struct sim_params *p)
 {
     p->send_before_sync = 1;
@@ -261,9 +265,7 @@ static void tweak_send_before_sync(struct sim_params *p)
 
 TEST(sim_catches_acknowledging_before_fsync)
 {
-    struct variant v = {"a caller that sends acknowledgements before fsync",
-                        "commit agreement|state machine safety|leader completeness|"
-                        "acknowledged write",
+    struct variant v = {"a caller that sends acknowledgements before fsync", DURABILITY_CHECKS,
                         3000, tweak_send_before_sync};
     expect_caught(&v);
 }
@@ -281,8 +283,6 @@ static void tweak_early_all_messages(struct sim_params *p)
 TEST(sim_catches_early_acknowledgements)
 {
     struct variant v = {"every message of a ready sent before fsync under node.c's test",
-                        "commit agreement|state machine safety|leader completeness|"
-                        "acknowledged write",
-                        3000, tweak_early_all_messages};
+                        DURABILITY_CHECKS, 3000, tweak_early_all_messages};
     expect_caught(&v);
 }
