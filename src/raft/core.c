@@ -7,8 +7,13 @@
  *   2. A message leaves the core only through ready(), and the caller sends it only after
  *      persisting the hard state and entries of the same ready: a vote or an append
  *      acknowledgement never promises something that a crash could take back.
- *   3. The leader counts its own log for commit only up to its stable (persisted) index,
- *      updated in raft_advance — never entries that are only in memory.
+ *   3. The leader counts its own log for commit only up to its durable index
+ *      (raft_durable_index): everything stable after raft_advance, or what raft_synced
+ *      reported after raft_advance_unsynced — never entries that are only in memory or
+ *      only written. So every committed entry is durable on a quorum. A leader applies what
+ *      is committed even before its own copy is durable (docs/RAFT.md §1: after a power
+ *      loss its state machine may then hold entries its log lost, which are committed and
+ *      come back from the new leader).
  *   4. A node whose persistence failed (raft_advance with an error) is FAILED: it sends,
  *      acknowledges and applies nothing more. Stopping is the only safe answer, because
  *      it no longer knows what its disk holds.
@@ -18,7 +23,8 @@
  * Who changes what:
  *   role, term, vote, leader   raft_become_follower / _pre_candidate / _candidate / _leader
  *   commit                     raft_commit_to (replication.c)
- *   applied, stable index      raft_advance
+ *   applied, stable index      raft_advance, raft_advance_unsynced
+ *   durable index              raft_advance, raft_synced
  *   failed                     raft_advance
  *
  * Step dispatch (raft_step) first settles terms (§5.1): a message of a higher term makes us
@@ -81,6 +87,7 @@ int raft_create(const struct raft_options *opts, const struct raft_storage *stor
     r->term = hs.term;
     r->vote = hs.vote;
     r->persisted = hs;
+    r->durable = r->log.stable_last;
     rc = raft_config_recover(r);
     if (rc != 0)
         goto fail_config;
@@ -204,8 +211,8 @@ void raft_check_invariants(struct raft *r)
         for (uint32_t i = 0; i < r->n_prs; i++) {
             const struct raft_progress *pr = &r->prs[i];
             RAFT_ASSERT(pr->match < pr->next && pr->match <= last);
-            if (pr->id == r->id)
-                RAFT_ASSERT(pr->match <= log->stable_last); /* only what is durable counts */
+            if (pr->id == r->id && !r->opts.knobs.count_unsynced_self)
+                RAFT_ASSERT(pr->match <= raft_durable_index(r)); /* only what is durable counts */
         }
     } else {
         RAFT_ASSERT(r->n_reads == 0 && r->transferee == RAFT_NONE);
@@ -269,7 +276,7 @@ void raft_become_leader(struct raft *r)
     struct raft_progress *self = raft_progress_of(r, r->id);
     if (self) {
         /* Only what is on our disk counts for commit (invariant 3). */
-        raft_progress_maybe_update(self, r->log.stable_last);
+        raft_progress_maybe_update(self, raft_durable_index(r));
         raft_progress_become_replicate(self);
         self->recent_active = 1;
     }
@@ -410,6 +417,18 @@ static int hard_state_changed(const struct raft *r)
            r->log.commit != r->persisted.commit;
 }
 
+/* Last index the storage holds for us (a pending truncation is not written yet). */
+static uint64_t written_index(const struct raft *r)
+{
+    return r->log.stable_last < r->log.offset ? r->log.stable_last : r->log.offset - 1;
+}
+
+uint64_t raft_durable_index(const struct raft *r)
+{
+    uint64_t w = written_index(r);
+    return r->durable < w ? r->durable : w;
+}
+
 int raft_has_ready(struct raft *r)
 {
     if (r->failed)
@@ -417,6 +436,17 @@ int raft_has_ready(struct raft *r)
     return (r->role == RAFT_LEADER && r->pending_broadcast) || r->log.n > 0 || r->has_chunk ||
            hard_state_changed(r) || r->n_msgs > 0 || r->log.commit > r->log.applied ||
            r->n_read_states > 0;
+}
+
+/*
+ * Whether the ready being handed out may be persisted without waiting for its entries to be
+ * durable: a leader's, with no snapshot chunk, the same term and vote as on disk, and
+ * entries that only extend the stable log (no truncation pending).
+ */
+static int may_defer_sync(const struct raft *r)
+{
+    return r->role == RAFT_LEADER && !r->has_chunk && r->term == r->persisted.term &&
+           r->vote == r->persisted.vote && r->log.offset == r->log.stable_last + 1;
 }
 
 /* Deep-copies the next committed entries to apply into r->committed. */
@@ -476,13 +506,29 @@ int raft_ready(struct raft *r, struct raft_ready *rd)
     rd->n_committed = r->n_committed;
     rd->read_states = r->read_states;
     rd->n_read_states = r->n_read_states;
+    rd->may_defer_sync = may_defer_sync(r);
     r->handed = *rd;
     r->ready_outstanding = 1;
     raft_check_invariants(r);
     return 0;
 }
 
-int raft_advance(struct raft *r, int persist_error)
+/* Counts the leader's own durable entries and commits what a quorum now holds. broadcast:
+ * send the new commit index at once (else it rides on the next append or heartbeat). */
+static void leader_count_self(struct raft *r, int broadcast)
+{
+    if (r->role != RAFT_LEADER)
+        return;
+    struct raft_progress *self = raft_progress_of(r, r->id);
+    if (self)
+        raft_progress_maybe_update(self, r->opts.knobs.count_unsynced_self ? written_index(r)
+                                                                           : raft_durable_index(r));
+    /* Committing our own removal makes us step down: then there is nothing to send. */
+    if (raft_maybe_commit(r) && r->role == RAFT_LEADER && broadcast)
+        raft_broadcast_append(r, 1);
+}
+
+static int advance(struct raft *r, int persist_error, int synced)
 {
     RAFT_ASSERT(r->ready_outstanding);
     r->ready_outstanding = 0;
@@ -490,6 +536,7 @@ int raft_advance(struct raft *r, int persist_error)
     r->n_read_states = 0;
     if (persist_error != 0) {
         /* Invariant 4: we cannot tell what reached the disk; stop taking part. */
+        r->sync_epoch++;
         free_committed(r);
         raft_free_chunk(r);
         raft_become_follower(r, r->term, RAFT_NONE);
@@ -510,14 +557,60 @@ int raft_advance(struct raft *r, int persist_error)
         RAFT_ASSERT(r->log.applied <= r->log.commit);
     }
     free_committed(r);
-    if (r->role == RAFT_LEADER) {
-        struct raft_progress *self = raft_progress_of(r, r->id);
-        if (self)
-            raft_progress_maybe_update(self, r->log.stable_last);
-        /* Committing our own removal makes us step down: then there is nothing to send. */
-        if (raft_maybe_commit(r) && r->role == RAFT_LEADER)
-            raft_broadcast_append(r, 1);
+    if (synced) {
+        /* Everything written is durable now, whatever an fsync in flight will report. */
+        r->durable = r->log.stable_last;
+        r->sync_epoch++;
     }
+    leader_count_self(r, 1);
+    raft_check_invariants(r);
+    return 0;
+}
+
+int raft_advance(struct raft *r, int persist_error)
+{
+    return advance(r, persist_error, 1);
+}
+
+int raft_advance_unsynced(struct raft *r)
+{
+    RAFT_ASSERT(r->ready_outstanding && r->handed.may_defer_sync);
+    return advance(r, 0, 0);
+}
+
+int raft_self_sync_needed(const struct raft *r)
+{
+    if (r->role != RAFT_LEADER)
+        return 1;
+    if (!raft_is_voter(r))
+        return 0; /* our copy does not count */
+    uint32_t others = 0;
+    for (uint32_t i = 0; i < r->n_prs; i++) {
+        const struct raft_progress *pr = &r->prs[i];
+        others += pr->is_voter && pr->id != r->id && pr->state == PROGRESS_REPLICATE &&
+                  (pr->recent_active || pr->was_active);
+    }
+    return others < raft_quorum(r);
+}
+
+int raft_sync_point(const struct raft *r, struct raft_sync_point *p)
+{
+    p->index = written_index(r);
+    p->epoch = r->sync_epoch;
+    return !r->failed && p->index > raft_durable_index(r);
+}
+
+int raft_synced(struct raft *r, const struct raft_sync_point *p)
+{
+    RAFT_ASSERT(!r->ready_outstanding);
+    if (r->failed)
+        return RC_ECLOSED;
+    if (p->epoch != r->sync_epoch || p->index <= r->durable)
+        return 0; /* a raft_advance since made it (and more) durable */
+    r->durable = p->index < r->log.stable_last ? p->index : r->log.stable_last;
+    /* As for an acknowledgement (replication.c), the new commit index rides on the next
+     * append or heartbeat rather than an empty append of its own. */
+    leader_count_self(r, 0);
     raft_check_invariants(r);
     return 0;
 }
@@ -528,6 +621,8 @@ int raft_compacted(struct raft *r, uint64_t index)
     if (index > r->log.applied || index >= r->log.offset || index > r->log.stable_last)
         return RC_EINVAL;
     raft_log_compacted(&r->log, index);
+    if (r->durable < index)
+        r->durable = index; /* the snapshot covering it is durable */
     raft_check_invariants(r);
     return 0;
 }
@@ -547,7 +642,7 @@ void raft_status(const struct raft *r, struct raft_status *st)
     st->first_index = r->log.stable_first;
     st->last_index = raft_log_last_index(&r->log);
     st->last_term = raft_log_term_or_zero((struct raft_log *)&r->log, st->last_index);
-    st->stable_index = r->log.stable_last < r->log.offset ? r->log.stable_last : r->log.offset - 1;
+    st->stable_index = raft_durable_index(r);
     st->config_index = r->config_index;
     st->config = r->config;
     st->transferee = r->transferee;

@@ -77,8 +77,8 @@ int raft_progress_rebuild(struct raft *r)
     if (r->role == RAFT_LEADER) {
         r->pending_broadcast = 1;
         struct raft_progress *self = raft_progress_of(r, r->id);
-        if (self && self->match < r->log.stable_last)
-            raft_progress_maybe_update(self, r->log.stable_last);
+        if (self && self->match < raft_durable_index(r))
+            raft_progress_maybe_update(self, raft_durable_index(r));
     }
     return 0;
 }

@@ -37,9 +37,21 @@
  *        stops taking part (it steps down and answers RC_ECLOSED to everything); the caller
  *        recreates it from storage, as after a crash.
  *
+ * Asynchronous persistence (a leader's, in the manner of etcd-io/raft's AsyncStorageWrites;
+ * thesis §10.2.1): when ready.may_defer_sync is 1 the caller may write the ready's entries
+ * without making them durable — no fsync, and no hard state written — do steps 2 and 3 at
+ * once (every message may leave) and call raft_advance_unsynced(r). It makes the log durable
+ * later: raft_sync_point() names what has been written, and once an fsync begun after that
+ * call returns, raft_synced() reports it. Until then the core does not count
+ * those entries for commit, so the followers' durable copies must commit them (or the
+ * leader's fsync, which raft_self_sync_needed() says is needed at once when the followers
+ * alone are no quorum). Committed entries are handed out to apply even before the leader's
+ * copy is durable. Any later raft_advance() must mean that everything written so far is
+ * durable (one fsync of the whole log does it).
+ *
  * Between raft_ready() and raft_advance() the caller may call only the read-only getters
- * (raft_status, raft_log_term); every pointer in a struct raft_ready is owned by the core and
- * stays valid until raft_advance().
+ * (raft_status, raft_log_term, raft_self_sync_needed, raft_sync_point); every pointer in a
+ * struct raft_ready is owned by the core and stays valid until raft_advance().
  *
  * The stable log is read through struct raft_storage, supplied by the caller (the simulator's
  * in-memory storage, later the segment files). The core keeps only the entries not yet
@@ -193,6 +205,12 @@ struct raft_ready {
     size_t n_committed;
     const struct raft_read_state *read_states;
     size_t n_read_states;
+    /*
+     * 1: the caller may persist this ready with raft_advance_unsynced (see the top of this
+     * file). Only a leader's ready with no snapshot chunk, the term and vote it last
+     * persisted, and entries that only extend its log.
+     */
+    int may_defer_sync;
 };
 
 /*
@@ -237,6 +255,7 @@ struct raft_testing_knobs {
     int grant_vote_to_stale_log;  /* skip the candidate log up-to-date check */
     int read_index_without_round; /* confirm ReadIndex reads without a heartbeat round */
     int skip_prevote_log_check;   /* grant pre-votes without the log up-to-date check */
+    int count_unsynced_self;      /* a leader counts entries written but not durable */
 };
 
 struct raft_options {
@@ -309,6 +328,35 @@ int raft_has_ready(struct raft *r);
 int raft_ready(struct raft *r, struct raft_ready *rd);
 /* Acknowledges the last raft_ready(): 0 if persisted, or the persistence error. */
 int raft_advance(struct raft *r, int persist_error);
+/*
+ * Acknowledges the last raft_ready() (which had may_defer_sync = 1) as written but not yet
+ * durable: its entries are readable from storage, but the leader counts them for commit only
+ * after raft_synced() covers them.
+ */
+int raft_advance_unsynced(struct raft *r);
+
+/* How far the log was written when an fsync began, for raft_synced(). */
+struct raft_sync_point {
+    uint64_t index;
+    uint64_t epoch; /* changes with every raft_advance(), which makes such a point stale */
+};
+/*
+ * 1 if this node's written entries should be made durable at once: it does not lead, or it
+ * leads and its own copy is needed for them to commit — the voters other than itself that
+ * are replicating and were heard from in the last two check-quorum intervals are fewer than
+ * a quorum (one node; a follower gone). 0 if the followers can commit them: the caller may
+ * give them time first. May be called between raft_ready and raft_advance.
+ */
+int raft_self_sync_needed(const struct raft *r);
+/* Fills *p with the written log; 1 if it holds entries not yet known durable. May be called
+ * between raft_ready and raft_advance (it then leaves out the ready's entries). */
+int raft_sync_point(const struct raft *r, struct raft_sync_point *p);
+/*
+ * Reports that an fsync begun after raft_sync_point(r, p) succeeded: the entries up to
+ * p->index are durable. A leader counts them for commit. Ignored if a raft_advance() came
+ * in between (it already meant everything durable). Not between raft_ready and advance.
+ */
+int raft_synced(struct raft *r, const struct raft_sync_point *p);
 
 /*
  * Tells the core that the caller compacted its storage: it took a snapshot at index (which

@@ -104,6 +104,7 @@ struct raft_progress {
     enum raft_progress_state state;
     int probe_sent;    /* probe: an append is outstanding; wait for an answer or heartbeat */
     int recent_active; /* heard from since the last check-quorum */
+    int was_active;    /* heard from in the check-quorum interval before */
     int stalled_heartbeats;
     uint64_t acked_round; /* highest ReadIndex round the server confirmed */
     int vote;             /* this election: 0 unknown, 1 granted, -1 rejected */
@@ -177,6 +178,14 @@ struct raft {
 
     /* ready/advance */
     struct raft_hard_state persisted;
+    /*
+     * Last index known durable (raft_durable_index clamps it to the log): moved to the
+     * whole stable log by raft_advance, and by raft_synced after raft_advance_unsynced.
+     * sync_epoch counts raft_advance calls, so a raft_synced for an fsync that began
+     * before one of them (which made everything durable, or truncated) is ignored.
+     */
+    uint64_t durable;
+    uint64_t sync_epoch;
     int ready_outstanding;
     struct raft_ready handed;
     struct raft_entry *committed; /* deep copies handed out; data owned */
@@ -199,6 +208,8 @@ struct raft_progress *raft_progress_of(struct raft *r, uint64_t id);
 int raft_is_voter(const struct raft *r);
 /* Number of voters needed for a majority of the configuration in force. */
 uint32_t raft_quorum(const struct raft *r);
+/* Last index of our log known durable: what a leader counts for itself and applies up to. */
+uint64_t raft_durable_index(const struct raft *r);
 
 /* election.c */
 void raft_reset_election_timer(struct raft *r);

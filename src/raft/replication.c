@@ -163,6 +163,7 @@ void raft_tick_leader(struct raft *r)
                 struct raft_progress *pr = &r->prs[i];
                 if (pr->is_voter && (pr->id == r->id || pr->recent_active))
                     active++;
+                pr->was_active = pr->recent_active;
                 pr->recent_active = 0;
             }
             if (active < raft_quorum(r)) {

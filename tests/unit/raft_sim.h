@@ -99,6 +99,21 @@ struct sim_params {
      * machine already holds does not replace it (snapshots_restore).
      */
     int lazy_store; /* SIM_STORE_* */
+    /*
+     * node.c's deferred leader persistence (sync_later): a ready with may_defer_sync, no
+     * hard state due and !raft_self_sync_needed is written without an fsync, all its
+     * messages leave, and the core is told raft_advance_unsynced. One fsync at a time covers
+     * what was written when it began (sim_begin_sync: node.c's sync_pending, which syncs in
+     * place; here it may also take a while) and completes with sync_done_pct percent chance
+     * per tick (raft_synced). A crash loses the entries not yet durable (or a prefix of
+     * them), but the lazy store may keep what the leader applied meanwhile. 0: every ready
+     * is synced at once. SIM_ASYNC_ALWAYS defers whenever may_defer_sync (the core's rule;
+     * node.c's extra condition is a matter of latency, not safety).
+     */
+    int async_leader; /* enum sim_async */
+    int sync_done_pct;
+    int sync_begin_pct;   /* per tick, percent chance that a leader's deferred fsync begins */
+    int leader_crash_pct; /* percent of crashes that hit the leader (else a random node) */
     struct raft_testing_knobs knobs;
     int no_auto_restart; /* scenarios: only the test restarts nodes */
     int compact_every;   /* compact a node's log once it applied this many entries (0: never) */
@@ -111,6 +126,12 @@ enum sim_early {
     SIM_EARLY_NODE = 1,         /* exactly node.c's condition */
     SIM_EARLY_ANY_TERM = 2,     /* broken: replication messages early even if term/vote change */
     SIM_EARLY_ALL_MESSAGES = 3, /* broken: every message early (acks too) under node.c's test */
+};
+
+enum sim_async {
+    SIM_ASYNC_OFF = 0,
+    SIM_ASYNC_NODE = 1,   /* node.c's sync_later */
+    SIM_ASYNC_ALWAYS = 2, /* every may_defer_sync ready */
 };
 
 enum sim_store {
@@ -182,6 +203,8 @@ struct sim_node {
     uint64_t commit_written_at; /* tick of the last commit-only hard state written (lazy) */
     uint64_t sm_durable;        /* lazy_store: applied index known on disk */
     uint64_t store_rev;         /* lazy_store: applied index that survived the last crash */
+    int sync_busy;              /* async_leader: an fsync is in flight, begun at sync_at */
+    struct raft_sync_point sync_at;
 };
 
 struct sim_term_entry {
@@ -225,8 +248,12 @@ struct sim {
     uint64_t early_crashes; /* crashes before fsync of a ready whose messages left early */
     uint64_t batched_steps; /* messages whose ready waited for the end of the round */
     uint64_t snapshot_installs_skipped; /* lazy_store: the store already held the index */
-    uint64_t store_ahead_starts;     /* lazy_store: starts with the store past the commit on disk */
-    int deferred[SIM_MAX_NODES + 1]; /* nodes with inputs not yet processed (batch_pct) */
+    uint64_t store_ahead_starts; /* lazy_store: starts with the store past the commit on disk */
+    uint64_t unsynced_readies, async_syncs; /* async_leader use */
+    uint64_t applied_unsynced;          /* entries applied before the node's own copy was durable */
+    uint64_t store_skips_checked;       /* lazy_store: entries skipped as held, checked equal */
+    uint64_t store_ahead_of_log_starts; /* lazy_store: starts with the store past the log's end */
+    int deferred[SIM_MAX_NODES + 1];    /* nodes with inputs not yet processed (batch_pct) */
     uint64_t append_rejects[SIM_MAX_NODES + 1]; /* rejections sent by each node */
     int healing;                                /* faults off */
     char violation[512];
@@ -534,6 +561,8 @@ SIM_FN void sim_start(struct sim *s, uint64_t id)
         o.applied = held < n->st.durable_hs.commit ? held : n->st.durable_hs.commit;
         if (held > n->st.durable_hs.commit && held > n->st.base)
             s->store_ahead_starts++;
+        if (held > sim_st_last_index(&n->st))
+            s->store_ahead_of_log_starts++; /* it applied what its log lost (async_leader) */
     }
     struct raft_storage ops = sim_storage_ops(&n->st);
     int rc = raft_create(&o, &ops, &n->st.durable_hs, &n->r);
@@ -544,6 +573,7 @@ SIM_FN void sim_start(struct sim *s, uint64_t id)
     n->exists = 1;
     n->up = 1;
     n->failed_at = -1;
+    n->sync_busy = 0;
     /* The state machine restarts from the snapshot, then re-applies the log. */
     n->applied = n->st.base;
     n->sm = sim_grow(n->sm, &n->cap_sm, (size_t)n->st.base + 1, sizeof *n->sm);
@@ -579,6 +609,7 @@ SIM_FN void sim_crash(struct sim *s, uint64_t id)
     raft_destroy(n->r);
     n->r = NULL;
     n->up = 0;
+    n->sync_busy = 0;    /* an fsync in flight dies with it */
     s->deferred[id] = 0; /* its unprocessed inputs die with it */
     if (s->p.lazy_store) {
         /* The store keeps a prefix of what it applied, at least what was synced. */
@@ -826,9 +857,15 @@ SIM_FN void sim_maybe_compact(struct sim *s, struct sim_node *n)
         return;
     struct sim_storage *st = &n->st;
     uint64_t at = n->applied;
-    if (at > st->base + st->stable_prefix)
-        return; /* only durable entries are compacted */
+    struct raft_status rs;
+    raft_status(n->r, &rs);
+    /* Only what the core applied and the log holds (logstore_snapshot_commit), with no
+     * truncation pending; the snapshot itself is durable, whatever the entries were. */
+    if (at > rs.applied || at > sim_st_last_index(st) || st->n_saved > 0)
+        return;
     size_t drop = (size_t)(at - st->base);
+    if (st->stable_prefix < drop)
+        st->stable_prefix = drop;
     struct sim_ent *last = &st->ents[drop - 1];
     st->base_config = sim_config_at(st, at);
     st->base_term = last->e.term;
@@ -966,6 +1003,64 @@ SIM_FN void sim_send_early(struct sim *s, const struct raft_ready *rd)
     }
 }
 
+/*
+ * node.c sync_pending: an fsync covering what is written when it begins, one at a time.
+ * node.c syncs at once when the leader's own copy is needed for commit
+ * (raft_self_sync_needed), else after a delay that lets the followers commit first (or a
+ * tick) — here with sync_begin_pct percent chance per tick (now = 0) or at once (now = 1).
+ */
+SIM_FN void sim_begin_sync(struct sim *s, struct sim_node *n, int now)
+{
+    if (!n->up || n->sync_busy)
+        return;
+    if (!now && !raft_self_sync_needed(n->r) && !sim_chance(s, s->p.sync_begin_pct, 100))
+        return;
+    if (raft_sync_point(n->r, &n->sync_at))
+        n->sync_busy = 1;
+}
+
+SIM_FN void sim_step_done(struct sim *s, uint64_t id);
+SIM_FN uint64_t sim_find_leader(struct sim *s);
+
+/* node.c sync_pending after its fsync: what the fsync covered becomes durable. */
+SIM_FN void sim_finish_sync(struct sim *s, uint64_t id)
+{
+    struct sim_node *n = &s->nodes[id];
+    struct sim_storage *st = &n->st;
+    n->sync_busy = 0;
+    struct raft_sync_point now;
+    raft_sync_point(n->r, &now);
+    /* The same epoch: no synced ready since, so the log only grew after sync_at. */
+    if (now.epoch == n->sync_at.epoch && st->n_saved == 0 && n->sync_at.index > st->base) {
+        size_t keep = (size_t)(n->sync_at.index - st->base);
+        if (keep > st->n) {
+            sim_violation(s, "node %llu: sync point %llu beyond its log %llu",
+                          (unsigned long long)id, (unsigned long long)n->sync_at.index,
+                          (unsigned long long)sim_st_last_index(st));
+            return;
+        }
+        if (keep > st->stable_prefix)
+            st->stable_prefix = keep;
+    }
+    s->async_syncs++;
+    if (raft_synced(n->r, &n->sync_at) != 0)
+        return;
+    sim_step_done(s, id);
+}
+
+SIM_FN void sim_syncs_due(struct sim *s)
+{
+    for (uint64_t id = 1; id <= SIM_MAX_NODES && !s->violated; id++) {
+        struct sim_node *n = &s->nodes[id];
+        if (!n->up)
+            continue;
+        if (n->sync_busy && sim_chance(s, s->p.sync_done_pct, 100))
+            sim_finish_sync(s, id);
+        else
+            sim_begin_sync(s, n, s->healing);
+    }
+}
+
 SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
 {
     struct sim_node *n = &s->nodes[id];
@@ -987,6 +1082,9 @@ SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
                 n->commit_written_at = s->now;
             }
         }
+        /* node.c: a leader's ready written now and made durable later. */
+        int unsynced = s->p.async_leader && rd.may_defer_sync && !write_hs &&
+                       (s->p.async_leader == SIM_ASYNC_ALWAYS || !raft_self_sync_needed(n->r));
         /* node.c early_sends_ok + send_messages(early = 1), before anything is written. */
         int early = sim_early_sends_ok(s, n, &rd);
         if (early)
@@ -1013,6 +1111,12 @@ SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
                               (unsigned long long)n->st.base);
                 return;
             }
+            if (first <= last && unsynced) {
+                sim_violation(
+                    s, "node %llu: a ready that truncates (%llu..%llu) may defer its sync",
+                    (unsigned long long)id, (unsigned long long)first, (unsigned long long)last);
+                return;
+            }
             if (first <= last)
                 s->truncated_entries += last - first + 1;
             sim_st_truncate(&n->st, (size_t)(first - 1 - n->st.base));
@@ -1030,14 +1134,30 @@ SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
             sim_crash(s, id); /* before fsync: the ready's writes may be lost */
             return;
         }
-        sim_st_sync(&n->st);
+        if (unsynced)
+            s->unsynced_readies += rd.n_entries > 0;
+        else
+            sim_st_sync(&n->st);
         if (!s->p.send_before_sync)
             for (size_t i = 0; i < rd.n_messages; i++)
                 if (!early || !sim_sent_early(s, &rd.messages[i]))
                     sim_send(s, &rd.messages[i]);
         for (size_t i = 0; i < rd.n_committed; i++) {
-            if (s->p.lazy_store && rd.committed[i].index <= n->applied)
-                continue; /* node.c apply: the state machine already holds it */
+            const struct raft_entry *e = &rd.committed[i];
+            if (e->index > n->st.base + n->st.stable_prefix)
+                s->applied_unsynced++; /* a power loss may leave the store ahead of the log */
+            if (s->p.lazy_store && e->index <= n->applied) {
+                /* node.c apply: the state machine already holds it — the same entry. */
+                s->store_skips_checked++;
+                if (n->sm[e->index] != sim_entry_hash(e)) {
+                    sim_violation(s,
+                                  "store safety: node %llu holds another entry at %llu than "
+                                  "the one committed there",
+                                  (unsigned long long)id, (unsigned long long)e->index);
+                    return;
+                }
+                continue;
+            }
             sim_apply(s, n, &rd.committed[i]);
         }
         for (size_t i = 0; i < rd.n_read_states; i++) {
@@ -1049,9 +1169,14 @@ SIM_FN void sim_process_ready(struct sim *s, uint64_t id)
                 }
             }
         }
-        raft_advance(n->r, 0);
+        if (unsynced)
+            raft_advance_unsynced(n->r);
+        else
+            raft_advance(n->r, 0);
         sim_serve_reads(s, n);
     }
+    if (n->up && raft_self_sync_needed(n->r))
+        sim_begin_sync(s, n, 1);
 }
 
 SIM_FN void sim_step_done(struct sim *s, uint64_t id)
@@ -1240,6 +1365,15 @@ SIM_FN int sim_count_up(struct sim *s)
     return k;
 }
 
+/* A random up node, or the leader with leader_crash_pct percent chance. */
+SIM_FN uint64_t sim_crash_target(struct sim *s)
+{
+    uint64_t leader = sim_find_leader(s);
+    if (leader && sim_chance(s, s->p.leader_crash_pct, 100))
+        return leader;
+    return sim_random_up_node(s);
+}
+
 SIM_FN void sim_faults(struct sim *s)
 {
     if (s->heal_at && s->now >= s->heal_at)
@@ -1247,7 +1381,7 @@ SIM_FN void sim_faults(struct sim *s)
     if (sim_chance(s, s->p.partition_pml, 1000))
         sim_partition(s);
     if (sim_chance(s, s->p.crash_pml, 1000) && sim_count_up(s) > 1)
-        sim_crash(s, sim_random_up_node(s));
+        sim_crash(s, sim_crash_target(s));
     for (uint64_t id = 1; id <= SIM_MAX_NODES; id++) {
         struct sim_node *n = &s->nodes[id];
         /* Down nodes come back after a while; failed disks are "replaced" by a restart. */
@@ -1356,6 +1490,7 @@ SIM_FN void sim_one_tick(struct sim *s)
     if (sim_chance(s, s->p.read_pct, 100))
         sim_client_read(s);
     sim_tick_all(s);
+    sim_syncs_due(s);
     sim_deliver_due(s);
 }
 

@@ -425,6 +425,89 @@ TEST(leader_whose_disk_fails_stops_leading)
     free_sim(s);
 }
 
+/* ---------------------------------------------------------------- deferred leader sync */
+
+/* Completes a sync of node id that began at point p (sim_finish_sync's model of node.c). */
+static void finish_sync_at(struct sim *s, uint64_t id, const struct raft_sync_point *p)
+{
+    s->nodes[id].sync_busy = 1;
+    s->nodes[id].sync_at = *p;
+    sim_finish_sync(s, id);
+    CHECK_CLEAN(s);
+}
+
+/*
+ * node.c's deferred leader persistence: the followers commit a leader's entries while its
+ * own copy is only written (and it applies them); its sync then counts them. A sync point
+ * taken before a synchronous persist — here: the leader is cut off with entries of its own,
+ * truncated by the next leader, and re-elected, and writes new entries at the same indexes —
+ * must not count those new entries when it completes (raft_synced's epoch).
+ */
+TEST(deferred_leader_sync_and_a_stale_sync_point)
+{
+    struct sim_params prm;
+    sim_params_quiet(&prm, 3);
+    prm.async_leader = SIM_ASYNC_ALWAYS; /* no sync begins but at once when needed, or here */
+    prm.lazy_commit_ticks = 1000;        /* node.c writes a commit-only hard state once a second */
+    struct sim *s = rc_calloc(1, sizeof *s);
+    sim_init(s, &prm, test_seed(9));
+    uint64_t leader = sim_wait_leader(s, 100);
+    CHECK(leader != 0);
+    write_and_wait(s, leader, 3);
+    write_and_wait(s, leader, 3);
+    struct raft_status st = sim_status(s, leader);
+    CHECK_EQ_U(st.commit, st.last_index);
+    CHECK(st.stable_index < st.last_index); /* committed by the followers' copies alone */
+    CHECK_EQ_U(s->nodes[leader].applied, st.last_index);
+    struct raft_sync_point p;
+    CHECK(raft_sync_point(s->nodes[leader].r, &p));
+    finish_sync_at(s, leader, &p);
+    CHECK_EQ_U(sim_status(s, leader).stable_index, st.last_index);
+
+    /* Cut off, the leader writes five entries nobody else gets, and takes a sync point. */
+    uint64_t base = st.last_index;
+    sim_isolate(s, leader);
+    for (int i = 0; i < 5; i++)
+        CHECK(sim_propose_on(s, leader) != 0);
+    struct raft_sync_point stale;
+    CHECK(raft_sync_point(s->nodes[leader].r, &stale));
+    CHECK_EQ_U(stale.index, base + 5);
+    uint64_t other = 0;
+    for (int t = 0; t < 200 && ((other = sim_find_leader(s)) == 0 || other == leader); t++)
+        sim_one_tick(s);
+    CHECK(other != 0 && other != leader);
+    sim_heal_partitions(s);
+    s->p.async_leader = 0; /* back as leader: its first writes are synced at once */
+    for (int t = 0; t < 50 && sim_status(s, leader).last_index != sim_status(s, other).last_index;
+         t++)
+        sim_one_tick(s);
+    CHECK_EQ_U(sim_status(s, leader).last_index, base + 1); /* five cut to the new no-op */
+    CHECK_OK(raft_transfer_leader(s->nodes[other].r, leader));
+    sim_step_done(s, other);
+    for (int t = 0; t < 100 && sim_find_leader(s) != leader; t++)
+        sim_one_tick(s);
+    CHECK_EQ_U(sim_find_leader(s), leader);
+    write_and_wait(s, leader, 1);
+    uint64_t durable = sim_status(s, leader).stable_index;
+    CHECK(durable < stale.index);
+
+    /* New deferred entries at the indexes the stale point covered. */
+    s->p.async_leader = SIM_ASYNC_ALWAYS;
+    for (int i = 0; i < 4; i++)
+        CHECK(sim_propose_on(s, leader) != 0);
+    st = sim_status(s, leader);
+    CHECK(st.last_index >= stale.index);
+    CHECK_EQ_U(st.stable_index, durable);
+    finish_sync_at(s, leader, &stale);
+    CHECK_EQ_U(sim_status(s, leader).stable_index, durable); /* ignored */
+    CHECK(raft_sync_point(s->nodes[leader].r, &p));
+    finish_sync_at(s, leader, &p);
+    CHECK_EQ_U(sim_status(s, leader).stable_index, st.last_index);
+    sim_run_ticks(s, 20);
+    CHECK_CLEAN(s);
+    free_sim(s);
+}
+
 /* ---------------------------------------------------------------- ReadIndex */
 
 /* The follower a read round's heartbeat went to, checking that exactly one left. */
