@@ -756,7 +756,6 @@ static int recover(struct logstore *ls)
     size_t n = 0;
     if ((rc = list_segments(ls, &ids, &n)) != 0)
         return rc;
-    int removed = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         if ((rc = rc_reserve((void **)&ls->segs, &ls->cap_segs, ls->n_segs + 1,
                              sizeof *ls->segs)) != 0)
@@ -769,7 +768,6 @@ static int recover(struct logstore *ls)
                     rc = seg_remove(ls, k);
                 ls->n_segs = 0;
                 ls->n_locs = 0;
-                removed = 1;
             } else if (ids[i] > expect) {
                 rc = remove_after_gap(ls, ids, i, n);
                 break;
@@ -789,9 +787,8 @@ static int recover(struct logstore *ls)
             ls->locs_base = ids[i];
             ls->n_locs = 0;
         }
-        int gone;
+        int gone; /* the directory is synced below in any case */
         rc = load_segment(ls, ids[i], i + 1 == n, &gone);
-        removed |= gone;
     }
     rc_free(ids);
     if (rc != 0)
@@ -822,15 +819,25 @@ static int recover(struct logstore *ls)
             if ((rc = seg_remove(ls, k)) != 0)
                 return rc;
     }
-    if (k > 0) {
+    if (k > 0)
         drop_front_segs(ls, k, ls->snap.index + 1);
-        removed = 1;
-    }
     if (ls->n_segs == 0) {
         ls->locs_base = ls->snap.index + 1;
         ls->n_locs = 0;
     }
-    if (removed && (rc = rc_fsync_dir(ls->dir)) != 0)
+    /*
+     * What the last run wrote without syncing (a leader's deferred entries, raft.h) may be
+     * read back from the page cache after it was killed: make it durable before this node
+     * acknowledges or counts any of it.
+     */
+    if (ls->n_segs > 0) {
+        struct seg *last = &ls->segs[ls->n_segs - 1];
+        char path[PATH_MAX];
+        seg_path(ls, last->first_index, path, sizeof path);
+        if ((rc = rc_fsync_file(last->fd, path)) != 0)
+            return rc;
+    }
+    if ((rc = rc_fsync_dir(ls->dir)) != 0)
         return rc;
     if (ls->locs_base > ls->snap.index + 1) {
         rc_error("%s: log starts at index %llu but the snapshot ends at %llu (offset 0)", ls->dir,

@@ -88,9 +88,11 @@ int raft_node_bootstrap_at(const char *dir, const struct raft_config *c, uint64_
  * Quorum loss (--recover): appends to the stored log a configuration of node id alone, in
  * a term above any this node has seen, and votes for itself in it. Started after this, the
  * node is the only voter and leads on its own; every other former member must be wiped
- * before it joins again (docs/OPERATIONS.md).
+ * before it joins again (docs/OPERATIONS.md). held is the state machine's applied index:
+ * when it is past the log's end (a former leader's store after a power failure), the log
+ * is first compacted to it, as raft_node_bootstrap_at does — take a snapshot soon after.
  */
-int raft_node_recover(const char *dir, uint64_t id);
+int raft_node_recover(const char *dir, uint64_t id, uint64_t held);
 
 /*
  * Opens the log in o->dir, creates the core from it and starts the transport and the tick

@@ -1199,11 +1199,12 @@ int cluster_start(struct server *s)
             rc_error("--recover needs a node with state in %s", cfg->dir);
             return RC_EINVAL;
         }
-        rc = raft_node_recover(s->raft_dir, s->self.id);
+        rc = raft_node_recover(s->raft_dir, s->self.id, rc_store_applied_revision(s->store));
         if (rc != 0) {
             rc_error("--recover failed: %s", rc_strerror(rc));
             return rc;
         }
+        s->force_snapshot = true; /* a joiner can then be sent the state, whatever the log */
     }
     rc = cluster_members_load(cfg->dir, &s->members);
     if (rc != 0)

@@ -215,7 +215,9 @@ void snapshots_tick(struct server *s)
     raft_node_status(s->raft, &st);
     uint64_t last_snapshot = st.first_index ? st.first_index - 1 : 0;
     uint64_t applied = rc_store_applied_revision(s->store);
-    if (st.config_index > applied)
+    /* The core must have caught up with a store that is ahead of it after a restart
+     * (raft_compacted needs the index applied there too). */
+    if (st.config_index > applied || st.applied < applied)
         return;
     if (applied < last_snapshot + threshold && !(s->force_snapshot && applied > last_snapshot))
         return;

@@ -288,3 +288,40 @@ TEST(three_nodes_on_loopback_elect_replicate_fail_over_and_catch_up)
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK_OK(uv_loop_close(&loop));
 }
+
+/* --recover on a node whose state machine holds entries past its log's end (a former
+ * leader's store after a power failure): the log restarts after them. */
+TEST(recover_starts_the_log_after_a_store_that_is_ahead)
+{
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/raft", test_tmpdir());
+    struct raft_config c = {.n_voters = 3, .voters = {1, 2, 3}};
+    CHECK_OK(raft_node_bootstrap(dir, &c));
+    CHECK_OK(raft_node_recover(dir, 2, 0)); /* store behind: config at 2 */
+    struct logstore *ls;
+    CHECK_OK(logstore_open(dir, NULL, &ls));
+    CHECK_EQ_U(logstore_first_index(ls), 1);
+    CHECK_EQ_U(logstore_last_index(ls), 2);
+    logstore_close(ls);
+    CHECK_OK(raft_node_recover(dir, 2, 40)); /* store ahead: snapshot 40, config at 41 */
+    CHECK_OK(logstore_open(dir, NULL, &ls));
+    struct raft_snapshot_meta meta;
+    logstore_snapshot_meta(ls, &meta);
+    CHECK_EQ_U(meta.index, 40);
+    CHECK_EQ_U(logstore_first_index(ls), 41);
+    CHECK_EQ_U(logstore_last_index(ls), 41);
+    struct raft_hard_state hs;
+    logstore_hard_state(ls, &hs);
+    CHECK_EQ_U(hs.vote, 2);
+    struct raft_storage st = logstore_raft_storage(ls);
+    struct raft_entry e;
+    size_t n;
+    CHECK_OK(st.entries(st.ctx, 41, 42, (size_t)-1, &e, &n));
+    CHECK_EQ_U(e.type, RAFT_ENTRY_CONFIG);
+    CHECK_EQ_U(e.term, hs.term);
+    struct raft_config got;
+    CHECK_OK(raft_config_decode(e.data, e.len, &got));
+    CHECK_EQ_U(got.n_voters, 1);
+    CHECK_EQ_U(got.voters[0], 2);
+    logstore_close(ls);
+}
