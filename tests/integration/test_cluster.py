@@ -476,6 +476,38 @@ def test_node_down_during_10k_writes_catches_up_by_log(cluster):
         assert conn.call("DBSIZE") == n
 
 
+def raft_fsyncs(node):
+    return int(info_section(node, "raft")["raft_fsyncs"])
+
+
+def test_leader_leaves_its_fsync_to_the_followers_until_one_is_down(cluster):
+    """docs/RAFT.md §1: while both followers replicate, their durable copies commit the
+    leader's writes and the leader syncs its own log only now and then (every 200 ms); with
+    a follower down its copy is needed for the majority, and it syncs every write again."""
+    leader = cluster.leader()
+    followers = cluster.followers(leader)
+    client = leader.client()
+    for i in range(50):  # the followers replicate and have answered
+        assert client.set(f"warm:{i}", i)
+    n = 1000
+    before = {node.name: raft_fsyncs(node) for node in [leader] + followers}
+    for i in range(n):  # one client: each write is a batch of its own
+        assert client.set(f"healthy:{i}", i)
+    grew = {node.name: raft_fsyncs(node) - before[node.name] for node in [leader] + followers}
+    follower_syncs = min(grew[f.name] for f in followers)
+    assert follower_syncs >= n, grew
+    print("fsyncs during the healthy writes:", grew)
+    assert grew[leader.name] * 2 < follower_syncs, grew
+
+    cluster.kill(followers[0])
+    before_leader = raft_fsyncs(leader)
+    for i in range(200):
+        assert client.set(f"degraded:{i}", i)
+    assert raft_fsyncs(leader) - before_leader >= 200
+    assert client.get("degraded:199") == "199"
+    client.close()
+
+
 # ---------------------------------------------------------------- 6. membership
 
 def test_join_fourth_node_then_remove_it(cluster):
