@@ -506,13 +506,13 @@ static int cut_tail(const char *path, int fd, const uint8_t *map, uint64_t size,
 
 /*
  * Loads segment file first_index into slot ls->n_segs (reserved by the caller), appending its
- * entries to locs. *gone is set when the file was a torn, never-synced creation and removed.
+ * entries to locs. A last segment with a torn header (never synced) is removed; recover()
+ * syncs the directory afterwards in any case.
  */
-static int load_segment(struct logstore *ls, uint64_t first_index, int is_last, int *gone)
+static int load_segment(struct logstore *ls, uint64_t first_index, int is_last)
 {
     char path[PATH_MAX];
     seg_path(ls, first_index, path, sizeof path);
-    *gone = 0;
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0) {
         rc_warn("open %s: %s", path, strerror(errno));
@@ -545,7 +545,6 @@ static int load_segment(struct logstore *ls, uint64_t first_index, int is_last, 
                     (unsigned long long)size);
             if (unlink(path) != 0)
                 rc = RC_EIO;
-            *gone = 1;
         } else {
             rc_error("%s: corrupt segment header at offset 0", path);
             rc = RC_ECORRUPT;
@@ -787,8 +786,7 @@ static int recover(struct logstore *ls)
             ls->locs_base = ids[i];
             ls->n_locs = 0;
         }
-        int gone; /* the directory is synced below in any case */
-        rc = load_segment(ls, ids[i], i + 1 == n, &gone);
+        rc = load_segment(ls, ids[i], i + 1 == n);
     }
     rc_free(ids);
     if (rc != 0)

@@ -153,15 +153,18 @@ int raft_node_recover(const char *dir, uint64_t id, uint64_t held)
         rc_warn("raft: the state machine holds entries up to %llu, the log ends at %llu; the "
                 "log now starts after %llu",
                 (unsigned long long)held, (unsigned long long)last, (unsigned long long)held);
-        rc = logstore_compact(ls, held, last_term);
+        if ((rc = logstore_compact(ls, held, last_term)) != 0) {
+            logstore_close(ls);
+            return rc;
+        }
         last = held;
     }
     struct raft_config c = {.n_voters = 1, .voters = {id}};
     size_t len = raft_config_encoded_size(&c);
-    void *data = rc == 0 ? rc_malloc(len) : NULL;
+    void *data = rc_malloc(len);
     if (!data) {
         logstore_close(ls);
-        return rc != 0 ? rc : RC_ENOMEM;
+        return RC_ENOMEM;
     }
     raft_config_encode(&c, data);
     struct raft_entry e = {.term = term,

@@ -110,8 +110,8 @@ struct sim_params {
      * is synced at once. SIM_ASYNC_ALWAYS defers whenever may_defer_sync (the core's rule;
      * node.c's extra condition is a matter of latency, not safety).
      */
-    int async_leader; /* enum sim_async */
-    int sync_done_pct;
+    int async_leader;     /* enum sim_async */
+    int sync_done_pct;    /* per tick, percent chance that a fsync in flight completes */
     int sync_begin_pct;   /* per tick, percent chance that a leader's deferred fsync begins */
     int leader_crash_pct; /* percent of crashes that hit the leader (else a random node) */
     struct raft_testing_knobs knobs;
@@ -1006,8 +1006,9 @@ SIM_FN void sim_send_early(struct sim *s, const struct raft_ready *rd)
 /*
  * node.c sync_pending: an fsync covering what is written when it begins, one at a time.
  * node.c syncs at once when the leader's own copy is needed for commit
- * (raft_self_sync_needed), else after a delay that lets the followers commit first (or a
- * tick) — here with sync_begin_pct percent chance per tick (now = 0) or at once (now = 1).
+ * (raft_self_sync_needed), else after a delay that lets the followers commit first (or
+ * every 200 ms) — here with sync_begin_pct percent chance per tick (now = 0) or at once
+ * (now = 1).
  */
 SIM_FN void sim_begin_sync(struct sim *s, struct sim_node *n, int now)
 {
@@ -1020,7 +1021,6 @@ SIM_FN void sim_begin_sync(struct sim *s, struct sim_node *n, int now)
 }
 
 SIM_FN void sim_step_done(struct sim *s, uint64_t id);
-SIM_FN uint64_t sim_find_leader(struct sim *s);
 
 /* node.c sync_pending after its fsync: what the fsync covered becomes durable. */
 SIM_FN void sim_finish_sync(struct sim *s, uint64_t id)
