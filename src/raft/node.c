@@ -388,6 +388,7 @@ static int is_replication(const struct raft_message *m)
 static void send_messages(struct raft_node *n, const struct raft_ready *rd, int early,
                           int early_done)
 {
+    transport_cork(n->transport); /* one write per peer for all of them */
     for (size_t i = 0; i < rd->n_messages; i++) {
         int repl = is_replication(&rd->messages[i]);
         if ((early && !repl) || (!early && early_done && repl))
@@ -398,6 +399,7 @@ static void send_messages(struct raft_node *n, const struct raft_ready *rd, int 
         else
             n->stats.msgs_dropped++;
     }
+    transport_uncork(n->transport);
 }
 
 static int add_read(struct raft_node *n, const struct raft_read_state *rs)

@@ -95,6 +95,7 @@ struct transport {
     struct transport_stats stats;
     unsigned handles_open;
     int closing;
+    int corked; /* transport_send only queues (see transport_cork) */
     void (*on_closed)(void *ctx);
     void *closed_ctx;
     unsigned char *readbuf;
@@ -118,12 +119,18 @@ static int tcp_write(uv_write_t *req, uv_stream_t *s, const uv_buf_t bufs[], uns
     return uv_write(req, s, bufs, nbufs, cb);
 }
 
+static int tcp_try_write(uv_stream_t *s, const uv_buf_t bufs[], unsigned nbufs)
+{
+    return uv_try_write(s, bufs, nbufs);
+}
+
 static void tcp_close(uv_handle_t *h, uv_close_cb cb)
 {
     uv_close(h, cb);
 }
 
-const struct transport_stream_ops transport_stream_tcp = {tcp_read_start, tcp_write, tcp_close};
+const struct transport_stream_ops transport_stream_tcp = {tcp_read_start, tcp_write, tcp_close,
+                                                          tcp_try_write};
 
 /* ============================== helpers ============================== */
 
@@ -533,13 +540,10 @@ static void on_written(uv_write_t *req, int status)
     conn_flush(c);
 }
 
-/* Writes the HELLO (once) and up to MAX_WRITE_BUFS queued frames in one request. */
-static void conn_flush(struct conn *c)
+/* Moves the HELLO (once) and up to MAX_WRITE_BUFS queued frames into bufs and inflight. */
+static unsigned take_frames(struct conn *c, uv_buf_t *bufs)
 {
     struct peer *p = c->peer;
-    if (c->writing || c->closing || !c->connected)
-        return;
-    uv_buf_t bufs[MAX_WRITE_BUFS];
     unsigned n = 0;
     /* The dialer speaks first; the acceptor answers only an accepted HELLO (see on_hello). */
     if (!c->hello_sent && (c->outgoing || c->hello_received)) {
@@ -561,18 +565,58 @@ static void conn_flush(struct conn *c)
         c->inflight_msgs++;
         bufs[n++] = uv_buf_init((char *)f->data, (unsigned)f->len);
     }
-    if (n == 0)
-        return;
-    c->write_req.data = c;
-    int rc = c->t->opts.stream->write(&c->write_req, (uv_stream_t *)&c->tcp, bufs, n, on_written);
-    if (rc != 0) {
-        rc_debug("transport: write to node %llu: %s", (unsigned long long)c->remote_id,
-                 uv_strerror(rc));
-        release_inflight(c, 0);
-        conn_close(c, 1);
+    return n;
+}
+
+static void write_failed(struct conn *c, int rc)
+{
+    rc_debug("transport: write to node %llu: %s", (unsigned long long)c->remote_id,
+             uv_strerror(rc));
+    release_inflight(c, 0);
+    conn_close(c, 1);
+}
+
+/*
+ * Writes the HELLO (once) and the queued frames, MAX_WRITE_BUFS per system call: straight
+ * into the socket while it takes them (no write request, so libuv need not watch the socket
+ * for writability), and what it does not take in one write request.
+ */
+static void conn_flush(struct conn *c)
+{
+    const struct transport_stream_ops *ops = c->t->opts.stream;
+    for (;;) {
+        if (c->writing || c->closing || !c->connected)
+            return;
+        uv_buf_t bufs[MAX_WRITE_BUFS];
+        unsigned n = take_frames(c, bufs), first = 0;
+        if (n == 0)
+            return;
+        if (ops->try_write) {
+            int w = ops->try_write((uv_stream_t *)&c->tcp, bufs, n);
+            if (w < 0 && w != UV_EAGAIN) {
+                write_failed(c, w);
+                return;
+            }
+            size_t done = w > 0 ? (size_t)w : 0;
+            while (first < n && done >= bufs[first].len)
+                done -= bufs[first++].len;
+            if (first == n) {
+                release_inflight(c, 1);
+                continue;
+            }
+            bufs[first].base += done;
+            bufs[first].len -= done;
+        }
+        c->write_req.data = c;
+        int rc =
+            ops->write(&c->write_req, (uv_stream_t *)&c->tcp, bufs + first, n - first, on_written);
+        if (rc != 0) {
+            write_failed(c, rc);
+            return;
+        }
+        c->writing = 1;
         return;
     }
-    c->writing = 1;
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -793,8 +837,22 @@ int transport_send(struct transport *t, uint64_t to, const struct raft_message *
     p->tail = f;
     p->queued_bytes += f->len;
     p->queued_msgs++;
-    peer_kick(p);
+    if (!t->corked)
+        peer_kick(p);
     return 0;
+}
+
+void transport_cork(struct transport *t)
+{
+    t->corked = 1;
+}
+
+void transport_uncork(struct transport *t)
+{
+    t->corked = 0;
+    for (struct peer *p = t->peers; p; p = p->next)
+        if (p->head)
+            peer_kick(p);
 }
 
 /* ============================== open, stats, close ============================== */

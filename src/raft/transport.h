@@ -63,6 +63,9 @@ struct transport_stream_ops {
     int (*write)(uv_write_t *req, uv_stream_t *s, const uv_buf_t bufs[], unsigned nbufs,
                  uv_write_cb cb);
     void (*close)(uv_handle_t *h, uv_close_cb cb);
+    /* Optional (may be NULL): writes what the socket takes now, like uv_try_write: the byte
+     * count, UV_EAGAIN for none, or another error. write then gets only the rest. */
+    int (*try_write)(uv_stream_t *s, const uv_buf_t bufs[], unsigned nbufs);
 };
 extern const struct transport_stream_ops transport_stream_tcp;
 
@@ -137,6 +140,14 @@ int transport_remove_peer(struct transport *t, uint64_t node_id);
  * go out after the reconnect; those being written when a connection fails are lost.
  */
 int transport_send(struct transport *t, uint64_t to, const struct raft_message *m);
+
+/*
+ * Between transport_cork and transport_uncork, transport_send only queues; uncork then
+ * writes each peer's queue in one system call where the socket takes it. A caller that
+ * sends several messages at once (one ready's) saves a write per message.
+ */
+void transport_cork(struct transport *t);
+void transport_uncork(struct transport *t);
 
 void transport_stats(const struct transport *t, struct transport_stats *st);
 /* Bytes queued or in flight for node_id (0 if unknown); lets tests check the bound. */

@@ -754,8 +754,9 @@ static void counting_close(uv_handle_t *h, uv_close_cb cb)
     transport_stream_tcp.close(h, cb);
 }
 
+/* No try_write: every write goes through write (the path a TLS layer would take). */
 static const struct transport_stream_ops counting_ops = {counting_read_start, counting_write,
-                                                         counting_close};
+                                                         counting_close, NULL};
 
 TEST(transport_stream_layer_is_pluggable)
 {
@@ -779,6 +780,62 @@ TEST(transport_stream_layer_is_pluggable)
     node_close(&a);
     node_close(&b);
     CHECK_EQ(stream_closes, 2);
+    loop_finish();
+}
+
+/* The TCP layer with its try_write counted: how many system calls the frames took. */
+static int try_writes, try_write_bufs;
+
+static int counting_try_write(uv_stream_t *s, const uv_buf_t bufs[], unsigned nbufs)
+{
+    try_writes++;
+    try_write_bufs += (int)nbufs;
+    return transport_stream_tcp.try_write(s, bufs, nbufs);
+}
+
+static const struct transport_stream_ops try_write_ops = {counting_read_start, counting_write,
+                                                          counting_close, counting_try_write};
+
+static int got_five(void *arg)
+{
+    return ((struct node *)arg)->n_got >= 5;
+}
+
+TEST(transport_corked_sends_leave_in_one_write)
+{
+    loop_start();
+    struct node a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    struct transport_options o;
+    transport_options_default(&o);
+    o.cluster_id = 2;
+    o.stream = &try_write_ops;
+    node_open_opts(&a, 1, &o, 0);
+    node_open_opts(&b, 2, &o, 0);
+    link_to(&a, &b);
+    struct raft_message first = make_msg(RAFT_MSG_VOTE, 1, 2, 1);
+    CHECK_OK(transport_send(a.t, 2, &first));
+    run_until(got_one, &b, "the connection up and a first message through");
+    int calls = try_writes, writes = stream_writes;
+    struct raft_message m[4];
+    transport_cork(a.t);
+    for (int i = 0; i < 4; i++) {
+        m[i] = make_msg(RAFT_MSG_APPEND, 1, 2, (uint64_t)i + 2);
+        CHECK_OK(transport_send(a.t, 2, &m[i]));
+    }
+    CHECK_EQ(try_writes, calls); /* corked: only queued */
+    CHECK(transport_queued_bytes(a.t, 2) > 0);
+    transport_uncork(a.t);
+    CHECK_EQ(try_writes, calls + 1); /* all four frames in one system call */
+    CHECK_EQ(stream_writes, writes); /* the socket took them: no write request */
+    CHECK_EQ_U(transport_queued_bytes(a.t, 2), 0);
+    run_until(got_five, &b, "the corked messages");
+    for (int i = 0; i < 4; i++)
+        CHECK(check_msg(&b.got[i + 1], &m[i]));
+    CHECK_EQ_U(stats_of(&a).msgs_sent, 5);
+    node_close(&a);
+    node_close(&b);
     loop_finish();
 }
 
