@@ -90,6 +90,11 @@
  *     record and cuts the zeros (a line at info level; a torn record is a warning), and a
  *     segment is cut to its last record before it is sealed, so sealed segments hold records
  *     only.
+ * 12. ls->tail holds a copy of the records last written to the active segment (up to
+ *     TAIL_CACHE_BYTES), so that entries() serves the entries about to be applied, which
+ *     were just appended, without a pread. It is equal to the file's bytes at those offsets:
+ *     it is emptied when a segment is created or removed and when the log is truncated, and
+ *     restarted at the new offset whenever a write does not continue it or would overflow.
  *
  * State changes: logstore_append (entries, truncation), logstore_sync (entries durable, then
  * raft-state), snapshot_switch (raft-state with a new snapshot, previous snapshot file and
@@ -118,6 +123,7 @@
 #include <unistd.h>
 
 #define REC_HEADER_BYTES   12
+#define TAIL_CACHE_BYTES   (1u << 20)
 #define REC_HEADER_KIND    1
 #define REC_ENTRY_KIND     2
 #define SEG_HEADER_PAYLOAD 16
@@ -185,6 +191,12 @@ struct logstore {
     int failed;
     void *rbuf; /* entries() data; valid until the next call into the store */
     size_t rbuf_cap;
+    /* The bytes last appended to the active segment (invariant 12): tail_len bytes from
+     * offset tail_off of the segment starting at tail_first; tail_len 0 when empty. */
+    uint8_t *tail;
+    size_t tail_len;
+    uint64_t tail_first, tail_off;
+    uint64_t entry_preads;
 };
 
 /* ============================== small helpers ============================== */
@@ -252,6 +264,32 @@ static int fail_io(struct logstore *ls)
     return RC_EIO;
 }
 
+/* Invariant 12: buf[0..len) was just written at offset off of the active segment. */
+static void tail_note(struct logstore *ls, const struct seg *sg, const uint8_t *buf, size_t len,
+                      uint64_t off)
+{
+    if (!ls->tail || len > TAIL_CACHE_BYTES)
+        return;
+    if (ls->tail_len == 0 || ls->tail_first != sg->first_index ||
+        ls->tail_off + ls->tail_len != off || ls->tail_len + len > TAIL_CACHE_BYTES) {
+        ls->tail_first = sg->first_index;
+        ls->tail_off = off;
+        ls->tail_len = 0;
+    }
+    memcpy(ls->tail + ls->tail_len, buf, len);
+    ls->tail_len += len;
+}
+
+/* The cached bytes [off, off + len) of segment first_index, or NULL if not all cached. */
+static const uint8_t *tail_find(const struct logstore *ls, uint64_t first_index, uint64_t off,
+                                size_t len)
+{
+    if (ls->tail_len == 0 || ls->tail_first != first_index || off < ls->tail_off ||
+        off - ls->tail_off > ls->tail_len || len > ls->tail_len - (off - ls->tail_off))
+        return NULL;
+    return ls->tail + (off - ls->tail_off);
+}
+
 static int hook(struct logstore *ls, enum logstore_point point)
 {
     if (ls->opts.hook && ls->opts.hook(ls->opts.hook_ctx, point) != 0) {
@@ -306,6 +344,7 @@ static size_t seg_of(const struct logstore *ls, uint64_t index)
 /* Closes and unlinks segment slot i (the directory is synced by the caller). */
 static int seg_remove(struct logstore *ls, size_t i)
 {
+    ls->tail_len = 0;
     char path[PATH_MAX];
     seg_path(ls, ls->segs[i].first_index, path, sizeof path);
     close(ls->segs[i].fd);
@@ -875,6 +914,7 @@ void logstore_close(struct logstore *ls)
     rc_free(ls->segs);
     rc_free(ls->locs);
     rc_free(ls->rbuf);
+    rc_free(ls->tail);
     rc_free(ls->dir);
     rc_free(ls);
 }
@@ -893,7 +933,7 @@ int logstore_open(const char *dir, const struct logstore_options *opts, struct l
         ls->opts.segment_size_bytes = 64ull << 20;
     ls->locs_base = 1;
     ls->snap_fd = ls->in_fd = -1;
-    if (!(ls->dir = rc_memdup(dir, strlen(dir))))
+    if (!(ls->dir = rc_memdup(dir, strlen(dir))) || !(ls->tail = rc_malloc(TAIL_CACHE_BYTES)))
         goto fail;
     if ((rc = rc_mkdir_p(dir)) != 0)
         goto fail;
@@ -928,12 +968,14 @@ static int seg_create(struct logstore *ls, uint64_t first_index, uint64_t prev_t
     }
     ls->segs[ls->n_segs++] = (struct seg){first_index, prev_term, sizeof hdr, sizeof hdr, fd};
     ls->dir_dirty = 1;
+    ls->tail_len = 0;
     return 0;
 }
 
 /* Deletes stored entries >= index, durably (invariant 4). */
 static int truncate_suffix(struct logstore *ls, uint64_t index)
 {
+    ls->tail_len = 0;
     size_t s = seg_of(ls, index);
     for (size_t i = ls->n_segs; i-- > s + 1;) {
         if (seg_remove(ls, i) != 0)
@@ -970,6 +1012,7 @@ static int write_span(struct logstore *ls, const uint8_t *buf, size_t len)
     seg_path(ls, sg->first_index, path, sizeof path);
     if (rc_pwrite_all(sg->fd, buf, len, (off_t)sg->size_bytes, path) != 0)
         return RC_EIO;
+    tail_note(ls, sg, buf, len, sg->size_bytes);
     sg->size_bytes += len;
     ls->active_dirty = 1;
     if (sg->size_bytes <= sg->alloc_bytes)
@@ -1088,6 +1131,11 @@ int logstore_set_hard_state(struct logstore *ls, const struct raft_hard_state *h
 void logstore_hard_state(const struct logstore *ls, struct raft_hard_state *hs)
 {
     *hs = ls->hs_durable;
+}
+
+uint64_t logstore_entry_preads(const struct logstore *ls)
+{
+    return ls->entry_preads;
 }
 
 size_t logstore_segment_count(const struct logstore *ls)
@@ -1470,8 +1518,9 @@ static int st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes, str
         ls->rbuf = p;
         ls->rbuf_cap = bytes;
     }
-    /* Records of consecutive entries in one segment are contiguous: one pread per segment. */
-    uint8_t *buf = ls->rbuf;
+    /* Records of consecutive entries in one segment are contiguous: one pread per segment,
+     * none for records still in the tail cache (invariant 12). */
+    uint8_t *next = ls->rbuf;
     size_t done = 0;
     while (done < count) {
         uint64_t idx = lo + done;
@@ -1482,12 +1531,18 @@ static int st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes, str
             span += entry_rec_bytes(ls->locs[lo + k - ls->locs_base].data_len);
             k++;
         }
+        uint64_t at = ls->locs[idx - ls->locs_base].offset;
         char path[PATH_MAX];
-        seg_path(ls, ls->segs[s].first_index, path, sizeof path);
-        int rc = rc_pread_all(ls->segs[s].fd, buf, span,
-                              (off_t)ls->locs[idx - ls->locs_base].offset, path);
-        if (rc != 0)
-            return rc;
+        const uint8_t *buf = tail_find(ls, ls->segs[s].first_index, at, span);
+        if (!buf) {
+            seg_path(ls, ls->segs[s].first_index, path, sizeof path);
+            int rc = rc_pread_all(ls->segs[s].fd, next, span, (off_t)at, path);
+            if (rc != 0)
+                return rc;
+            ls->entry_preads++;
+            buf = next;
+            next += span;
+        }
         size_t off = 0;
         for (size_t j = done; j < k; j++) {
             uint8_t kind;
@@ -1497,13 +1552,13 @@ static int st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes, str
             if (rec_check(buf + off, span - off, &kind, &len) != 0 || kind != REC_ENTRY_KIND ||
                 raft_entry_decode(buf + off + REC_HEADER_BYTES, len, e, &used) != 0 ||
                 e->index != lo + j) {
+                seg_path(ls, ls->segs[s].first_index, path, sizeof path);
                 rc_error("%s: corrupt record at offset %llu", path,
                          (unsigned long long)ls->locs[lo + j - ls->locs_base].offset);
                 return RC_ECORRUPT;
             }
             off += REC_HEADER_BYTES + len;
         }
-        buf += span;
         done = k;
     }
     *n = count;

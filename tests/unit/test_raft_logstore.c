@@ -325,6 +325,47 @@ TEST(compaction_then_reopen)
     logstore_close(ls);
 }
 
+static uint64_t term_tail(uint64_t index)
+{
+    return index >= 29990 ? 2 : 1;
+}
+
+TEST(recent_entries_come_from_the_tail_cache_and_match_the_files)
+{
+    char dir[4200];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore *ls;
+    CHECK_OK(open_small(dir, 64 << 20, &ls));
+    CHECK_OK(append_range(ls, 1, 101, 1, 10));
+    /* Everything appended so far is in the cache: no pread, synced or not. */
+    check_range(ls, 91, 101, term1);
+    check_range(ls, 1, 101, term1);
+    CHECK_OK(logstore_sync(ls));
+    check_range(ls, 1, 101, term1);
+    CHECK_EQ_U(logstore_entry_preads(ls), 0);
+    /* Past the cache's size (~75 bytes a record here, 1 MiB cached), the oldest entries
+     * come from the file, the newest still from the cache. */
+    CHECK_OK(append_range(ls, 101, 30001, 1, 64));
+    check_range(ls, 29901, 30001, term1);
+    CHECK_EQ_U(logstore_entry_preads(ls), 0);
+    check_range(ls, 1, 30001, term1);
+    uint64_t preads = logstore_entry_preads(ls);
+    CHECK(preads > 0);
+    /* A truncation empties the cache; what follows is cached again, and reads agree with
+     * the files (reopened) on both sides of the cut. */
+    CHECK_OK(append_range(ls, 29990, 30001, 2, 4));
+    check_range(ls, 29990, 30001, term_tail);
+    CHECK_EQ_U(logstore_entry_preads(ls), preads);
+    check_range(ls, 29950, 30001, term_tail);
+    CHECK(logstore_entry_preads(ls) > preads);
+    CHECK_OK(logstore_sync(ls));
+    logstore_close(ls);
+    CHECK_OK(open_small(dir, 64 << 20, &ls));
+    check_range(ls, 1, 30001, term_tail);
+    CHECK(logstore_entry_preads(ls) > 0);
+    logstore_close(ls);
+}
+
 TEST(hard_state_round_trip)
 {
     char dir[4200];
