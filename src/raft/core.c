@@ -157,9 +157,35 @@ uint32_t raft_quorum(const struct raft *r)
     return r->config.n_voters / 2 + 1;
 }
 
+/*
+ * An acceptance of appends says only "my log matches yours up to index", and all messages of
+ * one ready leave after the same persist: when the last message queued for the same node is
+ * an acceptance in the same term, the new one raises its index instead of following it. A
+ * follower that took several appends in one ready then answers once, with the highest.
+ */
+static int merge_acceptance(struct raft *r, const struct raft_message *m)
+{
+    if (m->type != RAFT_MSG_APPEND_RESP || m->reject)
+        return 0;
+    uint64_t term = m->term ? m->term : r->term;
+    for (size_t i = r->n_msgs; i-- > 0;) {
+        struct raft_message *q = &r->msgs[i];
+        if (q->to != m->to)
+            continue;
+        if (q->type != RAFT_MSG_APPEND_RESP || q->reject || q->term != term)
+            return 0;
+        if (m->index > q->index)
+            q->index = m->index;
+        return 1;
+    }
+    return 0;
+}
+
 int raft_send(struct raft *r, struct raft_message *m)
 {
     RAFT_ASSERT(m->to != r->id && m->to != RAFT_NONE);
+    if (merge_acceptance(r, m))
+        return 0;
     if (r->n_msgs == r->cap_msgs) {
         size_t cap = r->cap_msgs ? 2 * r->cap_msgs : 16;
         struct raft_message *msgs = rc_realloc(r->msgs, cap * sizeof *msgs);

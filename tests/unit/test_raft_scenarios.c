@@ -141,6 +141,85 @@ TEST(figure8_leader_commits_old_term_entry_only_through_its_own)
     CHECK_EQ_U(figure8_commit_after_old_term_acks(1), 2);
 }
 
+/* The messages of the core's next ready, taken and acknowledged (persisted) at once. */
+static size_t lone_take(struct lone *l, struct raft_message *out, size_t cap)
+{
+    struct raft_ready rd;
+    CHECK_OK(raft_ready(l->r, &rd));
+    for (size_t i = 0; i < rd.n_entries; i++)
+        sim_st_append(l->s, &l->st, &rd.entries[i]);
+    sim_st_sync(&l->st);
+    size_t n = rd.n_messages < cap ? rd.n_messages : cap;
+    memcpy(out, rd.messages, n * sizeof *out);
+    CHECK_OK(raft_advance(l->r, 0));
+    return n;
+}
+
+static void lone_append(struct lone *l, uint64_t prev, uint64_t prev_term, uint64_t n)
+{
+    static uint64_t body = 7;
+    struct raft_entry e[4];
+    for (uint64_t i = 0; i < n; i++)
+        e[i] = (struct raft_entry){.term = 2, .index = prev + 1 + i, .len = 8, .data = &body};
+    struct raft_message m = {.type = RAFT_MSG_APPEND,
+                             .from = 2,
+                             .to = 1,
+                             .term = 2,
+                             .log_index = prev,
+                             .log_term = prev_term,
+                             .entries = e,
+                             .n_entries = (uint32_t)n};
+    CHECK_OK(raft_step(l->r, &m));
+}
+
+/*
+ * A follower that takes several appends in one ready answers the leader once, with the
+ * highest index; a rejection in between keeps its place (and what follows it is sent on).
+ */
+TEST(follower_answers_appends_of_one_ready_once)
+{
+    struct lone l;
+    memset(&l, 0, sizeof l);
+    l.s = rc_calloc(1, sizeof *l.s);
+    struct raft_config c = {.n_voters = 3, .voters = {1, 2, 3}};
+    struct raft_entry boot;
+    CHECK_OK(raft_bootstrap_entry(&c, &boot));
+    sim_st_append(l.s, &l.st, &boot);
+    rc_free(boot.data);
+    sim_st_sync(&l.st);
+    struct raft_options o;
+    raft_options_default(&o, 1);
+    struct raft_storage ops = sim_storage_ops(&l.st);
+    struct raft_hard_state hs = {.term = 1};
+    CHECK_OK(raft_create(&o, &ops, &hs, &l.r));
+
+    lone_append(&l, 1, 1, 2); /* 2..3 */
+    lone_append(&l, 3, 2, 1); /* 4 */
+    lone_append(&l, 4, 2, 3); /* 5..7 */
+    struct raft_message got[8];
+    size_t n = lone_take(&l, got, 8);
+    CHECK_EQ_U(n, 1);
+    CHECK_EQ(got[0].type, RAFT_MSG_APPEND_RESP);
+    CHECK_EQ_U(got[0].to, 2);
+    CHECK_EQ(got[0].reject, 0);
+    CHECK_EQ_U(got[0].index, 7);
+
+    lone_append(&l, 7, 2, 1);  /* 8 */
+    lone_append(&l, 20, 2, 1); /* a gap: rejected */
+    lone_append(&l, 8, 2, 2);  /* 9..10 */
+    lone_append(&l, 10, 2, 1); /* 11 */
+    n = lone_take(&l, got, 8);
+    CHECK_EQ_U(n, 3);
+    CHECK(got[0].type == RAFT_MSG_APPEND_RESP && !got[0].reject && got[0].index == 8);
+    CHECK(got[1].type == RAFT_MSG_APPEND_RESP && got[1].reject && got[1].index == 20);
+    CHECK(got[2].type == RAFT_MSG_APPEND_RESP && !got[2].reject && got[2].index == 11);
+
+    raft_destroy(l.r);
+    sim_st_destroy(&l.st);
+    sim_destroy(l.s);
+    rc_free(l.s);
+}
+
 /* ---------------------------------------------------------------- Figure 7 */
 
 /*
