@@ -93,8 +93,9 @@
  * 12. ls->tail holds a copy of the records last written to the active segment (up to
  *     TAIL_CACHE_BYTES), so that entries() serves the entries about to be applied, which
  *     were just appended, without a pread. It is equal to the file's bytes at those offsets:
- *     it is emptied when a segment is created or removed and when the log is truncated, and
- *     restarted at the new offset whenever a write does not continue it or would overflow.
+ *     it is emptied when a segment is created, when the segment it copies is removed and when
+ *     the log is truncated, and restarted at the new offset whenever a write does not
+ *     continue it or would overflow.
  *
  * State changes: logstore_append (entries, truncation), logstore_sync (entries durable, then
  * raft-state), snapshot_switch (raft-state with a new snapshot, previous snapshot file and
@@ -268,7 +269,7 @@ static int fail_io(struct logstore *ls)
 static void tail_note(struct logstore *ls, const struct seg *sg, const uint8_t *buf, size_t len,
                       uint64_t off)
 {
-    if (!ls->tail || len > TAIL_CACHE_BYTES)
+    if (len > TAIL_CACHE_BYTES)
         return;
     if (ls->tail_len == 0 || ls->tail_first != sg->first_index ||
         ls->tail_off + ls->tail_len != off || ls->tail_len + len > TAIL_CACHE_BYTES) {
@@ -344,7 +345,8 @@ static size_t seg_of(const struct logstore *ls, uint64_t index)
 /* Closes and unlinks segment slot i (the directory is synced by the caller). */
 static int seg_remove(struct logstore *ls, size_t i)
 {
-    ls->tail_len = 0;
+    if (ls->segs[i].first_index == ls->tail_first)
+        ls->tail_len = 0;
     char path[PATH_MAX];
     seg_path(ls, ls->segs[i].first_index, path, sizeof path);
     close(ls->segs[i].fd);

@@ -177,9 +177,9 @@ uint64_t logstore_last_index(const struct logstore *ls);
 /* The durable hard state (the last one written by logstore_sync, or recovered). */
 void logstore_hard_state(const struct logstore *ls, struct raft_hard_state *hs);
 /* Number of segment files currently in use. */
+size_t logstore_segment_count(const struct logstore *ls);
 /* Reads of entry records from the segment files; entries still in the tail cache (the last
  * MiB appended) are served without one. */
 uint64_t logstore_entry_preads(const struct logstore *ls);
-size_t logstore_segment_count(const struct logstore *ls);
 
 #endif

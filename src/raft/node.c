@@ -377,6 +377,9 @@ static int early_sends_ok(const struct raft_node *n, const struct raft_ready *rd
     return 1;
 }
 
+/* Only a leader's replication messages may leave before the persist; never an answer
+ * (core.c's merge_acceptance relies on that: a merged acceptance speaks for entries of the
+ * whole ready). */
 static int is_replication(const struct raft_message *m)
 {
     return m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT ||

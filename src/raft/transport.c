@@ -95,7 +95,7 @@ struct transport {
     struct transport_stats stats;
     unsigned handles_open;
     int closing;
-    int corked; /* transport_send only queues (see transport_cork) */
+    unsigned corked; /* > 0: transport_send only queues (see transport_cork) */
     void (*on_closed)(void *ctx);
     void *closed_ctx;
     unsigned char *readbuf;
@@ -844,12 +844,13 @@ int transport_send(struct transport *t, uint64_t to, const struct raft_message *
 
 void transport_cork(struct transport *t)
 {
-    t->corked = 1;
+    t->corked++;
 }
 
 void transport_uncork(struct transport *t)
 {
-    t->corked = 0;
+    if (t->corked == 0 || --t->corked > 0)
+        return;
     for (struct peer *p = t->peers; p; p = p->next)
         if (p->head)
             peer_kick(p);

@@ -143,8 +143,9 @@ int transport_send(struct transport *t, uint64_t to, const struct raft_message *
 
 /*
  * Between transport_cork and transport_uncork, transport_send only queues; uncork then
- * writes each peer's queue in one system call where the socket takes it. A caller that
- * sends several messages at once (one ready's) saves a write per message.
+ * writes each peer's queue, up to 64 frames per system call. A caller that sends several
+ * messages at once (one ready's) saves a write per message. Pairs may nest: the outermost
+ * uncork writes.
  */
 void transport_cork(struct transport *t);
 void transport_uncork(struct transport *t);

@@ -527,6 +527,31 @@ SIM_FN void sim_st_append(struct sim *s, struct sim_storage *st, const struct ra
     slot->n++;
 }
 
+/*
+ * A core fed by hand (tests that script one node's inputs): node 1 of config c, whose
+ * storage st holds c's bootstrap entry (synced), with hard state term and default options
+ * (*o, if not NULL, receives them).
+ */
+SIM_FN struct raft *sim_hand_core(struct sim *s, struct sim_storage *st,
+                                  const struct raft_config *c, uint64_t term,
+                                  struct raft_options *o)
+{
+    struct raft_entry boot;
+    CHECK_OK(raft_bootstrap_entry(c, &boot));
+    sim_st_append(s, st, &boot);
+    rc_free(boot.data);
+    sim_st_sync(st);
+    struct raft_options opts;
+    raft_options_default(&opts, 1);
+    if (o)
+        *o = opts;
+    struct raft_storage ops = sim_storage_ops(st);
+    struct raft_hard_state hs = {.term = term};
+    struct raft *r;
+    CHECK_OK(raft_create(&opts, &ops, &hs, &r));
+    return r;
+}
+
 /* ---------------------------------------------------------------- nodes */
 
 SIM_FN void sim_node_options(struct sim *s, uint64_t id, struct raft_options *o)

@@ -228,16 +228,8 @@ TEST(review_read_arriving_mid_round_waits_for_next_round)
     memset(&l, 0, sizeof l);
     l.s = rc_calloc(1, sizeof *l.s);
     struct raft_config c = {.n_voters = 3, .voters = {1, 2, 3}};
-    struct raft_entry boot;
-    CHECK_OK(raft_bootstrap_entry(&c, &boot));
-    sim_st_append(l.s, &l.st, &boot);
-    rc_free(boot.data);
-    sim_st_sync(&l.st);
     struct raft_options o;
-    raft_options_default(&o, 1);
-    struct raft_storage ops = sim_storage_ops(&l.st);
-    struct raft_hard_state hs = {.term = 1};
-    CHECK_OK(raft_create(&o, &ops, &hs, &l.r));
+    l.r = sim_hand_core(l.s, &l.st, &c, 1, &o);
     for (int i = 0; i < 2 * o.election_ticks; i++) {
         CHECK_OK(raft_tick(l.r));
         l2_ready(&l);

@@ -758,19 +758,25 @@ static void counting_close(uv_handle_t *h, uv_close_cb cb)
 static const struct transport_stream_ops counting_ops = {counting_read_start, counting_write,
                                                          counting_close, NULL};
 
+/* Nodes 1 (a) and 2 (b) of cluster 2 over stream layer ops, a linked to b. */
+static void open_pair_over(struct node *a, struct node *b, const struct transport_stream_ops *ops)
+{
+    memset(a, 0, sizeof *a);
+    memset(b, 0, sizeof *b);
+    struct transport_options o;
+    transport_options_default(&o);
+    o.cluster_id = 2;
+    o.stream = ops;
+    node_open_opts(a, 1, &o, 0);
+    node_open_opts(b, 2, &o, 0);
+    link_to(a, b);
+}
+
 TEST(transport_stream_layer_is_pluggable)
 {
     loop_start();
     struct node a, b;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
-    struct transport_options o;
-    transport_options_default(&o);
-    o.cluster_id = 2;
-    o.stream = &counting_ops;
-    node_open_opts(&a, 1, &o, 0);
-    node_open_opts(&b, 2, &o, 0);
-    link_to(&a, &b);
+    open_pair_over(&a, &b, &counting_ops);
     struct raft_message m = make_msg(RAFT_MSG_VOTE, 1, 2, 1);
     CHECK_OK(transport_send(a.t, 2, &m));
     run_until(got_one, &b, "delivery through the wrapped stream");
@@ -784,12 +790,11 @@ TEST(transport_stream_layer_is_pluggable)
 }
 
 /* The TCP layer with its try_write counted: how many system calls the frames took. */
-static int try_writes, try_write_bufs;
+static int try_writes;
 
 static int counting_try_write(uv_stream_t *s, const uv_buf_t bufs[], unsigned nbufs)
 {
     try_writes++;
-    try_write_bufs += (int)nbufs;
     return transport_stream_tcp.try_write(s, bufs, nbufs);
 }
 
@@ -805,15 +810,7 @@ TEST(transport_corked_sends_leave_in_one_write)
 {
     loop_start();
     struct node a, b;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
-    struct transport_options o;
-    transport_options_default(&o);
-    o.cluster_id = 2;
-    o.stream = &try_write_ops;
-    node_open_opts(&a, 1, &o, 0);
-    node_open_opts(&b, 2, &o, 0);
-    link_to(&a, &b);
+    open_pair_over(&a, &b, &try_write_ops);
     struct raft_message first = make_msg(RAFT_MSG_VOTE, 1, 2, 1);
     CHECK_OK(transport_send(a.t, 2, &first));
     run_until(got_one, &b, "the connection up and a first message through");
