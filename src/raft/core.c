@@ -218,7 +218,8 @@ void raft_check_invariants(struct raft *r)
     RAFT_ASSERT((r->role == RAFT_FAILED) == (r->failed != 0));
     RAFT_ASSERT(r->term >= r->persisted.term); /* terms never go back */
     RAFT_ASSERT(log->applied <= log->commit && log->commit <= last);
-    RAFT_ASSERT(log->snapshot_index + 1 == log->stable_first);
+    RAFT_ASSERT(log->stable_first <= log->snapshot_index + 1);
+    RAFT_ASSERT(log->stable_first > log->snapshot_index || log->stable_last >= log->snapshot_index);
     RAFT_ASSERT(log->snapshot_index <= log->applied);
     RAFT_ASSERT(log->offset >= log->stable_first && log->offset <= log->stable_last + 1);
     for (size_t i = 0; i < log->n; i++) {
@@ -646,7 +647,9 @@ int raft_compacted(struct raft *r, uint64_t index)
     RAFT_ASSERT(!r->ready_outstanding);
     if (index > r->log.applied || index >= r->log.offset || index > r->log.stable_last)
         return RC_EINVAL;
-    raft_log_compacted(&r->log, index);
+    int rc = raft_log_compacted(&r->log, index);
+    if (rc != 0)
+        return rc; /* the storage's first index contradicts the compaction: nothing changed */
     if (r->durable < index)
         r->durable = index; /* the snapshot covering it is durable */
     raft_check_invariants(r);
@@ -666,6 +669,7 @@ void raft_status(const struct raft *r, struct raft_status *st)
     st->commit = r->log.commit;
     st->applied = r->log.applied;
     st->first_index = r->log.stable_first;
+    st->snapshot_index = r->log.snapshot_index;
     st->last_index = raft_log_last_index(&r->log);
     st->last_term = raft_log_term_or_zero((struct raft_log *)&r->log, st->last_index);
     st->stable_index = raft_durable_index(r);

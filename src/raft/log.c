@@ -11,6 +11,11 @@
  *   2. commit <= last index, and entries at or below commit are never truncated
  *      (raft_log_append asserts it: a committed entry is forever, §5.4).
  *   3. applied <= commit.
+ *   4. stable_first <= snapshot_index + 1: the storage may keep entries at and before the
+ *      snapshot index (trailing entries, so that a follower a little behind is sent entries,
+ *      not the snapshot); those are committed, and term(snapshot_index) is the snapshot's
+ *      term either way (raft_log_init checks the storage agrees). A compaction never lowers
+ *      stable_first (raft_log_compacted refuses it).
  *
  * State changes: raft_log_append (new unstable entries, possibly truncating),
  * raft_log_stable_to (unstable → stable, called by raft_advance), commit and applied are
@@ -38,8 +43,17 @@ int raft_log_init(struct raft_log *log, const struct raft_storage *storage, uint
     struct raft_snapshot_meta meta = {0};
     if (storage->snapshot && (rc = storage->snapshot(storage->ctx, &meta)) != 0)
         return rc;
-    if (meta.index + 1 != log->stable_first)
+    /* The log starts right after the snapshot, or earlier (entries kept before it, which
+     * then reach it: invariant 4). */
+    if (log->stable_first > meta.index + 1 ||
+        (log->stable_first <= meta.index && log->stable_last < meta.index))
         return RC_ECORRUPT;
+    if (log->stable_first <= meta.index) {
+        uint64_t t;
+        rc = storage->term(storage->ctx, meta.index, &t);
+        if (rc != 0 || t != meta.term)
+            return rc != 0 && rc != RC_ENOTFOUND ? rc : RC_ECORRUPT;
+    }
     log->snapshot_index = meta.index;
     log->snapshot_term = meta.term;
     log->offset = log->stable_last + 1;
@@ -265,16 +279,25 @@ void raft_log_stable_to(struct raft_log *log, uint64_t index)
     log->offset = index + 1;
 }
 
-void raft_log_compacted(struct raft_log *log, uint64_t index)
+int raft_log_compacted(struct raft_log *log, uint64_t index)
 {
     RAFT_ASSERT(index <= log->applied && index < log->offset && index <= log->stable_last);
     if (index <= log->snapshot_index)
-        return;
+        return 0;
     uint64_t term = raft_log_term_or_zero(log, index);
     RAFT_ASSERT(term != 0);
+    /* The storage says which entries it kept: from its first index, which a compaction
+     * never lowers, up to index + 1 at most (invariant 4). */
+    uint64_t first;
+    int rc = log->storage.first_index(log->storage.ctx, &first);
+    if (rc != 0)
+        return rc;
+    if (first > index + 1 || first < log->stable_first)
+        return RC_ECORRUPT;
     log->snapshot_index = index;
     log->snapshot_term = term;
-    log->stable_first = index + 1;
+    log->stable_first = first;
+    return 0;
 }
 
 void raft_log_restore(struct raft_log *log, uint64_t index, uint64_t term)

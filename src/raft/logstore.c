@@ -1,6 +1,6 @@
 /*
  * logstore.c — the durable Raft log: append-only segment files, a hard-state file and the
- * snapshot the log starts after.
+ * last snapshot (the log starts after it, or keeps trailing entries before its index).
  *
  * NOTES ON THE DESIGN
  *
@@ -58,13 +58,16 @@
  *     while the directory sync was interrupted) are deleted at open with a warning.
  *  5. Compaction (snapshot_switch, for logstore_compact, logstore_snapshot_commit and the
  *     install of an incoming snapshot) writes raft-state with the new snapshot meta first and
- *     then unlinks segments wholly at or below the snapshot index, from the front — or every
- *     segment when the snapshot's last entry is not ours (beyond our log or another term), or
- *     when installing an incoming snapshot. Segments left over by a crash in between are
- *     found at open below the snapshot, or disagreeing with its term at its index, and
- *     deleted (segments that agree with it at its index match the leader's log by log
- *     matching, so keeping them is safe). first_index = max(snapshot index + 1, first stored
- *     entry); term(snapshot index) is the snapshot term.
+ *     then unlinks segments wholly before keep_from, from the front — or every segment when
+ *     the snapshot's last entry is not ours (beyond our log or another term), or when
+ *     installing an incoming snapshot. keep_from is snapshot index + 1 - trailing_entries
+ *     (options; at least 1): the trailing entries stay readable, so that a follower a little
+ *     behind is sent entries rather than the snapshot. Segments left over by a crash in
+ *     between are found at open wholly before keep_from, or ending before the snapshot's
+ *     index, or disagreeing with its term there, and deleted (segments that reach it and
+ *     agree with it at its index match the leader's log by log matching, so keeping them is
+ *     safe; every entry up to the snapshot index was committed). first_index =
+ *     max(keep_from, first stored entry); term(snapshot index) is the snapshot term.
  *  6. In memory, locs[i] describes entry locs_base + i (term, segment offset, data length),
  *     so term() is O(1) and entries() is one pread per segment touched.
  *  7. Any write, sync, truncate, rename or unlink failure latches ls->failed = RC_EIO: the
@@ -300,9 +303,17 @@ static int hook(struct logstore *ls, enum logstore_point point)
     return 0;
 }
 
+/* The first index the log exposes after snapshot index: trailing_entries before it. */
+static uint64_t keep_from(const struct logstore *ls, uint64_t index)
+{
+    uint64_t t = ls->opts.trailing_entries;
+    return index + 1 - (t < index ? t : index);
+}
+
 uint64_t logstore_first_index(const struct logstore *ls)
 {
-    return ls->snap.index + 1 > ls->locs_base ? ls->snap.index + 1 : ls->locs_base;
+    uint64_t first = keep_from(ls, ls->snap.index);
+    return first > ls->locs_base ? first : ls->locs_base;
 }
 
 uint64_t logstore_last_index(const struct logstore *ls)
@@ -355,6 +366,19 @@ static int seg_remove(struct logstore *ls, size_t i)
         rc_warn("unlink %s: %s", path, strerror(errno));
         return RC_EIO;
     }
+    return 0;
+}
+
+/*
+ * Unlinks segments [k, n_segs) from the last backward (files only; the arrays are the
+ * caller's), so that a crash in between leaves a prefix of the log, which reads as one
+ * (invariant 5), never later segments after a gap.
+ */
+static int seg_remove_from(struct logstore *ls, size_t k)
+{
+    for (size_t i = ls->n_segs; i-- > k;)
+        if (seg_remove(ls, i) != 0 || hook(ls, LOGSTORE_SEGMENT_REMOVED) != 0)
+            return RC_EIO;
     return 0;
 }
 
@@ -832,12 +856,13 @@ static int recover(struct logstore *ls)
     rc_free(ids);
     if (rc != 0)
         return rc;
-    /* Segments wholly at or below the snapshot are leftovers of an interrupted compaction. */
+    /* Segments wholly before the entries kept with the snapshot (keep_from: just after it
+     * with no trailing entries) are leftovers of an interrupted compaction. */
     size_t k = 0;
     while (ls->snap.index > 0 && k < ls->n_segs) {
         uint64_t seg_last =
             k + 1 < ls->n_segs ? ls->segs[k + 1].first_index - 1 : ls->locs_base + ls->n_locs - 1;
-        if (seg_last > ls->snap.index)
+        if (seg_last >= keep_from(ls, ls->snap.index))
             break;
         if ((rc = seg_remove(ls, k)) != 0)
             return rc;
@@ -848,15 +873,25 @@ static int recover(struct logstore *ls)
      * a crash after raft-state was written can leave the segments behind.
      */
     uint64_t t;
-    if (k < ls->n_segs && ls->snap.index >= ls->locs_base && term_of(ls, ls->snap.index, &t) == 0 &&
-        t != ls->snap.term) {
+    if (k < ls->n_segs && ls->snap.index > ls->locs_base + ls->n_locs - 1) {
+        /* Entries that do not reach the snapshot: a snapshot install replaced them, or they
+         * were never synced before a crash (a leader compacts past its unsynced writes). */
+        rc_warn("%s: removing log entries left behind by a snapshot install or a crash (they end "
+                "at index %llu, before the snapshot at %llu)",
+                ls->dir, (unsigned long long)(ls->locs_base + ls->n_locs - 1),
+                (unsigned long long)ls->snap.index);
+        if ((rc = seg_remove_from(ls, k)) != 0)
+            return rc;
+        k = ls->n_segs;
+    } else if (k < ls->n_segs && ls->snap.index + 1 >= ls->locs_base &&
+               term_of(ls, ls->snap.index, &t) == 0 && t != ls->snap.term) {
         rc_warn("%s: removing the log left behind by a snapshot install (term %llu at index %llu, "
                 "snapshot term %llu)",
                 ls->dir, (unsigned long long)t, (unsigned long long)ls->snap.index,
                 (unsigned long long)ls->snap.term);
-        for (; k < ls->n_segs; k++)
-            if ((rc = seg_remove(ls, k)) != 0)
-                return rc;
+        if ((rc = seg_remove_from(ls, k)) != 0)
+            return rc;
+        k = ls->n_segs;
     }
     if (k > 0)
         drop_front_segs(ls, k, ls->snap.index + 1);
@@ -1208,14 +1243,20 @@ static int snapshot_switch(struct logstore *ls, const struct snap_info *s, int f
         dir_changed = 1;
     }
     size_t k = 0;
-    if (drop_all)
+    if (drop_all) {
+        /* From the last backward: a crash in between leaves a prefix of the old log, which
+         * the next open finds short of the snapshot or disagreeing with it, and drops. */
         k = ls->n_segs;
-    else
-        while (k + 1 < ls->n_segs && ls->segs[k + 1].first_index <= s->index + 1)
-            k++;
-    for (size_t i = 0; i < k; i++)
-        if (seg_remove(ls, i) != 0)
+        if (seg_remove_from(ls, 0) != 0)
             return fail_io(ls);
+    } else {
+        /* From the front: a crash in between leaves segments that still reach keep_from. */
+        while (k + 1 < ls->n_segs && ls->segs[k + 1].first_index <= keep_from(ls, s->index))
+            k++;
+        for (size_t i = 0; i < k; i++)
+            if (seg_remove(ls, i) != 0 || hook(ls, LOGSTORE_SEGMENT_REMOVED) != 0)
+                return fail_io(ls);
+    }
     if (k > 0) {
         drop_front_segs(ls, k, s->index + 1);
         if (drop_all)

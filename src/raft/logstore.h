@@ -29,6 +29,7 @@ enum logstore_point {
     LOGSTORE_ENTRIES_SYNCED = 2,      /* the segment files and the directory are durable */
     LOGSTORE_BEFORE_STATE_WRITE = 3,  /* the state file is about to be replaced */
     LOGSTORE_STATE_WRITTEN = 4,       /* the state file was replaced durably */
+    LOGSTORE_SEGMENT_REMOVED = 5,     /* a compaction or install unlinked a segment */
 };
 
 struct logstore_options {
@@ -39,6 +40,12 @@ struct logstore_options {
      * blocks and fdatasync has no file size to write.
      */
     uint64_t prealloc_bytes;
+    /*
+     * Entries kept before a snapshot's index when the log is compacted to it (default 0):
+     * the log's first index is then snapshot index + 1 - trailing_entries (invariant 5), so
+     * that a follower a little behind the compaction is sent entries, not the snapshot.
+     */
+    uint64_t trailing_entries;
     /*
      * Tests only (NULL in production): called at each enum logstore_point; a non-zero return
      * is treated as an I/O error at that point (the store then fails with RC_EIO).
@@ -76,9 +83,9 @@ struct raft_storage logstore_raft_storage(struct logstore *ls);
 
 /*
  * Appends n entries (data copied to the files, not kept), first deleting every stored entry
- * with index >= entries[0].index. Requires first_index <= entries[0].index <= last_index + 1
- * and consecutive indexes (RC_EINVAL otherwise). The entries are durable only after
- * logstore_sync; a truncation is made durable before this returns.
+ * with index >= entries[0].index. Requires first_index <= entries[0].index <= last_index + 1,
+ * entries[0].index above the snapshot's index and consecutive indexes (RC_EINVAL otherwise). The
+ * entries are durable only after logstore_sync; a truncation is made durable before this returns.
  */
 int logstore_append(struct logstore *ls, const struct raft_entry *entries, size_t n);
 /* Records the hard state to persist at the next logstore_sync (copied). */
@@ -91,8 +98,9 @@ int logstore_set_hard_state(struct logstore *ls, const struct raft_hard_state *h
 int logstore_sync(struct logstore *ls);
 /*
  * Records a snapshot ending at (index, term) without data (no file, no configuration, size 0;
- * a previous snapshot file is deleted) and drops the segments whose entries all lie at or
- * below index. The first index becomes index + 1 and term(index) stays answerable. If index
+ * a previous snapshot file is deleted) and drops the segments whose entries all lie before
+ * keep_from = index + 1 - trailing_entries (at least 1). The first index becomes keep_from
+ * (or the first entry stored, if later) and term(index) stays answerable. If index
  * is beyond the last entry or its term differs from ours, the whole log is dropped (the
  * snapshot replaces it) and the next append must start at index + 1. A no-op if index is not
  * beyond the current snapshot. Callers with snapshot data use logstore_snapshot_commit.

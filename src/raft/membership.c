@@ -116,7 +116,9 @@ int raft_config_recover(struct raft *r)
     uint64_t found_index[2] = {0, 0};
     int n_found = 0;
     memset(found, 0, sizeof found);
-    uint64_t first = r->log.stable_first;
+    /* From just after the snapshot: entries kept at or before its index (log.c invariant 4)
+     * are covered by its configuration. */
+    uint64_t first = r->log.snapshot_index + 1;
     for (uint64_t i = raft_log_last_index(&r->log); i >= first && i > 0 && n_found < 2; i--) {
         struct raft_entry *e;
         size_t n;

@@ -800,7 +800,8 @@ int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
         ro.applied = hs.commit;
     n->applied = o->applied;
     /* A state machine behind the log's snapshot (its tail was lost in a crash after the log
-     * was compacted) is rebuilt from the snapshot first: the entries it lacks are gone. */
+     * was compacted) is rebuilt from the snapshot first: the entries it lacks may be gone
+     * (trailing entries kept before the snapshot's index may cover them, but not always). */
     n->in_ready = 1; /* the restore callback may not call back into the node */
     rc = restore_state_machine(n);
     n->in_ready = 0;

@@ -215,8 +215,10 @@ struct raft_ready {
 
 /*
  * The stable log, read by the core. Indexes are 1-based; the storage holds entries
- * [first_index, last_index] and knows the term of first_index - 1 (0 when first_index is 1;
- * otherwise the last index of a snapshot). Calls return 0 or a negative RC_E* code.
+ * [first_index, last_index] and knows the term of the snapshot's index. first_index is the
+ * snapshot's index + 1 (1 with no snapshot), or lower when the storage keeps entries at and
+ * before the snapshot's index (trailing entries, which reach it). Calls return 0 or a
+ * negative RC_E* code.
  * Data pointers written by entries() stay valid until the next call into the storage;
  * the core copies what it keeps.
  */
@@ -224,7 +226,7 @@ struct raft_storage {
     void *ctx;
     int (*first_index)(void *ctx, uint64_t *index);
     int (*last_index)(void *ctx, uint64_t *index);
-    /* term of index, for first_index - 1 <= index <= last_index */
+    /* term of index, for first_index <= index <= last_index and the snapshot's index */
     int (*term)(void *ctx, uint64_t index, uint64_t *term);
     /*
      * Entries [lo, hi) into out (room for hi - lo), stopping early once their data exceeds
@@ -232,7 +234,7 @@ struct raft_storage {
      */
     int (*entries)(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes, struct raft_entry *out,
                    size_t *n);
-    /* The snapshot the log starts after (meta->index 0: none). */
+    /* The last snapshot (meta->index 0: none); the log starts at or before index + 1. */
     int (*snapshot)(void *ctx, struct raft_snapshot_meta *meta);
     /*
      * Reads up to len bytes at offset of the data of the snapshot ending at index into buf;
@@ -360,8 +362,10 @@ int raft_synced(struct raft *r, const struct raft_sync_point *p);
 
 /*
  * Tells the core that the caller compacted its storage: it took a snapshot at index (which
- * must be applied and persisted) and dropped the entries up to it. Followers that need them
- * will be sent the snapshot.
+ * must be applied and persisted) and dropped the entries up to it, or up to the storage's
+ * first index if it keeps trailing entries before index (the core re-reads first_index).
+ * Followers that need dropped entries will be sent the snapshot. RC_ECORRUPT (nothing
+ * changed) if the storage's first index is beyond index + 1 or went down.
  */
 int raft_compacted(struct raft *r, uint64_t index);
 
@@ -378,7 +382,8 @@ struct raft_status {
     enum raft_role role;
     uint64_t term, vote, leader;
     uint64_t commit, applied;
-    uint64_t first_index; /* first entry still in the log (after the snapshot) */
+    uint64_t first_index;    /* first entry still in the log (at most snapshot_index + 1) */
+    uint64_t snapshot_index; /* last index the snapshot covers (0: none) */
     uint64_t last_index, last_term;
     uint64_t stable_index; /* last index known durable */
     uint64_t config_index; /* index of the configuration entry in force (0: none) */

@@ -57,7 +57,7 @@ struct raft_log {
     uint64_t offset;
     uint64_t commit;
     uint64_t applied;
-    /* the snapshot the stable log starts after: stable_first == snapshot_index + 1 */
+    /* the last snapshot: stable_first <= snapshot_index + 1 (log.c invariant 4) */
     uint64_t snapshot_index, snapshot_term;
 };
 
@@ -86,7 +86,7 @@ int raft_log_copy_entries(struct raft_log *log, uint64_t lo, uint64_t hi, size_t
 /* The unstable entries up to index were persisted. */
 void raft_log_stable_to(struct raft_log *log, uint64_t index);
 /* Storage dropped the entries up to index (a snapshot at index). */
-void raft_log_compacted(struct raft_log *log, uint64_t index);
+int raft_log_compacted(struct raft_log *log, uint64_t index);
 /* The log is replaced by a snapshot ending at (index, term): empty after it. */
 void raft_log_restore(struct raft_log *log, uint64_t index, uint64_t term);
 /* Largest index <= index whose term is <= term (for fast backtracking). */

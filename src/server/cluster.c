@@ -687,7 +687,7 @@ static void cmd_raftstats(struct client *c, size_t argc, const struct resp_arg *
     add_stat(&c->out, "last_log_index", st.last_index);
     add_stat(&c->out, "last_log_term", st.last_term);
     add_stat(&c->out, "first_log_index", st.first_index);
-    add_stat(&c->out, "last_snapshot_index", st.first_index ? st.first_index - 1 : 0);
+    add_stat(&c->out, "last_snapshot_index", st.snapshot_index);
     add_stat(&c->out, "num_peers", other_members(s, &st.config));
     add_stat(&c->out, "num_voters", st.config.n_voters);
     add_stat(&c->out, "fsyncs", ns.fsyncs);
@@ -937,11 +937,10 @@ void cluster_info(struct server *s, struct resp_buf *b)
         "\r\nraft_msgs_dropped:%" PRIu64 "\r\nraft_forwarded:%" PRIu64
         "\r\nraft_redirected:%" PRIu64 "\r\nraft_reads_confirmed:%" PRIu64 "\r\n\r\n",
         s->self.id, s->self.cluster_id, role_name(st.role), st.term, st.leader, leader, st.commit,
-        st.applied, st.last_index, st.first_index, st.first_index ? st.first_index - 1 : 0,
-        st.config.n_voters, st.config.n_learners, ns.fsyncs,
-        ns.fsyncs ? ns.fsync_total_us / ns.fsyncs : 0, ns.fsync_max_us, ns.msgs_sent,
-        ns.msgs_received, ns.msgs_dropped, s->stat_forwarded, s->stat_redirected,
-        s->stat_reads_confirmed);
+        st.applied, st.last_index, st.first_index, st.snapshot_index, st.config.n_voters,
+        st.config.n_learners, ns.fsyncs, ns.fsyncs ? ns.fsync_total_us / ns.fsyncs : 0,
+        ns.fsync_max_us, ns.msgs_sent, ns.msgs_received, ns.msgs_dropped, s->stat_forwarded,
+        s->stat_redirected, s->stat_reads_confirmed);
     resp_buf_append(b, text, (size_t)n);
 }
 
@@ -1217,6 +1216,7 @@ int cluster_start(struct server *s)
     o.peer_bind = peer_bind;
     o.peer_advertise = s->self.peer_addr;
     o.applied = rc_store_applied_revision(s->store);
+    o.log.trailing_entries = cfg->snapshot_trailing;
     if (cfg->election_timeout_ms >= 2 * o.tick_ms)
         o.election_ticks = (int)(cfg->election_timeout_ms / o.tick_ms);
     if (cfg->heartbeat_ms >= o.tick_ms)

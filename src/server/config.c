@@ -39,7 +39,7 @@ static const struct option_row options[] = {
     {"snapshot-threshold", OPT_UINT, FIELD(snapshot_threshold), "8192",
      "log entries between snapshots"},
     {"snapshot-trailing", OPT_UINT, FIELD(snapshot_trailing), "1024",
-     "log entries kept after a snapshot"},
+     "log entries kept at and before a snapshot's index, for followers a little behind"},
     {"election-timeout-ms", OPT_UINT, FIELD(election_timeout_ms), "300",
      "Raft election timeout (randomised up to twice this)"},
     {"heartbeat-ms", OPT_UINT, FIELD(heartbeat_ms), "60", "Raft leader heartbeat interval"},

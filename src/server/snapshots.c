@@ -213,7 +213,7 @@ void snapshots_tick(struct server *s)
         return;
     struct raft_status st;
     raft_node_status(s->raft, &st);
-    uint64_t last_snapshot = st.first_index ? st.first_index - 1 : 0;
+    uint64_t last_snapshot = st.snapshot_index;
     uint64_t applied = rc_store_applied_revision(s->store);
     /* The core must have caught up with a store that is ahead of it after a restart
      * (raft_compacted needs the index applied there too). */

@@ -885,6 +885,35 @@ def test_node_down_past_compaction_catches_up_by_snapshot(cluster_factory):
     assert "store rebuilt from the snapshot" in down.log_text()
 
 
+def test_node_down_past_compaction_within_trailing_entries_catches_up_by_log(cluster_factory):
+    """--snapshot-trailing keeps entries before a snapshot's index: a node that missed fewer
+    than that is sent entries after the leader compacted, not the snapshot."""
+    compact = ["--snapshot-threshold", "64", "--snapshot-trailing", "400"]
+    cluster = cluster_factory(3, {1: compact, 2: compact, 3: compact})
+    leader = cluster.leader()
+    down = cluster.followers(leader)[0]
+    applied_before = cluster.applied(down)
+    cluster.stop(down)
+    client = leader.client()
+    for i in range(300):  # one entry each: several compactions on the leader
+        assert client.set(f"trail:{i:03d}", f"v{i}") is True
+    client.close()
+
+    def raft_info():
+        return info_section(leader, "raft")
+
+    wait_for(lambda: int(raft_info()["raft_last_snapshot_index"]) > applied_before + 64, 5.0,
+             "the leader to compact past the entries the stopped node misses")
+    info = raft_info()
+    assert int(info["raft_first_log_index"]) <= applied_before + 1, info
+    cluster.restart(down)
+    cluster.wait_formed(voters=3)
+    cluster.wait_caught_up(down, leader)
+    keys = [f"trail:{i:03d}" for i in range(300)]
+    assert readonly_mget(down, keys) == [f"v{i}".encode() for i in range(300)]
+    assert "installed a snapshot" not in down.log_text(), "the node was sent a snapshot"
+
+
 @raftcask_only
 def test_quorum_loss_then_recover(cluster):
     """Two of three nodes lost for good: the survivor refuses writes, then --recover makes it

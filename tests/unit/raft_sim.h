@@ -117,6 +117,7 @@ struct sim_params {
     struct raft_testing_knobs knobs;
     int no_auto_restart; /* scenarios: only the test restarts nodes */
     int compact_every;   /* compact a node's log once it applied this many entries (0: never) */
+    int trailing;        /* entries a compaction keeps at and before its index */
     size_t snapshot_chunk_bytes;
     int verbose;
 };
@@ -159,6 +160,10 @@ struct sim_storage {
     size_t in_len, in_cap, in_durable;
     struct sim_ent *ents; /* ents[i] has index base + 1 + i */
     size_t n, cap;
+    /* Entries kept at and before the snapshot index (trailing): trail[i] has index
+     * base + 1 - n_trail + i; the log's first index is base + 1 - n_trail. */
+    struct sim_ent *trail;
+    size_t n_trail;
     size_t stable_prefix;  /* leading entries identical to the durable image */
     struct sim_ent *saved; /* durable entries after stable_prefix, cut by unsynced truncation */
     size_t n_saved, cap_saved;
@@ -244,6 +249,8 @@ struct sim {
     uint64_t acked_count, reads_served, elections;
     uint64_t crashes, disk_failures, truncated_entries, membership_changes, transfers;
     uint64_t compactions, snapshot_chunks, snapshots_installed;
+    uint64_t trailing_appends; /* appends sent (before drops and copies) from entries kept
+                                * before a snapshot's index */
     uint64_t early_sent, early_readies, lazy_commit_skips; /* early_sends / lazy commit use */
     uint64_t early_crashes; /* crashes before fsync of a ready whose messages left early */
     uint64_t batched_steps; /* messages whose ready waited for the end of the round */
@@ -341,8 +348,17 @@ SIM_FN struct sim_index_slot *sim_slot(struct sim *s, uint64_t index)
 
 SIM_FN int sim_st_first(void *ctx, uint64_t *index)
 {
-    *index = ((struct sim_storage *)ctx)->base + 1;
+    const struct sim_storage *st = ctx;
+    *index = st->base + 1 - st->n_trail;
     return 0;
+}
+
+/* Entry index of the log (trailing or not); index must be in [first, last]. */
+SIM_FN const struct sim_ent *sim_st_ent(const struct sim_storage *st, uint64_t index)
+{
+    if (index <= st->base)
+        return &st->trail[index - (st->base + 1 - st->n_trail)];
+    return &st->ents[index - st->base - 1];
 }
 
 SIM_FN uint64_t sim_st_last_index(const struct sim_storage *st)
@@ -363,9 +379,9 @@ SIM_FN int sim_st_term(void *ctx, uint64_t index, uint64_t *term)
         *term = st->base_term;
         return 0;
     }
-    if (index < st->base || index > sim_st_last_index(st))
-        return RC_ENOTFOUND;
-    *term = st->ents[index - st->base - 1].e.term;
+    if (index < st->base + 1 - st->n_trail || index > sim_st_last_index(st))
+        return RC_ENOTFOUND; /* before the first kept entry (unless the snapshot's): unknown */
+    *term = sim_st_ent(st, index)->e.term;
     return 0;
 }
 
@@ -373,11 +389,11 @@ SIM_FN int sim_st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes,
                           struct raft_entry *out, size_t *n)
 {
     struct sim_storage *st = ctx;
-    if (lo <= st->base || hi > sim_st_last_index(st) + 1 || lo >= hi)
+    if (lo < st->base + 1 - st->n_trail || hi > sim_st_last_index(st) + 1 || lo >= hi)
         return RC_ENOTFOUND;
     size_t bytes = 0, k = 0;
     for (uint64_t i = lo; i < hi; i++) {
-        const struct raft_entry *e = &st->ents[i - st->base - 1].e;
+        const struct raft_entry *e = &sim_st_ent(st, i)->e;
         if (k > 0 && bytes + e->len > max_bytes)
             break;
         out[k++] = *e;
@@ -442,6 +458,8 @@ SIM_FN void sim_st_free_range(struct sim_ent *ents, size_t from, size_t to)
 
 SIM_FN void sim_st_destroy(struct sim_storage *st)
 {
+    sim_st_free_range(st->trail, 0, st->n_trail);
+    rc_free(st->trail);
     sim_st_free_range(st->ents, 0, st->n);
     sim_st_free_range(st->saved, 0, st->n_saved);
     rc_free(st->ents);
@@ -683,6 +701,13 @@ SIM_FN void sim_send(struct sim *s, const struct raft_message *m)
     }
     if (m->type == RAFT_MSG_APPEND_RESP && m->reject)
         s->append_rejects[m->from]++;
+    if (m->type == RAFT_MSG_APPEND && m->n_entries > 0 && m->from >= 1 &&
+        m->from <= SIM_MAX_NODES && s->nodes[m->from].r) {
+        struct raft_status st;
+        raft_status(s->nodes[m->from].r, &st);
+        if (m->log_index < st.snapshot_index)
+            s->trailing_appends++; /* entries kept before a snapshot: no snapshot sent */
+    }
     if (!s->healing && sim_chance(s, s->p.drop_pct, 100))
         return;
     int copies = (!s->healing && sim_chance(s, s->p.dup_pct, 100)) ? 2 : 1;
@@ -705,11 +730,19 @@ SIM_FN void sim_send(struct sim *s, const struct raft_message *m)
 
 /* ---------------------------------------------------------------- checks */
 
+/* Whether the core can name the term of index i: in the log, or the snapshot's last. */
+SIM_FN int sim_log_knows(const struct raft_status *st, uint64_t i)
+{
+    return i >= st->first_index || i == st->snapshot_index;
+}
+
 SIM_FN void sim_check_commit(struct sim *s, struct sim_node *n, const struct raft_status *st)
 {
     uint64_t from = n->seen_commit + 1;
-    if (st->first_index > 1 && from < st->first_index - 1)
-        from = st->first_index - 1; /* older entries are in the snapshot, checked on install */
+    /* Older entries are in the snapshot, checked on install. */
+    uint64_t lo = st->first_index > st->snapshot_index ? st->snapshot_index : st->first_index;
+    if (from < lo)
+        from = lo;
     for (uint64_t i = from; i <= st->commit; i++) {
         uint64_t term;
         if (raft_log_term(n->r, i, &term) != 0) {
@@ -753,7 +786,7 @@ SIM_FN void sim_check_new_leader(struct sim *s, struct sim_node *n, const struct
     /* Leader completeness: every entry committed before this term is in our log. */
     for (uint64_t i = 1; i < s->cap_slots; i++) {
         struct sim_index_slot *slot = &s->slots[i];
-        if (slot->committed_term == 0 || slot->committed_in >= st->term || i + 1 < st->first_index)
+        if (slot->committed_term == 0 || slot->committed_in >= st->term || !sim_log_knows(st, i))
             continue;
         uint64_t term;
         if (raft_log_term(n->r, i, &term) != 0 || term != slot->committed_term) {
@@ -899,7 +932,21 @@ SIM_FN void sim_maybe_compact(struct sim *s, struct sim_node *n)
     st->snap_len = (size_t)at * 8;
     st->snap_data = rc_malloc(st->snap_len);
     memcpy(st->snap_data, n->sm + 1, st->snap_len);
-    sim_st_free_range(st->ents, 0, drop);
+    /* The last p.trailing entries of trail ++ ents[0, drop) stay readable (logstore's
+     * trailing_entries); the rest is freed. */
+    size_t total = st->n_trail + drop;
+    size_t keep = (size_t)s->p.trailing < total ? (size_t)s->p.trailing : total;
+    struct sim_ent *trail = keep ? rc_malloc(keep * sizeof *trail) : NULL;
+    for (size_t i = 0; i < total; i++) {
+        struct sim_ent *e = i < st->n_trail ? &st->trail[i] : &st->ents[i - st->n_trail];
+        if (i >= total - keep)
+            trail[i - (total - keep)] = *e;
+        else
+            rc_free(e->e.data);
+    }
+    rc_free(st->trail);
+    st->trail = trail;
+    st->n_trail = keep;
     memmove(st->ents, st->ents + drop, (st->n - drop) * sizeof *st->ents);
     st->n -= drop;
     st->stable_prefix -= drop;
@@ -974,6 +1021,8 @@ SIM_FN void sim_write_chunk(struct sim *s, struct sim_node *n, const struct raft
     }
     sim_st_free_range(st->ents, 0, st->n);
     sim_st_free_range(st->saved, 0, st->n_saved);
+    sim_st_free_range(st->trail, 0, st->n_trail);
+    st->n_trail = 0;
     st->n = st->n_saved = st->stable_prefix = 0;
     st->base = index;
     st->base_term = c->meta.term;
@@ -1600,7 +1649,7 @@ SIM_FN void sim_check_liveness(struct sim *s)
     raft_status(s->nodes[lid].r, &lst);
     for (uint64_t i = 1; i < s->cap_slots && !s->violated; i++) {
         struct sim_index_slot *slot = &s->slots[i];
-        if (!slot->acked || i + 1 < lst.first_index)
+        if (!slot->acked || !sim_log_knows(&lst, i))
             continue;
         uint64_t term;
         int rc = raft_log_term(s->nodes[lid].r, i, &term);
@@ -1653,6 +1702,8 @@ SIM_FN void sim_params_for_seed(uint64_t seed, struct sim_params *p)
     /* Safety must not depend on the optional protocol extensions: vary them too. */
     p->pre_vote = test_rand(&st) % 4 != 0;
     p->check_quorum = test_rand(&st) % 4 != 0;
+    /* Drawn last, so that the parameters above stay what they were for each seed. */
+    p->trailing = p->compact_every && test_rand(&st) % 2 ? 1 + (int)(test_rand(&st) % 20) : 0;
 }
 
 /* ---------------------------------------------------------------- scenario helpers */

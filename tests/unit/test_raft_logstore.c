@@ -1327,6 +1327,229 @@ TEST(crash_after_install_state_write_drops_the_old_log_at_open)
     logstore_close(ls);
 }
 
+static int open_trailing(const char *dir, uint64_t trailing,
+                         int (*hook)(void *ctx, enum logstore_point point), struct logstore **ls)
+{
+    struct logstore_options o;
+    logstore_options_default(&o);
+    o.segment_size_bytes = 400;
+    o.prealloc_bytes = 0;
+    o.trailing_entries = trailing;
+    o.hook = hook;
+    return logstore_open(dir, &o, ls);
+}
+
+/* The lowest first index of the segment files in dir. */
+static uint64_t first_seg_index(const char *dir)
+{
+    char path[4400];
+    seg_file(dir, 0, path, sizeof path);
+    return first_index_of_seg(path);
+}
+
+TEST(compaction_keeps_trailing_entries_across_reopen)
+{
+    char dir[4200];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore *ls;
+    CHECK_OK(open_trailing(dir, 30, NULL, &ls));
+    CHECK_OK(append_range(ls, 1, 201, 1, 9));
+    CHECK_OK(logstore_sync(ls));
+    size_t before = logstore_segment_count(ls);
+    CHECK_OK(logstore_compact(ls, 150, 1));
+    CHECK(logstore_segment_count(ls) < before);
+    CHECK_EQ_U(count_files(dir, ".seg"), logstore_segment_count(ls));
+    /* 30 entries at and before the snapshot's index stay readable, with their terms. */
+    CHECK_EQ_U(logstore_first_index(ls), 121);
+    CHECK_EQ_U(logstore_last_index(ls), 200);
+    check_range(ls, 121, 201, term1);
+    /* Only segments wholly before index 121 were removed. */
+    uint64_t first_seg = first_seg_index(dir);
+    CHECK(first_seg <= 121);
+    struct raft_snapshot_meta meta;
+    struct raft_storage st = logstore_raft_storage(ls);
+    CHECK_OK(st.snapshot(st.ctx, &meta));
+    CHECK_EQ_U(meta.index, 150);
+    struct raft_entry e;
+    size_t n = 0;
+    CHECK_EQ(st.entries(st.ctx, 120, 121, (size_t)-1, &e, &n), RC_ENOTFOUND);
+    logstore_close(ls);
+
+    /* Reopened with the same setting, the log starts at the same index. */
+    CHECK_OK(open_trailing(dir, 30, NULL, &ls));
+    CHECK_EQ_U(logstore_first_index(ls), 121);
+    check_range(ls, 121, 201, term1);
+    CHECK_EQ_U(first_seg_index(dir), first_seg);
+    size_t kept = logstore_segment_count(ls);
+    logstore_close(ls);
+
+    /* Without trailing entries, the log starts right after the snapshot again, and the
+     * segments wholly at or before it go. */
+    CHECK_OK(open_trailing(dir, 0, NULL, &ls));
+    CHECK_EQ_U(logstore_first_index(ls), 151);
+    check_range(ls, 151, 201, term1);
+    CHECK_EQ_U(count_files(dir, ".seg"), logstore_segment_count(ls));
+    CHECK(logstore_segment_count(ls) < kept);
+    CHECK(first_seg_index(dir) > 121 && first_seg_index(dir) <= 151);
+    logstore_close(ls);
+
+    /* A compaction early in the log keeps what there is (fewer than trailing_entries). */
+    char dir2[4200];
+    log_dir(dir2, sizeof dir2, "raft2");
+    CHECK_OK(open_trailing(dir2, 1000, NULL, &ls));
+    CHECK_OK(append_range(ls, 1, 41, 1, 9));
+    CHECK_OK(logstore_compact(ls, 20, 1));
+    CHECK_EQ_U(logstore_first_index(ls), 1);
+    check_range(ls, 1, 41, term1);
+    logstore_close(ls);
+}
+
+TEST(crash_leaves_trailing_entries_short_of_the_snapshot_dropped_at_open)
+{
+    char dir[4200];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore *ls;
+    CHECK_OK(open_trailing(dir, 100, fail_after_state_written, &ls));
+    CHECK_OK(append_range(ls, 1, 51, 1, 9));
+    CHECK_OK(logstore_sync(ls));
+    /* The crash: raft-state names a snapshot (80, 2) beyond the log, which stays. */
+    CHECK_EQ(send_chunk(ls, 80, 2, 0, 700, 700, 4), RC_EIO);
+    logstore_close(ls);
+    CHECK(count_files(dir, ".seg") > 0);
+    struct captured cap = {0};
+    rc_log_set_sink(capture_sink, &cap);
+    int rc = open_trailing(dir, 100, NULL, &ls);
+    rc_log_set_sink(NULL, NULL);
+    CHECK_OK(rc);
+    /* Entries 1..50 are within 100 of the snapshot but do not reach it: the snapshot
+     * replaced them. */
+    CHECK(captured_has(&cap, "snapshot install", "before the snapshot"));
+    CHECK_EQ_U(count_files(dir, ".seg"), 0);
+    CHECK_EQ_U(logstore_first_index(ls), 81);
+    CHECK_EQ_U(logstore_last_index(ls), 80);
+    check_meta(ls, 80, 2, 700);
+    logstore_close(ls);
+}
+
+TEST(core_restarts_over_trailing_entries_kept_before_its_snapshot)
+{
+    char dir[4200];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore_options lo;
+    logstore_options_default(&lo);
+    lo.segment_size_bytes = 512;
+    lo.prealloc_bytes = 0;
+    lo.trailing_entries = 5;
+    struct logstore *ls;
+    CHECK_OK(logstore_open(dir, &lo, &ls));
+    struct raft_config c = {.n_voters = 1, .voters = {1}};
+    struct raft_entry boot;
+    CHECK_OK(raft_bootstrap_entry(&c, &boot));
+    CHECK_OK(logstore_append(ls, &boot, 1));
+    CHECK_OK(logstore_sync(ls));
+    rc_free(boot.data);
+    struct raft_options o;
+    raft_options_default(&o, 1);
+    struct raft_storage st = logstore_raft_storage(ls);
+    struct raft *r;
+    CHECK_OK(raft_create(&o, &st, NULL, &r));
+    tick_until_leader(r, ls);
+    for (int i = 0; i < 20; i++) {
+        CHECK_OK(raft_propose(r, "x", 1, NULL, NULL));
+        drive(r, ls);
+    }
+    struct raft_status rs;
+    raft_status(r, &rs);
+    uint64_t at = rs.last_index - 3, t_at = 0, t;
+    CHECK_OK(raft_log_term(r, at, &t_at));
+    CHECK_OK(local_snapshot(ls, at, t_at, &c, 100, 7));
+    CHECK_OK(raft_compacted(r, at));
+    raft_status(r, &rs);
+    CHECK_EQ_U(rs.snapshot_index, at);
+    CHECK_EQ_U(rs.first_index, at - 4);
+    CHECK_OK(raft_log_term(r, at - 4, &t));
+    CHECK_EQ(raft_log_term(r, at - 5, &t), RC_ENOTFOUND);
+    uint64_t last = rs.last_index;
+    raft_destroy(r);
+    logstore_close(ls);
+
+    /* The core starts over a log that begins before its snapshot's index. */
+    CHECK_OK(logstore_open(dir, &lo, &ls));
+    struct raft_hard_state hs;
+    logstore_hard_state(ls, &hs);
+    st = logstore_raft_storage(ls);
+    CHECK_OK(raft_create(&o, &st, &hs, &r));
+    raft_status(r, &rs);
+    CHECK_EQ_U(rs.snapshot_index, at);
+    CHECK_EQ_U(rs.first_index, at - 4);
+    CHECK_EQ_U(rs.last_index, last);
+    CHECK_OK(raft_log_term(r, at, &t));
+    CHECK_EQ_U(t, t_at);
+    tick_until_leader(r, ls);
+    CHECK_OK(raft_propose(r, "after", 5, NULL, NULL));
+    drive(r, ls);
+    raft_status(r, &rs);
+    CHECK_EQ_U(rs.commit, rs.last_index);
+    CHECK(rs.last_index >= last + 2);
+    raft_destroy(r);
+    logstore_close(ls);
+}
+
+struct unlink_crash {
+    size_t after, seen;
+};
+
+/* Fails (a crash) once `after` segments were unlinked. */
+static int crash_after_unlinks(void *ctx, enum logstore_point point)
+{
+    struct unlink_crash *u = ctx;
+    return point == LOGSTORE_SEGMENT_REMOVED && ++u->seen >= u->after;
+}
+
+TEST(crash_while_an_install_unlinks_the_old_log_leaves_a_prefix_that_open_drops)
+{
+    /* An install unlinks the old log from its last segment backward, so a crash in between
+     * leaves a prefix of it, never segments after a gap. The next open finds the prefix
+     * short of the snapshot, or past it with another term there, and drops it. */
+    for (size_t cut = 1; cut < 12; cut++) {
+        char dir[4200], name[64];
+        snprintf(name, sizeof name, "raft-cut-%zu", cut);
+        log_dir(dir, sizeof dir, name);
+        struct unlink_crash u = {.after = cut};
+        struct logstore_options o;
+        logstore_options_default(&o);
+        o.segment_size_bytes = 400;
+        o.prealloc_bytes = 0;
+        o.trailing_entries = 30;
+        o.hook = crash_after_unlinks;
+        o.hook_ctx = &u;
+        struct logstore *ls;
+        CHECK_OK(logstore_open(dir, &o, &ls));
+        CHECK_OK(append_range(ls, 1, 201, 1, 9));
+        CHECK_OK(logstore_sync(ls));
+        char highest[4400], lowest[4400];
+        seg_file(dir, 1, highest, sizeof highest);
+        seg_file(dir, 0, lowest, sizeof lowest);
+        size_t segs = count_files(dir, ".seg");
+        CHECK(segs > cut);
+        CHECK_EQ(send_chunk(ls, 100, 2, 0, 700, 700, 4), RC_EIO);
+        logstore_close(ls);
+        CHECK_EQ_U(count_files(dir, ".seg"), segs - cut);
+        CHECK(!file_exists(highest) && file_exists(lowest)); /* a prefix is left */
+        struct captured cap = {0};
+        rc_log_set_sink(capture_sink, &cap);
+        int rc = open_trailing(dir, 30, NULL, &ls);
+        rc_log_set_sink(NULL, NULL);
+        CHECK_OK(rc);
+        CHECK(captured_has(&cap, "snapshot install", NULL));
+        CHECK_EQ_U(count_files(dir, ".seg"), 0);
+        CHECK_EQ_U(logstore_first_index(ls), 101);
+        CHECK_EQ_U(logstore_last_index(ls), 100);
+        check_meta(ls, 100, 2, 700);
+        logstore_close(ls);
+    }
+}
+
 TEST(crash_leftover_snapshot_files_are_removed_and_a_bad_current_one_refused)
 {
     char dir[4200], path[4400], stale[4400], tmp[4400], part[4400], meta[4400];

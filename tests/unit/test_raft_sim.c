@@ -38,7 +38,7 @@ static void run_seeds_tweaked(uint64_t first, long count, const struct raft_test
     uint64_t early_sent = 0, lazy_skips = 0, early_crashes = 0, batched = 0, skipped = 0, ahead = 0;
     uint64_t unsynced = 0, async_syncs = 0, applied_unsynced = 0, skips_checked = 0, past_log = 0;
     uint64_t elections = 0, acked = 0, reads = 0, crashes = 0, disk = 0, truncated = 0, changes = 0,
-             transfers = 0, compactions = 0, chunks = 0, installs = 0;
+             transfers = 0, compactions = 0, chunks = 0, installs = 0, trailing = 0;
     for (long i = 0; i < count; i++) {
         uint64_t seed = first + (uint64_t)i;
         struct sim_params p;
@@ -69,6 +69,7 @@ static void run_seeds_tweaked(uint64_t first, long count, const struct raft_test
         compactions += s->compactions;
         chunks += s->snapshot_chunks;
         installs += s->snapshots_installed;
+        trailing += s->trailing_appends;
         early_sent += s->early_sent;
         lazy_skips += s->lazy_commit_skips;
         early_crashes += s->early_crashes;
@@ -86,12 +87,12 @@ static void run_seeds_tweaked(uint64_t first, long count, const struct raft_test
     printf("  %ld seeds from %llu: %llu elections, %llu writes acknowledged, %llu reads "
            "served, %llu crashes, %llu disk failures, %llu stored entries truncated, %llu "
            "membership changes, %llu transfers, %llu compactions, %llu snapshot chunks, %llu "
-           "snapshots installed\n",
+           "snapshots installed, %llu appends from entries kept before a snapshot\n",
            count, (unsigned long long)first, (unsigned long long)elections,
            (unsigned long long)acked, (unsigned long long)reads, (unsigned long long)crashes,
            (unsigned long long)disk, (unsigned long long)truncated, (unsigned long long)changes,
            (unsigned long long)transfers, (unsigned long long)compactions,
-           (unsigned long long)chunks, (unsigned long long)installs);
+           (unsigned long long)chunks, (unsigned long long)installs, (unsigned long long)trailing);
     if (tweak)
         printf("  early sends: %llu messages sent before fsync, %llu crashes before the fsync "
                "of such a ready, %llu commit-only hard states left unwritten, %llu messages "
@@ -113,7 +114,7 @@ static void run_seeds_tweaked(uint64_t first, long count, const struct raft_test
         CHECK(unsynced > 0 && async_syncs > 0 && applied_unsynced > 0 && skips_checked > 0);
     if (count >= 300)
         CHECK(crashes > 0 && disk > 0 && truncated > 0 && changes > 0 && transfers > 0 &&
-              compactions > 0 && installs > 0);
+              compactions > 0 && installs > 0 && trailing > 0);
 }
 
 /*
