@@ -861,24 +861,37 @@ def test_join_waits_until_the_cluster_can_add_the_node(cluster):
     assert call(fourth, "SET", "k", "v") == "OK"
 
 
-def test_node_down_past_compaction_catches_up_by_snapshot(cluster_factory):
-    compact = ["--snapshot-threshold", "64", "--snapshot-trailing", "8"]
+def write_while_a_follower_is_down(cluster_factory, trailing, prefix, n):
+    """A 3-node cluster compacting every 64 entries, keeping `trailing` before a snapshot:
+    one follower is stopped while the leader takes n SETs, one entry each. Returns the
+    cluster, the leader, the stopped node and the index it had applied."""
+    compact = ["--snapshot-threshold", "64", "--snapshot-trailing", str(trailing)]
     cluster = cluster_factory(3, {1: compact, 2: compact, 3: compact})
     leader = cluster.leader()
     down = cluster.followers(leader)[0]
     applied_before = cluster.applied(down)
     cluster.stop(down)
     client = leader.client()
-    for i in range(400):  # one entry each: the log grows past the threshold
-        assert client.set(f"snap:{i:03d}", f"v{i}") is True
+    for i in range(n):
+        assert client.set(f"{prefix}:{i:03d}", f"v{i}") is True
     client.close()
-    wait_for(lambda: int(info_section(leader, "raft")["raft_first_log_index"]) > applied_before + 1,
-             5.0, "the leader to compact the entries the stopped node misses")
+    return cluster, leader, down, applied_before
+
+
+def restart_and_check_caught_up(cluster, leader, down, prefix, n):
     cluster.restart(down)
     cluster.wait_formed(voters=3)
     cluster.wait_caught_up(down, leader)
-    keys = [f"snap:{i:03d}" for i in range(400)]
-    assert readonly_mget(down, keys) == [f"v{i}".encode() for i in range(400)]
+    keys = [f"{prefix}:{i:03d}" for i in range(n)]
+    assert readonly_mget(down, keys) == [f"v{i}".encode() for i in range(n)]
+
+
+def test_node_down_past_compaction_catches_up_by_snapshot(cluster_factory):
+    cluster, leader, down, applied_before = write_while_a_follower_is_down(
+        cluster_factory, 8, "snap", 400)
+    wait_for(lambda: int(info_section(leader, "raft")["raft_first_log_index"]) > applied_before + 1,
+             5.0, "the leader to compact the entries the stopped node misses")
+    restart_and_check_caught_up(cluster, leader, down, "snap", 400)
     assert down.client().set("after-snapshot", "1") is True
     wait_for(lambda: readonly_get(down, "after-snapshot") == b"1", 5.0, "a write after the snapshot")
     assert "installed a snapshot" in down.log_text(), "the node caught up without a snapshot"
@@ -888,16 +901,8 @@ def test_node_down_past_compaction_catches_up_by_snapshot(cluster_factory):
 def test_node_down_past_compaction_within_trailing_entries_catches_up_by_log(cluster_factory):
     """--snapshot-trailing keeps entries before a snapshot's index: a node that missed fewer
     than that is sent entries after the leader compacted, not the snapshot."""
-    compact = ["--snapshot-threshold", "64", "--snapshot-trailing", "400"]
-    cluster = cluster_factory(3, {1: compact, 2: compact, 3: compact})
-    leader = cluster.leader()
-    down = cluster.followers(leader)[0]
-    applied_before = cluster.applied(down)
-    cluster.stop(down)
-    client = leader.client()
-    for i in range(300):  # one entry each: several compactions on the leader
-        assert client.set(f"trail:{i:03d}", f"v{i}") is True
-    client.close()
+    cluster, leader, down, applied_before = write_while_a_follower_is_down(
+        cluster_factory, 400, "trail", 300)
 
     def raft_info():
         return info_section(leader, "raft")
@@ -906,11 +911,7 @@ def test_node_down_past_compaction_within_trailing_entries_catches_up_by_log(clu
              "the leader to compact past the entries the stopped node misses")
     info = raft_info()
     assert int(info["raft_first_log_index"]) <= applied_before + 1, info
-    cluster.restart(down)
-    cluster.wait_formed(voters=3)
-    cluster.wait_caught_up(down, leader)
-    keys = [f"trail:{i:03d}" for i in range(300)]
-    assert readonly_mget(down, keys) == [f"v{i}".encode() for i in range(300)]
+    restart_and_check_caught_up(cluster, leader, down, "trail", 300)
     assert "installed a snapshot" not in down.log_text(), "the node was sent a snapshot"
 
 

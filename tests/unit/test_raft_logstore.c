@@ -275,18 +275,25 @@ static uint64_t term_compact(uint64_t index)
     return index > 300 ? 5 : 1;
 }
 
-TEST(compaction_then_reopen)
+/* Appends entries 1..200 of term 1 and compacts to 150: some segments go, files and store
+ * agree. */
+static void fill_and_compact_to_150(struct logstore *ls, const char *dir)
 {
-    char dir[4200];
-    log_dir(dir, sizeof dir, "raft");
-    struct logstore *ls;
-    CHECK_OK(open_small(dir, 400, &ls));
     CHECK_OK(append_range(ls, 1, 201, 1, 9));
     CHECK_OK(logstore_sync(ls));
     size_t before = logstore_segment_count(ls);
     CHECK_OK(logstore_compact(ls, 150, 1));
     CHECK(logstore_segment_count(ls) < before);
     CHECK_EQ_U(count_files(dir, ".seg"), logstore_segment_count(ls));
+}
+
+TEST(compaction_then_reopen)
+{
+    char dir[4200];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore *ls;
+    CHECK_OK(open_small(dir, 400, &ls));
+    fill_and_compact_to_150(ls, dir);
     CHECK_EQ_U(logstore_first_index(ls), 151);
     CHECK_EQ_U(logstore_last_index(ls), 200);
     struct raft_storage st = logstore_raft_storage(ls);
@@ -889,25 +896,31 @@ static void tick_until_leader(struct raft *r, struct logstore *ls)
     CHECK_MSG(0, "no leader after 200 ticks (role %d)", (int)rs.role);
 }
 
-TEST(core_single_node_persists_through_logstore_and_recovers)
+/* Bootstraps node 1 alone on an empty log store and returns its core, leading. */
+static struct raft *single_node_leader(struct logstore *ls, const struct raft_options *o)
 {
-    char dir[4200];
-    log_dir(dir, sizeof dir, "raft");
-    struct logstore *ls;
-    CHECK_OK(open_small(dir, 512, &ls));
     struct raft_config c = {.n_voters = 1, .voters = {1}};
     struct raft_entry boot;
     CHECK_OK(raft_bootstrap_entry(&c, &boot));
     CHECK_OK(logstore_append(ls, &boot, 1));
     CHECK_OK(logstore_sync(ls));
     rc_free(boot.data);
-
-    struct raft_options o;
-    raft_options_default(&o, 1);
     struct raft_storage st = logstore_raft_storage(ls);
     struct raft *r;
-    CHECK_OK(raft_create(&o, &st, NULL, &r));
+    CHECK_OK(raft_create(o, &st, NULL, &r));
     tick_until_leader(r, ls);
+    return r;
+}
+
+TEST(core_single_node_persists_through_logstore_and_recovers)
+{
+    char dir[4200];
+    log_dir(dir, sizeof dir, "raft");
+    struct logstore *ls;
+    CHECK_OK(open_small(dir, 512, &ls));
+    struct raft_options o;
+    raft_options_default(&o, 1);
+    struct raft *r = single_node_leader(ls, &o);
     for (int i = 0; i < 20; i++) {
         char data[32];
         int len = snprintf(data, sizeof data, "proposal-%d", i);
@@ -931,7 +944,7 @@ TEST(core_single_node_persists_through_logstore_and_recovers)
     CHECK_EQ_U(hs.term, term);
     CHECK_EQ_U(hs.vote, 1);
     CHECK_EQ_U(hs.commit, last);
-    st = logstore_raft_storage(ls);
+    struct raft_storage st = logstore_raft_storage(ls);
     struct raft_entry out[64];
     size_t n;
     CHECK_OK(st.entries(st.ctx, 3, last + 1, (size_t)-1, out, &n));
@@ -1353,12 +1366,7 @@ TEST(compaction_keeps_trailing_entries_across_reopen)
     log_dir(dir, sizeof dir, "raft");
     struct logstore *ls;
     CHECK_OK(open_trailing(dir, 30, NULL, &ls));
-    CHECK_OK(append_range(ls, 1, 201, 1, 9));
-    CHECK_OK(logstore_sync(ls));
-    size_t before = logstore_segment_count(ls);
-    CHECK_OK(logstore_compact(ls, 150, 1));
-    CHECK(logstore_segment_count(ls) < before);
-    CHECK_EQ_U(count_files(dir, ".seg"), logstore_segment_count(ls));
+    fill_and_compact_to_150(ls, dir);
     /* 30 entries at and before the snapshot's index stay readable, with their terms. */
     CHECK_EQ_U(logstore_first_index(ls), 121);
     CHECK_EQ_U(logstore_last_index(ls), 200);
@@ -1442,18 +1450,10 @@ TEST(core_restarts_over_trailing_entries_kept_before_its_snapshot)
     lo.trailing_entries = 5;
     struct logstore *ls;
     CHECK_OK(logstore_open(dir, &lo, &ls));
-    struct raft_config c = {.n_voters = 1, .voters = {1}};
-    struct raft_entry boot;
-    CHECK_OK(raft_bootstrap_entry(&c, &boot));
-    CHECK_OK(logstore_append(ls, &boot, 1));
-    CHECK_OK(logstore_sync(ls));
-    rc_free(boot.data);
     struct raft_options o;
     raft_options_default(&o, 1);
-    struct raft_storage st = logstore_raft_storage(ls);
-    struct raft *r;
-    CHECK_OK(raft_create(&o, &st, NULL, &r));
-    tick_until_leader(r, ls);
+    struct raft *r = single_node_leader(ls, &o);
+    struct raft_config c = {.n_voters = 1, .voters = {1}};
     for (int i = 0; i < 20; i++) {
         CHECK_OK(raft_propose(r, "x", 1, NULL, NULL));
         drive(r, ls);
@@ -1477,7 +1477,7 @@ TEST(core_restarts_over_trailing_entries_kept_before_its_snapshot)
     CHECK_OK(logstore_open(dir, &lo, &ls));
     struct raft_hard_state hs;
     logstore_hard_state(ls, &hs);
-    st = logstore_raft_storage(ls);
+    struct raft_storage st = logstore_raft_storage(ls);
     CHECK_OK(raft_create(&o, &st, &hs, &r));
     raft_status(r, &rs);
     CHECK_EQ_U(rs.snapshot_index, at);
