@@ -370,15 +370,17 @@ static int seg_remove(struct logstore *ls, size_t i)
 }
 
 /*
- * Unlinks segments [k, n_segs) from the last backward (files only; the arrays are the
- * caller's), so that a crash in between leaves a prefix of the log, which reads as one
- * (invariant 5), never later segments after a gap.
+ * Unlinks segments [k, n_segs) from the last backward, shrinking n_segs as it goes (their
+ * locs are the caller's), so that a crash in between leaves a prefix of the log, which reads
+ * as one (invariants 4 and 5), never later segments after a gap.
  */
 static int seg_remove_from(struct logstore *ls, size_t k)
 {
-    for (size_t i = ls->n_segs; i-- > k;)
+    for (size_t i = ls->n_segs; i-- > k;) {
         if (seg_remove(ls, i) != 0 || hook(ls, LOGSTORE_SEGMENT_REMOVED) != 0)
             return RC_EIO;
+        ls->n_segs = i;
+    }
     return 0;
 }
 
@@ -882,7 +884,6 @@ static int recover(struct logstore *ls)
                 (unsigned long long)ls->snap.index);
         if ((rc = seg_remove_from(ls, k)) != 0)
             return rc;
-        k = ls->n_segs;
     } else if (k < ls->n_segs && ls->snap.index + 1 >= ls->locs_base &&
                term_of(ls, ls->snap.index, &t) == 0 && t != ls->snap.term) {
         rc_warn("%s: removing the log left behind by a snapshot install (term %llu at index %llu, "
@@ -891,7 +892,6 @@ static int recover(struct logstore *ls)
                 (unsigned long long)ls->snap.term);
         if ((rc = seg_remove_from(ls, k)) != 0)
             return rc;
-        k = ls->n_segs;
     }
     if (k > 0)
         drop_front_segs(ls, k, ls->snap.index + 1);
@@ -1014,11 +1014,8 @@ static int truncate_suffix(struct logstore *ls, uint64_t index)
 {
     ls->tail_len = 0;
     size_t s = seg_of(ls, index);
-    for (size_t i = ls->n_segs; i-- > s + 1;) {
-        if (seg_remove(ls, i) != 0)
-            return RC_EIO;
-        ls->n_segs = i;
-    }
+    if (seg_remove_from(ls, s + 1) != 0)
+        return RC_EIO;
     struct seg *sg = &ls->segs[s];
     uint64_t off = ls->locs[index - ls->locs_base].offset;
     char path[PATH_MAX];
@@ -1242,26 +1239,25 @@ static int snapshot_switch(struct logstore *ls, const struct snap_info *s, int f
         }
         dir_changed = 1;
     }
-    size_t k = 0;
     if (drop_all) {
         /* From the last backward: a crash in between leaves a prefix of the old log, which
          * the next open finds short of the snapshot or disagreeing with it, and drops. */
-        k = ls->n_segs;
+        dir_changed |= ls->n_segs > 0;
         if (seg_remove_from(ls, 0) != 0)
             return fail_io(ls);
+        ls->active_dirty = 0;
     } else {
         /* From the front: a crash in between leaves segments that still reach keep_from. */
+        size_t k = 0;
         while (k + 1 < ls->n_segs && ls->segs[k + 1].first_index <= keep_from(ls, s->index))
             k++;
         for (size_t i = 0; i < k; i++)
             if (seg_remove(ls, i) != 0 || hook(ls, LOGSTORE_SEGMENT_REMOVED) != 0)
                 return fail_io(ls);
-    }
-    if (k > 0) {
-        drop_front_segs(ls, k, s->index + 1);
-        if (drop_all)
-            ls->active_dirty = 0;
-        dir_changed = 1;
+        if (k > 0) {
+            drop_front_segs(ls, k, s->index + 1);
+            dir_changed = 1;
+        }
     }
     if (ls->n_segs == 0) {
         /* No file holds an entry: the next append starts right after the snapshot. */

@@ -29,7 +29,7 @@ enum logstore_point {
     LOGSTORE_ENTRIES_SYNCED = 2,      /* the segment files and the directory are durable */
     LOGSTORE_BEFORE_STATE_WRITE = 3,  /* the state file is about to be replaced */
     LOGSTORE_STATE_WRITTEN = 4,       /* the state file was replaced durably */
-    LOGSTORE_SEGMENT_REMOVED = 5,     /* a compaction or install unlinked a segment */
+    LOGSTORE_SEGMENT_REMOVED = 5,     /* a compaction, install or truncation unlinked one */
 };
 
 struct logstore_options {
