@@ -346,10 +346,15 @@ SIM_FN struct sim_index_slot *sim_slot(struct sim *s, uint64_t index)
 
 /* ---------------------------------------------------------------- storage callbacks */
 
+/* The first entry the log holds: the first trailing one, or the one after the snapshot. */
+SIM_FN uint64_t sim_st_first_index(const struct sim_storage *st)
+{
+    return st->base + 1 - st->n_trail;
+}
+
 SIM_FN int sim_st_first(void *ctx, uint64_t *index)
 {
-    const struct sim_storage *st = ctx;
-    *index = st->base + 1 - st->n_trail;
+    *index = sim_st_first_index(ctx);
     return 0;
 }
 
@@ -357,7 +362,7 @@ SIM_FN int sim_st_first(void *ctx, uint64_t *index)
 SIM_FN const struct sim_ent *sim_st_ent(const struct sim_storage *st, uint64_t index)
 {
     if (index <= st->base)
-        return &st->trail[index - (st->base + 1 - st->n_trail)];
+        return &st->trail[index - sim_st_first_index(st)];
     return &st->ents[index - st->base - 1];
 }
 
@@ -379,7 +384,7 @@ SIM_FN int sim_st_term(void *ctx, uint64_t index, uint64_t *term)
         *term = st->base_term;
         return 0;
     }
-    if (index < st->base + 1 - st->n_trail || index > sim_st_last_index(st))
+    if (index < sim_st_first_index(st) || index > sim_st_last_index(st))
         return RC_ENOTFOUND; /* before the first kept entry (unless the snapshot's): unknown */
     *term = sim_st_ent(st, index)->e.term;
     return 0;
@@ -389,7 +394,7 @@ SIM_FN int sim_st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes,
                           struct raft_entry *out, size_t *n)
 {
     struct sim_storage *st = ctx;
-    if (lo < st->base + 1 - st->n_trail || hi > sim_st_last_index(st) + 1 || lo >= hi)
+    if (lo < sim_st_first_index(st) || hi > sim_st_last_index(st) + 1 || lo >= hi)
         return RC_ENOTFOUND;
     size_t bytes = 0, k = 0;
     for (uint64_t i = lo; i < hi; i++) {
