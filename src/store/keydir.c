@@ -110,6 +110,35 @@
 #include <stdio.h>
 #include <string.h>
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KD_UNDER_LSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define KD_UNDER_LSAN 1
+#endif
+#ifdef KD_UNDER_LSAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
+/*
+ * Pages hold child and blob pointers inside packed entries, at any byte offset, and
+ * LeakSanitizer only recognises pointers stored at aligned addresses: to a leak check run
+ * while a map is alive (libFuzzer runs one after inputs that keep memory), every page below
+ * the root and every blob looks unreachable. So under the sanitizers those allocations are
+ * left out of leak reports; a page or blob that really leaks still shows in the family's
+ * memory count, which the unit tests check returns to zero.
+ */
+static void *kd_unscanned(void *p)
+{
+#ifdef KD_UNDER_LSAN
+    if (p)
+        __lsan_ignore_object(p);
+#endif
+    return p;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Constants and types                                                                      */
 /* ---------------------------------------------------------------------------------------- */
@@ -239,7 +268,7 @@ static void blob_release(struct kd_family *family, struct kd_blob *blob)
 
 static struct kd_blob *blob_new(struct kd_family *family, const void *key, size_t len)
 {
-    struct kd_blob *blob = rc_malloc(sizeof *blob + len);
+    struct kd_blob *blob = kd_unscanned(rc_malloc(sizeof *blob + len));
     if (!blob)
         return NULL;
     atomic_init(&blob->refs, 1);
@@ -368,7 +397,7 @@ static void page_init(struct kd_node *n, bool is_leaf, struct kd_node *first_chi
 
 static struct kd_node *node_new(struct kd_family *family, bool is_leaf)
 {
-    struct kd_node *n = rc_malloc(KD_PAGE_BYTES);
+    struct kd_node *n = kd_unscanned(rc_malloc(KD_PAGE_BYTES));
     if (!n)
         return NULL;
     atomic_init(&n->refs, 1);
@@ -440,7 +469,7 @@ static void page_copy_contents(struct kd_node *dst, const struct kd_node *src)
 
 static struct kd_node *node_copy(struct kd_family *family, const struct kd_node *src)
 {
-    struct kd_node *copy = rc_malloc(KD_PAGE_BYTES);
+    struct kd_node *copy = kd_unscanned(rc_malloc(KD_PAGE_BYTES));
     if (!copy)
         return NULL;
     atomic_init(&copy->refs, 1);
