@@ -242,7 +242,7 @@ static int read_entry(struct reader *r, struct raft_entry *e)
     e->index = get_u64(r);
     e->type = get_u8(r);
     e->len = get_u32(r);
-    if (r->bad || e->type > RAFT_ENTRY_CONFIG)
+    if (r->bad || e->type > RAFT_ENTRY_CONFIG || e->len > RAFT_ENTRY_MAX_BYTES)
         return RC_EPROTO;
     e->data = (void *)get_bytes(r, e->len);
     if (r->bad)

@@ -132,7 +132,6 @@
 #define REC_ENTRY_KIND     2
 #define SEG_HEADER_PAYLOAD 16
 #define ENTRY_FIXED_BYTES  21 /* raft_entry_encode without data */
-#define MAX_ENTRY_DATA     (1u << 30)
 #define STATE_FILE         "raft-state"
 #define STATE_MAGIC        0x32534352u /* "RCS2" */
 #define INCOMING_MAGIC     0x49534352u /* "RCSI" */
@@ -1081,7 +1080,7 @@ int logstore_append(struct logstore *ls, const struct raft_entry *entries, size_
         return RC_EINVAL;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
-        if (entries[i].index != first + i || entries[i].len > MAX_ENTRY_DATA ||
+        if (entries[i].index != first + i || entries[i].len > RAFT_ENTRY_MAX_BYTES ||
             entries[i].type > RAFT_ENTRY_CONFIG)
             return RC_EINVAL;
         total += entry_rec_bytes(entries[i].len);

@@ -72,6 +72,13 @@
 /* Node ids are non-zero; 0 means "none". */
 #define RAFT_NONE 0
 
+/*
+ * Largest entry data the core accepts (raft_propose: RC_ETOOBIG) and decodes from a peer
+ * (RC_EPROTO); the log store holds entries up to this size, and the transport's default
+ * frame limit leaves room for one such entry in an append.
+ */
+#define RAFT_ENTRY_MAX_BYTES (1u << 30)
+
 enum raft_entry_type {
     RAFT_ENTRY_NORMAL = 0, /* client data */
     RAFT_ENTRY_NOOP = 1,   /* appended by every new leader so that it can commit (§5.4.2) */
@@ -298,8 +305,9 @@ int raft_tick(struct raft *r);
 int raft_step(struct raft *r, const struct raft_message *msg);
 /*
  * Appends a normal entry (data copied) if this node leads and no transfer is under way;
- * RC_EAGAIN otherwise. *index and *term (either may be NULL) say where the entry went: the
- * write is done once an entry with that index *and* term is applied.
+ * RC_EAGAIN otherwise, RC_ETOOBIG for len > RAFT_ENTRY_MAX_BYTES. *index and *term (either may be
+ * NULL) say where the entry went: the write is done once an entry with that index *and* term is
+ * applied.
  */
 int raft_propose(struct raft *r, const void *data, size_t len, uint64_t *index, uint64_t *term);
 /*

@@ -53,7 +53,7 @@ int raft_append_new_entry(struct raft *r, uint8_t type, const void *data, size_t
                           uint64_t *index)
 {
     RAFT_ASSERT(r->role == RAFT_LEADER);
-    if (len > UINT32_MAX)
+    if (len > RAFT_ENTRY_MAX_BYTES)
         return RC_ETOOBIG;
     struct raft_entry e = {.term = r->term,
                            .index = raft_log_last_index(&r->log) + 1,

@@ -9,11 +9,14 @@
  *    close callback. t->handles_open counts every handle not yet closed; transport_close
  *    finishes when it reaches zero.
  * 2. Memory bound. A peer's queued frames plus the frames its connection is writing never
- *    exceed send_queue_bytes (the HELLO is a shared static frame and not counted). Frames
- *    of a connection that failed are freed by its write callback.
+ *    exceed send_queue_bytes, or one frame when that frame alone is larger (an append
+ *    carrying one big entry: refusing it would stall replication at that entry for good).
+ *    The HELLO is a shared static frame and not counted. Frames of a connection that
+ *    failed are freed by its write callback.
  * 3. Receiving. Each connection assembles one frame at a time: the 16-byte header into a
  *    fixed array, then, only after the header passed every check (length against
- *    max_frame_bytes first), a payload buffer of exactly len bytes. Reads land in one
+ *    max_frame_bytes first, or against the largest HELLO while the other side has not
+ *    identified itself), a payload buffer of exactly len bytes. Reads land in one
  *    buffer per transport: libuv runs each read callback before the next allocation.
  * 4. Backoff. A failed dial or a connection lost within backoff_max_ms of being established
  *    doubles the delay (backoff_min_ms .. backoff_max_ms); a connection that lived longer
@@ -34,6 +37,7 @@
 #define MAX_WRITE_BUFS    64
 #define HELLO_FIXED_BYTES (8 + 8 + 2)
 #define MAX_ADDR_BYTES    255
+#define HELLO_MAX_BYTES   (HELLO_FIXED_BYTES + MAX_ADDR_BYTES)
 
 /* An encoded frame waiting in a peer's queue or being written. */
 struct frame {
@@ -419,10 +423,12 @@ static int start_payload(struct conn *c)
         reject(c, "bad frame magic, version or reserved bits");
         return -1;
     }
-    /* The length is checked before anything is allocated for the payload. */
-    if ((uint64_t)len + TRANSPORT_HEADER_BYTES > t->opts.max_frame_bytes) {
-        snprintf(why, sizeof why, "frame of %u bytes exceeds the limit of %zu", len,
-                 t->opts.max_frame_bytes);
+    /* The length is checked before anything is allocated for the payload; until the other
+     * side has identified itself, only a HELLO's length is accepted. */
+    size_t limit =
+        c->hello_received ? t->opts.max_frame_bytes : TRANSPORT_HEADER_BYTES + HELLO_MAX_BYTES;
+    if ((uint64_t)len + TRANSPORT_HEADER_BYTES > limit) {
+        snprintf(why, sizeof why, "frame of %u bytes exceeds the limit of %zu", len, limit);
         reject(c, why);
         return -1;
     }
@@ -819,7 +825,7 @@ int transport_send(struct transport *t, uint64_t to, const struct raft_message *
         return RC_ETOOBIG;
     }
     size_t used = p->queued_bytes + (p->conn ? p->conn->inflight_bytes : 0);
-    if (bytes > t->opts.send_queue_bytes || used > t->opts.send_queue_bytes - bytes) {
+    if (used > 0 && (bytes > t->opts.send_queue_bytes || used > t->opts.send_queue_bytes - bytes)) {
         t->stats.msgs_dropped++;
         return RC_EAGAIN;
     }
@@ -861,7 +867,7 @@ void transport_uncork(struct transport *t)
 void transport_options_default(struct transport_options *opts)
 {
     memset(opts, 0, sizeof *opts);
-    opts->max_frame_bytes = 64u << 20;
+    opts->max_frame_bytes = (size_t)RAFT_ENTRY_MAX_BYTES + (1u << 20);
     opts->send_queue_bytes = 8u << 20;
     opts->backoff_min_ms = 50;
     opts->backoff_max_ms = 2000;

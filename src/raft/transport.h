@@ -71,20 +71,23 @@ extern const struct transport_stream_ops transport_stream_tcp;
 
 struct transport_options {
     uint64_t cluster_id;
-    uint64_t node_id;                          /* non-zero */
-    const char *bind;                          /* "host:port" to listen on (port 0: any); outgoing
-                                                  connections use host as their source address */
-    const char *advertise;                     /* sent in HELLO; NULL: bind */
-    size_t max_frame_bytes;                    /* largest frame accepted or sent, header included */
-    size_t send_queue_bytes;                   /* per peer: frames queued or being written */
-    uint64_t backoff_min_ms;                   /* first re-dial delay after a failure */
-    uint64_t backoff_max_ms;                   /* cap of the doubling delay */
+    uint64_t node_id;        /* non-zero */
+    const char *bind;        /* "host:port" to listen on (port 0: any); outgoing
+                                connections use host as their source address */
+    const char *advertise;   /* sent in HELLO; NULL: bind */
+    size_t max_frame_bytes;  /* largest frame accepted or sent, header included (a HELLO is
+                                much smaller, and a connection's first frame must be one) */
+    size_t send_queue_bytes; /* per peer: frames queued or being written; a larger frame is
+                                still queued when nothing else is */
+    uint64_t backoff_min_ms; /* first re-dial delay after a failure */
+    uint64_t backoff_max_ms; /* cap of the doubling delay */
     const struct transport_stream_ops *stream; /* NULL: transport_stream_tcp */
     int learn_peers; /* 1: an incoming HELLO from an unknown node adds it as a peer at the
                         address it advertises (so a joining node can be answered) */
 };
 
-/* Defaults: 64 MiB frames, 8 MiB queue, backoff 50 ms to 2 s. node_id, bind: caller's. */
+/* Defaults: frames up to RAFT_ENTRY_MAX_BYTES + 1 MiB (an append with the largest entry),
+ * 8 MiB queue, backoff 50 ms to 2 s. node_id, bind: caller's. */
 void transport_options_default(struct transport_options *opts);
 
 struct transport_stats {
@@ -134,7 +137,8 @@ int transport_remove_peer(struct transport *t, uint64_t node_id);
  * Encodes m (only read; the caller keeps ownership) into a frame and queues it for to.
  * Never blocks. Returns 0 if queued; otherwise the message is dropped (and counted):
  * RC_ENOTFOUND unknown peer, RC_ETOOBIG larger than max_frame_bytes, RC_EAGAIN queue
- * full, RC_ENOMEM, RC_ECLOSED after transport_close.
+ * full (a frame larger than send_queue_bytes waits for an empty queue), RC_ENOMEM,
+ * RC_ECLOSED after transport_close.
  *
  * Delivery: messages sent while the peer is down wait in the queue (up to its bound) and
  * go out after the reconnect; those being written when a connection fails are lost.

@@ -218,11 +218,24 @@ static bool may_run(struct client *c, const struct resp_argv *argv)
             argv->count ? command_lookup(argv->args[0].ptr, argv->args[0].len) : NULL;
         return next && cluster_read_defers(c, next, argv->count);
     }
-    if (c->pending_writes == 0)
+    if (c->pending_writes == 0 && !c->srv->batch.started)
         return true;
     const struct command *cmd =
         argv->count ? command_lookup(argv->args[0].ptr, argv->args[0].len) : NULL;
-    return cmd && (cmd->flags & CMD_WRITE);
+    bool write = cmd && (cmd->flags & CMD_WRITE);
+    /* Behind writes in flight only more writes go on, and only on the leader: a follower
+     * would route this one away, and its reply would overtake theirs. */
+    if (c->pending_writes && (!write || (c->srv->raft && !c->srv->is_leader)))
+        return false;
+    if (write) {
+        size_t bytes = writepath_command_bytes(argv->count, argv->args);
+        if (!writepath_too_large(bytes) && !writepath_has_room(c->srv, bytes)) {
+            if (c->pending_writes == 0) /* else its own writes' replies resume it */
+                writepath_wait_room(c->srv, c);
+            return false;
+        }
+    }
+    return true;
 }
 
 /* Whether the socket should be read: notes 2 and 3. */

@@ -365,7 +365,12 @@ static bool route_away(struct client *c, size_t argc, const struct resp_arg *arg
         return true;
     }
     s->stat_forwarded++;
-    if (forward_command(s, c, argc, argv, leader) != 0)
+    int rc = forward_command(s, c, argc, argv, leader);
+    if (rc == RC_ECLOSED)
+        reply_error(c, "ERR shutting down");
+    else if (rc == RC_ETOOBIG)
+        reply_error(c, "ERR command too large to forward to the leader");
+    else if (rc != 0)
         reply_error(c, "ERR cannot forward to the leader");
     return true;
 }

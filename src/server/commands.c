@@ -141,6 +141,11 @@ void command_dispatch(struct client *c, size_t argc, const struct resp_arg *argv
     }
     if ((cmd->flags & CMD_WRITE) && key_too_large(c, cmd, argc, argv))
         return;
+    if ((cmd->flags & CMD_WRITE) && writepath_too_large(writepath_command_bytes(argc, argv))) {
+        submit_error(c, "ERR command too large to replicate (one entry of the Raft log carries "
+                        "at most 1 GiB)");
+        return;
+    }
     if (cluster_route_command(c, cmd, argc, argv))
         return; /* deferred (linearizable read), forwarded, or redirected */
     cmd->fn(c, argc, argv);

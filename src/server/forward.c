@@ -341,6 +341,11 @@ void forward_leader_changed(struct server *s, const char *leader_addr)
 int forward_command(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
                     const char *leader_addr)
 {
+    /* Shutting down: the pool was closed (forward_free) and must stay closed, or a
+     * client's next pipelined command, run when the pool answered it, would open a new
+     * connection whose handles keep the loop alive. */
+    if (s->shutting_down)
+        return RC_ECLOSED;
     struct forwarder *f = NULL;
     size_t free_slot = FORWARD_POOL, best = (size_t)-1;
     for (size_t i = 0; i < FORWARD_POOL; i++) {
@@ -372,6 +377,8 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
     int rc = resp_add_array(&b, argc);
     for (size_t i = 0; i < argc && rc == 0; i++)
         rc = resp_add_bulk(&b, argv[i].ptr, argv[i].len);
+    if (rc == 0 && b.len > UINT32_MAX)
+        rc = RC_ETOOBIG; /* one libuv buffer: its length is 32 bits */
     if (rc == 0)
         rc = push_waiter(f, c);
     if (rc == 0) {

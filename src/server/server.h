@@ -113,6 +113,7 @@ struct client {
     unsigned deferred_reads; /* linearizable reads waiting for their ReadIndex rounds; only
                                 more such reads may follow them (they answer in order) */
     unsigned pending_writes; /* writes submitted, replies not yet routed */
+    bool waiting_room;       /* in server.room_wait: its next write fits only a new entry */
     unsigned refs;           /* the loop's reference plus one per pending write */
     char name[64];
     char lib_name[64], lib_ver[32];
@@ -199,6 +200,8 @@ struct server {
     struct client *flush_list;
     struct resp_limits limits;
     struct write_batch batch;
+    struct client **room_wait; /* resumed when the batch is proposed (writepath_wait_room) */
+    size_t nroom_wait, caproom_wait;
     uint64_t revision; /* of the last entry applied */
     uint64_t start_ms;
     bool shutting_down;
@@ -277,6 +280,17 @@ int writepath_submit(struct server *s, struct client *c, size_t argc, const stru
 int writepath_submit_error(struct server *s, struct client *c, const char *msg, size_t len);
 /* True when the batch is at its byte cap: clients should stop submitting until it is applied. */
 bool writepath_full(const struct server *s);
+/*
+ * Entry size: a write's bytes in an entry (an estimate a little above the encoded size, which
+ * normalising can grow by a few bytes). One entry never exceeds RAFT_ENTRY_MAX_BYTES: a write
+ * too large even for an empty entry is refused (writepath_too_large); one that does not fit
+ * the batch being built waits for the next (writepath_has_room false: the client stops
+ * reading commands, and writepath_wait_room resumes it once the batch is proposed).
+ */
+size_t writepath_command_bytes(size_t argc, const struct resp_arg *a);
+bool writepath_too_large(size_t bytes);
+bool writepath_has_room(const struct server *s, size_t bytes);
+void writepath_wait_room(struct server *s, struct client *c);
 /* Applies the batch built so far (called at the end of each loop iteration). */
 void writepath_flush(struct server *s);
 void writepath_free(struct server *s);
@@ -313,7 +327,9 @@ int writepath_apply(struct server *s, uint64_t index, uint64_t term, const void 
 /* Answers every proposed batch with an error (the node stopped or lost them). */
 void writepath_fail_proposed(struct server *s, const char *reply);
 
-/* forward.c: proxying a command to the leader over a pooled connection. */
+/* forward.c: proxying a command to the leader over a pooled connection; the client is
+ * blocked until the reply is relayed. 0, or (nothing sent) RC_ECLOSED while shutting down,
+ * RC_ETOOBIG for a command of 4 GiB or more, RC_EIO or RC_ENOMEM. */
 int forward_command(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
                     const char *leader_addr);
 void forward_free(struct server *s);

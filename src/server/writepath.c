@@ -15,6 +15,7 @@
 #include "cluster/fsm.h"
 #include "common/alloc.h"
 #include "common/log.h"
+#include "raft/raft.h"
 #include "raftcask.h"
 
 #include <string.h>
@@ -23,6 +24,55 @@
  * applied), which bounds an entry's size. Flushing is never done from inside a submit: it
  * resumes clients, and a client must not be resumed while its own input is being parsed. */
 #define BATCH_MAX_BYTES (4u << 20)
+
+/* Bytes an estimate allows per command beyond its encoding (normalising SET k v EX 10 into
+ * SET k v PXAT <ms> adds a few), and room kept under RAFT_ENTRY_MAX_BYTES for the rest. */
+#define COMMAND_SLACK_BYTES 64
+#define ENTRY_ROOM_BYTES    ((size_t)RAFT_ENTRY_MAX_BYTES - (1u << 20))
+
+size_t writepath_command_bytes(size_t argc, const struct resp_arg *a)
+{
+    size_t n = 4 + COMMAND_SLACK_BYTES;
+    for (size_t i = 0; i < argc; i++)
+        n += 4 + a[i].len;
+    return n;
+}
+
+bool writepath_too_large(size_t bytes)
+{
+    return bytes > ENTRY_ROOM_BYTES - ENTRY_HEADER_SIZE;
+}
+
+bool writepath_has_room(const struct server *s, size_t bytes)
+{
+    return !s->batch.started || s->batch.entry.buf.len + bytes <= ENTRY_ROOM_BYTES;
+}
+
+void writepath_wait_room(struct server *s, struct client *c)
+{
+    if (c->waiting_room || rc_reserve((void **)&s->room_wait, &s->caproom_wait, s->nroom_wait + 1,
+                                      sizeof *s->room_wait) != 0)
+        return; /* out of memory: the client goes on at its next read or reply */
+    c->waiting_room = true;
+    c->refs++;
+    s->room_wait[s->nroom_wait++] = c;
+}
+
+/* The batch was taken: clients whose write did not fit it go on (into a new one). */
+static void resume_room_waiters(struct server *s)
+{
+    struct client **w = s->room_wait;
+    size_t n = s->nroom_wait;
+    s->room_wait = NULL;
+    s->nroom_wait = s->caproom_wait = 0;
+    for (size_t i = 0; i < n; i++) {
+        w[i]->waiting_room = false;
+        client_resume(w[i]);
+    }
+    for (size_t i = 0; i < n; i++)
+        client_release(w[i]);
+    rc_free(w);
+}
 
 static int grow_slots(struct write_batch *b)
 {
@@ -248,6 +298,7 @@ void writepath_flush(struct server *s)
     /* Take the batch: replies may make clients submit the next one. */
     struct write_batch taken = *b;
     memset(b, 0, sizeof *b);
+    resume_room_waiters(s);
     entry_builder_finish(&taken.entry, server_now_ms());
     if (taken.entry.count == 0) { /* only errors kept in order: answer them now */
         struct route_ctx r = {s, taken.slots, taken.nslots, 0};
@@ -273,6 +324,13 @@ void writepath_flush(struct server *s)
 
 void writepath_free(struct server *s)
 {
+    for (size_t i = 0; i < s->nroom_wait; i++) {
+        s->room_wait[i]->waiting_room = false;
+        client_release(s->room_wait[i]);
+    }
+    rc_free(s->room_wait);
+    s->room_wait = NULL;
+    s->nroom_wait = s->caproom_wait = 0;
     struct write_batch *b = &s->batch;
     for (size_t i = 0; i < b->nslots; i++) {
         rc_free(b->slots[i].preset_reply);

@@ -18,8 +18,8 @@ import time
 import pytest
 import redis
 
-from conftest import (RAFTCASK_BIN, RespError, ServerProcess, Status, attach_log, free_port,
-                      raftcask_only, require_raftcask, wait_for)
+from conftest import (RAFTCASK_BIN, RespError, ServerProcess, Status, attach_log, encode_command,
+                      free_port, raftcask_only, require_raftcask, wait_for)
 
 pytestmark = raftcask_only
 
@@ -673,6 +673,24 @@ def test_isolated_leader_answers_its_pending_write(cluster):
     assert call(leader, "RAFTLEADER") is None
 
 
+def test_isolated_leader_answers_a_pipeline_in_order(cluster):
+    """A client pipelines writes to a leader that has just lost both followers. The ones it
+    proposed are answered with an error once it has stepped down and seen no leader for an
+    election timeout; a write the client sends after the step-down must not be answered
+    before them (it used to get -CLUSTERDOWN at once, ahead of the two replies still owed)."""
+    leader = cluster.leader()
+    for node in cluster.followers(leader):
+        cluster.stop(node)
+    with leader.raw(timeout_s=10) as conn:
+        conn.send_raw(encode_command("INCR", "x") + encode_command("INCR", "x"))
+        wait_for(lambda: call(leader, "RAFTSTATE") != "Leader", 5.0,
+                 "the isolated leader to step down", interval_s=0.02)
+        conn.send_raw(encode_command("INCR", "x"))
+        replies = [conn.read_reply() for _ in range(3)]
+    assert all(isinstance(r, RespError) and "may or may not" in str(r) for r in replies[:2]), replies
+    assert replies[2] == RespError("CLUSTERDOWN no leader"), replies
+
+
 # ---------------------------------------------------------------- more situations
 
 def test_pipelines_through_a_follower_keep_their_order(cluster):
@@ -689,6 +707,28 @@ def test_pipelines_through_a_follower_keep_their_order(cluster):
     assert replies[2::3] == [str(i) for i in range(1, 301)]
     assert client.get("log") == "".join(f"{i}," for i in range(300))
     client.close()
+
+
+def test_values_larger_than_a_peer_send_queue_replicate(cluster):
+    """An entry bigger than the 8 MiB per-peer send queue still goes out (alone), through
+    the leader and through a proxying follower, and writes after it commit too: it used to
+    be refused on every retry, which stopped replication for good."""
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    values = {"big:via-leader": bytes(range(256)) * (20 << 12),  # 20 MiB
+              "big:via-follower": b"f" * (12 << 20)}
+    assert leader.client(decode=False, socket_timeout=60).set("big:via-leader",
+                                                              values["big:via-leader"]) is True
+    assert follower.client(decode=False, socket_timeout=60).set(
+        "big:via-follower", values["big:via-follower"]) is True
+    assert call(follower, "SET", "after", "1") == "OK"
+    for node in cluster.nodes:
+        # A local read sees a node's own copy once it has applied "after", the last write.
+        wait_for(lambda: readonly_get(node, "after") == b"1", 30, f"after applied on {node.name}")
+        with node.raw(timeout_s=60) as conn:
+            assert conn.call("READONLY") == "OK"
+            for key, value in values.items():
+                assert conn.call("GET", key) == value, f"{key} on {node.name}"
 
 
 def test_expired_key_is_invisible_at_once_on_every_node(cluster):
@@ -789,6 +829,29 @@ def test_frozen_leader_fails_over_for_proxied_writes(cluster):
     cluster.wait_formed(voters=3)
     with entry.raw() as conn:
         assert conn.call("MGET", *keys) == [k.split(":")[1].encode() for k in keys]
+
+
+def test_follower_stops_on_sigterm_while_forwarding_a_pipeline(cluster):
+    """SIGTERM reaches a follower while a client's pipelined writes wait on a frozen leader.
+    The shutdown answers the forwarded one, which lets the next one run: it must be refused,
+    not sent on a new connection to the leader, which (once the leader answers again) kept
+    the node running for good."""
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    leader.proc.send_signal(signal.SIGSTOP)
+    try:
+        with follower.raw(timeout_s=10) as conn:
+            conn.send_raw(encode_command("SET", "a", "1") + encode_command("SET", "b", "2"))
+            wait_for(lambda: int(info_section(follower, "raft")["raft_forwarded"]) >= 1, 5.0,
+                     "the first SET forwarded")
+            follower.expected_down = True
+            follower.proc.send_signal(signal.SIGTERM)
+            first = conn.read_reply()
+            assert isinstance(first, RespError) and "shutting down" in str(first), first
+            leader.proc.send_signal(signal.SIGCONT)
+            assert follower.wait_exit() == 0, f"{follower.name} did not stop:\n{follower.log_tail()}"
+    finally:
+        leader.proc.send_signal(signal.SIGCONT)
 
 
 def test_resumed_old_leader_serves_no_stale_linearizable_read(cluster):

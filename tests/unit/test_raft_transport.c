@@ -531,6 +531,16 @@ TEST(transport_corrupt_and_oversized_frames_close_only_that_connection)
     run_until(raw_closed_cond, &no_hello, "no-HELLO connection closed");
     CHECK_EQ_U(stats_of(&a).frames_rejected, 3);
 
+    /* A first frame announcing more than the largest HELLO: a stranger could otherwise make
+     * the node allocate up to the frame limit per connection before identifying itself. */
+    struct raw fat_hello;
+    memset(&fat_hello, 0, sizeof fat_hello);
+    raw_put_header(fat_hello.buf, TRANSPORT_FRAME_HELLO, 64u << 10, 0);
+    fat_hello.len = TRANSPORT_HEADER_BYTES;
+    raw_send(&fat_hello, a.port);
+    run_until(raw_closed_cond, &fat_hello, "oversized-HELLO connection closed");
+    CHECK_EQ_U(stats_of(&a).frames_rejected, 4);
+
     /* A well-behaved peer is unaffected. */
     struct raft_message ok = make_msg(RAFT_MSG_APPEND, 2, 1, 1);
     CHECK_OK(transport_send(b.t, 1, &ok));
@@ -622,6 +632,7 @@ TEST(transport_queue_to_unreachable_peer_is_bounded)
     struct transport_options o;
     transport_options_default(&o);
     o.send_queue_bytes = 4096;
+    o.max_frame_bytes = 1 << 20;
     o.backoff_min_ms = 5;
     o.backoff_max_ms = 20;
     node_open_opts(&a, 1, &o, 0);
@@ -646,7 +657,7 @@ TEST(transport_queue_to_unreachable_peer_is_bounded)
     /* Unknown peers, oversized messages and allocation failures drop the message too. */
     CHECK_EQ(transport_send(a.t, 99, &m), RC_ENOTFOUND);
     struct raft_message big = make_msg(RAFT_MSG_SNAPSHOT, 1, 2, 1);
-    static char big_data[(64u << 20) + 1];
+    static char big_data[1u << 20];
     big.snapshot.data = big_data;
     big.snapshot.len = sizeof big_data;
     CHECK_EQ(transport_send(a.t, 2, &big), RC_ETOOBIG);
@@ -659,6 +670,40 @@ TEST(transport_queue_to_unreachable_peer_is_bounded)
     CHECK_EQ_U(transport_queued_bytes(a.t, 2), 0);
     CHECK_EQ_U(stats_of(&a).msgs_dropped, st.msgs_dropped + 3 + (uint64_t)queued);
     node_close(&a);
+    loop_finish();
+}
+
+/* A frame larger than the whole queue bound is queued when the queue is empty (an append
+ * carrying one big entry would otherwise be refused on every retry, and replication would
+ * stop at that entry), and only then: the next message waits for room. */
+TEST(transport_frame_larger_than_the_queue_goes_out_alone)
+{
+    loop_start();
+    struct node a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    struct transport_options o;
+    transport_options_default(&o);
+    o.cluster_id = 3;
+    o.send_queue_bytes = 4096;
+    node_open_opts(&a, 1, &o, 0);
+    node_open(&b, 2, 3);
+    link_to(&a, &b);
+    struct raft_message big = make_msg(RAFT_MSG_SNAPSHOT, 1, 2, 1);
+    static char big_data[256u << 10];
+    memset(big_data, 'v', sizeof big_data);
+    big.snapshot.data = big_data;
+    big.snapshot.len = sizeof big_data;
+    CHECK_OK(transport_send(a.t, 2, &big));
+    CHECK(transport_queued_bytes(a.t, 2) > 4096);
+    struct raft_message small = make_msg(RAFT_MSG_APPEND, 1, 2, 1);
+    CHECK_EQ(transport_send(a.t, 2, &small), RC_EAGAIN);
+    run_until(got_one, &b, "the big frame delivered");
+    CHECK(check_msg(&b.got[0], &big));
+    CHECK_EQ_U(transport_queued_bytes(a.t, 2), 0);
+    CHECK_OK(transport_send(a.t, 2, &small));
+    node_close(&a);
+    node_close(&b);
     loop_finish();
 }
 
