@@ -18,7 +18,15 @@
  *    max_frame_bytes first, or against the largest HELLO while the other side has not
  *    identified itself), a payload buffer of exactly len bytes. Reads land in one
  *    buffer per transport: libuv runs each read callback before the next allocation.
- * 4. Backoff. A failed dial or a connection lost within backoff_max_ms of being established
+ * 4. Strangers. An accepted connection must send its HELLO within handshake_timeout_ms (the
+ *    sweep timer closes it otherwise), at most MAX_UNIDENTIFIED accepted connections may be
+ *    waiting for theirs (more are closed at once), and a HELLO from node X closes X's older
+ *    incoming connections: a node dials one connection to each peer, so an older one is a
+ *    leftover whose close never reached us. TCP keepalive on every connection finds peers
+ *    whose host vanished (an accepting side never writes after its HELLO, so it would not
+ *    notice otherwise). If memory runs out while accepting, the sweep retries the accept:
+ *    libuv stops watching a listener whose connection was not accepted.
+ * 5. Backoff. A failed dial or a connection lost within backoff_max_ms of being established
  *    doubles the delay (backoff_min_ms .. backoff_max_ms); a connection that lived longer
  *    resets it, so a node that refuses us (other cluster) is retried slowly, not in a loop.
  */
@@ -29,15 +37,23 @@
 #include "common/log.h"
 #include "raftcask.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define READ_BUFFER_BYTES (64 * 1024)
 #define MAX_WRITE_BUFS    64
 #define HELLO_FIXED_BYTES (8 + 8 + 2)
 #define MAX_ADDR_BYTES    255
 #define HELLO_MAX_BYTES   (HELLO_FIXED_BYTES + MAX_ADDR_BYTES)
+#define MAX_UNIDENTIFIED  64                   /* accepted connections without a HELLO yet */
+#define MAX_PEERS         (2 * RAFT_MAX_NODES) /* learned from HELLOs beyond this: ignored */
+#define KEEPALIVE_IDLE_S  10                   /* then 3 probes 5 s apart: ~25 s to notice */
+#define KEEPALIVE_INTVL_S 5
+#define KEEPALIVE_PROBES  3
 
 /* An encoded frame waiting in a peer's queue or being written. */
 struct frame {
@@ -104,6 +120,8 @@ struct transport {
     void *closed_ctx;
     unsigned char *readbuf;
     struct frame *hello;
+    uv_timer_t sweep;   /* handshake deadlines, a retried accept (NOTES 4) */
+    int accept_pending; /* an accept failed for lack of memory */
 };
 
 static void conn_close(struct conn *c, int redial);
@@ -368,11 +386,25 @@ static void on_hello(struct conn *c, const unsigned char *p, uint32_t len)
     }
     c->remote_id = node;
     c->hello_received = 1;
+    if (!c->outgoing) { /* NOTES 4: X's older incoming connections are leftovers */
+        struct conn *next;
+        for (struct conn *d = t->incoming; d; d = next) {
+            next = d->next;
+            if (d != c && d->hello_received && d->remote_id == node) {
+                rc_debug("transport: node %llu connected again; closing its older connection",
+                         (unsigned long long)node);
+                conn_close(d, 0);
+            }
+        }
+    }
     /* A node we do not know yet (one joining the cluster, or whose address we have not
      * applied yet) can still be answered: learn where it says it listens. Known peers keep
      * the address the caller gave. */
+    size_t n_peers = 0;
+    for (const struct peer *q = t->peers; q; q = q->next)
+        n_peers++;
     if (!c->outgoing && t->opts.learn_peers && addr_len > 0 && addr_len <= MAX_ADDR_BYTES &&
-        !find_peer(t, node)) {
+        !find_peer(t, node) && n_peers < MAX_PEERS) {
         char addr[MAX_ADDR_BYTES + 1];
         memcpy(addr, p + 18, (size_t)addr_len);
         addr[addr_len] = '\0';
@@ -625,6 +657,19 @@ static void conn_flush(struct conn *c)
     }
 }
 
+/* TCP keepalive with short probes (NOTES 4); best effort: a failure only loses the probes. */
+static void conn_keepalive(struct conn *c)
+{
+    if (uv_tcp_keepalive(&c->tcp, 1, KEEPALIVE_IDLE_S) != 0)
+        return;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return;
+    int intvl = KEEPALIVE_INTVL_S, probes = KEEPALIVE_PROBES;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     struct conn *c = req->data;
@@ -639,6 +684,7 @@ static void on_connect(uv_connect_t *req, int status)
     c->connected = 1;
     c->connected_at_ms = uv_now(c->t->loop);
     uv_tcp_nodelay(&c->tcp, 1);
+    conn_keepalive(c);
     if (c->t->opts.stream->read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
         conn_close(c, 1);
         return;
@@ -688,9 +734,13 @@ static void on_connection(uv_stream_t *listener, int status)
         rc_warn("transport: accept: %s", uv_strerror(status));
         return;
     }
+    unsigned unidentified = 0;
+    for (const struct conn *d = t->incoming; d; d = d->next)
+        unidentified += !d->hello_received;
     struct conn *c = rc_calloc(1, sizeof *c);
     if (!c) {
-        rc_warn("transport: accept: out of memory");
+        rc_warn("transport: accept: out of memory; retrying shortly");
+        t->accept_pending = 1; /* libuv waits for the accept: the sweep retries it */
         return;
     }
     c->t = t;
@@ -707,9 +757,39 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     t->stats.connections_accepted++;
     c->connected = 1;
+    c->connected_at_ms = uv_now(t->loop);
+    if (unidentified >= MAX_UNIDENTIFIED) {
+        t->stats.handshake_refusals++;
+        rc_debug("transport: %u connections are waiting for their HELLO; closing a new one",
+                 unidentified);
+        conn_close(c, 0);
+        return;
+    }
     uv_tcp_nodelay(&c->tcp, 1);
+    conn_keepalive(c);
     if (t->opts.stream->read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
         conn_close(c, 0);
+}
+
+/* NOTES 4: closes accepted connections that sent no HELLO in time; retries an accept. */
+static void on_sweep(uv_timer_t *timer)
+{
+    struct transport *t = timer->data;
+    uint64_t now = uv_now(t->loop);
+    struct conn *next;
+    for (struct conn *c = t->incoming; c; c = next) {
+        next = c->next;
+        if (!c->hello_received && now - c->connected_at_ms >= t->opts.handshake_timeout_ms) {
+            t->stats.handshake_refusals++;
+            rc_debug("transport: closing a connection that sent no HELLO within %llu ms",
+                     (unsigned long long)t->opts.handshake_timeout_ms);
+            conn_close(c, 0);
+        }
+    }
+    if (t->accept_pending) {
+        t->accept_pending = 0;
+        on_connection((uv_stream_t *)&t->listener, 0);
+    }
 }
 
 /* ============================== peers ============================== */
@@ -871,8 +951,10 @@ void transport_options_default(struct transport_options *opts)
     opts->send_queue_bytes = 8u << 20;
     opts->backoff_min_ms = 50;
     opts->backoff_max_ms = 2000;
+    opts->handshake_timeout_ms = 5000;
 }
 
+/* The close callback of the listener and of the sweep timer. */
 static void on_listener_closed(uv_handle_t *h)
 {
     handle_closed(h->data);
@@ -885,7 +967,7 @@ int transport_open(uv_loop_t *loop, const struct transport_options *opts,
     if (opts->node_id == RAFT_NONE || !opts->bind || strlen(opts->bind) > MAX_ADDR_BYTES ||
         strlen(advertise) > MAX_ADDR_BYTES || !on_message ||
         opts->max_frame_bytes <= TRANSPORT_HEADER_BYTES || opts->backoff_min_ms == 0 ||
-        opts->backoff_max_ms < opts->backoff_min_ms)
+        opts->handshake_timeout_ms == 0 || opts->backoff_max_ms < opts->backoff_min_ms)
         return RC_EINVAL;
     struct transport *t = rc_calloc(1, sizeof *t);
     if (!t)
@@ -943,6 +1025,12 @@ int transport_open(uv_loop_t *loop, const struct transport_options *opts,
     put_u16(h + 16, (uint16_t)alen);
     memcpy(h + 18, t->advertise, alen);
     seal_frame(t->hello);
+    uv_timer_init(loop, &t->sweep);
+    t->handles_open++;
+    t->sweep.data = t;
+    uint64_t period = t->opts.handshake_timeout_ms / 2 ? t->opts.handshake_timeout_ms / 2 : 1;
+    uv_timer_start(&t->sweep, on_sweep, period < 1000 ? period : 1000,
+                   period < 1000 ? period : 1000);
     *out = t;
     return 0;
 
@@ -1000,4 +1088,5 @@ void transport_close(struct transport *t, void (*on_closed)(void *ctx), void *ct
     while (t->incoming)
         conn_close(t->incoming, 0);
     uv_close((uv_handle_t *)&t->listener, on_listener_closed);
+    uv_close((uv_handle_t *)&t->sweep, on_listener_closed);
 }

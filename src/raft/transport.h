@@ -83,11 +83,14 @@ struct transport_options {
     uint64_t backoff_max_ms; /* cap of the doubling delay */
     const struct transport_stream_ops *stream; /* NULL: transport_stream_tcp */
     int learn_peers; /* 1: an incoming HELLO from an unknown node adds it as a peer at the
-                        address it advertises (so a joining node can be answered) */
+                        address it advertises (so a joining node can be answered), while
+                        there are fewer than 2 * RAFT_MAX_NODES peers */
+    uint64_t handshake_timeout_ms; /* an accepted connection without a HELLO by then is
+                                      closed (at most 64 may wait for theirs) */
 };
 
 /* Defaults: frames up to RAFT_ENTRY_MAX_BYTES + 1 MiB (an append with the largest entry),
- * 8 MiB queue, backoff 50 ms to 2 s. node_id, bind: caller's. */
+ * 8 MiB queue, backoff 50 ms to 2 s, 5 s for a HELLO. node_id, bind: caller's. */
 void transport_options_default(struct transport_options *opts);
 
 struct transport_stats {
@@ -96,7 +99,9 @@ struct transport_stats {
     uint64_t msgs_dropped;       /* queue full, too big, unknown peer, or lost with a
                                     connection that failed while they were queued/in flight */
     uint64_t reconnects;         /* dials after a failure (the first dial is not counted) */
-    uint64_t handshake_refusals; /* HELLOs refused: other cluster, unexpected node id */
+    uint64_t handshake_refusals; /* HELLOs refused (other cluster, unexpected node id), and
+                                    accepted connections closed without one (too late, or
+                                    too many waiting) */
     uint64_t frames_rejected;    /* bad magic/version/kind/length/CRC or undecodable */
     uint64_t connections_accepted;
 };

@@ -195,6 +195,13 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     memmove(f->in, f->in + pos, f->in_len - pos);
     f->in_len -= pos;
+    if (f->in_cap > (1u << 20) && f->in_len < 65536) { /* after a big reply: give it back */
+        char *n = rc_realloc(f->in, 65536);
+        if (n) {
+            f->in = n;
+            f->in_cap = 65536;
+        }
+    }
     if (f->whead == f->wn) {
         f->whead = f->wn = 0;
         if (f->draining_since_ms)
@@ -250,13 +257,12 @@ static void on_connect(uv_connect_t *req, int status)
 static void on_timer(uv_timer_t *t)
 {
     struct forwarder *f = t->data;
-    if (f->draining_since_ms && (uint64_t)server_now_ms() - f->draining_since_ms > DRAIN_GRACE_MS) {
+    if (f->draining_since_ms && uv_now(f->s->loop) - f->draining_since_ms > DRAIN_GRACE_MS) {
         fwd_close(f, "-ERR the leader changed; the command may or may not have been "
                      "applied\r\n");
         return;
     }
-    if (f->whead < f->wn &&
-        (uint64_t)server_now_ms() - f->w[f->whead].sent_ms > FORWARD_DEADLINE_MS)
+    if (f->whead < f->wn && uv_now(f->s->loop) - f->w[f->whead].sent_ms > FORWARD_DEADLINE_MS)
         fwd_close(f, "-ERR the leader did not answer in time; the command may or may not have "
                      "been applied\r\n");
 }
@@ -272,7 +278,7 @@ static int push_waiter(struct forwarder *f, struct client *c)
         if (rc_reserve((void **)&f->w, &f->wcap, f->wn + 1, sizeof *f->w) != 0)
             return RC_ENOMEM;
     }
-    f->w[f->wn++] = (struct waiter){c, (uint64_t)server_now_ms()};
+    f->w[f->wn++] = (struct waiter){c, uv_now(f->s->loop)};
     return 0;
 }
 
@@ -309,9 +315,16 @@ static struct forwarder *fwd_open(struct server *s, const char *addr, size_t slo
         resp_add_array(&b, 2);
         resp_add_bulk_cstr(&b, "AUTH");
         resp_add_bulk_cstr(&b, s->cfg->requirepass);
-        send_bytes(f, b.data, b.len);
+        /* Its reply pairs with a NULL waiter; without either, every later reply on this
+         * connection would go to the wrong client. */
+        int sent = send_bytes(f, b.data, b.len);
         resp_buf_free(&b);
-        push_waiter(f, NULL);
+        if (sent == 0)
+            sent = push_waiter(f, NULL);
+        if (sent != 0) {
+            fwd_close(f, "");
+            return NULL;
+        }
     }
     s->fwd[slot] = f;
     return f;
@@ -326,7 +339,7 @@ static void fwd_drain(struct forwarder *f)
         fwd_close(f, "");
         return;
     }
-    f->draining_since_ms = (uint64_t)server_now_ms();
+    f->draining_since_ms = uv_now(f->s->loop);
 }
 
 void forward_leader_changed(struct server *s, const char *leader_addr)

@@ -391,6 +391,7 @@ struct raw {
     unsigned char buf[256];
     size_t len;
     char rbuf[64];
+    size_t nread; /* bytes received (the acceptor's HELLO) */
     int eof, closed;
 };
 
@@ -439,6 +440,8 @@ static void raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct raw *r = s->data;
     (void)b;
+    if (n > 0)
+        r->nread += (size_t)n;
     if (n < 0) {
         r->eof = 1;
         uv_close((uv_handle_t *)&r->tcp, raw_closed);
@@ -549,6 +552,75 @@ TEST(transport_corrupt_and_oversized_frames_close_only_that_connection)
     CHECK_EQ(a.n_got, 1);
     node_close(&a);
     node_close(&b);
+    loop_finish();
+}
+
+static int raw_got_hello(void *arg)
+{
+    return ((struct raw *)arg)->nread > 0;
+}
+
+static struct raw waiting[66];
+
+static int two_waiting_closed(void *arg)
+{
+    (void)arg;
+    int closed = 0;
+    for (int i = 0; i < 66; i++)
+        closed += waiting[i].closed;
+    return closed >= 2;
+}
+
+/* A connection that never sends its HELLO is closed after handshake_timeout_ms, and a node
+ * that connects again has its older incoming connection closed (a leftover whose close
+ * never arrived would otherwise be kept for good). */
+TEST(transport_silent_and_superseded_connections_are_closed)
+{
+    loop_start();
+    struct node a;
+    memset(&a, 0, sizeof a);
+    struct transport_options o;
+    transport_options_default(&o);
+    o.cluster_id = 9;
+    o.handshake_timeout_ms = 100;
+    node_open_opts(&a, 1, &o, 0);
+
+    struct raw silent;
+    memset(&silent, 0, sizeof silent);
+    raw_send(&silent, a.port); /* connects and sends nothing */
+    run_until(raw_closed_cond, &silent, "silent connection closed");
+    CHECK_EQ_U(stats_of(&a).handshake_refusals, 1);
+
+    struct raw first, second;
+    memset(&first, 0, sizeof first);
+    memset(&second, 0, sizeof second);
+    raw_hello(&first, 9, 7);
+    raw_send(&first, a.port);
+    run_until(raw_got_hello, &first, "HELLO answered on the first connection");
+    raw_hello(&second, 9, 7);
+    raw_send(&second, a.port);
+    run_until(raw_closed_cond, &first, "older connection of node 7 closed");
+    CHECK(second.nread > 0 && !second.closed);
+    CHECK_EQ_U(stats_of(&a).handshake_refusals, 1);
+    CHECK_EQ_U(stats_of(&a).frames_rejected, 0);
+
+    node_close(&a);
+    run_until(raw_closed_cond, &second, "the newer connection closed with the node");
+
+    /* More than 64 connections waiting for their HELLO (with a deadline far away): the extra
+     * ones are closed at once. */
+    struct node b;
+    memset(&b, 0, sizeof b);
+    o.handshake_timeout_ms = 600000;
+    node_open_opts(&b, 2, &o, 0);
+    memset(waiting, 0, sizeof waiting);
+    for (int i = 0; i < 66; i++)
+        raw_send(&waiting[i], b.port);
+    run_until(two_waiting_closed, NULL, "connections beyond 64 without a HELLO closed");
+    CHECK_EQ_U(stats_of(&b).handshake_refusals, 2);
+    node_close(&b);
+    for (int i = 0; i < 66; i++)
+        run_until(raw_closed_cond, &waiting[i], "the waiting connections closed with the node");
     loop_finish();
 }
 
