@@ -66,6 +66,9 @@ def test_version_and_help():
     (["--bind", "nonsense"], "invalid --bind"),
     (["--maxclients", "lots"], "invalid value 'lots'"),
     (["--read-consistency", "eventual"], "invalid --read-consistency"),
+    (["--tls-cert", "node.pem"], "TLS (--tls-cert, --tls-key, --tls-ca, --tls-port) is not built yet"),
+    (["--tls-port", "6380"], "is not built yet"),
+    (["--metrics", "127.0.0.1:9100"], "--metrics is not built yet"),
 ])
 def test_bad_flags_exit_nonzero_with_one_clear_line(args, message):
     out = subprocess.run([BIN] + args, capture_output=True, text=True, timeout=30)
