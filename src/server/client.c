@@ -218,7 +218,10 @@ static bool may_run(struct client *c, const struct resp_argv *argv)
             argv->count ? command_lookup(argv->args[0].ptr, argv->args[0].len) : NULL;
         return next && cluster_read_defers(c, next, argv->count);
     }
-    if (c->pending_writes == 0 && !c->srv->batch.started)
+    /* A command takes no more bytes in an entry than its RESP form plus the slack, and its
+     * RESP form is in the unparsed input: if all of that fits, it fits (no lookup needed). */
+    if (c->pending_writes == 0 &&
+        writepath_has_room(c->srv, c->query_len + WRITEPATH_COMMAND_SLACK_BYTES))
         return true;
     const struct command *cmd =
         argv->count ? command_lookup(argv->args[0].ptr, argv->args[0].len) : NULL;

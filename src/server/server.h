@@ -287,6 +287,7 @@ bool writepath_full(const struct server *s);
  * the batch being built waits for the next (writepath_has_room false: the client stops
  * reading commands, and writepath_wait_room resumes it once the batch is proposed).
  */
+#define WRITEPATH_COMMAND_SLACK_BYTES 64 /* what normalising may add to a command */
 size_t writepath_command_bytes(size_t argc, const struct resp_arg *a);
 bool writepath_too_large(size_t bytes);
 bool writepath_has_room(const struct server *s, size_t bytes);
@@ -332,6 +333,9 @@ void writepath_fail_proposed(struct server *s, const char *reply);
  * RC_ETOOBIG for a command of 4 GiB or more, RC_EIO or RC_ENOMEM. */
 int forward_command(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
                     const char *leader_addr);
+/* The same for a membership command: on a connection of its own, with a one-minute deadline. */
+int forward_admin(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
+                  const char *leader_addr);
 void forward_free(struct server *s);
 /* Another leader is known: new commands go to it; the old connection drains (forward.c). */
 void forward_leader_changed(struct server *s, const char *leader_addr);

@@ -25,14 +25,12 @@
  * resumes clients, and a client must not be resumed while its own input is being parsed. */
 #define BATCH_MAX_BYTES (4u << 20)
 
-/* Bytes an estimate allows per command beyond its encoding (normalising SET k v EX 10 into
- * SET k v PXAT <ms> adds a few), and room kept under RAFT_ENTRY_MAX_BYTES for the rest. */
-#define COMMAND_SLACK_BYTES 64
-#define ENTRY_ROOM_BYTES    ((size_t)RAFT_ENTRY_MAX_BYTES - (1u << 20))
+/* Room kept under RAFT_ENTRY_MAX_BYTES for the entry header and estimates that fall short. */
+#define ENTRY_ROOM_BYTES ((size_t)RAFT_ENTRY_MAX_BYTES - (1u << 20))
 
 size_t writepath_command_bytes(size_t argc, const struct resp_arg *a)
 {
-    size_t n = 4 + COMMAND_SLACK_BYTES;
+    size_t n = 4 + WRITEPATH_COMMAND_SLACK_BYTES;
     for (size_t i = 0; i < argc; i++)
         n += 4 + a[i].len;
     return n;
