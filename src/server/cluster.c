@@ -758,7 +758,10 @@ static bool admin_on_leader(struct client *c, size_t argc, const struct resp_arg
         reply_error(c, "CLUSTERDOWN no leader");
         return false;
     }
-    if (forward_command(c->srv, c, argc, a, leader) != 0)
+    int rc = forward_admin(c->srv, c, argc, a, leader);
+    if (rc == RC_ECLOSED)
+        reply_error(c, "ERR shutting down");
+    else if (rc != 0)
         reply_error(c, "ERR cannot forward to the leader");
     return false;
 }

@@ -13,6 +13,9 @@
  * it). If the leader changes, the connection fails, or the oldest command waits longer
  * than FORWARD_DEADLINE_MS, the connection is closed and every waiting client gets an
  * error (the command may or may not have been applied, as with any lost connection).
+ * A membership command (forward_admin) may take the leader up to a minute (a joining
+ * node is caught up first): it gets a connection of its own, with that deadline, closed
+ * once answered, so that no client's command waits behind it.
  */
 #include "server.h"
 
@@ -23,6 +26,7 @@
 #include <string.h>
 
 #define FORWARD_DEADLINE_MS 5000
+#define ADMIN_DEADLINE_MS   65000 /* the leader's own job deadline (cluster.c) and a margin */
 #define FORWARD_POOL        16
 #define DRAIN_GRACE_MS      500
 #define TIMER_MS            100
@@ -40,6 +44,8 @@ struct forwarder {
     uv_timer_t timer;
     char addr[CLUSTER_ADDR_MAX];
     bool connected, closing, timer_on;
+    bool exclusive;             /* one admin command's own connection */
+    uint64_t deadline_ms;       /* a command's longest wait for its reply */
     uint64_t draining_since_ms; /* 0: a connection to the current leader */
     struct resp_buf pending;    /* bytes to send once connected */
     char *in;
@@ -204,7 +210,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (f->whead == f->wn) {
         f->whead = f->wn = 0;
-        if (f->draining_since_ms)
+        if (f->draining_since_ms || f->exclusive)
             fwd_close(f, "");
     }
 }
@@ -262,7 +268,7 @@ static void on_timer(uv_timer_t *t)
                      "applied\r\n");
         return;
     }
-    if (f->whead < f->wn && uv_now(f->s->loop) - f->w[f->whead].sent_ms > FORWARD_DEADLINE_MS)
+    if (f->whead < f->wn && uv_now(f->s->loop) - f->w[f->whead].sent_ms > f->deadline_ms)
         fwd_close(f, "-ERR the leader did not answer in time; the command may or may not have "
                      "been applied\r\n");
 }
@@ -297,6 +303,7 @@ static struct forwarder *fwd_open(struct server *s, const char *addr, size_t slo
     if (!f)
         return NULL;
     f->s = s;
+    f->deadline_ms = FORWARD_DEADLINE_MS;
     snprintf(f->addr, sizeof f->addr, "%s", addr);
     resp_buf_init(&f->pending);
     uv_tcp_init(s->loop, &f->tcp);
@@ -351,40 +358,10 @@ void forward_leader_changed(struct server *s, const char *leader_addr)
             fwd_drain(s->fwd[i]);
 }
 
-int forward_command(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
-                    const char *leader_addr)
+/* Sends the command on f and blocks c until its reply is relayed. */
+static int send_command(struct forwarder *f, struct client *c, size_t argc,
+                        const struct resp_arg *argv)
 {
-    /* Shutting down: the pool was closed (forward_free) and must stay closed, or a
-     * client's next pipelined command, run when the pool answered it, would open a new
-     * connection whose handles keep the loop alive. */
-    if (s->shutting_down)
-        return RC_ECLOSED;
-    struct forwarder *f = NULL;
-    size_t free_slot = FORWARD_POOL, best = (size_t)-1;
-    for (size_t i = 0; i < FORWARD_POOL; i++) {
-        struct forwarder *g = s->fwd[i];
-        if (g && strcmp(g->addr, leader_addr) != 0)
-            fwd_drain(g);
-        if (g && (g->closing || g->draining_since_ms))
-            continue; /* draining: not for new commands, and its slot is still taken */
-        if (!g) {
-            if (free_slot == FORWARD_POOL)
-                free_slot = i;
-            continue;
-        }
-        size_t waiting = g->wn - g->whead;
-        if (waiting < best) {
-            best = waiting;
-            f = g;
-        }
-    }
-    if ((!f || best > 0) && free_slot < FORWARD_POOL) {
-        struct forwarder *g = fwd_open(s, leader_addr, free_slot);
-        if (g)
-            f = g;
-    }
-    if (!f)
-        return RC_EIO;
     struct resp_buf b;
     resp_buf_init(&b);
     int rc = resp_add_array(&b, argc);
@@ -404,6 +381,64 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
         return rc;
     client_block(c);
     return 0;
+}
+
+int forward_admin(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
+                  const char *leader_addr)
+{
+    if (s->shutting_down)
+        return RC_ECLOSED;
+    for (size_t i = 0; i < FORWARD_POOL; i++) {
+        if (s->fwd[i])
+            continue;
+        struct forwarder *f = fwd_open(s, leader_addr, i);
+        if (!f)
+            return RC_EIO;
+        f->exclusive = true;
+        f->deadline_ms = ADMIN_DEADLINE_MS;
+        int rc = send_command(f, c, argc, argv);
+        if (rc != 0)
+            fwd_close(f, "");
+        return rc;
+    }
+    return RC_EIO; /* every slot busy */
+}
+
+int forward_command(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
+                    const char *leader_addr)
+{
+    /* Shutting down: the pool was closed (forward_free) and must stay closed, or a
+     * client's next pipelined command, run when the pool answered it, would open a new
+     * connection whose handles keep the loop alive. */
+    if (s->shutting_down)
+        return RC_ECLOSED;
+    struct forwarder *f = NULL;
+    size_t free_slot = FORWARD_POOL, best = (size_t)-1;
+    for (size_t i = 0; i < FORWARD_POOL; i++) {
+        struct forwarder *g = s->fwd[i];
+        if (g && strcmp(g->addr, leader_addr) != 0)
+            fwd_drain(g);
+        if (g && (g->closing || g->draining_since_ms || g->exclusive))
+            continue; /* draining or an admin command's: not for new commands */
+        if (!g) {
+            if (free_slot == FORWARD_POOL)
+                free_slot = i;
+            continue;
+        }
+        size_t waiting = g->wn - g->whead;
+        if (waiting < best) {
+            best = waiting;
+            f = g;
+        }
+    }
+    if ((!f || best > 0) && free_slot < FORWARD_POOL) {
+        struct forwarder *g = fwd_open(s, leader_addr, free_slot);
+        if (g)
+            f = g;
+    }
+    if (!f)
+        return RC_EIO;
+    return send_command(f, c, argc, argv);
 }
 
 void forward_free(struct server *s)

@@ -539,6 +539,37 @@ def test_join_fourth_node_then_remove_it(cluster):
     cluster.stop(fourth)
 
 
+def test_slow_membership_change_through_a_follower_delays_no_other_command(cluster):
+    """RAFTADDPEER of a node that never answers keeps the leader busy for up to a minute
+    (the learner is never caught up). Asked through a follower, it waits on a connection of
+    its own: clients proxied by that follower meanwhile are answered as usual, not made to
+    wait behind it until their 5 s deadline fails them."""
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    admin = follower.raw(timeout_s=90)
+    admin.send_raw(encode_command("RAFTADDPEER", "127.0.0.1:1", "ID", "4242"))
+    wait_for(lambda: any(row[0] == "4242" for row in peer_rows(leader)), 10.0,
+             "the unreachable node added as a learner")
+    errors = []
+
+    def writer(k):
+        client = follower.client(socket_timeout=20)
+        for i in range(20):
+            try:
+                assert client.set(f"busy:{k}:{i}", "v") is True
+            except Exception as e:  # noqa: BLE001 - collected and reported below
+                errors.append(f"{k}:{i}: {e!r}")
+        client.close()
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[:5]
+    admin.close()
+
+
 # ---------------------------------------------------------------- 7. leadership transfer
 
 def test_transfer_leadership(cluster):
