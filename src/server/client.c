@@ -232,9 +232,11 @@ static bool may_run(struct client *c, const struct resp_argv *argv)
         return false;
     if (write) {
         size_t bytes = writepath_command_bytes(argv->count, argv->args);
-        if (!writepath_too_large(bytes) && !writepath_has_room(c->srv, bytes)) {
-            if (c->pending_writes == 0) /* else its own writes' replies resume it */
-                writepath_wait_room(c->srv, c);
+        if (!writepath_too_large(c->srv, bytes) && !writepath_has_room(c->srv, bytes)) {
+            /* Else its own writes' replies resume it. Out of memory, it goes in now: the
+             * entry grows past the room a little, far from the hard bound. */
+            if (c->pending_writes == 0 && !writepath_wait_room(c->srv, c))
+                return true;
             return false;
         }
     }

@@ -165,9 +165,15 @@ static bool apply_directory_entry(struct server *s, const struct raft_entry *e)
 static int on_apply(void *ctx, const struct raft_entry *e)
 {
     struct server *s = ctx;
-    if (e->type != RAFT_ENTRY_NORMAL)
+    /* A write batch this node proposed at this index (or before) was overwritten by another
+     * leader's entry: a new leader's no-op lands exactly there. Its clients are told now,
+     * not when the next batch happens to apply. */
+    if (e->type != RAFT_ENTRY_NORMAL) {
+        writepath_overwritten(s, e->index, e->term);
         return 0; /* no-ops and configurations change no data */
+    }
     if (apply_directory_entry(s, e)) {
+        writepath_overwritten(s, e->index, e->term);
         int rc = rc_store_mark_revision(s->store, e->index);
         if (rc == 0)
             s->revision = e->index;

@@ -141,9 +141,10 @@ void command_dispatch(struct client *c, size_t argc, const struct resp_arg *argv
     }
     if ((cmd->flags & CMD_WRITE) && key_too_large(c, cmd, argc, argv))
         return;
-    if ((cmd->flags & CMD_WRITE) && writepath_too_large(writepath_command_bytes(argc, argv))) {
-        submit_error(c, "ERR command too large to replicate (one entry of the Raft log carries "
-                        "at most 1 GiB)");
+    if ((cmd->flags & CMD_WRITE) &&
+        writepath_too_large(c->srv, writepath_command_bytes(argc, argv))) {
+        submit_error(c, "ERR command too large to replicate (one write carries at most 16 MiB in "
+                        "a cluster, 1 GiB on a node alone)");
         return;
     }
     if (cluster_route_command(c, cmd, argc, argv))

@@ -282,16 +282,18 @@ int writepath_submit_error(struct server *s, struct client *c, const char *msg, 
 bool writepath_full(const struct server *s);
 /*
  * Entry size: a write's bytes in an entry (an estimate a little above the encoded size, which
- * normalising can grow by a few bytes). One entry never exceeds RAFT_ENTRY_MAX_BYTES: a write
- * too large even for an empty entry is refused (writepath_too_large); one that does not fit
- * the batch being built waits for the next (writepath_has_room false: the client stops
- * reading commands, and writepath_wait_room resumes it once the batch is proposed).
+ * normalising can grow by a few bytes). Entries stay small enough to replicate within an
+ * election timeout (writepath.c): with other nodes in the configuration, a write above 16 MiB
+ * is refused (writepath_too_large; alone, above about 1 GiB); one
+ * that does not fit the batch being built waits for the next (writepath_has_room false: the
+ * client stops reading commands, and writepath_wait_room resumes it once the batch is
+ * proposed).
  */
 #define WRITEPATH_COMMAND_SLACK_BYTES 64 /* what normalising may add to a command */
 size_t writepath_command_bytes(size_t argc, const struct resp_arg *a);
-bool writepath_too_large(size_t bytes);
+bool writepath_too_large(const struct server *s, size_t bytes);
 bool writepath_has_room(const struct server *s, size_t bytes);
-void writepath_wait_room(struct server *s, struct client *c);
+bool writepath_wait_room(struct server *s, struct client *c); /* false: out of memory */
 /* Applies the batch built so far (called at the end of each loop iteration). */
 void writepath_flush(struct server *s);
 void writepath_free(struct server *s);
@@ -325,6 +327,11 @@ extern const struct command_table snapshot_commands;
 
 /* writepath.c: a committed entry (index, term) carrying a write batch. */
 int writepath_apply(struct server *s, uint64_t index, uint64_t term, const void *data, size_t len);
+/* An entry (index, term) other than a write batch was applied: batches this node proposed at
+ * index or before, or in a term older than term (terms never decrease along a log, so no
+ * later index can hold them either), were overwritten by another leader's entries; their
+ * clients get an error. */
+void writepath_overwritten(struct server *s, uint64_t index, uint64_t term);
 /* Answers every proposed batch with an error (the node stopped or lost them). */
 void writepath_fail_proposed(struct server *s, const char *reply);
 

@@ -25,8 +25,25 @@
  * resumes clients, and a client must not be resumed while its own input is being parsed. */
 #define BATCH_MAX_BYTES (4u << 20)
 
-/* Room kept under RAFT_ENTRY_MAX_BYTES for the entry header and estimates that fall short. */
-#define ENTRY_ROOM_BYTES ((size_t)RAFT_ENTRY_MAX_BYTES - (1u << 20))
+/*
+ * One write, and one entry, are kept small enough to replicate within an election timeout:
+ * a follower busy receiving and syncing a large entry answers nothing meanwhile, and on the
+ * development machine (300 ms election timeout, release build) SETs of 24 MiB replicated
+ * without an election while 32 MiB and up deposed the leader. WRITE_MAX_BYTES bounds the
+ * estimate of one command (refused above: writepath_too_large), ENTRY_ROOM_BYTES what a
+ * batch takes in (a write that does not fit waits for the next). Estimates can fall short
+ * by a little (inline commands, expired keys a read deletes); RAFT_ENTRY_MAX_BYTES, the hard
+ * bound, is far above. A node alone in its configuration has no follower to keep in time:
+ * only the hard bound applies to it (SPEC §5: values up to --proto-max-bulk-len).
+ */
+#define WRITE_MAX_BYTES  (16u << 20)
+#define ENTRY_ROOM_BYTES (20u << 20)
+#define ALONE_ROOM_BYTES ((size_t)RAFT_ENTRY_MAX_BYTES - (1u << 20))
+
+static bool alone(const struct server *s)
+{
+    return !s->raft || s->rstatus.config.n_voters + s->rstatus.config.n_learners <= 1;
+}
 
 size_t writepath_command_bytes(size_t argc, const struct resp_arg *a)
 {
@@ -36,24 +53,28 @@ size_t writepath_command_bytes(size_t argc, const struct resp_arg *a)
     return n;
 }
 
-bool writepath_too_large(size_t bytes)
+bool writepath_too_large(const struct server *s, size_t bytes)
 {
-    return bytes > ENTRY_ROOM_BYTES - ENTRY_HEADER_SIZE;
+    return bytes > (alone(s) ? ALONE_ROOM_BYTES - ENTRY_HEADER_SIZE : WRITE_MAX_BYTES);
 }
 
 bool writepath_has_room(const struct server *s, size_t bytes)
 {
-    return !s->batch.started || s->batch.entry.buf.len + bytes <= ENTRY_ROOM_BYTES;
+    return !s->batch.started ||
+           s->batch.entry.buf.len + bytes <= (alone(s) ? ALONE_ROOM_BYTES : ENTRY_ROOM_BYTES);
 }
 
-void writepath_wait_room(struct server *s, struct client *c)
+bool writepath_wait_room(struct server *s, struct client *c)
 {
-    if (c->waiting_room || rc_reserve((void **)&s->room_wait, &s->caproom_wait, s->nroom_wait + 1,
-                                      sizeof *s->room_wait) != 0)
-        return; /* out of memory: the client goes on at its next read or reply */
+    if (c->waiting_room)
+        return true;
+    if (rc_reserve((void **)&s->room_wait, &s->caproom_wait, s->nroom_wait + 1,
+                   sizeof *s->room_wait) != 0)
+        return false; /* out of memory: the caller lets the write in rather than lose it */
     c->waiting_room = true;
     c->refs++;
     s->room_wait[s->nroom_wait++] = c;
+    return true;
 }
 
 /* The batch was taken: clients whose write did not fit it go on (into a new one). */
@@ -234,12 +255,9 @@ static void pop_proposed(struct server *s)
 
 int writepath_apply(struct server *s, uint64_t index, uint64_t term, const void *data, size_t len)
 {
-    /* Batches proposed at smaller indexes were overwritten by another leader's entries. */
-    while (s->nproposed && s->proposed[0].index < index) {
-        struct proposed_batch p = s->proposed[0];
-        pop_proposed(s);
-        fail_slots(s, p.slots, p.nslots, REPLY_LOST);
-    }
+    /* Batches proposed at smaller indexes, or in an older term, were overwritten by another
+     * leader's entries. */
+    writepath_overwritten(s, index - 1, term);
     struct proposed_batch mine = {0};
     bool ours = s->nproposed && s->proposed[0].index == index;
     if (ours) {
@@ -276,6 +294,17 @@ int writepath_apply(struct server *s, uint64_t index, uint64_t term, const void 
     return 0;
 }
 
+void writepath_overwritten(struct server *s, uint64_t index, uint64_t term)
+{
+    /* FIFO order is index order, and this node's terms only grow with it: the batches to fail
+     * are a prefix. */
+    while (s->nproposed && (s->proposed[0].index <= index || s->proposed[0].term < term)) {
+        struct proposed_batch p = s->proposed[0];
+        pop_proposed(s);
+        fail_slots(s, p.slots, p.nslots, REPLY_LOST);
+    }
+}
+
 void writepath_fail_proposed(struct server *s, const char *reply)
 {
     while (s->nproposed) {
@@ -288,15 +317,9 @@ void writepath_fail_proposed(struct server *s, const char *reply)
     s->capproposed = 0;
 }
 
-void writepath_flush(struct server *s)
+/* Proposes a batch taken from s->batch, or answers its clients if that fails. */
+static void propose_taken(struct server *s, struct write_batch taken)
 {
-    struct write_batch *b = &s->batch;
-    if (!b->started)
-        return;
-    /* Take the batch: replies may make clients submit the next one. */
-    struct write_batch taken = *b;
-    memset(b, 0, sizeof *b);
-    resume_room_waiters(s);
     entry_builder_finish(&taken.entry, server_now_ms());
     if (taken.entry.count == 0) { /* only errors kept in order: answer them now */
         struct route_ctx r = {s, taken.slots, taken.nslots, 0};
@@ -318,6 +341,19 @@ void writepath_flush(struct server *s)
     }
     if (push_proposed(s, &p) != 0)
         fail_slots(s, p.slots, p.nslots, "-ERR out of memory\r\n");
+}
+
+void writepath_flush(struct server *s)
+{
+    struct write_batch *b = &s->batch;
+    if (!b->started)
+        return;
+    /* Take the batch: replies may make clients submit the next one. */
+    struct write_batch taken = *b;
+    memset(b, 0, sizeof *b);
+    propose_taken(s, taken);
+    /* Clients whose write did not fit go on now, into the next batch. */
+    resume_room_waiters(s);
 }
 
 void writepath_free(struct server *s)

@@ -722,6 +722,34 @@ def test_isolated_leader_answers_a_pipeline_in_order(cluster):
     assert replies[2] == RespError("CLUSTERDOWN no leader"), replies
 
 
+def test_writes_overwritten_by_a_new_leader_are_answered_at_once(cluster):
+    """The leader proposes writes it cannot commit (both followers down) and is frozen; the
+    followers come back and elect a new leader, whose no-op takes the index of the first of
+    those writes. When the old leader resumes and applies that no-op, its clients are told
+    that their writes were not applied; they used to wait until some later write applied
+    (with none, for good)."""
+    old = cluster.leader()
+    followers = cluster.followers(old)
+    for node in followers:
+        cluster.kill(node)
+    last = int(info_section(old, "raft")["raft_last_log_index"])
+    with old.raw(timeout_s=10) as conn:
+        conn.send_raw(b"".join(encode_command("SET", f"lost:{i}", "v") for i in range(3)))
+        wait_for(lambda: int(info_section(old, "raft")["raft_last_log_index"]) > last, 5.0,
+                 "the writes proposed")
+        old.proc.send_signal(signal.SIGSTOP)
+        try:
+            for node in followers:
+                cluster.start_node(node)
+            new = cluster.wait_formed(voters=3, nodes=followers)
+        finally:
+            old.proc.send_signal(signal.SIGCONT)
+        replies = [conn.read_reply() for _ in range(3)]
+    assert all(isinstance(r, RespError) and "not applied" in str(r) for r in replies), replies
+    assert cluster.wait_formed(voters=3) is new
+    assert readonly_mget(old, [f"lost:{i}" for i in range(3)]) == [None] * 3
+
+
 # ---------------------------------------------------------------- more situations
 
 def test_pipelines_through_a_follower_keep_their_order(cluster):
@@ -746,12 +774,16 @@ def test_values_larger_than_a_peer_send_queue_replicate(cluster):
     be refused on every retry, which stopped replication for good."""
     leader = cluster.leader()
     follower = cluster.followers(leader)[0]
-    values = {"big:via-leader": bytes(range(256)) * (20 << 12),  # 20 MiB
+    values = {"big:via-leader": bytes(range(256)) * (15 << 12),  # 15 MiB
               "big:via-follower": b"f" * (12 << 20)}
     assert leader.client(decode=False, socket_timeout=60).set("big:via-leader",
                                                               values["big:via-leader"]) is True
     assert follower.client(decode=False, socket_timeout=60).set(
         "big:via-follower", values["big:via-follower"]) is True
+    # Larger writes are refused, not left to depose the leader (they replicate too slowly).
+    for node in (leader, follower):
+        with pytest.raises(redis.ResponseError, match="too large to replicate"):
+            node.client(decode=False, socket_timeout=60).set("big:refused", b"r" * (17 << 20))
     assert call(follower, "SET", "after", "1") == "OK"
     for node in cluster.nodes:
         # A local read sees a node's own copy once it has applied "after", the last write.
