@@ -20,7 +20,7 @@
  *    buffer per transport: libuv runs each read callback before the next allocation.
  * 4. Strangers. An accepted connection must send its HELLO within handshake_timeout_ms (the
  *    sweep timer closes it otherwise), at most MAX_UNIDENTIFIED accepted connections may be
- *    waiting for theirs (more are closed at once), and a HELLO from node X closes X's older
+ *    waiting for theirs (a new one closes the oldest), and a HELLO from node X closes X's older
  *    incoming connections: a node dials one connection to each peer, so an older one is a
  *    leftover whose close never reached us. TCP keepalive on every connection finds peers
  *    whose host vanished (an accepting side never writes after its HELLO, so it would not
@@ -734,9 +734,6 @@ static void on_connection(uv_stream_t *listener, int status)
         rc_warn("transport: accept: %s", uv_strerror(status));
         return;
     }
-    unsigned unidentified = 0;
-    for (const struct conn *d = t->incoming; d; d = d->next)
-        unidentified += !d->hello_received;
     struct conn *c = rc_calloc(1, sizeof *c);
     if (!c) {
         rc_warn("transport: accept: out of memory; retrying shortly");
@@ -758,12 +755,20 @@ static void on_connection(uv_stream_t *listener, int status)
     t->stats.connections_accepted++;
     c->connected = 1;
     c->connected_at_ms = uv_now(t->loop);
-    if (unidentified >= MAX_UNIDENTIFIED) {
+    /* Too many waiting for their HELLO: the oldest goes (newest first in the list). Closing
+     * the new one instead would let whoever holds the idle ones lock real peers out. */
+    unsigned unidentified = 0;
+    struct conn *oldest = NULL;
+    for (struct conn *d = t->incoming; d; d = d->next)
+        if (!d->hello_received) {
+            unidentified++;
+            oldest = d;
+        }
+    if (unidentified > MAX_UNIDENTIFIED) {
         t->stats.handshake_refusals++;
-        rc_debug("transport: %u connections are waiting for their HELLO; closing a new one",
+        rc_debug("transport: %u connections are waiting for their HELLO; closing the oldest",
                  unidentified);
-        conn_close(c, 0);
-        return;
+        conn_close(oldest, 0);
     }
     uv_tcp_nodelay(&c->tcp, 1);
     conn_keepalive(c);

@@ -86,7 +86,8 @@ struct transport_options {
                         address it advertises (so a joining node can be answered), while
                         there are fewer than 2 * RAFT_MAX_NODES peers */
     uint64_t handshake_timeout_ms; /* an accepted connection without a HELLO by then is
-                                      closed (at most 64 may wait for theirs) */
+                                      closed (at most 64 may wait for theirs: a new one
+                                      closes the oldest) */
 };
 
 /* Defaults: frames up to RAFT_ENTRY_MAX_BYTES + 1 MiB (an append with the largest entry),

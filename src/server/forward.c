@@ -15,7 +15,8 @@
  * error (the command may or may not have been applied, as with any lost connection).
  * A membership command (forward_admin) may take the leader up to a minute (a joining
  * node is caught up first): it gets a connection of its own, with that deadline, closed
- * once answered, so that no client's command waits behind it.
+ * once answered, so that no client's command waits behind it. The last slot of the pool
+ * is kept for it: pooled connections stay open while the leader does.
  */
 #include "server.h"
 
@@ -388,7 +389,8 @@ int forward_admin(struct server *s, struct client *c, size_t argc, const struct 
 {
     if (s->shutting_down)
         return RC_ECLOSED;
-    for (size_t i = 0; i < FORWARD_POOL; i++) {
+    for (size_t k = 0; k < FORWARD_POOL; k++) {
+        size_t i = FORWARD_POOL - 1 - k; /* the kept slot first */
         if (s->fwd[i])
             continue;
         struct forwarder *f = fwd_open(s, leader_addr, i);
@@ -421,7 +423,7 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
         if (g && (g->closing || g->draining_since_ms || g->exclusive))
             continue; /* draining or an admin command's: not for new commands */
         if (!g) {
-            if (free_slot == FORWARD_POOL)
+            if (free_slot == FORWARD_POOL && i < FORWARD_POOL - 1) /* the last is forward_admin's */
                 free_slot = i;
             continue;
         }

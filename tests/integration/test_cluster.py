@@ -570,6 +570,34 @@ def test_slow_membership_change_through_a_follower_delays_no_other_command(clust
     admin.close()
 
 
+def test_membership_command_through_a_follower_after_a_full_forwarding_pool(cluster):
+    """Many clients writing through a follower fill its pool of forwarding connections, which
+    stay open while the leader does; a membership command asked there afterwards still gets
+    a connection of its own (it used to answer "cannot forward to the leader" for good)."""
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    barrier = threading.Barrier(24)
+    errors = []
+
+    def writer(k):
+        client = follower.client(socket_timeout=20)
+        barrier.wait(timeout=30)
+        for i in range(30):
+            try:
+                assert client.set(f"pool:{k}:{i}", "v") is True
+            except Exception as e:  # noqa: BLE001 - collected and reported below
+                errors.append(f"{k}:{i}: {e!r}")
+        client.close()
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[:5]
+    assert call(follower, "RAFTREMOVEPEER", "99", timeout_s=10) == RespError("ERR peer is unknown")
+
+
 # ---------------------------------------------------------------- 7. leadership transfer
 
 def test_transfer_leadership(cluster):

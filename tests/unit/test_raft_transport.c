@@ -607,8 +607,8 @@ TEST(transport_silent_and_superseded_connections_are_closed)
     node_close(&a);
     run_until(raw_closed_cond, &second, "the newer connection closed with the node");
 
-    /* More than 64 connections waiting for their HELLO (with a deadline far away): the extra
-     * ones are closed at once. */
+    /* More than 64 connections waiting for their HELLO (with a deadline far away): each new
+     * one closes the oldest, and a real peer still gets in. */
     struct node b;
     memset(&b, 0, sizeof b);
     o.handshake_timeout_ms = 600000;
@@ -618,7 +618,14 @@ TEST(transport_silent_and_superseded_connections_are_closed)
         raw_send(&waiting[i], b.port);
     run_until(two_waiting_closed, NULL, "connections beyond 64 without a HELLO closed");
     CHECK_EQ_U(stats_of(&b).handshake_refusals, 2);
+    struct raw peer;
+    memset(&peer, 0, sizeof peer);
+    raw_hello(&peer, 9, 7);
+    raw_send(&peer, b.port);
+    run_until(raw_got_hello, &peer, "a real peer answered while 64 others wait");
+    CHECK_EQ_U(stats_of(&b).handshake_refusals, 3);
     node_close(&b);
+    run_until(raw_closed_cond, &peer, "the peer's connection closed with the node");
     for (int i = 0; i < 66; i++)
         run_until(raw_closed_cond, &waiting[i], "the waiting connections closed with the node");
     loop_finish();
