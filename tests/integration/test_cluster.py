@@ -539,6 +539,30 @@ def test_join_fourth_node_then_remove_it(cluster):
     cluster.stop(fourth)
 
 
+def write_through(node, prefix, clients, writes):
+    """clients threads, started together, each SET writes keys through node; returns the
+    errors they met."""
+    barrier = threading.Barrier(clients)
+    errors = []
+
+    def writer(k):
+        client = node.client(socket_timeout=20)
+        barrier.wait(timeout=30)
+        for i in range(writes):
+            try:
+                assert client.set(f"{prefix}:{k}:{i}", "v") is True
+            except Exception as e:  # noqa: BLE001 - collected and reported by the caller
+                errors.append(f"{k}:{i}: {e!r}")
+        client.close()
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return errors
+
+
 def test_slow_membership_change_through_a_follower_delays_no_other_command(cluster):
     """RAFTADDPEER of a node that never answers keeps the leader busy for up to a minute
     (the learner is never caught up). Asked through a follower, it waits on a connection of
@@ -550,22 +574,7 @@ def test_slow_membership_change_through_a_follower_delays_no_other_command(clust
     admin.send_raw(encode_command("RAFTADDPEER", "127.0.0.1:1", "ID", "4242"))
     wait_for(lambda: any(row[0] == "4242" for row in peer_rows(leader)), 10.0,
              "the unreachable node added as a learner")
-    errors = []
-
-    def writer(k):
-        client = follower.client(socket_timeout=20)
-        for i in range(20):
-            try:
-                assert client.set(f"busy:{k}:{i}", "v") is True
-            except Exception as e:  # noqa: BLE001 - collected and reported below
-                errors.append(f"{k}:{i}: {e!r}")
-        client.close()
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    errors = write_through(follower, "busy", clients=24, writes=20)
     assert not errors, errors[:5]
     admin.close()
 
@@ -576,24 +585,7 @@ def test_membership_command_through_a_follower_after_a_full_forwarding_pool(clus
     a connection of its own (it used to answer "cannot forward to the leader" for good)."""
     leader = cluster.leader()
     follower = cluster.followers(leader)[0]
-    barrier = threading.Barrier(24)
-    errors = []
-
-    def writer(k):
-        client = follower.client(socket_timeout=20)
-        barrier.wait(timeout=30)
-        for i in range(30):
-            try:
-                assert client.set(f"pool:{k}:{i}", "v") is True
-            except Exception as e:  # noqa: BLE001 - collected and reported below
-                errors.append(f"{k}:{i}: {e!r}")
-        client.close()
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    errors = write_through(follower, "pool", clients=24, writes=30)
     assert not errors, errors[:5]
     assert call(follower, "RAFTREMOVEPEER", "99", timeout_s=10) == RespError("ERR peer is unknown")
 

@@ -107,6 +107,15 @@ static void link_to(struct node *from, const struct node *to)
     CHECK_OK(transport_set_peer(from->t, to->id, addr));
 }
 
+/* Two nodes: a (id 1) opened with o, b (id 2) with defaults in o's cluster; not linked. */
+static void open_pair(struct node *a, struct node *b, struct transport_options *o)
+{
+    memset(a, 0, sizeof *a);
+    memset(b, 0, sizeof *b);
+    node_open_opts(a, 1, o, 0);
+    node_open(b, 2, o->cluster_id);
+}
+
 static void on_node_closed(void *ctx)
 {
     ((struct node *)ctx)->closed = 1;
@@ -487,14 +496,11 @@ TEST(transport_corrupt_and_oversized_frames_close_only_that_connection)
 {
     loop_start();
     struct node a, b;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
     struct transport_options o;
     transport_options_default(&o);
     o.cluster_id = 9;
     o.max_frame_bytes = 1 << 20;
-    node_open_opts(&a, 1, &o, 0);
-    node_open(&b, 2, 9);
+    open_pair(&a, &b, &o);
     link_to(&b, &a);
 
     /* A HELLO, then a message frame whose CRC does not match its payload. */
@@ -652,15 +658,12 @@ TEST(transport_peer_down_then_up_delivers_queued_messages)
 {
     loop_start();
     struct node a, b;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
     struct transport_options o;
     transport_options_default(&o);
     o.cluster_id = 5;
     o.backoff_min_ms = 10;
     o.backoff_max_ms = 80;
-    node_open_opts(&a, 1, &o, 0);
-    node_open(&b, 2, 5);
+    open_pair(&a, &b, &o);
     link_to(&a, &b);
     struct raft_message m1 = make_msg(RAFT_MSG_HEARTBEAT, 1, 2, 1);
     CHECK_OK(transport_send(a.t, 2, &m1));
@@ -759,14 +762,11 @@ TEST(transport_frame_larger_than_the_queue_goes_out_alone)
 {
     loop_start();
     struct node a, b;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
     struct transport_options o;
     transport_options_default(&o);
     o.cluster_id = 3;
     o.send_queue_bytes = 4096;
-    node_open_opts(&a, 1, &o, 0);
-    node_open(&b, 2, 3);
+    open_pair(&a, &b, &o);
     link_to(&a, &b);
     struct raft_message big = make_msg(RAFT_MSG_SNAPSHOT, 1, 2, 1);
     static char big_data[256u << 10];
