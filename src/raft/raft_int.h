@@ -85,7 +85,8 @@ int raft_log_copy_entries(struct raft_log *log, uint64_t lo, uint64_t hi, size_t
                           struct raft_entry **out, size_t *n);
 /* The unstable entries up to index were persisted. */
 void raft_log_stable_to(struct raft_log *log, uint64_t index);
-/* Storage dropped the entries up to index (a snapshot at index). */
+/* Storage compacted to a snapshot at index, keeping entries from its first index on (at most
+ * index + 1); RC_ECORRUPT, nothing changed, if that first index is past it or went down. */
 int raft_log_compacted(struct raft_log *log, uint64_t index);
 /* The log is replaced by a snapshot ending at (index, term): empty after it. */
 void raft_log_restore(struct raft_log *log, uint64_t index, uint64_t term);

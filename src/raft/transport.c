@@ -365,6 +365,14 @@ static void reject(struct conn *c, const char *why)
  */
 static struct peer *find_peer(const struct transport *t, uint64_t id);
 
+static size_t peer_count(const struct transport *t)
+{
+    size_t n = 0;
+    for (const struct peer *q = t->peers; q; q = q->next)
+        n++;
+    return n;
+}
+
 static void on_hello(struct conn *c, const unsigned char *p, uint32_t len)
 {
     struct transport *t = c->t;
@@ -400,11 +408,8 @@ static void on_hello(struct conn *c, const unsigned char *p, uint32_t len)
     /* A node we do not know yet (one joining the cluster, or whose address we have not
      * applied yet) can still be answered: learn where it says it listens. Known peers keep
      * the address the caller gave. */
-    size_t n_peers = 0;
-    for (const struct peer *q = t->peers; q; q = q->next)
-        n_peers++;
     if (!c->outgoing && t->opts.learn_peers && addr_len > 0 && addr_len <= MAX_ADDR_BYTES &&
-        !find_peer(t, node) && n_peers < MAX_PEERS) {
+        !find_peer(t, node) && peer_count(t) < MAX_PEERS) {
         char addr[MAX_ADDR_BYTES + 1];
         memcpy(addr, p + 18, (size_t)addr_len);
         addr[addr_len] = '\0';
@@ -960,7 +965,7 @@ void transport_options_default(struct transport_options *opts)
 }
 
 /* The close callback of the listener and of the sweep timer. */
-static void on_listener_closed(uv_handle_t *h)
+static void on_transport_handle_closed(uv_handle_t *h)
 {
     handle_closed(h->data);
 }
@@ -1033,16 +1038,20 @@ int transport_open(uv_loop_t *loop, const struct transport_options *opts,
     uv_timer_init(loop, &t->sweep);
     t->handles_open++;
     t->sweep.data = t;
-    uint64_t period = t->opts.handshake_timeout_ms / 2 ? t->opts.handshake_timeout_ms / 2 : 1;
-    uv_timer_start(&t->sweep, on_sweep, period < 1000 ? period : 1000,
-                   period < 1000 ? period : 1000);
+    /* Half the handshake timeout, between 1 ms and 1 s. */
+    uint64_t period = t->opts.handshake_timeout_ms / 2;
+    if (period > 1000)
+        period = 1000;
+    if (period == 0)
+        period = 1;
+    uv_timer_start(&t->sweep, on_sweep, period, period);
     *out = t;
     return 0;
 
 fail_listener:
     /* A libuv handle is released only through the loop; the transport goes with it. */
     t->closing = 1;
-    uv_close((uv_handle_t *)&t->listener, on_listener_closed);
+    uv_close((uv_handle_t *)&t->listener, on_transport_handle_closed);
     return rc;
 
 fail_alloc:
@@ -1092,6 +1101,6 @@ void transport_close(struct transport *t, void (*on_closed)(void *ctx), void *ct
         peer_destroy(t->peers);
     while (t->incoming)
         conn_close(t->incoming, 0);
-    uv_close((uv_handle_t *)&t->listener, on_listener_closed);
-    uv_close((uv_handle_t *)&t->sweep, on_listener_closed);
+    uv_close((uv_handle_t *)&t->listener, on_transport_handle_closed);
+    uv_close((uv_handle_t *)&t->sweep, on_transport_handle_closed);
 }

@@ -350,6 +350,17 @@ bool cluster_read_defers(const struct client *c, const struct command *cmd, size
     return strcmp(read_mode(c), "linearizable") == 0;
 }
 
+/* The reply to a command that could not be forwarded (forward_command, forward_admin). */
+static void reply_not_forwarded(struct client *c, int rc)
+{
+    if (rc == RC_ECLOSED)
+        reply_error(c, "ERR shutting down");
+    else if (rc == RC_ETOOBIG)
+        reply_error(c, "ERR command too large to forward to the leader");
+    else
+        reply_error(c, "ERR cannot forward to the leader");
+}
+
 /* What a follower does with a command it cannot serve. */
 static bool route_away(struct client *c, size_t argc, const struct resp_arg *argv)
 {
@@ -372,12 +383,8 @@ static bool route_away(struct client *c, size_t argc, const struct resp_arg *arg
     }
     s->stat_forwarded++;
     int rc = forward_command(s, c, argc, argv, leader);
-    if (rc == RC_ECLOSED)
-        reply_error(c, "ERR shutting down");
-    else if (rc == RC_ETOOBIG)
-        reply_error(c, "ERR command too large to forward to the leader");
-    else if (rc != 0)
-        reply_error(c, "ERR cannot forward to the leader");
+    if (rc != 0)
+        reply_not_forwarded(c, rc);
     return true;
 }
 
@@ -765,10 +772,8 @@ static bool admin_on_leader(struct client *c, size_t argc, const struct resp_arg
         return false;
     }
     int rc = forward_admin(c->srv, c, argc, a, leader);
-    if (rc == RC_ECLOSED)
-        reply_error(c, "ERR shutting down");
-    else if (rc != 0)
-        reply_error(c, "ERR cannot forward to the leader");
+    if (rc != 0)
+        reply_not_forwarded(c, rc);
     return false;
 }
 

@@ -77,8 +77,9 @@ bool writepath_wait_room(struct server *s, struct client *c)
     return true;
 }
 
-/* The batch was taken: clients whose write did not fit it go on (into a new one). */
-static void resume_room_waiters(struct server *s)
+/* Empties the room-wait list: with resume (the batch was taken), its clients go on, into a new
+ * batch; without (shutting down), they are only released. */
+static void release_room_waiters(struct server *s, bool resume)
 {
     struct client **w = s->room_wait;
     size_t n = s->nroom_wait;
@@ -86,7 +87,8 @@ static void resume_room_waiters(struct server *s)
     s->nroom_wait = s->caproom_wait = 0;
     for (size_t i = 0; i < n; i++) {
         w[i]->waiting_room = false;
-        client_resume(w[i]);
+        if (resume)
+            client_resume(w[i]);
     }
     for (size_t i = 0; i < n; i++)
         client_release(w[i]);
@@ -353,18 +355,12 @@ void writepath_flush(struct server *s)
     memset(b, 0, sizeof *b);
     propose_taken(s, taken);
     /* Clients whose write did not fit go on now, into the next batch. */
-    resume_room_waiters(s);
+    release_room_waiters(s, true);
 }
 
 void writepath_free(struct server *s)
 {
-    for (size_t i = 0; i < s->nroom_wait; i++) {
-        s->room_wait[i]->waiting_room = false;
-        client_release(s->room_wait[i]);
-    }
-    rc_free(s->room_wait);
-    s->room_wait = NULL;
-    s->nroom_wait = s->caproom_wait = 0;
+    release_room_waiters(s, false);
     struct write_batch *b = &s->batch;
     for (size_t i = 0; i < b->nslots; i++) {
         rc_free(b->slots[i].preset_reply);
