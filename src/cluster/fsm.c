@@ -296,7 +296,7 @@ static void apply_incrbyfloat(struct apply_ctx *c, size_t argc, const struct res
 
 /* Replaces key's value by old[0..keep) + add, zero-padding up to at, keeping the TTL. */
 static void splice_value(struct apply_ctx *c, const struct resp_arg *k, size_t at,
-                         const struct resp_arg *add, bool append)
+                         const struct resp_arg *add, bool append, uint64_t limit)
 {
     struct rc_item_meta m = {0};
     int found = read_key(c, k, &c->val, &m);
@@ -305,6 +305,8 @@ static void splice_value(struct apply_ctx *c, const struct resp_arg *k, size_t a
     size_t old_len = found == 0 ? c->val.len : 0;
     if (append)
         at = old_len;
+    if (append && (uint64_t)old_len + add->len > limit)
+        return reply_error(c, "ERR string exceeds maximum allowed size (proto-max-bulk-len)");
     if (!append && add->len == 0) { /* SETRANGE with nothing to write changes nothing */
         resp_add_int(c->out, (int64_t)old_len);
         return;
@@ -331,11 +333,16 @@ static void splice_value(struct apply_ctx *c, const struct resp_arg *k, size_t a
     resp_add_int(c->out, (int64_t)new_len);
 }
 
+/* APPEND k v [limit]: the result may not exceed limit, the proposer's --proto-max-bulk-len
+ * (every replica judges by the entry, not by its own setting), nor RECORD_MAX_VALUE. */
 static void apply_append(struct apply_ctx *c, size_t argc, const struct resp_arg *a)
 {
-    if (argc != 3)
+    int64_t limit = RECORD_MAX_VALUE;
+    if (argc > 4 || (argc == 4 && (!parse_i64(&a[3], &limit) || limit < 0)))
         return syntax_error(c);
-    splice_value(c, &a[1], 0, &a[2], true);
+    if (limit > RECORD_MAX_VALUE)
+        limit = RECORD_MAX_VALUE;
+    splice_value(c, &a[1], 0, &a[2], true, (uint64_t)limit);
 }
 
 static void apply_setrange(struct apply_ctx *c, size_t argc, const struct resp_arg *a)
@@ -345,7 +352,7 @@ static void apply_setrange(struct apply_ctx *c, size_t argc, const struct resp_a
         return reply_error(c, "ERR offset is out of range");
     if (a[3].len > 0 && (uint64_t)off + a[3].len > RECORD_MAX_VALUE)
         return reply_error(c, "ERR string exceeds maximum allowed size (proto-max-bulk-len)");
-    splice_value(c, &a[1], (size_t)off, &a[3], false);
+    splice_value(c, &a[1], (size_t)off, &a[3], false, RECORD_MAX_VALUE);
 }
 
 /* ============================== expiry ============================== */

@@ -18,7 +18,7 @@
  *   DEL k [k ...]                            :deleted
  *   INCRBY k n                               :new value
  *   INCRBYFLOAT k f                          new value as bulk
- *   APPEND k v                               :new length
+ *   APPEND k v [limit]                       :new length (at most limit bytes)
  *   SETRANGE k offset v                      :new length
  *   PEXPIREAT k ms [NX] [XX] [GT] [LT]       :1 / :0 (a time not after now deletes the key)
  *   PERSIST k                                :1 / :0

@@ -10,6 +10,7 @@
 #include "raftcask.h"
 #include "resp/number.h"
 
+#include <inttypes.h>
 #include <string.h>
 
 /* ============================== reads ============================== */
@@ -180,7 +181,12 @@ static void cmd_getex(struct client *c, size_t argc, const struct resp_arg *a)
     if (argc == 2) {
         if (c->pending_writes) /* keep order behind this client's writes */
             return submit_write(c, argc, a);
-        return cmd_get(c, argc, a);
+        /* A read, routed as GET: the read mode applies (a linearizable one waits for its
+         * ReadIndex round, which then runs GET). */
+        struct resp_arg get[2] = {{"GET", 3}, a[1]};
+        if (cluster_route_command(c, command_lookup("GET", 3), 2, get))
+            return;
+        return cmd_get(c, 2, get);
     }
     char when[24];
     if (argc == 3 && arg_is(&a[2], "PERSIST")) {
@@ -274,9 +280,13 @@ static void cmd_incrbyfloat(struct client *c, size_t argc, const struct resp_arg
     submit_write(c, 3, out);
 }
 
+/* The entry carries this node's --proto-max-bulk-len: replicas judge the result by it. */
 static void cmd_append(struct client *c, size_t argc, const struct resp_arg *a)
 {
-    submit_write(c, argc, a);
+    char limit[24];
+    int n = snprintf(limit, sizeof limit, "%" PRIu64, c->srv->cfg->proto_max_bulk_len);
+    struct resp_arg out[4] = {a[0], a[1], a[2], {limit, (size_t)n}};
+    submit_write(c, 4, out);
 }
 
 static void cmd_setrange(struct client *c, size_t argc, const struct resp_arg *a)

@@ -13,6 +13,7 @@
 #include "common/fileio.h"
 #include "common/log.h"
 #include "raftcask.h"
+#include "store/record.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -220,8 +221,11 @@ int server_run(struct rc_config *cfg)
     struct rc_store_options so;
     rc_store_options_init(&so);
     so.max_file_bytes = cfg->max_file_bytes;
-    so.max_key_bytes = (uint32_t)cfg->max_key_size;
-    so.max_value_bytes = (uint32_t)cfg->proto_max_bulk_len;
+    /* The store takes what any node may have accepted: the limits a node is configured
+     * with are checked where commands are proposed, so that every replica applies an entry
+     * alike whatever its own settings (a write refused by one store would diverge). */
+    so.max_key_bytes = RECORD_MAX_KEY;
+    so.max_value_bytes = RECORD_MAX_VALUE;
     so.atomic_revisions = true; /* fsm_apply commits each entry: a crash loses whole entries */
     s->store_opts = so;
     char *cask = s->cask_dir;

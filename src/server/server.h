@@ -128,10 +128,11 @@ struct client {
  * decided up front (an error found while the client had writes in flight, kept in order). */
 struct write_slot {
     struct client *client; /* NULL: nobody waits (the expiry cycle) */
-    bool preset;           /* reply is preset_reply, not the entry's reply */
+    bool preset;           /* reply is preset_reply (else fixed_reply), not the entry's */
     uint32_t index;        /* command index in the entry */
     char *preset_reply;
     size_t preset_len;
+    const char *fixed_reply; /* a preset's static reply when preset_reply is NULL */
 };
 
 struct write_batch {

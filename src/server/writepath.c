@@ -184,24 +184,44 @@ static void deliver(struct server *s, struct write_slot *slot, const char *reply
     client_mark_output(c);
 }
 
-/* Delivers preset replies that come before command `index` (or all, when index is past the
- * end), so every client sees its replies in submission order. */
-static void deliver_presets_before(struct route_ctx *r, uint32_t index, bool all)
+static void deliver_preset(struct server *s, struct write_slot *slot)
+{
+    if (slot->preset_reply)
+        deliver(s, slot, slot->preset_reply, slot->preset_len);
+    else
+        deliver(s, slot, slot->fixed_reply, strlen(slot->fixed_reply));
+}
+
+/* Delivers the preset replies that come before command `index` of the entry, so every client
+ * sees its replies in submission order. */
+static void deliver_presets_before(struct route_ctx *r, uint32_t index)
 {
     while (r->next < r->nslots) {
         struct write_slot *slot = &r->slots[r->next];
-        if (!slot->preset && (!all && slot->index >= index))
+        if (!slot->preset && slot->index >= index)
             break;
         if (slot->preset)
-            deliver(r->s, slot, slot->preset_reply, slot->preset_len);
+            deliver_preset(r->s, slot);
         r->next++;
+    }
+}
+
+/* Answers the slots from r->next on: presets with their own reply, the others with reply. */
+static void answer_rest(struct route_ctx *r, const char *reply)
+{
+    for (; r->next < r->nslots; r->next++) {
+        struct write_slot *slot = &r->slots[r->next];
+        if (slot->preset)
+            deliver_preset(r->s, slot);
+        else
+            deliver(r->s, slot, reply, strlen(reply));
     }
 }
 
 static void route_reply(uint32_t index, const char *reply, size_t len, void *arg)
 {
     struct route_ctx *r = arg;
-    deliver_presets_before(r, index, false);
+    deliver_presets_before(r, index);
     /* Slots are in entry order, so the next non-preset slot is this command's. */
     struct write_slot *slot = &r->slots[r->next++];
     deliver(r->s, slot, reply, len);
@@ -226,25 +246,12 @@ static void release_slots(struct server *s, struct write_slot *slots, size_t nsl
     rc_free(slots);
 }
 
-/* Answers every slot not yet answered with reply (presets keep their own). */
+/* Answers every slot with reply (presets keep their own) and releases them. */
 static void fail_slots(struct server *s, struct write_slot *slots, size_t nslots, const char *reply)
 {
-    for (size_t i = 0; i < nslots; i++) {
-        if (slots[i].preset)
-            deliver(s, &slots[i], slots[i].preset_reply, slots[i].preset_len);
-        else
-            deliver(s, &slots[i], reply, strlen(reply));
-    }
+    struct route_ctx r = {s, slots, nslots, 0};
+    answer_rest(&r, reply);
     release_slots(s, slots, nslots);
-}
-
-static int push_proposed(struct server *s, const struct proposed_batch *p)
-{
-    if (rc_reserve((void **)&s->proposed, &s->capproposed, s->nproposed + 1, sizeof *s->proposed) !=
-        0)
-        return RC_ENOMEM;
-    s->proposed[s->nproposed++] = *p;
-    return 0;
 }
 
 static void pop_proposed(struct server *s)
@@ -281,8 +288,7 @@ int writepath_apply(struct server *s, uint64_t index, uint64_t term, const void 
         rc_error("applying entry %llu failed: %s; stopping", (unsigned long long)index,
                  rc_strerror(rc));
         if (ours) {
-            for (; r.next < r.nslots; r.next++)
-                deliver(s, &r.slots[r.next], "-ERR write failed in the store\r\n", 32);
+            answer_rest(&r, "-ERR write failed in the store\r\n");
             release_slots(s, mine.slots, mine.nslots);
         }
         return rc;
@@ -290,7 +296,8 @@ int writepath_apply(struct server *s, uint64_t index, uint64_t term, const void 
     s->revision = index;
     s->stats.entries_applied++;
     if (ours) {
-        deliver_presets_before(&r, 0, true);
+        /* Normally only presets are left; after a malformed entry, commands too. */
+        answer_rest(&r, "-ERR the replicated write was malformed; it was skipped\r\n");
         release_slots(s, mine.slots, mine.nslots);
     }
     return 0;
@@ -319,30 +326,57 @@ void writepath_fail_proposed(struct server *s, const char *reply)
     s->capproposed = 0;
 }
 
+/*
+ * Answers the slots of a batch that proposes nothing (only errors, or a refused proposal)
+ * after the batches already proposed: a client of this batch may have writes in those, and
+ * its replies keep their order. The slots join the end of the last proposed batch as
+ * presets, which its application or failure delivers after its own replies; with nothing
+ * in flight (or no memory to join) they are answered now. reply: a static reply for the
+ * slots that have no preset.
+ */
+static void answer_after_proposed(struct server *s, struct write_batch *t, const char *reply)
+{
+    struct proposed_batch *last = s->nproposed ? &s->proposed[s->nproposed - 1] : NULL;
+    struct write_slot *grown =
+        last ? rc_realloc(last->slots, (last->nslots + t->nslots) * sizeof *grown) : NULL;
+    if (!grown) {
+        fail_slots(s, t->slots, t->nslots, reply);
+        return;
+    }
+    last->slots = grown;
+    for (size_t i = 0; i < t->nslots; i++) {
+        struct write_slot slot = t->slots[i];
+        if (!slot.preset)
+            slot = (struct write_slot){.client = slot.client, .preset = true, .fixed_reply = reply};
+        last->slots[last->nslots++] = slot;
+    }
+    rc_free(t->slots);
+}
+
 /* Proposes a batch taken from s->batch, or answers its clients if that fails. */
 static void propose_taken(struct server *s, struct write_batch taken)
 {
     entry_builder_finish(&taken.entry, server_now_ms());
-    if (taken.entry.count == 0) { /* only errors kept in order: answer them now */
-        struct route_ctx r = {s, taken.slots, taken.nslots, 0};
-        deliver_presets_before(&r, 0, true);
-        release_slots(s, taken.slots, taken.nslots);
-        entry_builder_free(&taken.entry);
-        return;
-    }
+    size_t commands = taken.entry.count;
+    bool ok = false;
     struct proposed_batch p = {.slots = taken.slots, .nslots = taken.nslots};
-    bool ok = cluster_propose(s, taken.entry.buf.data, taken.entry.buf.len, &p.index, &p.term);
+    /* Room in the FIFO first: a proposed entry is never left without its slots. */
+    bool room = rc_reserve((void **)&s->proposed, &s->capproposed, s->nproposed + 1,
+                           sizeof *s->proposed) == 0;
+    if (commands && room)
+        ok = cluster_propose(s, taken.entry.buf.data, taken.entry.buf.len, &p.index, &p.term);
     entry_builder_free(&taken.entry);
-    if (!ok) {
-        char leader[CLUSTER_ADDR_MAX + 8];
-        const char *reply = cluster_leader_addr(s, leader, sizeof leader)
-                                ? "-ERR leadership changed; the write was not applied\r\n"
-                                : "-CLUSTERDOWN no leader\r\n";
-        fail_slots(s, p.slots, p.nslots, reply);
+    if (ok) {
+        s->proposed[s->nproposed++] = p;
         return;
     }
-    if (push_proposed(s, &p) != 0)
-        fail_slots(s, p.slots, p.nslots, "-ERR out of memory\r\n");
+    char leader[CLUSTER_ADDR_MAX + 8];
+    const char *reply = "-ERR out of memory\r\n";
+    if (commands && room)
+        reply = cluster_leader_addr(s, leader, sizeof leader)
+                    ? "-ERR leadership changed; the write was not applied\r\n"
+                    : "-CLUSTERDOWN no leader\r\n";
+    answer_after_proposed(s, &taken, reply); /* with no commands, only presets */
 }
 
 void writepath_flush(struct server *s)

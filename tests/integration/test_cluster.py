@@ -770,6 +770,116 @@ def test_writes_overwritten_by_a_new_leader_are_answered_at_once(cluster):
     assert readonly_mget(old, [f"lost:{i}" for i in range(3)]) == [None] * 3
 
 
+def client_ran(node, command):
+    """True once a client of node shows command as its last one (CLIENT LIST's cmd=)."""
+    return f" cmd={command} " in text(call(node, "CLIENT", "LIST"))
+
+
+def proposed_with_followers_frozen(cluster, conn, command):
+    """Freezes the followers, sends command on conn and waits until the leader has appended
+    it; returns (leader, followers), the followers still frozen."""
+    leader = cluster.leader()
+    followers = cluster.followers(leader)
+    last = int(info_section(leader, "raft")["raft_last_log_index"])
+    for node in followers:
+        node.proc.send_signal(signal.SIGSTOP)
+    conn.send_raw(encode_command(*command))
+    wait_for(lambda: int(info_section(leader, "raft")["raft_last_log_index"]) > last, 5.0,
+             f"{command[0]} proposed")
+    return leader, followers
+
+
+def test_an_error_behind_a_write_in_flight_comes_after_its_reply(cluster):
+    """A client's write is proposed and waits for its followers; its next command fails
+    validation. That error must not overtake the write's +OK (a batch holding only errors
+    was answered at once)."""
+    leader = cluster.leader()
+    with leader.raw(timeout_s=10) as conn:
+        leader, followers = proposed_with_followers_frozen(cluster, conn, ("SET", "a", "1"))
+        try:
+            conn.send_raw(encode_command("INCRBY", "a"))  # wrong number of arguments
+            wait_for(lambda: client_ran(leader, "incrby"), 5.0, "the INCRBY dispatched")
+        finally:
+            for node in followers:
+                node.proc.send_signal(signal.SIGCONT)
+        replies = [conn.read_reply(), conn.read_reply()]
+    assert replies[0] == "OK" and isinstance(replies[1], RespError), replies
+    assert "wrong number of arguments" in str(replies[1]), replies
+
+
+def test_a_refused_write_behind_a_write_in_flight_comes_after_its_reply(cluster):
+    """While a leadership transfer is under way the leader refuses proposals. The refusal of a
+    client's second write must come after the reply to its first, still in flight."""
+    leader = cluster.leader()
+    with leader.raw(timeout_s=15) as conn, leader.raw(timeout_s=15) as admin:
+        leader, followers = proposed_with_followers_frozen(cluster, conn, ("SET", "a", "1"))
+        try:
+            admin.send_raw(encode_command("RAFTTRANSFER", str(followers[0].node_id)))
+            wait_for(lambda: client_ran(leader, "rafttransfer"), 5.0, "the transfer started")
+            conn.send_raw(encode_command("INCR", "b"))
+            wait_for(lambda: client_ran(leader, "incr"), 5.0, "the INCR dispatched")
+        finally:
+            for node in followers:
+                node.proc.send_signal(signal.SIGCONT)
+        replies = [conn.read_reply(), conn.read_reply()]
+        transfer = admin.read_reply()
+    print(f"replies {replies!r}, transfer {transfer!r}")
+    assert replies[0] == "OK" and isinstance(replies[1], RespError), replies
+    assert call(cluster.wait_formed(voters=3), "GET", "a") == b"1"
+
+
+def test_getex_without_options_on_a_resumed_old_leader_is_not_stale(cluster):
+    """GETEX key without options reads like GET; on a leader frozen while the others elected
+    a new one, it must not answer the old value either (it skipped the ReadIndex round)."""
+    old = cluster.leader()
+    assert call(old, "SET", "x", "old") == "OK"
+    others = cluster.followers(old)
+    with old.raw(timeout_s=10) as conn:
+        old.proc.send_signal(signal.SIGSTOP)
+        try:
+            new = wait_for(lambda: cluster.agreed_leader(others, voters=3), 10.0, "a new leader")
+            assert call(new, "SET", "x", "new") == "OK"
+            conn.send_raw(encode_command("GETEX", "x") + encode_command("GET", "x"))
+        finally:
+            old.proc.send_signal(signal.SIGCONT)
+        replies = [conn.read_reply(), conn.read_reply()]
+    assert all(r == b"new" or isinstance(r, RespError) for r in replies), replies
+    wait_for(lambda: call(old, "GETEX", "x") == b"new", 5.0, "GETEX of the new value")
+
+
+def test_nodes_with_smaller_limits_apply_what_the_leader_accepted(cluster_factory):
+    """--max-key-size and --proto-max-bulk-len are a node's own settings, checked where a
+    command is proposed. A follower with smaller limits must still apply what the leader
+    accepted (its store used to refuse it: the replicas diverged), and APPEND's growth limit
+    travels in the entry."""
+    cluster = cluster_factory(3, {3: ["--max-key-size", "1024", "--proto-max-bulk-len", "4096"]})
+    small = cluster.nodes[2]
+    leader = cluster.leader()
+    if leader is small:
+        assert call(small, "RAFTTRANSFER", str(cluster.nodes[0].node_id), timeout_s=10) == "OK"
+        leader = cluster.wait_formed(voters=3)
+        assert leader is not small
+    big_key = "k" * 2000
+    assert call(leader, "SET", big_key, "v") == "OK"
+    assert call(leader, "SET", "big", "x" * 3000) == "OK"
+    assert call(leader, "APPEND", "big", "y" * 3000) == 6000
+    assert call(leader, "SET", "marker", "1") == "OK"
+    wait_for(lambda: readonly_get(small, "marker") == b"1", 10.0, "the small node applied the marker")
+    for node in cluster.nodes:
+        assert readonly_get(node, big_key) == b"v", node.name
+        assert len(readonly_get(node, "big")) == 6000, node.name
+    # The small node, leading, refuses by its own limits; every replica agrees.
+    assert call(leader, "RAFTTRANSFER", str(small.node_id), timeout_s=10) == "OK"
+    assert cluster.wait_formed(voters=3) is small
+    assert call(small, "APPEND", "big", "z") == RespError(
+        "ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+    assert isinstance(call(small, "SET", "j" * 2000, "v"), RespError)
+    assert call(small, "SET", "marker", "2") == "OK"
+    for node in cluster.nodes:
+        wait_for(lambda: readonly_get(node, "marker") == b"2", 10.0, f"{node.name} applied")
+        assert len(readonly_get(node, "big")) == 6000, node.name
+
+
 # ---------------------------------------------------------------- more situations
 
 def test_pipelines_through_a_follower_keep_their_order(cluster):

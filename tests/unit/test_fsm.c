@@ -134,6 +134,12 @@ TEST(fsm_counters_and_errors_change_nothing)
                  "INCRBYFLOAT f 10.5", "INCRBYFLOAT f -5", "INCRBYFLOAT str 1");
     APPLY_EXPECT(s, 4, 0, ":6\r\n:11\r\n$11\r\nabcdef\0\0\0\0x\r\n", "APPEND a abcdef",
                  "SETRANGE a 10 x", "GETDEL a");
+    /* APPEND's limit is the proposer's, carried in the entry: within it, then beyond it. */
+    APPLY_EXPECT(s, 5, 0,
+                 ":3\r\n:5\r\n-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n"
+                 "-ERR syntax error\r\n",
+                 "APPEND l abc 5", "APPEND l de 5", "APPEND l f 5", "APPEND l f -1");
+    check_value(s, "l", "abcde");
     CHECK_OK(rc_store_close(s));
 }
 
