@@ -281,6 +281,13 @@ static void process_input(struct client *c)
                             &consumed);
         if (rc == RC_EAGAIN)
             break;
+        if (rc == RC_EPROTO && (c->blocked || c->deferred_reads)) {
+            /* Answered after the command in progress (forwarded, or a read waiting for its
+             * round), which is in no batch: parsed again when the client is resumed. */
+            resp_parser_init(&c->parser);
+            c->argv.count = 0;
+            break;
+        }
         if (rc == RC_EPROTO) {
             const char *msg = resp_parser_error(&c->parser);
             s->stats.protocol_errors++;

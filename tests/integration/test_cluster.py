@@ -847,6 +847,20 @@ def test_getex_without_options_on_a_resumed_old_leader_is_not_stale(cluster):
     wait_for(lambda: call(old, "GETEX", "x") == b"new", 5.0, "GETEX of the new value")
 
 
+def test_a_protocol_error_behind_a_waiting_read_comes_after_its_reply(cluster):
+    """A read that waits (forwarded by a follower, or for its ReadIndex round on the leader)
+    followed by malformed input: the read is answered first, then the protocol error, then
+    the connection closes (the error used to overtake the read)."""
+    leader = cluster.leader()
+    assert call(leader, "SET", "x", "1") == "OK"
+    for node in (cluster.followers(leader)[0], leader):
+        with node.raw(timeout_s=10) as conn:
+            conn.send_raw(encode_command("GET", "x") + b"*abc\r\n")
+            replies = [conn.read_reply(), conn.read_reply()]
+        assert replies[0] == b"1", (node.name, replies)
+        assert isinstance(replies[1], RespError) and "Protocol error" in str(replies[1]), replies
+
+
 def test_nodes_with_smaller_limits_apply_what_the_leader_accepted(cluster_factory):
     """--max-key-size and --proto-max-bulk-len are a node's own settings, checked where a
     command is proposed. A follower with smaller limits must still apply what the leader
