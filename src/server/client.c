@@ -342,6 +342,13 @@ void client_unblock(struct client *c, const char *reply, size_t len)
     client_release(c);
 }
 
+void client_unblock_quietly(struct client *c)
+{
+    c->blocked = false;
+    c->pending_writes--;
+    client_release(c);
+}
+
 void client_resume(struct client *c)
 {
     if (!c->closed && c->pending_writes == 0)

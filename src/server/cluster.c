@@ -461,6 +461,76 @@ static bool config_has(const struct raft_config *cfg, uint64_t id, bool voter)
     return voter ? raft_config_has_voter(cfg, id) : raft_config_has_learner(cfg, id);
 }
 
+/* The most caught-up voter other than this node (0: none). */
+static uint64_t best_other_voter(struct server *s, const struct raft_config *cfg)
+{
+    uint64_t id = 0, best = 0;
+    for (uint32_t i = 0; i < cfg->n_voters; i++) {
+        uint64_t v = cfg->voters[i], match = 0;
+        if (v == s->self.id || raft_node_peer_match(s->raft, v, &match) != 0)
+            continue;
+        if (!id || match > best) {
+            id = v;
+            best = match;
+        }
+    }
+    return id;
+}
+
+/*
+ * Removing the leader itself: leadership goes to another voter first, and the removal is
+ * then asked of the new leader (the job's client waits for its answer). A leader that
+ * appended its own removal and lost its followers could otherwise leave the cluster with no
+ * leader for good: it no longer campaigns (it is not in its latest configuration), and a
+ * follower that missed that entry needs its vote, which it refuses (its log is longer).
+ * True while the job is in this phase.
+ */
+static bool remove_self_step(struct server *s, const struct raft_status *st)
+{
+    struct member_job *j = &s->job;
+    if (j->kind != 2 || j->id != s->self.id || j->step >= 1)
+        return false;
+    if (st->leader != RAFT_NONE && st->leader != s->self.id) {
+        char leader[CLUSTER_ADDR_MAX], id[24];
+        if (!cluster_leader_addr(s, leader, sizeof leader))
+            return true; /* its address comes with its directory line */
+        struct client *c = j->client;
+        memset(j, 0, sizeof *j);
+        if (!c)
+            return true;
+        snprintf(id, sizeof id, "%" PRIu64, s->self.id);
+        const struct resp_arg argv[2] = {{"RAFTREMOVEPEER", 14}, {id, strlen(id)}};
+        c->refs++; /* kept across the hand-over from the job's block to the forward's */
+        client_unblock_quietly(c);
+        if (forward_admin(s, c, 2, argv, leader) != 0) {
+            const char *reply = "-ERR leadership moved; ask the new leader to remove this node\r\n";
+            client_block(c);
+            client_unblock(c, reply, strlen(reply));
+        }
+        client_release(c);
+        return true;
+    }
+    uint64_t now = (uint64_t)server_now_ms();
+    if (j->transfer_deadline_ms) { /* transferring: this node may be between leaders */
+        if (now > j->transfer_deadline_ms)
+            job_finish(s, "-ERR cannot remove the leader: no other voter took over\r\n");
+        return true;
+    }
+    if (!s->is_leader) {
+        job_finish(s, "-ERR leadership changed; retry\r\n");
+        return true;
+    }
+    uint64_t to = best_other_voter(s, &st->config);
+    if (!to)
+        return false; /* a lone voter: the core refuses to remove it */
+    int rc = raft_node_transfer(s->raft, to);
+    if (rc == 0)
+        j->transfer_deadline_ms = now + TRANSFER_DEADLINE_MS;
+    else if (rc != RC_EAGAIN && rc != RC_EBUSY)
+        job_finish(s, "-ERR cannot transfer leadership\r\n");
+    return true;
+}
+
 static void job_step(struct server *s)
 {
     struct member_job *j = &s->job;
@@ -473,6 +543,8 @@ static void job_step(struct server *s)
     struct raft_status st;
     raft_node_status(s->raft, &st);
     bool committed = st.config_index <= st.commit;
+    if (remove_self_step(s, &st))
+        return;
     if (j->kind == 3) { /* transfer: done once someone else leads */
         if (st.leader != RAFT_NONE && st.leader != s->self.id) {
             job_finish(s, "+OK\r\n");
@@ -877,17 +949,7 @@ static void cmd_rafttransfer(struct client *c, size_t argc, const struct resp_ar
             return;
         }
     } else {
-        /* The most caught-up other voter. */
-        uint64_t best = 0;
-        for (uint32_t i = 0; i < st.config.n_voters; i++) {
-            uint64_t v = st.config.voters[i], match = 0;
-            if (v == s->self.id || raft_node_peer_match(s->raft, v, &match) != 0)
-                continue;
-            if (!id || match > best) {
-                id = v;
-                best = match;
-            }
-        }
+        id = best_other_voter(s, &st.config);
         if (!id) {
             reply_error(c, "ERR no other voter to transfer to");
             return;

@@ -171,7 +171,7 @@ struct member_job {
     char client_addr[CLUSTER_ADDR_MAX], peer_addr[CLUSTER_ADDR_MAX];
     int step;
     uint64_t deadline_ms;
-    uint64_t old_leader_term;
+    uint64_t transfer_deadline_ms; /* removing the leader itself: its transfer's */
 };
 
 /* ============================== the server ============================== */
@@ -272,6 +272,8 @@ void client_resume(struct client *c);            /* writes applied: go on parsin
  * nothing else meanwhile and stays alive. client_unblock delivers the reply and goes on. */
 void client_block(struct client *c);
 void client_unblock(struct client *c, const char *reply, size_t len);
+/* Ends c's block without a reply and without resuming it (it is blocked again at once). */
+void client_unblock_quietly(struct client *c);
 void client_list_line(struct client *c, struct resp_buf *b); /* CLIENT LIST/INFO line */
 
 /* writepath.c */

@@ -984,6 +984,32 @@ def test_remove_the_leader_itself(cluster):
     cluster.stop(old)
 
 
+def test_removing_the_leader_of_two_hands_leadership_over_first(cluster_factory):
+    """RAFTREMOVEPEER of the leader itself moves leadership to another voter first, then asks
+    the new leader. With that voter down it is refused, and the two nodes still elect a leader
+    when both are back: the leader used to append its own removal, step down (its follower
+    gone) and never campaign again, while the follower, lacking that entry, needed its vote."""
+    cluster = cluster_factory(2)
+    a = cluster.leader()
+    b = cluster.followers(a)[0]
+    assert call(a, "SET", "k", "v") == "OK"
+    cluster.kill(b)
+    reply = call(a, "RAFTREMOVEPEER", str(a.node_id), timeout_s=20)
+    assert isinstance(reply, RespError) and "no other voter took over" in str(reply), reply
+    cluster.kill(a)
+    cluster.start_node(a)
+    cluster.start_node(b)
+    leader = cluster.wait_formed(voters=2)
+    assert call(leader, "GET", "k") == b"v"
+    # With both up, the removal goes through: the other node leads alone.
+    old = leader
+    assert call(old, "RAFTREMOVEPEER", str(old.node_id), timeout_s=20) == "OK"
+    other = b if old is a else a
+    assert cluster.wait_formed(voters=1, nodes=[other]) is other
+    assert call(other, "SET", "k", "w") == "OK"
+    cluster.stop(old)
+
+
 def test_follower_kill9_does_not_stop_writes(cluster):
     leader = cluster.leader()
     victim = cluster.followers(leader)[0]
