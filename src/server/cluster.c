@@ -35,6 +35,7 @@
 #include "raftcask.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -1174,6 +1175,20 @@ static uint64_t random_u64(void)
     return v;
 }
 
+/* True if directory dir exists and holds an entry. */
+static bool dir_has_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    const struct dirent *e;
+    bool any = false;
+    while (!any && (e = readdir(d)) != NULL)
+        any = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return any;
+}
+
 static void default_peer_bind(const struct rc_config *cfg, char *buf, size_t cap)
 {
     if (cfg->peer_bind && cfg->peer_bind[0]) {
@@ -1224,23 +1239,42 @@ int cluster_start(struct server *s)
     snprintf(s->raft_dir, sizeof s->raft_dir, "%s/raft", cfg->dir);
     char peer_bind[300];
     default_peer_bind(cfg, peer_bind, sizeof peer_bind);
+    const char *client_addr = cfg->advertise && cfg->advertise[0] ? cfg->advertise : cfg->bind;
+    const char *peer_addr =
+        cfg->peer_advertise && cfg->peer_advertise[0] ? cfg->peer_advertise : peer_bind;
+    if (strlen(client_addr) >= sizeof s->self.client_addr ||
+        strlen(peer_addr) >= sizeof s->self.peer_addr) {
+        rc_error("address '%s' or '%s' is too long", client_addr, peer_addr);
+        return RC_EINVAL;
+    }
     int rc = cluster_node_conf_load(cfg->dir, &s->self);
     bool fresh = rc == RC_ENOTFOUND;
     if (rc != 0 && !fresh) {
         rc_error("cannot read %s/node.conf: %s", cfg->dir, rc_strerror(rc));
         return rc;
     }
+    if (fresh && dir_has_files(s->raft_dir)) {
+        /* A first start that stopped between creating the log and writing node.conf (or a
+         * lost node.conf): a new id would not match the one in the log. */
+        rc_error("%s/node.conf is missing but %s holds a Raft log (an interrupted first "
+                 "start?): if this node never served, remove %s and start it again",
+                 cfg->dir, s->raft_dir, cfg->dir);
+        return RC_EINVAL;
+    }
+    if (!fresh && (strcmp(client_addr, s->self.client_addr) != 0 ||
+                   strcmp(peer_addr, s->self.peer_addr) != 0)) {
+        /* The other nodes know this node by the addresses it joined with. */
+        rc_error("this node's addresses are %s (clients) and %s (peers), stored in "
+                 "%s/node.conf; the flags give %s and %s. Start it with the stored addresses "
+                 "(--bind, --peer-bind, --advertise, --peer-advertise), or remove it from the "
+                 "cluster and join it again with a fresh --dir",
+                 s->self.client_addr, s->self.peer_addr, cfg->dir, client_addr, peer_addr);
+        return RC_EINVAL;
+    }
     if (fresh) {
         s->self.id = cfg->id ? cfg->id : (random_u64() >> 1) | 1;
-        snprintf(s->self.client_addr, sizeof s->self.client_addr, "%s",
-                 cfg->advertise && cfg->advertise[0] ? cfg->advertise : cfg->bind);
-        const char *pa =
-            cfg->peer_advertise && cfg->peer_advertise[0] ? cfg->peer_advertise : peer_bind;
-        if (strlen(pa) >= sizeof s->self.peer_addr) {
-            rc_error("peer address '%s' is too long", pa);
-            return RC_EINVAL;
-        }
-        memcpy(s->self.peer_addr, pa, strlen(pa) + 1);
+        memcpy(s->self.client_addr, client_addr, strlen(client_addr) + 1);
+        memcpy(s->self.peer_addr, peer_addr, strlen(peer_addr) + 1);
         if (cfg->join && cfg->join[0]) {
             rc_info("asking %s for the cluster id", cfg->join);
             if (fetch_cluster_id(cfg->join, cfg->requirepass, &s->self.cluster_id) != 0) {
@@ -1257,7 +1291,7 @@ int cluster_start(struct server *s)
                     return rc;
             }
             rc = raft_node_bootstrap_at(s->raft_dir, &c, base);
-            if (rc != 0 && rc != RC_EEXIST) {
+            if (rc != 0) {
                 rc_error("cannot bootstrap the Raft log in %s: %s", s->raft_dir, rc_strerror(rc));
                 return rc;
             }

@@ -131,3 +131,41 @@ def test_logfile_and_sigint_shutdown(tmp_path):
     for line in text.splitlines():
         stamp, level, node = line.split(" ")[:3]
         assert stamp.endswith("Z") and level in ("debug", "info", "warning", "error")
+
+
+def start_and_stop(args):
+    port = int(args[args.index("--bind") + 1].rsplit(":", 1)[1])
+    proc = subprocess.Popen([BIN] + args, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port, proc)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
+
+
+def test_restart_with_other_addresses_is_refused(tmp_path):
+    """A node's addresses are fixed in node.conf at its first start (the other nodes know it
+    by them). A restart whose flags give others is refused with one clear line; it used to
+    listen on the new ones and advertise the old, unreachable for good."""
+    data = str(tmp_path / "data")
+    first = f"127.0.0.1:{free_port()}"
+    start_and_stop(["--dir", data, "--bind", first])
+    out = subprocess.run([BIN, "--dir", data, "--bind", f"127.0.0.1:{free_port()}"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert f"this node's addresses are {first}" in out.stderr, out.stderr
+    start_and_stop(["--dir", data, "--bind", first])  # the stored ones still start it
+
+
+def test_raft_log_without_node_conf_is_refused(tmp_path):
+    """node.conf missing beside a Raft log (a first start interrupted between the two, or a
+    lost file): a restart used to pick a new id, which the log's configuration did not name,
+    and never led. It is refused with one clear line."""
+    data = tmp_path / "data"
+    bind = f"127.0.0.1:{free_port()}"
+    start_and_stop(["--dir", str(data), "--bind", bind])
+    (data / "node.conf").unlink()
+    out = subprocess.run([BIN, "--dir", str(data), "--bind", bind], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode != 0
+    assert "node.conf is missing" in out.stderr, out.stderr
