@@ -171,6 +171,7 @@ struct logstore_snapshot_writer {
     int error; /* RC_EIO once a write failed */
     uint64_t size_bytes;
     uint32_t crc;
+    int synced; /* by logstore_snapshot_sync, after the last write */
     char path[PATH_MAX];
 };
 
@@ -1311,6 +1312,19 @@ int logstore_snapshot_write(struct logstore_snapshot_writer *w, const void *buf,
     }
     w->size_bytes += len;
     w->crc = rc_crc32c(w->crc, buf, len);
+    w->synced = 0;
+    return 0;
+}
+
+int logstore_snapshot_sync(struct logstore_snapshot_writer *w)
+{
+    if (w->error)
+        return w->error;
+    if (rc_fsync_file(w->fd, w->path) != 0) {
+        w->error = RC_EIO;
+        return RC_EIO;
+    }
+    w->synced = 1;
     return 0;
 }
 
@@ -1333,7 +1347,7 @@ int logstore_snapshot_commit(struct logstore *ls, struct logstore_snapshot_write
                     term_of(ls, index, &have) != 0 || have != term ||
                     raft_config_encoded_size(config) > CONFIG_MAX_BYTES))
         rc = RC_EINVAL;
-    if (rc == 0 && rc_fsync_file(w->fd, w->path) != 0)
+    if (rc == 0 && !w->synced && rc_fsync_file(w->fd, w->path) != 0)
         rc = fail_io(ls);
     char path[PATH_MAX];
     snap_path(ls, index, term, path, sizeof path);

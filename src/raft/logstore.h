@@ -136,13 +136,19 @@ int logstore_snapshot_begin(struct logstore *ls, struct logstore_snapshot_writer
  */
 int logstore_snapshot_write(struct logstore_snapshot_writer *w, const void *buf, size_t len);
 /*
+ * Makes what was written to w durable (fsync), on the writing thread, so that the commit
+ * need not: a big snapshot's fsync would otherwise stall the thread that uses ls. Like a
+ * write, a failure makes the commit fail. Optional.
+ */
+int logstore_snapshot_sync(struct logstore_snapshot_writer *w);
+/*
  * Makes the data written to w the snapshot ending at (index, term) with configuration
- * *config (copied): fsyncs the file, renames it to "snap-<index>-<term>.snap", syncs the
- * directory, writes raft-state with the new meta (the commit point), deletes the previous
- * snapshot file and compacts the log up to index as logstore_compact does. Requires
- * snapshot index < index <= last index and term(index) == term (RC_EINVAL otherwise: a stale
- * snapshot, for example one overtaken by an installed incoming snapshot). Frees w and, on
- * failure, deletes its file in every case.
+ * *config (copied): fsyncs the file (unless logstore_snapshot_sync did), renames it to
+ * "snap-<index>-<term>.snap", syncs the directory, writes raft-state with the new meta (the
+ * commit point), deletes the previous snapshot file and compacts the log up to index as
+ * logstore_compact does. Requires snapshot index < index <= last index and term(index) ==
+ * term (RC_EINVAL otherwise: a stale snapshot, for example one overtaken by an installed
+ * incoming snapshot). Frees w and, on failure, deletes its file in every case.
  */
 int logstore_snapshot_commit(struct logstore *ls, struct logstore_snapshot_writer *w,
                              uint64_t index, uint64_t term, const struct raft_config *config);

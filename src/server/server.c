@@ -72,7 +72,8 @@ static void on_check(uv_check_t *h)
 static void sync_work(uv_work_t *req)
 {
     struct server *s = req->data;
-    s->sync_rc = rc_store_sync(s->store); /* read by sync_done, after this returns */
+    s->sync_rc = rc_store_sync(s->store);  /* read by sync_done, after this returns */
+    atomic_store(&s->sync_using_store, 0); /* a restore may now close the store */
 }
 
 static void sync_done(uv_work_t *req, int status)
@@ -115,7 +116,10 @@ static void on_cron(uv_timer_t *t)
     maybe_merge(s);
     if (++s->cron_ticks % (1000 / CRON_INTERVAL_MS) == 0 && !s->sync_running) {
         s->sync_work.data = s;
+        atomic_store(&s->sync_using_store, 1);
         s->sync_running = uv_queue_work(s->loop, &s->sync_work, sync_work, sync_done) == 0;
+        if (!s->sync_running)
+            atomic_store(&s->sync_using_store, 0);
     }
 }
 

@@ -221,6 +221,7 @@ struct server {
     struct rc_buf scratch; /* value buffer for reads on the loop thread */
     uv_work_t sync_work;   /* the once-a-second store sync, on libuv's thread pool */
     bool sync_running;
+    atomic_int sync_using_store; /* 1 from queueing until sync_work no longer uses the store */
     int sync_rc;
     unsigned cron_ticks;
     uint64_t syncs, sync_failures;

@@ -73,6 +73,8 @@ static void job_work(uv_work_t *req)
         if (j->kind == JOB_COMPACTION) {
             j->rc =
                 snapshot_write_view(j->view, j->extra, j->extra_len, sink_logstore, j->w, &j->info);
+            if (j->rc == 0) /* here, not in the commit on the loop thread */
+                j->rc = logstore_snapshot_sync(j->w);
         } else {
             char path[4300];
             snprintf(path, sizeof path, "%s/state.bin", j->dir);
@@ -291,14 +293,14 @@ int snapshots_restore(void *server, const char *path, const struct raft_snapshot
                 meta->index, held);
         return 0;
     }
-    /* A job's view pins the store: wait until its worker let go of it. */
-    if (s->snap) {
-        uint64_t deadline = rc_mono_ns() + 600ull * 1000000000ull;
-        while (!atomic_load(&s->snap->written) && rc_mono_ns() < deadline)
-            usleep(1000);
-        if (!atomic_load(&s->snap->written))
-            return RC_EBUSY;
-    }
+    /* Worker threads that use the store must have let go of it: a job's view pins it, and
+     * the once-a-second sync fsyncs it (closing it under that sync was a use after free). */
+    uint64_t deadline = rc_mono_ns() + 600ull * 1000000000ull;
+    while (((s->snap && !atomic_load(&s->snap->written)) || atomic_load(&s->sync_using_store)) &&
+           rc_mono_ns() < deadline)
+        usleep(1000);
+    if ((s->snap && !atomic_load(&s->snap->written)) || atomic_load(&s->sync_using_store))
+        return RC_EBUSY;
     s->restores++;
     /* Writes this node proposed while it led and that the snapshot now covers will never be
      * applied one by one here: their outcome is unknown to this node. */

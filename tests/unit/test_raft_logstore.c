@@ -1184,6 +1184,19 @@ TEST(local_snapshot_commit_and_reopen)
     CHECK_EQ_U(count_files(dir, ".snap"), 1);
     check_meta(ls, 150, 1, 5000);
 
+    /* A writer synced by its own thread, written again and synced again, then committed. */
+    uint8_t piece[200];
+    CHECK_OK(logstore_snapshot_begin(ls, &w));
+    fill_snap(piece, 0, 200, 4);
+    CHECK_OK(logstore_snapshot_write(w, piece, 200));
+    CHECK_OK(logstore_snapshot_sync(w));
+    fill_snap(piece, 200, 100, 4);
+    CHECK_OK(logstore_snapshot_write(w, piece, 100));
+    CHECK_OK(logstore_snapshot_sync(w));
+    CHECK_OK(logstore_snapshot_commit(ls, w, 155, 1, &snap_config));
+    check_meta(ls, 155, 1, 300);
+    check_snapshot_data(ls, 155, 300, 4);
+
     /* A plain compaction records a snapshot without data and deletes the old file. */
     CHECK_OK(logstore_compact(ls, 160, 1));
     CHECK_EQ(logstore_snapshot_path(ls, path, sizeof path), RC_ENOTFOUND);
