@@ -264,7 +264,7 @@ int raft_entry_decode(const void *buf, size_t len, struct raft_entry *e, size_t 
 /* ---------------------------------------------------------------- messages */
 
 #define MSG_FIXED_BYTES          (4 + 10 * 8 + 4)
-#define MSG_SNAPSHOT_FIXED_BYTES (8 + 8 + 8 + 1 + 4)
+#define MSG_SNAPSHOT_FIXED_BYTES (8 + 8 + 8 + 1 + 4 + 4)
 
 size_t raft_msg_encoded_size(const struct raft_message *m)
 {
@@ -303,6 +303,7 @@ size_t raft_msg_encode(const struct raft_message *m, void *buf)
     put_u8(&w, m->snapshot.done);
     put_u32(&w, m->snapshot.len);
     put_bytes(&w, m->snapshot.data, m->snapshot.len);
+    put_u32(&w, m->snapshot.crc);
     return (size_t)(w.p - (unsigned char *)buf);
 }
 
@@ -359,6 +360,7 @@ int raft_msg_decode(const void *buf, size_t len, struct raft_message *m)
         m->snapshot.data = (void *)get_bytes(&r, m->snapshot.len);
         if (m->snapshot.len == 0)
             m->snapshot.data = NULL;
+        m->snapshot.crc = get_u32(&r);
         if (r.bad || m->snapshot.done > 1 || r.left != 0)
             rc = RC_EPROTO;
     }

@@ -676,6 +676,7 @@ void raft_status(const struct raft *r, struct raft_status *st)
     st->config_index = r->config_index;
     st->config = r->config;
     st->transferee = r->transferee;
+    st->snapshots_refused = r->snapshots_refused;
 }
 
 int raft_log_term(struct raft *r, uint64_t index, uint64_t *term)

@@ -1460,6 +1460,7 @@ void logstore_snapshot_meta(const struct logstore *ls, struct raft_snapshot_meta
     m->term = ls->snap.term;
     m->config = ls->snap.config;
     m->size_bytes = ls->snap.size_bytes;
+    m->crc = ls->snap.has_file ? ls->snap.crc : 0;
 }
 
 int logstore_snapshot_path(const struct logstore *ls, char *buf, size_t cap)
@@ -1636,12 +1637,16 @@ static int st_snapshot_read(void *ctx, uint64_t index, uint64_t offset, void *bu
     return snapshot_pread(ls, offset, buf, len, n);
 }
 
-static int st_snapshot_received(void *ctx, uint64_t index, uint64_t term, uint64_t *bytes)
+static int st_snapshot_received(void *ctx, uint64_t index, uint64_t term, uint64_t *bytes,
+                                uint32_t *crc)
 {
     struct logstore *ls = ctx;
     *bytes = 0;
-    if (ls->in_fd >= 0 && ls->in.index == index && ls->in.term == term)
+    *crc = 0;
+    if (ls->in_fd >= 0 && ls->in.index == index && ls->in.term == term) {
         *bytes = ls->in.size_bytes;
+        *crc = ls->in.crc;
+    }
     return ls->failed;
 }
 

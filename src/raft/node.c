@@ -63,6 +63,8 @@ struct raft_node {
     int processing;
     int in_ready; /* between raft_ready and raft_advance: the core must not be changed */
     struct raft_status last_status; /* what on_state last reported */
+    uint64_t snapshots_refused;     /* the core's count when last logged, and when */
+    uint64_t refused_logged_ms;
     uint64_t applied;
     struct pending_read *reads; /* confirmed reads waiting for the applied index */
     size_t n_reads, cap_reads;
@@ -196,6 +198,14 @@ static void report_state(struct raft_node *n)
     raft_status(n->core, &st);
     if (n->failed)
         st.role = RAFT_FAILED;
+    if (st.snapshots_refused > n->snapshots_refused &&
+        (!n->refused_logged_ms || uv_now(n->loop) - n->refused_logged_ms >= 10000)) {
+        rc_warn("raft: refused the snapshot the leader sent (%llu times so far): its data does "
+                "not match the checksum the leader recorded (a damaged snapshot file there?)",
+                (unsigned long long)st.snapshots_refused);
+        n->snapshots_refused = st.snapshots_refused;
+        n->refused_logged_ms = uv_now(n->loop);
+    }
     const struct raft_status *o = &n->last_status;
     if (st.role == o->role && st.term == o->term && st.leader == o->leader &&
         st.config_index == o->config_index)

@@ -161,6 +161,7 @@ struct raft_message {
         uint8_t done;    /* 1 on the last chunk */
         uint32_t len;
         void *data;
+        uint32_t crc; /* CRC-32C of the whole snapshot's data (0: not known) */
     } snapshot;
 };
 
@@ -169,6 +170,7 @@ struct raft_snapshot_meta {
     uint64_t index, term;      /* last entry covered; 0, 0 when there is no snapshot */
     struct raft_config config; /* configuration in force at index */
     uint64_t size_bytes;       /* length of the snapshot data */
+    uint32_t crc;              /* CRC-32C of the snapshot data (0: not known) */
 };
 
 /*
@@ -250,8 +252,12 @@ struct raft_storage {
      */
     int (*snapshot_read)(void *ctx, uint64_t index, uint64_t offset, void *buf, size_t len,
                          size_t *n);
-    /* Bytes written so far of the incoming snapshot (index, term); 0 if none or another. */
-    int (*snapshot_received)(void *ctx, uint64_t index, uint64_t term, uint64_t *bytes);
+    /*
+     * Bytes written so far of the incoming snapshot (index, term), and the CRC-32C of those
+     * bytes; 0 and 0 if none or another.
+     */
+    int (*snapshot_received)(void *ctx, uint64_t index, uint64_t term, uint64_t *bytes,
+                             uint32_t *crc);
 };
 
 /*
@@ -396,7 +402,8 @@ struct raft_status {
     uint64_t stable_index; /* last index known durable */
     uint64_t config_index; /* index of the configuration entry in force (0: none) */
     struct raft_config config;
-    uint64_t transferee; /* leadership transfer target, or RAFT_NONE */
+    uint64_t transferee;        /* leadership transfer target, or RAFT_NONE */
+    uint64_t snapshots_refused; /* incoming snapshots whose data failed the leader's CRC */
 };
 void raft_status(const struct raft *r, struct raft_status *st);
 /* Term of entry index as the core sees the log (stable or not); RC_ENOTFOUND if absent. */

@@ -194,6 +194,7 @@ struct raft {
     /* an incoming snapshot chunk waiting to be written (data owned) */
     struct raft_snapshot_chunk chunk;
     int has_chunk;
+    uint64_t snapshots_refused; /* raft_status */
 };
 
 /* core.c */

@@ -24,6 +24,10 @@
  *      discarding the whole log is safe.
  *   4. After installing, the follower's commit and applied index are the snapshot's index and
  *      its configuration is the snapshot's.
+ *   5. A follower installs only data whose CRC-32C is the one the leader's storage gives for
+ *      its snapshot (carried by every chunk): a mismatch (a damaged file on the leader, a
+ *      damaged transfer) answers offset 0, so the transfer starts over, and nothing is
+ *      installed. A snapshot known to be bad never replaces a node's log and state.
  *
  * State changes: raft_send_snapshot (leader progress → snapshot state), the answer handler
  * (→ probe once installed), raft_handle_snapshot (follower: chunk, install via
@@ -32,6 +36,7 @@
 #include "raft/raft_int.h"
 
 #include "common/alloc.h"
+#include "common/crc32c.h"
 #include "raftcask.h"
 
 #include <string.h>
@@ -92,6 +97,7 @@ int raft_send_snapshot(struct raft *r, struct raft_progress *pr)
     m.snapshot.len = (uint32_t)n;
     m.snapshot.data = buf;
     m.snapshot.done = pr->snap_offset + n >= meta.size_bytes;
+    m.snapshot.crc = meta.crc;
     rc = raft_send(r, &m);
     if (rc == 0)
         pr->snap_sent = 1;
@@ -163,14 +169,23 @@ int raft_handle_snapshot(struct raft *r, const struct raft_message *m)
     if (r->has_chunk)
         return 0; /* one chunk per ready; the leader resends */
     uint64_t received = 0;
+    uint32_t crc = 0;
     struct raft_storage *st = &r->log.storage;
     if (!st->snapshot_received)
         return RC_EINVAL;
-    int rc = st->snapshot_received(st->ctx, index, term, &received);
+    int rc = st->snapshot_received(st->ctx, index, term, &received, &crc);
     if (rc != 0)
         return rc;
     if (m->snapshot.offset != 0 && m->snapshot.offset != received) {
         resp.snapshot.offset = received; /* resume from what we hold */
+        return raft_send(r, &resp);
+    }
+    if (m->snapshot.offset == 0)
+        crc = 0;
+    if (m->snapshot.done && m->snapshot.crc &&
+        rc_crc32c(crc, m->snapshot.data, m->snapshot.len) != m->snapshot.crc) {
+        r->snapshots_refused++; /* invariant 5: start over, install nothing */
+        resp.snapshot.offset = 0;
         return raft_send(r, &resp);
     }
     void *data = NULL;

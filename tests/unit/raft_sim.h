@@ -36,6 +36,7 @@
 #include "test.h"
 
 #include "common/alloc.h"
+#include "common/crc32c.h"
 #include "raft/raft.h"
 #include "raftcask.h"
 
@@ -415,6 +416,7 @@ SIM_FN int sim_st_snapshot(void *ctx, struct raft_snapshot_meta *meta)
     meta->term = st->base_term;
     meta->config = st->base_config;
     meta->size_bytes = st->snap_len;
+    meta->crc = st->snap_len ? rc_crc32c(0, st->snap_data, st->snap_len) : 0;
     return 0;
 }
 
@@ -435,10 +437,13 @@ SIM_FN int sim_st_snapshot_read(void *ctx, uint64_t index, uint64_t offset, void
     return 0;
 }
 
-SIM_FN int sim_st_snapshot_received(void *ctx, uint64_t index, uint64_t term, uint64_t *bytes)
+SIM_FN int sim_st_snapshot_received(void *ctx, uint64_t index, uint64_t term, uint64_t *bytes,
+                                    uint32_t *crc)
 {
     struct sim_storage *st = ctx;
-    *bytes = (st->in_index == index && st->in_term == term) ? st->in_len : 0;
+    int same = st->in_index == index && st->in_term == term;
+    *bytes = same ? st->in_len : 0;
+    *crc = same && st->in_len ? rc_crc32c(0, st->in_data, st->in_len) : 0;
     return 0;
 }
 

@@ -26,6 +26,7 @@ static struct raft_message sample_message(struct raft_entry *ents)
     m.snapshot.config.n_voters = 2;
     m.snapshot.config.voters[0] = 1;
     m.snapshot.config.voters[1] = 2;
+    m.snapshot.crc = 0xE3069283u;
     return m;
 }
 
@@ -49,6 +50,7 @@ TEST(codec_message_round_trip)
     CHECK_EQ(d.entries[2].type, RAFT_ENTRY_CONFIG);
     CHECK_EQ_U(d.snapshot.config.n_voters, 2);
     CHECK_EQ_U(d.snapshot.config.voters[1], 2);
+    CHECK_EQ_U(d.snapshot.crc, 0xE3069283u);
     raft_msg_decoded_free(&d);
     rc_free(buf);
 }

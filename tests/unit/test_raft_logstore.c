@@ -1229,7 +1229,9 @@ static uint64_t received(struct logstore *ls, uint64_t index, uint64_t term)
 {
     struct raft_storage st = logstore_raft_storage(ls);
     uint64_t bytes = 99;
-    CHECK_OK(st.snapshot_received(st.ctx, index, term, &bytes));
+    uint32_t crc = 99;
+    CHECK_OK(st.snapshot_received(st.ctx, index, term, &bytes, &crc));
+    CHECK_EQ(bytes == 0, crc == 0); /* the CRC of the bytes held (none: 0) */
     return bytes;
 }
 
@@ -1728,10 +1730,10 @@ static void deliver(struct node *nodes, struct wire *w)
     }
 }
 
-/* Runs the pair until B has the snapshot and the leader's log, or fails after 500 rounds. */
-static void run_until_caught_up(struct node *nodes, struct wire *w)
+/* Drives A (ticking) and B for at most `rounds` rounds; true once B has caught up. */
+static int run_rounds(struct node *nodes, struct wire *w, int rounds)
 {
-    for (int round = 0; round < 500; round++) {
+    for (int round = 0; round < rounds; round++) {
         CHECK_OK(raft_tick(nodes[0].r));
         for (int k = 0; k < 2; k++)
             drive_node(&nodes[k], w);
@@ -1743,8 +1745,16 @@ static void run_until_caught_up(struct node *nodes, struct wire *w)
         if (raft_peer_match(nodes[0].r, nodes[1].id, &match) == 0 &&
             match == logstore_last_index(nodes[0].ls) &&
             logstore_last_index(nodes[1].ls) == match && w->n == 0)
-            return;
+            return 1;
     }
+    return 0;
+}
+
+/* Runs the pair until B has the snapshot and the leader's log, or fails after 500 rounds. */
+static void run_until_caught_up(struct node *nodes, struct wire *w)
+{
+    if (run_rounds(nodes, w, 500))
+        return;
     uint64_t match = 0;
     raft_peer_match(nodes[0].r, nodes[1].id, &match);
     CHECK_MSG(0,
@@ -1754,30 +1764,26 @@ static void run_until_caught_up(struct node *nodes, struct wire *w)
               (unsigned long long)logstore_last_index(nodes[1].ls), nodes[1].n_chunks);
 }
 
-TEST(core_streams_snapshot_from_logstore_to_a_new_learner)
+/*
+ * A (id 1, in dir_a): a single voter that leads, takes learner 2, writes a while, snapshots
+ * its applied state (4321 bytes, salt 9) at *snap_index and compacts, then writes "after".
+ * B's store is opened in dir_b; its core is not created.
+ */
+static void leader_with_a_snapshot(struct node *nodes, struct wire *w, const char *dir_a,
+                                   const char *dir_b, uint64_t *snap_index, uint64_t *snap_term)
 {
-    char dir_a[4200], dir_b[4200];
-    log_dir(dir_a, sizeof dir_a, "a");
-    log_dir(dir_b, sizeof dir_b, "b");
-    struct node nodes[2] = {{.id = 1}, {.id = 2}};
-    struct wire *w = rc_calloc(1, sizeof *w);
-    CHECK(w != NULL);
     CHECK_OK(open_small(dir_a, 512, &nodes[0].ls));
     CHECK_OK(open_small(dir_b, 512, &nodes[1].ls));
-
-    /* A: a single voter that leads, takes a learner, and writes a while. */
     struct raft_config c = {.n_voters = 1, .voters = {1}};
     struct raft_entry boot;
     CHECK_OK(raft_bootstrap_entry(&c, &boot));
     CHECK_OK(logstore_append(nodes[0].ls, &boot, 1));
     CHECK_OK(logstore_sync(nodes[0].ls));
     rc_free(boot.data);
-    struct raft_options oa, ob;
+    struct raft_options oa;
     raft_options_default(&oa, 1);
     oa.snapshot_chunk_bytes = 1000; /* the snapshot goes in several chunks */
-    raft_options_default(&ob, 2);
     struct raft_storage sa = logstore_raft_storage(nodes[0].ls);
-    struct raft_storage sb = logstore_raft_storage(nodes[1].ls);
     CHECK_OK(raft_create(&oa, &sa, NULL, &nodes[0].r));
     tick_until_leader(nodes[0].r, nodes[0].ls);
     for (int i = 0; i < 30; i++) {
@@ -1790,18 +1796,43 @@ TEST(core_streams_snapshot_from_logstore_to_a_new_learner)
     drive_node(&nodes[0], w);
     drop_wire(w); /* lost: B does not exist yet */
 
-    /* A's state machine snapshots its applied state; the log is compacted up to there. */
     struct raft_status rs;
     raft_status(nodes[0].r, &rs);
     CHECK_EQ_U(rs.applied, rs.last_index);
-    uint64_t snap_index = rs.applied, snap_term;
-    CHECK_OK(raft_log_term(nodes[0].r, snap_index, &snap_term));
+    *snap_index = rs.applied;
+    CHECK_OK(raft_log_term(nodes[0].r, *snap_index, snap_term));
     CHECK(raft_config_has_learner(&rs.config, 2));
-    CHECK_OK(local_snapshot(nodes[0].ls, snap_index, snap_term, &rs.config, 4321, 9));
-    CHECK_OK(raft_compacted(nodes[0].r, snap_index));
-    CHECK_EQ_U(logstore_first_index(nodes[0].ls), snap_index + 1);
+    CHECK_OK(local_snapshot(nodes[0].ls, *snap_index, *snap_term, &rs.config, 4321, 9));
+    CHECK_OK(raft_compacted(nodes[0].r, *snap_index));
+    CHECK_EQ_U(logstore_first_index(nodes[0].ls), *snap_index + 1);
     CHECK_OK(raft_propose(nodes[0].r, "after", 5, NULL, NULL));
     drive_node(&nodes[0], w);
+}
+
+static void free_nodes(struct node *nodes, struct wire *w)
+{
+    for (int k = 0; k < 2; k++) {
+        raft_destroy(nodes[k].r);
+        logstore_close(nodes[k].ls);
+    }
+    drop_wire(w);
+    rc_free(w);
+}
+
+TEST(core_streams_snapshot_from_logstore_to_a_new_learner)
+{
+    char dir_a[4200], dir_b[4200];
+    log_dir(dir_a, sizeof dir_a, "a");
+    log_dir(dir_b, sizeof dir_b, "b");
+    struct node nodes[2] = {{.id = 1}, {.id = 2}};
+    struct wire *w = rc_calloc(1, sizeof *w);
+    CHECK(w != NULL);
+    uint64_t snap_index, snap_term;
+    leader_with_a_snapshot(nodes, w, dir_a, dir_b, &snap_index, &snap_term);
+    struct raft_options ob;
+    raft_options_default(&ob, 2);
+    struct raft_storage sb = logstore_raft_storage(nodes[1].ls);
+    struct raft_status rs;
 
     /* B: an empty store; what it needs was compacted away, so it must get the snapshot. */
     CHECK_OK(raft_create(&ob, &sb, NULL, &nodes[1].r));
@@ -1839,11 +1870,39 @@ TEST(core_streams_snapshot_from_logstore_to_a_new_learner)
     raft_status(nodes[1].r, &rs);
     CHECK_EQ_U(rs.first_index, snap_index + 1);
     CHECK(raft_config_has_learner(&rs.config, 2));
+    free_nodes(nodes, w);
+}
 
-    for (int k = 0; k < 2; k++) {
-        raft_destroy(nodes[k].r);
-        logstore_close(nodes[k].ls);
-    }
-    drop_wire(w);
-    rc_free(w);
+/* A damaged snapshot file on the leader: the learner refuses the data (its CRC is not the
+ * one the leader's raft-state records) and installs nothing; it used to install it, and then
+ * fail restoring its state machine, at every start. */
+TEST(core_refuses_a_snapshot_whose_data_fails_the_crc)
+{
+    char dir_a[4200], dir_b[4200], path[4400];
+    log_dir(dir_a, sizeof dir_a, "a");
+    log_dir(dir_b, sizeof dir_b, "b");
+    struct node nodes[2] = {{.id = 1}, {.id = 2}};
+    struct wire *w = rc_calloc(1, sizeof *w);
+    CHECK(w != NULL);
+    uint64_t snap_index, snap_term;
+    leader_with_a_snapshot(nodes, w, dir_a, dir_b, &snap_index, &snap_term);
+    CHECK_OK(logstore_snapshot_path(nodes[0].ls, path, sizeof path));
+    int fd = open(path, O_WRONLY);
+    CHECK(fd >= 0);
+    CHECK(pwrite(fd, "\xff", 1, 2500) == 1); /* in the third chunk */
+    close(fd);
+    struct raft_options ob;
+    raft_options_default(&ob, 2);
+    struct raft_storage sb = logstore_raft_storage(nodes[1].ls);
+    CHECK_OK(raft_create(&ob, &sb, NULL, &nodes[1].r));
+    CHECK(!run_rounds(nodes, w, 200));
+    struct raft_status rs;
+    raft_status(nodes[1].r, &rs);
+    CHECK(rs.snapshots_refused >= 2); /* every whole transfer, from offset 0 again */
+    CHECK_EQ_U(rs.snapshot_index, 0);
+    CHECK_EQ_U(logstore_last_index(nodes[1].ls), 0);
+    struct raft_snapshot_meta mb;
+    logstore_snapshot_meta(nodes[1].ls, &mb);
+    CHECK_EQ_U(mb.index, 0);
+    free_nodes(nodes, w);
 }
