@@ -699,6 +699,8 @@ static void fail_orphaned_writes(struct server *s)
                                "may not be applied\r\n");
 }
 
+static void join_upkeep(struct server *s);
+
 static void on_cluster_timer(uv_timer_t *t)
 {
     struct server *s = t->data;
@@ -706,6 +708,7 @@ static void on_cluster_timer(uv_timer_t *t)
         return;
     fail_orphaned_writes(s);
     directory_upkeep(s);
+    join_upkeep(s);
     job_step(s);
     snapshots_tick(s);
     start_read_round(s);
@@ -881,13 +884,12 @@ static void cmd_raftaddpeer(struct client *c, size_t argc, const struct resp_arg
         snprintf(client, sizeof client, "%s", peer);
     struct raft_status st;
     raft_node_status(s->raft, &st);
-    const struct cluster_member *m = cluster_members_find(&s->members, id);
     if (raft_config_has_voter(&st.config, id)) {
-        /* A joiner that asks again (it restarted mid-join) gets its answer again. */
-        if (m && strcmp(m->peer_addr, peer) == 0)
-            reply_raw(c, "+OK\r\n");
-        else
-            reply_error(c, "ERR peer already known");
+        /* Also to a joiner asking again: it sees itself a voter in its own configuration.
+         * A node of that id that lost its data must not be told it is in (it would never
+         * catch up, and might vote twice in a term). The joiner tells this answer from an
+         * address taken by another node (below) by its end. */
+        reply_errorf(c, "ERR peer already known: node %" PRIu64 " is a voter", id);
         return;
     }
     for (size_t i = 0; i < s->members.count; i++) {
@@ -1132,31 +1134,123 @@ static int fetch_cluster_id(const char *join, const char *password, uint64_t *cl
     return RC_EIO;
 }
 
+/*
+ * Asks for this node to be added (RAFTADDPEER, which a member forwards to the leader) until
+ * it is a voter: an answer +OK, or this node seeing itself a voter in its own configuration
+ * (an answer lost, or a join resumed after a restart). It asks the --join member and, once
+ * this node knows the leader (as a learner), the leader too, in turn, so a dead --join
+ * member does not stop it. "-ERR peer already known" with an empty log means a node of this
+ * id is a member and this one lost its data: it gives up (the loop stops the node).
+ */
 static void join_thread_main(void *arg)
 {
     struct server *s = arg;
-    char ids[24];
+    char ids[24], target[CLUSTER_ADDR_MAX];
     snprintf(ids, sizeof ids, "%" PRIu64, s->self.id);
     const char *argv[6] = {"RAFTADDPEER", s->self.peer_addr, "ID",
                            ids,           "CLIENT",          s->self.client_addr};
-    unsigned delay_ms = 100;
+    unsigned delay_ms = 100, attempt = 0;
     while (!s->join_stop) {
+        if (atomic_load(&s->join_voter)) {
+            atomic_store(&s->join_outcome, 1);
+            return;
+        }
+        snprintf(target, sizeof target, "%s", s->join_addr);
+        uv_mutex_lock(&s->join_mu);
+        if (attempt++ % 2 == 1 && s->join_leader[0])
+            snprintf(target, sizeof target, "%s", s->join_leader);
+        uv_mutex_unlock(&s->join_mu);
         char buf[512];
-        if (blocking_call(s->cfg->join, s->cfg->requirepass, 6, argv, buf, sizeof buf, 70) == 0) {
+        if (blocking_call(target, s->cfg->requirepass, 6, argv, buf, sizeof buf, 70) == 0) {
             if (strncmp(buf, "+OK", 3) == 0) {
-                rc_info("joined the cluster through %s as node %s", s->cfg->join, ids);
+                atomic_store(&s->join_outcome, 1);
                 return;
             }
             char *eol = strstr(buf, "\r\n");
             if (eol)
                 *eol = '\0';
-            rc_warn("joining through %s: %s; retrying", s->cfg->join, buf);
+            if (strstr(buf, "peer already known: node") && strstr(buf, "is a voter") &&
+                !atomic_load(&s->join_has_log)) {
+                atomic_store(&s->join_outcome, 2);
+                return;
+            }
+            rc_warn("joining through %s: %s; retrying", target, buf);
+        } else {
+            rc_warn("joining through %s: no answer; retrying", target);
         }
         for (unsigned waited = 0; waited < delay_ms && !s->join_stop; waited += 50)
             usleep(50 * 1000);
         if (delay_ms < 2000)
             delay_ms *= 2;
     }
+}
+
+/* DIR/joining names the member a join asks; it stays until the join is done, so a node
+ * stopped while joining resumes at its next start. */
+static int joining_mark(struct server *s, const char *addr)
+{
+    char text[CLUSTER_ADDR_MAX + 2];
+    int n = snprintf(text, sizeof text, "%s\n", addr);
+    return rc_write_file_atomic(s->cfg->dir, "joining", text, (size_t)n);
+}
+
+static bool joining_pending(struct server *s, char *addr, size_t cap)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/joining", s->cfg->dir);
+    void *buf;
+    size_t len;
+    if (rc_read_file(path, &buf, &len) != 0)
+        return false;
+    size_t n = 0;
+    while (n < len && n + 1 < cap && ((char *)buf)[n] != '\n')
+        n++;
+    memcpy(addr, buf, n);
+    addr[n] = '\0';
+    rc_free(buf);
+    return n > 0;
+}
+
+/* On the loop thread: what the join thread needs to know, and its outcome. */
+static void join_publish(struct server *s)
+{
+    struct raft_status st;
+    raft_node_status(s->raft, &st);
+    atomic_store(&s->join_voter,
+                 raft_config_has_voter(&st.config, s->self.id) && st.config_index <= st.commit);
+    atomic_store(&s->join_has_log, st.last_index > 0);
+    char leader[CLUSTER_ADDR_MAX] = "";
+    if (!s->is_leader && !cluster_leader_addr(s, leader, sizeof leader))
+        leader[0] = '\0';
+    uv_mutex_lock(&s->join_mu);
+    snprintf(s->join_leader, sizeof s->join_leader, "%s", leader);
+    uv_mutex_unlock(&s->join_mu);
+}
+
+static void join_upkeep(struct server *s)
+{
+    if (!s->join_thread_running)
+        return;
+    join_publish(s);
+    int outcome = atomic_load(&s->join_outcome);
+    if (!outcome)
+        return;
+    uv_thread_join(&s->join_thread); /* it has returned */
+    uv_mutex_destroy(&s->join_mu);
+    s->join_thread_running = false;
+    if (outcome == 2) {
+        rc_error("cannot join: node %" PRIu64 " is already a voter of this cluster, and this node "
+                 "has no log (it lost its data?). Remove node %" PRIu64 " (RAFTREMOVEPEER), then "
+                 "join with a fresh --dir and another --id",
+                 s->self.id, s->self.id);
+        server_shutdown(s, 1);
+        return;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/joining", s->cfg->dir);
+    if (unlink(path) != 0 || rc_fsync_dir(s->cfg->dir) != 0)
+        rc_warn("removing %s: %s", path, strerror(errno));
+    rc_info("joined the cluster through %s as node %" PRIu64, s->join_addr, s->self.id);
 }
 
 /* ============================== start and stop ============================== */
@@ -1281,6 +1375,10 @@ int cluster_start(struct server *s)
                 rc_error("cannot reach a cluster member at --join %s", cfg->join);
                 return RC_EIO;
             }
+            if ((rc = joining_mark(s, cfg->join)) != 0) {
+                rc_error("cannot write %s/joining: %s", cfg->dir, rc_strerror(rc));
+                return rc;
+            }
         } else {
             s->self.cluster_id = random_u64();
             struct raft_config c = {.n_voters = 1, .voters = {s->self.id}};
@@ -1354,11 +1452,25 @@ int cluster_start(struct server *s)
     uv_timer_init(s->loop, &s->cluster_timer);
     s->cluster_timer.data = s;
     uv_timer_start(&s->cluster_timer, on_cluster_timer, CLUSTER_TIMER_MS, CLUSTER_TIMER_MS);
+    bool join = false;
     if (fresh && cfg->join && cfg->join[0]) {
-        s->join_stop = 0;
-        s->join_thread_running = uv_thread_create(&s->join_thread, join_thread_main, s) == 0;
+        snprintf(s->join_addr, sizeof s->join_addr, "%s", cfg->join);
+        join = true;
+    } else if (!fresh && joining_pending(s, s->join_addr, sizeof s->join_addr)) {
+        if (cfg->join && cfg->join[0]) /* the operator may name a member that is up */
+            snprintf(s->join_addr, sizeof s->join_addr, "%s", cfg->join);
+        rc_info("resuming the join through %s (%s/joining)", s->join_addr, cfg->dir);
+        join = true;
     } else if (!fresh && cfg->join && cfg->join[0]) {
         rc_info("--join ignored: this node has state in %s", cfg->dir);
+    }
+    if (join && uv_mutex_init(&s->join_mu) == 0) {
+        s->join_stop = 0;
+        s->join_outcome = 0;
+        join_publish(s); /* before it asks: a resumed join may be done already */
+        s->join_thread_running = uv_thread_create(&s->join_thread, join_thread_main, s) == 0;
+        if (!s->join_thread_running)
+            uv_mutex_destroy(&s->join_mu);
     }
     rc_info("raft: node %llu of cluster %016llx, peers on %s", (unsigned long long)s->self.id,
             (unsigned long long)s->self.cluster_id, peer_bind);
@@ -1392,6 +1504,7 @@ void cluster_free(struct server *s)
     if (s->join_thread_running) {
         s->join_stop = 1;
         uv_thread_join(&s->join_thread);
+        uv_mutex_destroy(&s->join_mu);
         s->join_thread_running = false;
     }
     forward_free(s);

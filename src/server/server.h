@@ -247,11 +247,18 @@ struct server {
     struct member_job job;
     uv_thread_t join_thread;
     bool join_thread_running;
-    atomic_int join_stop;      /* set by the loop thread, read by the join thread */
-    struct forwarder *fwd[16]; /* pooled connections to the leader (forward.c) */
-    struct snapshot_job *snap; /* a local snapshot or backup being written, or NULL */
-    uint64_t restores;         /* store rebuilds from installed snapshots */
-    bool force_snapshot;       /* take one at the next tick (after --restore) */
+    atomic_int join_stop; /* set by the loop thread, read by the join thread */
+    /* The join thread's view of this node, published by the loop thread (cluster.c). */
+    char join_addr[CLUSTER_ADDR_MAX];   /* the member it asks (set before it starts) */
+    atomic_int join_voter;              /* this node is a voter in its own configuration */
+    atomic_int join_has_log;            /* its log holds an entry */
+    atomic_int join_outcome;            /* set by the join thread: 1 joined, 2 cannot join */
+    uv_mutex_t join_mu;                 /* guards join_leader */
+    char join_leader[CLUSTER_ADDR_MAX]; /* the leader's client address ("" unknown) */
+    struct forwarder *fwd[16];          /* pooled connections to the leader (forward.c) */
+    struct snapshot_job *snap;          /* a local snapshot or backup being written, or NULL */
+    uint64_t restores;                  /* store rebuilds from installed snapshots */
+    bool force_snapshot;                /* take one at the next tick (after --restore) */
     uint64_t stat_forwarded, stat_redirected, stat_reads_confirmed;
 };
 

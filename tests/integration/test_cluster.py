@@ -1010,6 +1010,43 @@ def test_removing_the_leader_of_two_hands_leadership_over_first(cluster_factory)
     cluster.stop(old)
 
 
+def test_a_join_stopped_midway_resumes_at_the_next_start(cluster):
+    """A node stopped while its join cannot complete (no quorum) resumes joining when it is
+    started again with its DIR (it used to log "--join ignored" and stay out for good)."""
+    leader = cluster.leader()
+    followers = cluster.followers(leader)
+    for node in followers:
+        cluster.stop(node)
+    joiner = cluster.new_node(["--join", cluster.addr(leader)])
+    cluster.start_node(joiner)
+    wait_for(lambda: "joining through" in joiner.log_text(), 10.0, "the joiner to be refused")
+    cluster.stop(joiner)
+    for node in followers:
+        cluster.start_node(node)
+    cluster.wait_formed(voters=3, nodes=[leader, *followers])
+    cluster.start_node(joiner)
+    wait_for(lambda: "resuming the join" in joiner.log_text(), 10.0, "the join resumed")
+    new_leader = cluster.wait_formed(voters=4)
+    assert call(new_leader, "SET", "k", "v") == "OK"
+    wait_for(lambda: readonly_get(joiner, "k") == b"v", 10.0, "the joiner to apply a write")
+
+
+def test_a_wiped_node_rejoining_with_its_old_id_is_refused(cluster):
+    """A voter whose DIR was lost asks to join again with the same --id: it must not be told
+    it is in (it was answered +OK at once and never caught up, a silent missing replica). It
+    stops with one line saying what to do."""
+    leader = cluster.leader()
+    lost = cluster.followers(leader)[0]
+    cluster.kill(lost)
+    shutil.rmtree(lost.data_dir)
+    out = subprocess.run([RAFTCASK_BIN, "--bind", cluster.addr(lost), "--dir", str(lost.data_dir),
+                          "--id", str(lost.node_id), "--join", cluster.addr(leader)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert f"cannot join: node {lost.node_id} is already a voter" in out.stderr, out.stderr
+    assert call(leader, "SET", "k", "v") == "OK"
+
+
 def test_follower_kill9_does_not_stop_writes(cluster):
     leader = cluster.leader()
     victim = cluster.followers(leader)[0]
