@@ -684,6 +684,14 @@ int raft_log_term(struct raft *r, uint64_t index, uint64_t *term)
     return raft_log_term_at(&r->log, index, term);
 }
 
+int raft_snapshots_in_flight(const struct raft *r)
+{
+    int n = 0;
+    for (uint32_t i = 0; r->role == RAFT_LEADER && i < r->n_prs; i++)
+        n += r->prs[i].state == PROGRESS_SNAPSHOT && r->prs[i].recent_active;
+    return n;
+}
+
 int raft_peer_match(const struct raft *r, uint64_t id, uint64_t *match)
 {
     if (r->role != RAFT_LEADER)

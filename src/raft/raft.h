@@ -410,6 +410,8 @@ void raft_status(const struct raft *r, struct raft_status *st);
 int raft_log_term(struct raft *r, uint64_t index, uint64_t *term);
 /* The leader's view of a peer's replication: matched index; RC_ENOTFOUND if none. */
 int raft_peer_match(const struct raft *r, uint64_t id, uint64_t *match);
+/* On a leader, the followers being sent a snapshot that were heard from lately. */
+int raft_snapshots_in_flight(const struct raft *r);
 
 /* ---- codec (codec.c): the wire and disk format of messages, entries, configurations ---- */
 

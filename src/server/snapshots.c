@@ -37,6 +37,8 @@
 
 enum job_kind { JOB_COMPACTION = 1, JOB_BACKUP = 2 };
 
+#define SNAPSHOT_POSTPONE_FACTOR 64
+
 struct snapshot_job {
     struct server *s;
     uv_work_t work;
@@ -222,6 +224,12 @@ void snapshots_tick(struct server *s)
     if (st.config_index > applied || st.applied < applied)
         return;
     if (applied < last_snapshot + threshold && !(s->force_snapshot && applied > last_snapshot))
+        return;
+    /* A new snapshot would restart a transfer under way at offset 0 (the old file goes):
+     * under steady writes a slow follower never got a whole one. Postponed while one runs,
+     * up to SNAPSHOT_POSTPONE_FACTOR thresholds of log. */
+    if (raft_node_snapshots_in_flight(s->raft) > 0 &&
+        applied < last_snapshot + SNAPSHOT_POSTPONE_FACTOR * threshold && !s->force_snapshot)
         return;
     uint64_t term;
     if (raft_node_term(s->raft, applied, &term) != 0)

@@ -1231,6 +1231,45 @@ def test_node_down_past_compaction_catches_up_by_snapshot(cluster_factory):
     assert "store rebuilt from the snapshot" in down.log_text()
 
 
+def test_snapshot_transfer_completes_while_the_leader_keeps_writing(cluster_factory):
+    """A follower that needs a snapshot of several MB while writes go on: each compaction used
+    to restart its transfer at offset 0, so with compactions faster than a transfer it never
+    got a whole one. The leader now postpones compaction while a transfer runs."""
+    compact = ["--snapshot-threshold", "100", "--snapshot-trailing", "0"]
+    cluster = cluster_factory(3, {1: compact, 2: compact, 3: compact})
+    leader = cluster.leader()
+    down = cluster.followers(leader)[0]
+    applied_before = cluster.applied(down)
+    cluster.stop(down)
+    client = leader.client()
+    with client.pipeline(transaction=False) as pipe:
+        for i in range(600):
+            pipe.set(f"big:{i}", bytes([i % 251]) * 10000)
+        assert all(pipe.execute())
+    stop = threading.Event()
+    written = []
+
+    def writer():
+        w = leader.client()
+        while not stop.is_set():
+            w.set(f"w:{len(written) % 100}", "x")
+            written.append(1)
+        w.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        wait_for(lambda: int(info_section(leader, "raft")["raft_first_log_index"]) >
+                 applied_before + 1, 10.0, "the leader to compact the entries the node misses")
+        cluster.restart(down)
+        wait_for(lambda: "store rebuilt from the snapshot" in down.log_text(), 30.0,
+                 "the follower to get a whole snapshot while the writes go on")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert readonly_get(down, "big:599") == bytes([599 % 251]) * 10000
+
+
 def test_node_down_past_compaction_within_trailing_entries_catches_up_by_log(cluster_factory):
     """--snapshot-trailing keeps entries before a snapshot's index: a node that missed fewer
     than that is sent entries after the leader compacted, not the snapshot."""
