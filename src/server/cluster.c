@@ -882,6 +882,20 @@ static void cmd_raftaddpeer(struct client *c, size_t argc, const struct resp_arg
     }
     if (!client[0])
         snprintf(client, sizeof client, "%s", peer);
+    char host[CLUSTER_ADDR_MAX];
+    int port;
+    for (int k = 0; k < 2; k++) { /* refused now, not by the directory 60 s later */
+        const char *addr = k ? client : peer;
+        if (strlen(addr) + 1 >= CLUSTER_ADDR_MAX || strpbrk(addr, " \t\r\n") ||
+            rc_config_split_hostport(addr, host, &port) != 0 || port <= 0) {
+            reply_errorf(c, "ERR invalid %s address '%s' (HOST:PORT)", k ? "client" : "peer", addr);
+            return;
+        }
+    }
+    if (!cluster_members_find(&s->members, id) && s->members.count >= CLUSTER_MAX_MEMBERS) {
+        reply_error(c, "ERR the cluster has as many members as it can hold");
+        return;
+    }
     struct raft_status st;
     raft_node_status(s->raft, &st);
     if (raft_config_has_voter(&st.config, id)) {
@@ -893,8 +907,10 @@ static void cmd_raftaddpeer(struct client *c, size_t argc, const struct resp_arg
         return;
     }
     for (size_t i = 0; i < s->members.count; i++) {
-        if (s->members.m[i].id != id && strcmp(s->members.m[i].peer_addr, peer) == 0) {
-            reply_error(c, "ERR peer already known");
+        const struct cluster_member *m = &s->members.m[i];
+        if (m->id != id &&
+            (strcmp(m->peer_addr, peer) == 0 || strcmp(m->client_addr, client) == 0)) {
+            reply_error(c, "ERR peer already known"); /* its address is another node's */
             return;
         }
     }

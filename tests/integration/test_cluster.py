@@ -522,6 +522,13 @@ def test_join_fourth_node_then_remove_it(cluster):
 
     assert call(leader, "RAFTADDPEER", f"127.0.0.1:{fourth.port + 1}", "ID", "12345") == \
         RespError("ERR peer already known")
+    assert call(leader, "RAFTADDPEER", "127.0.0.1:1", "ID", "12345", "CLIENT", cluster.addr(fourth)) == \
+        RespError("ERR peer already known")
+    assert call(leader, "RAFTADDPEER", "127.0.0.1:1", "ID", str(fourth.node_id)) == \
+        RespError(f"ERR peer already known: node {fourth.node_id} is a voter")
+    for bad in ("nonsense", "127.0.0.1:0", "127.0.0.1:99999"):
+        assert call(leader, "RAFTADDPEER", bad, "ID", "12345") == \
+            RespError(f"ERR invalid peer address '{bad}' (HOST:PORT)")
     # Removal asked on a follower is forwarded to the leader.
     follower = cluster.followers(leader)[0] if cluster.followers(leader)[0] is not fourth \
         else cluster.followers(leader)[1]
