@@ -334,6 +334,13 @@ int snapshots_restore(void *server, const char *path, const struct raft_snapshot
     if (rc == 0 && extra_len) {
         struct cluster_members ms;
         if (cluster_members_decode(extra, extra_len, &ms) == 0) {
+            /* Nodes the snapshot's directory no longer has (removed in entries it covers)
+             * leave the transport too. */
+            for (size_t i = 0; i < s->members.count; i++) {
+                uint64_t id = s->members.m[i].id;
+                if (id != s->self.id && !cluster_members_find(&ms, id) && s->raft)
+                    raft_node_remove_peer(s->raft, id);
+            }
             s->members = ms;
             cluster_members_save(s->cfg->dir, &s->members);
             for (size_t i = 0; i < ms.count; i++)
