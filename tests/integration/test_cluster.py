@@ -1201,16 +1201,24 @@ def test_join_waits_until_the_cluster_can_add_the_node(cluster):
     assert call(fourth, "SET", "k", "v") == "OK"
 
 
-def write_while_a_follower_is_down(cluster_factory, trailing, prefix, n):
-    """A 3-node cluster compacting every 64 entries, keeping `trailing` before a snapshot:
-    one follower is stopped while the leader takes n SETs, one entry each. Returns the
-    cluster, the leader, the stopped node and the index it had applied."""
-    compact = ["--snapshot-threshold", "64", "--snapshot-trailing", str(trailing)]
+def compacting_with_a_follower_down(cluster_factory, threshold, trailing):
+    """A 3-node cluster with --snapshot-threshold and --snapshot-trailing, one follower
+    stopped: (cluster, leader, the stopped node, the index it had applied)."""
+    compact = ["--snapshot-threshold", str(threshold), "--snapshot-trailing", str(trailing)]
     cluster = cluster_factory(3, {1: compact, 2: compact, 3: compact})
     leader = cluster.leader()
     down = cluster.followers(leader)[0]
     applied_before = cluster.applied(down)
     cluster.stop(down)
+    return cluster, leader, down, applied_before
+
+
+def write_while_a_follower_is_down(cluster_factory, trailing, prefix, n):
+    """A 3-node cluster compacting every 64 entries, keeping `trailing` before a snapshot:
+    one follower is stopped while the leader takes n SETs, one entry each. Returns the
+    cluster, the leader, the stopped node and the index it had applied."""
+    cluster, leader, down, applied_before = compacting_with_a_follower_down(
+        cluster_factory, 64, trailing)
     client = leader.client()
     for i in range(n):
         assert client.set(f"{prefix}:{i:03d}", f"v{i}") is True
@@ -1242,12 +1250,7 @@ def test_snapshot_transfer_completes_while_the_leader_keeps_writing(cluster_fact
     """A follower that needs a snapshot of several MB while writes go on: each compaction used
     to restart its transfer at offset 0, so with compactions faster than a transfer it never
     got a whole one. The leader now postpones compaction while a transfer runs."""
-    compact = ["--snapshot-threshold", "100", "--snapshot-trailing", "0"]
-    cluster = cluster_factory(3, {1: compact, 2: compact, 3: compact})
-    leader = cluster.leader()
-    down = cluster.followers(leader)[0]
-    applied_before = cluster.applied(down)
-    cluster.stop(down)
+    cluster, leader, down, applied_before = compacting_with_a_follower_down(cluster_factory, 100, 0)
     client = leader.client()
     with client.pipeline(transaction=False) as pipe:
         for i in range(600):

@@ -1764,14 +1764,31 @@ static void run_until_caught_up(struct node *nodes, struct wire *w)
               (unsigned long long)logstore_last_index(nodes[1].ls), nodes[1].n_chunks);
 }
 
+/* Two nodes and a wire for the tests below. */
+struct pair {
+    char dir_a[4200], dir_b[4200];
+    struct node nodes[2];
+    struct wire *w;
+    uint64_t snap_index, snap_term;
+};
+
 /*
  * A (id 1, in dir_a): a single voter that leads, takes learner 2, writes a while, snapshots
- * its applied state (4321 bytes, salt 9) at *snap_index and compacts, then writes "after".
+ * its applied state (4321 bytes, salt 9) at p->snap_index and compacts, then writes "after".
  * B's store is opened in dir_b; its core is not created.
  */
-static void leader_with_a_snapshot(struct node *nodes, struct wire *w, const char *dir_a,
-                                   const char *dir_b, uint64_t *snap_index, uint64_t *snap_term)
+static void leader_with_a_snapshot(struct pair *p)
 {
+    log_dir(p->dir_a, sizeof p->dir_a, "a");
+    log_dir(p->dir_b, sizeof p->dir_b, "b");
+    p->nodes[0] = (struct node){.id = 1};
+    p->nodes[1] = (struct node){.id = 2};
+    p->w = rc_calloc(1, sizeof *p->w);
+    CHECK(p->w != NULL);
+    struct node *nodes = p->nodes;
+    struct wire *w = p->w;
+    uint64_t *snap_index = &p->snap_index, *snap_term = &p->snap_term;
+    const char *dir_a = p->dir_a, *dir_b = p->dir_b;
     CHECK_OK(open_small(dir_a, 512, &nodes[0].ls));
     CHECK_OK(open_small(dir_b, 512, &nodes[1].ls));
     struct raft_config c = {.n_voters = 1, .voters = {1}};
@@ -1821,14 +1838,12 @@ static void free_nodes(struct node *nodes, struct wire *w)
 
 TEST(core_streams_snapshot_from_logstore_to_a_new_learner)
 {
-    char dir_a[4200], dir_b[4200];
-    log_dir(dir_a, sizeof dir_a, "a");
-    log_dir(dir_b, sizeof dir_b, "b");
-    struct node nodes[2] = {{.id = 1}, {.id = 2}};
-    struct wire *w = rc_calloc(1, sizeof *w);
-    CHECK(w != NULL);
-    uint64_t snap_index, snap_term;
-    leader_with_a_snapshot(nodes, w, dir_a, dir_b, &snap_index, &snap_term);
+    static struct pair p;
+    leader_with_a_snapshot(&p);
+    struct node *nodes = p.nodes;
+    struct wire *w = p.w;
+    uint64_t snap_index = p.snap_index, snap_term = p.snap_term;
+    const char *dir_b = p.dir_b;
     struct raft_options ob;
     raft_options_default(&ob, 2);
     struct raft_storage sb = logstore_raft_storage(nodes[1].ls);
@@ -1878,14 +1893,11 @@ TEST(core_streams_snapshot_from_logstore_to_a_new_learner)
  * fail restoring its state machine, at every start. */
 TEST(core_refuses_a_snapshot_whose_data_fails_the_crc)
 {
-    char dir_a[4200], dir_b[4200], path[4400];
-    log_dir(dir_a, sizeof dir_a, "a");
-    log_dir(dir_b, sizeof dir_b, "b");
-    struct node nodes[2] = {{.id = 1}, {.id = 2}};
-    struct wire *w = rc_calloc(1, sizeof *w);
-    CHECK(w != NULL);
-    uint64_t snap_index, snap_term;
-    leader_with_a_snapshot(nodes, w, dir_a, dir_b, &snap_index, &snap_term);
+    static struct pair p;
+    char path[4400];
+    leader_with_a_snapshot(&p);
+    struct node *nodes = p.nodes;
+    struct wire *w = p.w;
     CHECK_OK(logstore_snapshot_path(nodes[0].ls, path, sizeof path));
     int fd = open(path, O_WRONLY);
     CHECK(fd >= 0);
