@@ -36,6 +36,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -1060,8 +1061,9 @@ static size_t encode_call(char *req, size_t n, size_t cap, int argc, const char 
  * (after AUTH with password, when one is set: the cluster shares --requirepass), reads
  * argv's one reply (the whole of a multibulk) into buf. 0 or -1. */
 static int blocking_call(const char *addr, const char *password, int argc, const char **argv,
-                         char *buf, size_t cap, int timeout_s)
+                         char *buf, size_t cap, int timeout_s, atomic_int *stop)
 {
+    uint64_t deadline = rc_mono_ns() + (uint64_t)timeout_s * 1000000000ull;
     char host[256];
     int port;
     if (rc_config_split_hostport(addr, host, &port) != 0)
@@ -1085,7 +1087,8 @@ static int blocking_call(const char *addr, const char *password, int argc, const
     int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    struct timeval tv = {.tv_sec = timeout_s};
+    /* With stop, reads wake every second to see it (a shutdown need not wait out a call). */
+    struct timeval tv = {.tv_sec = stop ? 1 : timeout_s};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (connect(fd, (struct sockaddr *)&sa, sa_len) != 0) {
@@ -1109,6 +1112,9 @@ static int blocking_call(const char *addr, const char *password, int argc, const
     long whole = 0;
     while (got + 1 < cap && whole == 0) {
         ssize_t r = read(fd, buf + got, cap - 1 - got);
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && stop && !atomic_load(stop) &&
+            rc_mono_ns() < deadline)
+            continue;
         if (r <= 0)
             break;
         got += (size_t)r;
@@ -1137,7 +1143,7 @@ static int fetch_cluster_id(const char *join, const char *password, uint64_t *cl
     for (int attempt = 0; attempt < 100; attempt++) {
         char buf[4096];
         const char *argv[1] = {"RAFTSTATS"};
-        if (blocking_call(join, password, 1, argv, buf, sizeof buf, 5) == 0) {
+        if (blocking_call(join, password, 1, argv, buf, sizeof buf, 5, NULL) == 0) {
             const char *p = strstr(buf, "cluster_id\r\n$16\r\n");
             if (p) {
                 *cluster_id = strtoull(p + 17, NULL, 16);
@@ -1177,7 +1183,8 @@ static void join_thread_main(void *arg)
             snprintf(target, sizeof target, "%s", s->join_leader);
         uv_mutex_unlock(&s->join_mu);
         char buf[512];
-        if (blocking_call(target, s->cfg->requirepass, 6, argv, buf, sizeof buf, 70) == 0) {
+        if (blocking_call(target, s->cfg->requirepass, 6, argv, buf, sizeof buf, 70,
+                          &s->join_stop) == 0) {
             if (strncmp(buf, "+OK", 3) == 0) {
                 atomic_store(&s->join_outcome, 1);
                 return;

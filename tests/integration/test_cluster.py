@@ -1054,6 +1054,57 @@ def test_a_wiped_node_rejoining_with_its_old_id_is_refused(cluster):
     assert call(leader, "SET", "k", "v") == "OK"
 
 
+def test_sigterm_stops_a_joiner_whose_member_never_answers(tmp_path):
+    """A joiner waits up to 70 s for RAFTADDPEER's answer (a join can take that long). A
+    SIGTERM meanwhile must not wait it out: the join thread's reads wake every second."""
+    import socket
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    asked = threading.Event()
+    held = []
+
+    def fake_member():  # answers RAFTSTATS with a cluster id, never answers RAFTADDPEER
+        listener.settimeout(30)
+        try:
+            while not asked.is_set():
+                conn, _ = listener.accept()
+                conn.settimeout(10)
+                request = conn.recv(65536)
+                if b"RAFTSTATS" in request:
+                    conn.sendall(b"*2\r\n$10\r\ncluster_id\r\n$16\r\n00000000000000ab\r\n")
+                    conn.close()
+                elif b"RAFTADDPEER" in request:
+                    held.append(conn)
+                    asked.set()
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=fake_member)
+    thread.start()
+    port = free_port()
+    member = f"127.0.0.1:{listener.getsockname()[1]}"
+    proc = subprocess.Popen([str(RAFTCASK_BIN), "--bind", f"127.0.0.1:{port}", "--dir",
+                             str(tmp_path / "data"), "--join", member],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert asked.wait(20), "the joiner never asked to be added"
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        proc.wait(timeout=15)
+        print(f"stopped {time.monotonic() - started:.2f} s after SIGTERM")
+        assert proc.returncode == 0, proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        asked.set()
+        listener.close()
+        for conn in held:
+            conn.close()
+        thread.join(10)
+
+
 def test_follower_kill9_does_not_stop_writes(cluster):
     leader = cluster.leader()
     victim = cluster.followers(leader)[0]
