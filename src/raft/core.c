@@ -677,6 +677,7 @@ void raft_status(const struct raft *r, struct raft_status *st)
     st->config = r->config;
     st->transferee = r->transferee;
     st->snapshots_refused = r->snapshots_refused;
+    st->snapshots_refused_by_peers = r->snapshots_refused_by_peers;
 }
 
 int raft_log_term(struct raft *r, uint64_t index, uint64_t *term)
@@ -688,7 +689,8 @@ int raft_snapshots_in_flight(const struct raft *r)
 {
     int n = 0;
     for (uint32_t i = 0; r->role == RAFT_LEADER && i < r->n_prs; i++)
-        n += r->prs[i].state == PROGRESS_SNAPSHOT && r->prs[i].recent_active;
+        n += r->prs[i].state == PROGRESS_SNAPSHOT && r->prs[i].recent_active &&
+             !r->prs[i].snap_refused;
     return n;
 }
 

@@ -402,15 +402,17 @@ struct raft_status {
     uint64_t stable_index; /* last index known durable */
     uint64_t config_index; /* index of the configuration entry in force (0: none) */
     struct raft_config config;
-    uint64_t transferee;        /* leadership transfer target, or RAFT_NONE */
-    uint64_t snapshots_refused; /* incoming snapshots whose data failed the leader's CRC */
+    uint64_t transferee;                 /* leadership transfer target, or RAFT_NONE */
+    uint64_t snapshots_refused;          /* incoming snapshots whose data failed the leader's CRC */
+    uint64_t snapshots_refused_by_peers; /* as a leader: its snapshots followers refused */
 };
 void raft_status(const struct raft *r, struct raft_status *st);
 /* Term of entry index as the core sees the log (stable or not); RC_ENOTFOUND if absent. */
 int raft_log_term(struct raft *r, uint64_t index, uint64_t *term);
 /* The leader's view of a peer's replication: matched index; RC_ENOTFOUND if none. */
 int raft_peer_match(const struct raft *r, uint64_t id, uint64_t *match);
-/* On a leader, the followers being sent a snapshot that were heard from lately. */
+/* On a leader, the followers being sent a snapshot that were heard from lately and have not
+ * refused it. */
 int raft_snapshots_in_flight(const struct raft *r);
 
 /* ---- codec (codec.c): the wire and disk format of messages, entries, configurations ---- */

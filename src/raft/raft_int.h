@@ -112,7 +112,8 @@ struct raft_progress {
     /* snapshot state: the snapshot being sent and how much the follower confirmed */
     uint64_t snap_index, snap_term;
     uint64_t snap_offset;
-    int snap_sent; /* a chunk is in flight (stop-and-wait) */
+    int snap_sent;    /* a chunk is in flight (stop-and-wait) */
+    int snap_refused; /* the follower refused this snapshot's data (its CRC) */
     /* ring of the last index of each append in flight (replicate state) */
     uint64_t inflight[RAFT_MAX_INFLIGHT];
     int inflight_start, inflight_count;
@@ -194,7 +195,8 @@ struct raft {
     /* an incoming snapshot chunk waiting to be written (data owned) */
     struct raft_snapshot_chunk chunk;
     int has_chunk;
-    uint64_t snapshots_refused; /* raft_status */
+    uint64_t snapshots_refused;          /* raft_status: as a follower */
+    uint64_t snapshots_refused_by_peers; /* raft_status: as a leader */
 };
 
 /* core.c */

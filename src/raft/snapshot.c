@@ -26,8 +26,10 @@
  *      its configuration is the snapshot's.
  *   5. A follower installs only data whose CRC-32C is the one the leader's storage gives for
  *      its snapshot (carried by every chunk): a mismatch (a damaged file on the leader, a
- *      damaged transfer) answers offset 0, so the transfer starts over, and nothing is
- *      installed. A snapshot known to be bad never replaces a node's log and state.
+ *      damaged transfer) is answered with reject and offset 0, and nothing is installed. A
+ *      snapshot known to be bad never replaces a node's log and state. The leader starts
+ *      over after a few heartbeats (not at once) and counts the refusal, so that its caller
+ *      can check its file and take a new snapshot.
  *
  * State changes: raft_send_snapshot (leader progress → snapshot state), the answer handler
  * (→ probe once installed), raft_handle_snapshot (follower: chunk, install via
@@ -71,6 +73,7 @@ int raft_send_snapshot(struct raft *r, struct raft_progress *pr)
         pr->snap_term = meta.term;
         pr->snap_offset = 0;
         pr->snap_sent = 0;
+        pr->snap_refused = 0;
         pr->stalled_heartbeats = 0;
     }
     if (pr->snap_sent)
@@ -127,6 +130,16 @@ int raft_handle_snapshot_response(struct raft *r, const struct raft_message *m)
     if (pr->state != PROGRESS_SNAPSHOT || m->snapshot.index != pr->snap_index ||
         m->snapshot.term != pr->snap_term)
         return 0; /* about a transfer that is over */
+    if (m->reject) {
+        /* Invariant 5: refused. Sent again from offset 0, paced by the stall path (a few
+         * heartbeat answers), not at once: until the caller replaces a damaged file, every
+         * try fails the same way. */
+        r->snapshots_refused_by_peers++;
+        pr->snap_refused = 1;
+        pr->snap_offset = 0;
+        pr->stalled_heartbeats = 0;
+        return 0;
+    }
     /* Invariant 1: continue from what the follower says it holds. */
     pr->snap_offset = m->snapshot.offset;
     pr->snap_sent = 0;
@@ -186,6 +199,7 @@ int raft_handle_snapshot(struct raft *r, const struct raft_message *m)
         rc_crc32c(crc, m->snapshot.data, m->snapshot.len) != m->snapshot.crc) {
         r->snapshots_refused++; /* invariant 5: start over, install nothing */
         resp.snapshot.offset = 0;
+        resp.reject = 1;
         return raft_send(r, &resp);
     }
     void *data = NULL;

@@ -259,6 +259,8 @@ struct server {
     struct snapshot_job *snap;          /* a local snapshot or backup being written, or NULL */
     uint64_t restores;                  /* store rebuilds from installed snapshots */
     bool force_snapshot;                /* take one at the next tick (after --restore) */
+    uint64_t refusals_seen;             /* followers' refusals of our snapshot, last seen */
+    uint64_t refused_checked_index;     /* the snapshot index whose file was checked then */
     uint64_t stat_forwarded, stat_redirected, stat_reads_confirmed;
 };
 

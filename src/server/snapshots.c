@@ -218,6 +218,20 @@ void snapshots_tick(struct server *s)
     struct raft_status st;
     raft_node_status(s->raft, &st);
     uint64_t last_snapshot = st.snapshot_index;
+    if (st.snapshots_refused_by_peers != s->refusals_seen) {
+        /* A follower refused our snapshot's data: is our file damaged? (Checked once per
+         * snapshot: it reads the whole file.) Then a new one replaces it. */
+        s->refusals_seen = st.snapshots_refused_by_peers;
+        if (s->refused_checked_index != last_snapshot) {
+            s->refused_checked_index = last_snapshot;
+            int rc = logstore_snapshot_verify(raft_node_logstore(s->raft));
+            rc_warn("a follower refused the snapshot at index %" PRIu64 " (its checksum); this "
+                    "node's file %s",
+                    last_snapshot, rc == 0 ? "checks out" : "is damaged: taking a new one");
+            if (rc != 0)
+                s->force_snapshot = true;
+        }
+    }
     uint64_t applied = rc_store_applied_revision(s->store);
     /* The core must have caught up with a store that is ahead of it after a restart
      * (raft_compacted needs the index applied there too). */

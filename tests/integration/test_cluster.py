@@ -1331,6 +1331,42 @@ def test_snapshot_transfer_completes_while_the_leader_keeps_writing(cluster_fact
     assert readonly_get(down, "big:599") == bytes([599 % 251]) * 10000
 
 
+def test_a_damaged_snapshot_file_on_the_leader_is_refused_then_replaced(cluster_factory):
+    """One flipped byte in the leader's snapshot file: the follower that is sent it refuses it
+    (a CRC mismatch), stays up, and is not sent it again at network speed; the leader checks
+    its file, finds it damaged, takes a new snapshot at the next write, and the follower
+    catches up from that one."""
+    cluster, leader, down, applied_before = compacting_with_a_follower_down(cluster_factory, 100, 0)
+    client = leader.client()
+    for i in range(300):
+        assert client.set(f"a:{i}", "x" * 100) is True
+    raft_dir = leader.data_dir / "raft"
+
+    def settled():
+        raft = info_section(leader, "raft")
+        return (int(raft["raft_last_snapshot_index"]) + 100 > int(raft["raft_last_log_index"])
+                and len(list(raft_dir.glob("snap-*.snap"))) == 1
+                and not list(raft_dir.glob("*.tmp")))
+
+    wait_for(settled, 10.0, "the leader's last snapshot written")
+    snap = next(raft_dir.glob("snap-*.snap"))
+    with open(snap, "r+b") as f:
+        f.seek(snap.stat().st_size // 2)
+        byte = f.read(1)[0]
+        f.seek(snap.stat().st_size // 2)
+        f.write(bytes([byte ^ 0xFF]))
+    cluster.start_node(down)
+    wait_for(lambda: "is damaged: taking a new one" in leader.log_text(), 15.0,
+             "the leader to find its file damaged")
+    assert "refused the snapshot the leader sent" in down.log_text()
+    assert client.set("after", "1") is True  # the new snapshot needs a new applied index
+    wait_for(lambda: readonly_get(down, "after") == b"1", 20.0, "the follower to catch up")
+    assert readonly_get(down, "a:299") == b"x" * 100
+    refusals = [int(line.split("(")[1].split()[0]) for line in down.log_text().splitlines()
+                if "refused the snapshot the leader sent (" in line]
+    assert refusals and max(refusals) < 100, refusals  # paced: it was tens of thousands a second
+
+
 def test_node_down_past_compaction_within_trailing_entries_catches_up_by_log(cluster_factory):
     """--snapshot-trailing keeps entries before a snapshot's index: a node that missed fewer
     than that is sent entries after the leader compacted, not the snapshot."""

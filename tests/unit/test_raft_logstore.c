@@ -1911,6 +1911,10 @@ TEST(core_refuses_a_snapshot_whose_data_fails_the_crc)
     struct raft_status rs;
     raft_status(nodes[1].r, &rs);
     CHECK(rs.snapshots_refused >= 2); /* every whole transfer, from offset 0 again */
+    struct raft_status ls;
+    raft_status(nodes[0].r, &ls); /* the leader counts them too, for its caller */
+    CHECK(ls.snapshots_refused_by_peers >= rs.snapshots_refused - 1);
+    CHECK(ls.snapshots_refused_by_peers <= rs.snapshots_refused);
     CHECK_EQ_U(rs.snapshot_index, 0);
     CHECK_EQ_U(logstore_last_index(nodes[1].ls), 0);
     struct raft_snapshot_meta mb;
