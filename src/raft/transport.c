@@ -675,14 +675,31 @@ static void conn_keepalive(struct conn *c)
     (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
 }
 
+/*
+ * A dial to a loopback port in the ephemeral range with nothing listening can connect to
+ * itself (TCP simultaneous open): the socket then holds the port the peer would restart on,
+ * and its start fails ("address already in use"). Such a connection is closed at once.
+ */
+static int self_connected(uv_tcp_t *tcp)
+{
+    struct sockaddr_storage a, b;
+    int la = sizeof a, lb = sizeof b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    if (uv_tcp_getsockname(tcp, (struct sockaddr *)&a, &la) != 0 ||
+        uv_tcp_getpeername(tcp, (struct sockaddr *)&b, &lb) != 0)
+        return 0;
+    return la == lb && memcmp(&a, &b, (size_t)la) == 0;
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     struct conn *c = req->data;
     if (c->closing)
         return;
-    if (status < 0) {
+    if (status < 0 || self_connected(&c->tcp)) {
         rc_debug("transport: dial node %llu: %s", (unsigned long long)c->remote_id,
-                 uv_strerror(status));
+                 status < 0 ? uv_strerror(status) : "connected to itself");
         conn_close(c, 1);
         return;
     }

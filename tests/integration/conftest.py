@@ -15,6 +15,7 @@ Environment:
                        test, which then compares two redis-servers.
 """
 import os
+import random
 import resource
 import shutil
 import signal
@@ -52,12 +53,28 @@ def wait_for(condition, timeout_s, what, interval_s=0.01):
         time.sleep(interval_s)
 
 
+def ephemeral_low():
+    """The lowest port the kernel hands out for outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
     """A loopback port that is free, and whose successor is free too (raftcask's default
-    --peer-bind is the client port + 1)."""
-    for _ in range(100):
+    --peer-bind is the client port + 1). Taken below the ephemeral range: a port there can be
+    taken, while its server is down for a restart, by an outgoing connection, even one that
+    dials that very port and connects to itself (TCP simultaneous open)."""
+    high = min(ephemeral_low(), 65535) - 2
+    for _ in range(200):
+        port = random.randint(10000, high) if high > 10000 else 0
         with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
+            try:
+                first.bind(("127.0.0.1", port))
+            except OSError:
+                continue
             port = first.getsockname()[1]
             if port >= 65535:
                 continue
