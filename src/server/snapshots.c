@@ -210,6 +210,18 @@ static void job_discard(struct snapshot_job *j)
 }
 
 /* Log compaction once enough entries were applied since the last snapshot. */
+/* An entry without commands: it only moves the applied index (leader only). */
+static void propose_empty_entry(struct server *s)
+{
+    struct entry_builder b;
+    if (entry_builder_start(&b) != 0)
+        return;
+    entry_builder_finish(&b, server_now_ms());
+    uint64_t index, term;
+    cluster_propose(s, b.buf.data, b.buf.len, &index, &term);
+    entry_builder_free(&b);
+}
+
 void snapshots_tick(struct server *s)
 {
     uint64_t threshold = s->cfg->snapshot_threshold;
@@ -218,6 +230,7 @@ void snapshots_tick(struct server *s)
     struct raft_status st;
     raft_node_status(s->raft, &st);
     uint64_t last_snapshot = st.snapshot_index;
+    uint64_t applied = rc_store_applied_revision(s->store);
     if (st.snapshots_refused_by_peers != s->refusals_seen) {
         /* A follower refused our snapshot's data: is our file damaged? (Checked once per
          * snapshot: it reads the whole file.) Then a new one replaces it. */
@@ -230,9 +243,10 @@ void snapshots_tick(struct server *s)
                     last_snapshot, rc == 0 ? "checks out" : "is damaged: taking a new one");
             if (rc != 0)
                 s->force_snapshot = true;
+            if (rc != 0 && applied <= last_snapshot)
+                propose_empty_entry(s); /* a new snapshot needs a new applied index */
         }
     }
-    uint64_t applied = rc_store_applied_revision(s->store);
     /* The core must have caught up with a store that is ahead of it after a restart
      * (raft_compacted needs the index applied there too). */
     if (st.config_index > applied || st.applied < applied)
