@@ -9,6 +9,7 @@ its test (SIGTERM, then SIGKILL), and a node that exits uncleanly or whose log c
 sanitizer report fails the test.
 """
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -1303,9 +1304,13 @@ def test_snapshot_transfer_completes_while_the_leader_keeps_writing(cluster_fact
     got a whole one. The leader now postpones compaction while a transfer runs."""
     cluster, leader, down, applied_before = compacting_with_a_follower_down(cluster_factory, 100, 0)
     client = leader.client()
+    # 10 MB that does not compress: past the 8 MiB the leader queues for a peer that is down
+    # (else the queued appends catch it up), and a snapshot slower to send than the time
+    # between two compactions under the writer below.
+    values = [os.urandom(10000) for _ in range(1000)]
     with client.pipeline(transaction=False) as pipe:
-        for i in range(600):
-            pipe.set(f"big:{i}", bytes([i % 251]) * 10000)
+        for i, value in enumerate(values):
+            pipe.set(f"big:{i}", value)
         assert all(pipe.execute())
     stop = threading.Event()
     written = []
@@ -1328,7 +1333,7 @@ def test_snapshot_transfer_completes_while_the_leader_keeps_writing(cluster_fact
     finally:
         stop.set()
         thread.join(10)
-    assert readonly_get(down, "big:599") == bytes([599 % 251]) * 10000
+    assert readonly_get(down, "big:999") == values[999]
 
 
 def test_a_damaged_snapshot_file_on_the_leader_is_refused_then_replaced(cluster_factory):
