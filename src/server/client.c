@@ -281,9 +281,12 @@ static void process_input(struct client *c)
                             &consumed);
         if (rc == RC_EAGAIN)
             break;
-        if (rc == RC_EPROTO && (c->blocked || c->deferred_reads)) {
-            /* Answered after the command in progress (forwarded, or a read waiting for its
-             * round), which is in no batch: parsed again when the client is resumed. */
+        /* Wait for what is in flight (writes; a forwarded command or a read waiting for its
+         * round, which are in no batch, before a protocol error): the input is parsed again
+         * on resume, from a fresh parser and an empty argv (argv carries parser state too). */
+        bool wait = rc == RC_EPROTO ? c->blocked || c->deferred_reads
+                                    : rc == 0 && c->argv.count > 0 && !may_run(c, &c->argv);
+        if (wait) {
             resp_parser_init(&c->parser);
             c->argv.count = 0;
             break;
@@ -300,13 +303,6 @@ static void process_input(struct client *c)
         }
         if (rc != 0) { /* RC_ENOMEM: try again on the next read */
             rc_warn("client %llu: out of memory parsing a command", (unsigned long long)c->id);
-            break;
-        }
-        if (c->argv.count > 0 && !may_run(c, &c->argv)) {
-            /* Wait for the writes in flight; the command is parsed again on resume, from a
-             * fresh parser and an empty argv (argv carries parser state too). */
-            resp_parser_init(&c->parser);
-            c->argv.count = 0;
             break;
         }
         pos += consumed;

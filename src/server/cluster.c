@@ -1242,8 +1242,8 @@ static void join_publish(struct server *s)
     atomic_store(&s->join_voter,
                  raft_config_has_voter(&st.config, s->self.id) && st.config_index <= st.commit);
     atomic_store(&s->join_has_log, st.last_index > 0);
-    char leader[CLUSTER_ADDR_MAX] = "";
-    if (!s->is_leader && !cluster_leader_addr(s, leader, sizeof leader))
+    char leader[CLUSTER_ADDR_MAX];
+    if (s->is_leader || !cluster_leader_addr(s, leader, sizeof leader))
         leader[0] = '\0';
     uv_mutex_lock(&s->join_mu);
     snprintf(s->join_leader, sizeof s->join_leader, "%s", leader);

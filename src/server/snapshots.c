@@ -320,6 +320,14 @@ const struct command_table snapshot_commands = {rows, sizeof rows / sizeof rows[
 
 /* ============================== restoring ============================== */
 
+/* Worker threads that use the store must let go of it before it is closed: a job's view
+ * pins it, and the once-a-second sync fsyncs it (closing it under that sync was a use after
+ * free). */
+static bool store_in_use_by_a_worker(struct server *s)
+{
+    return (s->snap && !atomic_load(&s->snap->written)) || atomic_load(&s->sync_using_store);
+}
+
 int snapshots_restore(void *server, const char *path, const struct raft_snapshot_meta *meta)
 {
     struct server *s = server;
@@ -329,13 +337,10 @@ int snapshots_restore(void *server, const char *path, const struct raft_snapshot
                 meta->index, held);
         return 0;
     }
-    /* Worker threads that use the store must have let go of it: a job's view pins it, and
-     * the once-a-second sync fsyncs it (closing it under that sync was a use after free). */
     uint64_t deadline = rc_mono_ns() + 600ull * 1000000000ull;
-    while (((s->snap && !atomic_load(&s->snap->written)) || atomic_load(&s->sync_using_store)) &&
-           rc_mono_ns() < deadline)
+    while (store_in_use_by_a_worker(s) && rc_mono_ns() < deadline)
         usleep(1000);
-    if ((s->snap && !atomic_load(&s->snap->written)) || atomic_load(&s->sync_using_store))
+    if (store_in_use_by_a_worker(s))
         return RC_EBUSY;
     s->restores++;
     /* Writes this node proposed while it led and that the snapshot now covers will never be
