@@ -33,7 +33,11 @@ int main(int argc, char **argv)
         goto out;
     }
     if (cfg.show_version) {
+#ifdef RC_DEBUG
+        printf("raftcask %s (debug build: sanitizers, failpoints)\n", RC_VERSION);
+#else
         printf("raftcask %s\n", RC_VERSION);
+#endif
         exit_code = 0;
         goto out;
     }

@@ -44,6 +44,7 @@
 #include "common/alloc.h"
 #include "common/bytes.h"
 #include "common/crc32c.h"
+#include "common/failpoint.h"
 #include "common/fileio.h"
 #include "common/log.h"
 #include "raftcask.h"
@@ -620,6 +621,7 @@ void snapshot_set_test_hook(snapshot_hook_fn fn, void *ctx)
 
 static void hook(const char *point)
 {
+    rc_failpoint(point);
     if (test_hook)
         test_hook(point, test_hook_ctx);
 }

@@ -328,6 +328,21 @@ static bool store_in_use_by_a_worker(struct server *s)
     return (s->snap && !atomic_load(&s->snap->written)) || atomic_load(&s->sync_using_store);
 }
 
+/* Reads the directory a snapshot carries (its extra blob). Returns 1 with *ms filled, 0 when
+ * the snapshot carries none (or one that does not decode), or a negative error. */
+static int snapshot_directory(const char *path, struct cluster_members *ms)
+{
+    struct snapshot_reader *r = NULL;
+    int rc = snapshot_reader_open(path, &r);
+    if (rc != 0)
+        return rc;
+    struct snapshot_header h;
+    snapshot_reader_header(r, &h);
+    int found = h.extra_len > 0 && cluster_members_decode(h.extra, h.extra_len, ms) == 0;
+    snapshot_reader_close(r);
+    return found;
+}
+
 int snapshots_restore(void *server, const char *path, const struct raft_snapshot_meta *meta)
 {
     struct server *s = server;
@@ -337,6 +352,19 @@ int snapshots_restore(void *server, const char *path, const struct raft_snapshot
                 meta->index, held);
         return 0;
     }
+    /* The snapshot's directory reaches DIR/members before the store is swapped. Once the
+     * swap is done (or a restart rolls an interrupted one forward) the store holds the
+     * snapshot's index, and a restart skips the install: a directory saved only after the
+     * swap would be lost with a crash between the two. Saved first, a crash leaves the
+     * directory ahead of the store, and the restart installs the snapshot again. */
+    struct cluster_members ms;
+    int found = snapshot_directory(path, &ms);
+    if (found < 0) {
+        rc_error("reading the snapshot %s: %s", path, rc_strerror(found));
+        return found;
+    }
+    if (found && cluster_members_save(s->cfg->dir, &ms) != 0)
+        return RC_EIO;
     uint64_t deadline = rc_mono_ns() + 600ull * 1000000000ull;
     while (store_in_use_by_a_worker(s) && rc_mono_ns() < deadline)
         usleep(1000);
@@ -352,38 +380,29 @@ int snapshots_restore(void *server, const char *path, const struct raft_snapshot
     s->store = NULL;
     if (rc != 0)
         rc_warn("closing the store before a restore: %s", rc_strerror(rc));
-    uint64_t revision = 0;
-    void *extra = NULL;
-    size_t extra_len = 0;
-    rc = snapshot_restore(path, s->cask_dir, &s->store_opts, &revision, &extra, &extra_len);
+    rc = snapshot_restore(path, s->cask_dir, &s->store_opts, NULL, NULL, NULL);
     if (rc != 0)
         rc_error("rebuilding the store from %s failed: %s", path, rc_strerror(rc));
     int rc2 = rc_store_open(s->cask_dir, &s->store_opts, &s->store);
     if (rc2 != 0) {
         rc_error("reopening the store in %s failed: %s", s->cask_dir, rc_strerror(rc2));
-        rc_free(extra);
         return rc2;
     }
-    if (rc == 0 && extra_len) {
-        struct cluster_members ms;
-        if (cluster_members_decode(extra, extra_len, &ms) == 0) {
-            /* Nodes the snapshot's directory no longer has (removed in entries it covers)
-             * leave the transport too. */
-            for (size_t i = 0; i < s->members.count; i++) {
-                uint64_t id = s->members.m[i].id;
-                if (id != s->self.id && !cluster_members_find(&ms, id) && s->raft)
-                    raft_node_remove_peer(s->raft, id);
-            }
-            s->members = ms;
-            cluster_members_save(s->cfg->dir, &s->members);
-            for (size_t i = 0; i < ms.count; i++)
-                if (ms.m[i].id != s->self.id && s->raft)
-                    raft_node_set_peer(s->raft, ms.m[i].id, ms.m[i].peer_addr);
-        }
-    }
-    rc_free(extra);
     if (rc != 0)
         return rc;
+    if (found) {
+        /* Nodes the snapshot's directory no longer has (removed in entries it covers) leave
+         * the transport too. */
+        for (size_t i = 0; i < s->members.count; i++) {
+            uint64_t id = s->members.m[i].id;
+            if (id != s->self.id && !cluster_members_find(&ms, id) && s->raft)
+                raft_node_remove_peer(s->raft, id);
+        }
+        s->members = ms;
+        for (size_t i = 0; i < ms.count; i++)
+            if (ms.m[i].id != s->self.id && s->raft)
+                raft_node_set_peer(s->raft, ms.m[i].id, ms.m[i].peer_addr);
+    }
     s->revision = rc_store_applied_revision(s->store);
     rc_info("store rebuilt from the snapshot at index %" PRIu64 ": %zu keys in %" PRIu64 " ms",
             meta->index, rc_store_count(s->store), (rc_mono_ns() - t0) / 1000000);

@@ -87,6 +87,13 @@ def free_port():
     raise RuntimeError("no free pair of loopback ports")
 
 
+def has_failpoints():
+    """True when RAFTCASK_BIN is a debug build, which kills itself at the failpoint named by
+    RAFTCASK_FAILPOINT (src/common/failpoint.h)."""
+    out = subprocess.run([str(RAFTCASK_BIN), "--version"], capture_output=True, text=True)
+    return "failpoints" in out.stdout
+
+
 def raise_fd_limit():
     """Raises the soft limit of open files to the hard limit; returns the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -223,6 +230,7 @@ class ServerProcess:
         self.port = free_port()
         self.proc = None
         self.starts = 0
+        self.env = None  # extra environment variables for the next starts
 
     def argv(self):
         if self.kind == "raftcask":
@@ -231,14 +239,19 @@ class ServerProcess:
         return [REDIS_SERVER_BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--daemonize", "no", "--dir", str(self.data_dir), *self.extra_args]
 
-    def start(self):
-        """Starts the process and waits (with a deadline) until it answers PING."""
+    def launch(self):
+        """Starts the process without waiting for it to serve."""
         self.starts += 1
+        env = dict(os.environ, **self.env) if self.env else None
         with open(self.log_path, "ab") as log:
             log.write(f"==== start #{self.starts}: {' '.join(self.argv())}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=self.workdir)
+                                         stderr=subprocess.STDOUT, cwd=self.workdir, env=env)
+
+    def start(self):
+        """Starts the process and waits (with a deadline) until it answers PING."""
+        self.launch()
         try:
             wait_for(self._answers_ping, START_TIMEOUT_S, f"{self.name} to answer PING on port {self.port}")
         except Exception:

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from conftest import (RAFTCASK_BIN, RespError, ServerProcess, Status, attach_log, encode_command,
-                      free_port, raftcask_only, require_raftcask, wait_for)
+                      free_port, has_failpoints, raftcask_only, require_raftcask, wait_for)
 
 pytestmark = raftcask_only
 
@@ -1372,6 +1372,43 @@ def test_a_damaged_snapshot_file_on_the_leader_is_refused_then_replaced(cluster_
     refusals = [int(line.split("(")[1].split()[0]) for line in down.log_text().splitlines()
                 if "refused the snapshot the leader sent (" in line]
     assert refusals and max(refusals) < 100, refusals  # paced: it was tens of thousands a second
+
+
+def test_a_node_killed_in_a_snapshot_restore_keeps_the_directory_it_carries(cluster_factory):
+    """A follower that installs a snapshot carrying a directory it has not seen (a 4th node
+    joined while it was down), killed (failpoint) after the new store is built and before it
+    is swapped in: the restart rolls the swap forward, so its store holds the snapshot's
+    index and the install is not redone. The directory must have been saved before the swap:
+    saved after it, it was lost, and the node could not name the 4th node's addresses."""
+    if not has_failpoints():
+        pytest.skip("RAFTCASK_BIN is not a debug build (no failpoints)")
+    cluster, leader, down, applied_before = compacting_with_a_follower_down(cluster_factory, 100, 0)
+    client = leader.client()
+    # 24 MB first: the leader's queue for the stopped node (at most 8 MiB) fills with these
+    # entries, so the node can learn of the 4th node only from the snapshot.
+    for i in range(600):
+        assert client.set(f"a:{i}", "x" * 40000) is True
+    fourth = cluster.new_node(["--join", cluster.addr(leader)])
+    cluster.start_node(fourth)
+    cluster.wait_formed(voters=4, nodes=[node for node in cluster.nodes if node is not down])
+    for i in range(300):
+        assert client.set(f"fp:{i:03d}", f"v{i}") is True
+    wait_for(lambda: int(info_section(leader, "raft")["raft_last_snapshot_index"]) >
+             cluster.applied(leader) - 150, 10.0, "a snapshot taken after the 4th node joined")
+    down.env = {"RAFTCASK_FAILPOINT": "restore:complete"}
+    down.expected_down = True
+    down.launch()
+    assert down.wait_exit(CATCH_UP_TIMEOUT_S) == -signal.SIGKILL, down.log_tail()
+    assert "failpoint restore:complete" in down.log_text()
+    down.env = None
+    cluster.start_node(down)
+    cluster.wait_caught_up(down, leader)
+    log = down.log_text()
+    assert "finishing the interrupted restore" in log
+    assert "store rebuilt from the snapshot" not in log  # the install was not redone
+    row = [str(fourth.node_id), cluster.addr(fourth), f"127.0.0.1:{fourth.port + 1}", "voter"]
+    assert row in [r[:4] for r in peer_rows(down)], peer_rows(down)
+    assert readonly_get(down, "fp:299") == b"v299"
 
 
 def test_node_down_past_compaction_within_trailing_entries_catches_up_by_log(cluster_factory):
