@@ -7,7 +7,8 @@
  * connection replies come back in order, which is what pairs them with their clients; the
  * leader serves one connection's commands one after another (a linearizable read waits for
  * its ReadIndex round), so the pool is what lets many clients' reads share a round. A
- * forwarded command blocks its client until the reply comes back; the reply's bytes are
+ * forwarded command blocks its client until the reply comes back (so a client's pipeline
+ * through a follower runs one command per round trip to the leader); the reply's bytes are
  * relayed as they are. The
  * connection authenticates with --requirepass first when one is set (the cluster shares
  * it). If the leader changes, the connection fails, or the oldest command waits longer
@@ -220,8 +221,9 @@ static void on_written(uv_write_t *req, int status)
 {
     struct forwarder *f = req->data;
     rc_free(req);
-    if (status < 0)
-        fwd_close(f, "-ERR connection to the leader lost\r\n");
+    if (status < 0) /* earlier commands on it may have reached the leader */
+        fwd_close(f, "-ERR connection to the leader lost; the command may or may not have been "
+                     "applied\r\n");
 }
 
 static int send_bytes(struct forwarder *f, const char *data, size_t len)
@@ -246,8 +248,9 @@ static void on_connect(uv_connect_t *req, int status)
     struct forwarder *f = req->data;
     if (f->closing)
         return;
-    if (status < 0) {
-        fwd_close(f, "-ERR cannot connect to the leader\r\n");
+    if (status < 0) { /* nothing was sent: the client may simply retry */
+        fwd_close(f, "-CLUSTERDOWN cannot connect to the leader; the command was not sent, so it "
+                     "was not applied\r\n");
         return;
     }
     f->connected = true;
@@ -257,7 +260,8 @@ static void on_connect(uv_connect_t *req, int status)
         int rc = send_bytes(f, f->pending.data, f->pending.len);
         f->pending.len = 0;
         if (rc != 0)
-            fwd_close(f, "-ERR connection to the leader lost\r\n");
+            fwd_close(f, "-ERR connection to the leader lost; the command may or may not have "
+                         "been applied\r\n");
     }
 }
 

@@ -713,6 +713,10 @@ def test_no_leader_answers_clusterdown(cluster):
     assert call(survivor, "RAFTSTATE") in ("Follower", "Candidate")
     assert info_section(survivor, "replication")["master_link_status"] == "down"
     print(f"replies before CLUSTERDOWN: {sorted(set(map(str, replies)))}")
+    # Before it notices the leader is gone, the survivor tries to forward: a connection that
+    # cannot be made sent nothing, and says so in a retryable -CLUSTERDOWN (not a plain -ERR).
+    assert all(str(r).startswith("CLUSTERDOWN") and "not applied" in str(r)
+               or r == RespError("CLUSTERDOWN no leader") for r in replies), replies
 
 
 def test_isolated_leader_answers_its_pending_write(cluster):
