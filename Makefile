@@ -24,7 +24,7 @@ endif
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Isrc -MMD -MP -pthread
-LDLIBS += -luv -pthread -lm -lzstd -lz
+LDLIBS += -luv -pthread -lm -lzstd -lz -lssl -lcrypto
 
 LIB_SRCS := $(sort $(filter-out src/main.c,$(wildcard src/*/*.c)))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)

@@ -837,6 +837,7 @@ int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
     to.bind = o->peer_bind;
     to.advertise = o->peer_advertise;
     to.stream = o->stream;
+    to.tls = o->tls;
     to.learn_peers = 1;
     rc = transport_open(loop, &to, on_message, n, &n->transport);
     if (rc != 0) {

@@ -68,6 +68,8 @@ struct raft_node_options {
     uint64_t seed;        /* election timeout randomisation (0: derived from id and time) */
     struct logstore_options log;
     const struct transport_stream_ops *stream; /* NULL: plain TCP */
+    struct tls_context *tls; /* NULL: plaintext between nodes; else mutual TLS (outlives the
+                                node) */
 };
 
 /* Defaults: 20 ms ticks, election after 15..30 ticks (300..600 ms), heartbeat every 3. */

@@ -35,6 +35,7 @@
 #include "common/alloc.h"
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "raft/tls.h"
 #include "raftcask.h"
 
 #include <netinet/in.h>
@@ -85,6 +86,10 @@ struct conn {
     unsigned char *payload;
     uint32_t payload_len, payload_have, payload_crc;
     uint8_t payload_kind;
+    /* TLS (opts.tls): frames travel inside the session once its handshake is done */
+    struct tls_session *tls;
+    int tls_done;
+    unsigned char *tls_out; /* ciphertext of the write in progress (write_req) */
 };
 
 struct peer {
@@ -119,6 +124,7 @@ struct transport {
     void (*on_closed)(void *ctx);
     void *closed_ctx;
     unsigned char *readbuf;
+    unsigned char *tls_plain; /* decrypted bytes of one read (opts.tls) */
     struct frame *hello;
     uv_timer_t sweep;   /* handshake deadlines, a retried accept (NOTES 4) */
     int accept_pending; /* an accept failed for lack of memory */
@@ -126,6 +132,7 @@ struct transport {
 
 static void conn_close(struct conn *c, int redial);
 static void conn_flush(struct conn *c);
+static void tls_receive(struct conn *c, const unsigned char *data, size_t n);
 static void peer_kick(struct peer *p);
 
 /* ============================== plain TCP stream layer ============================== */
@@ -238,6 +245,7 @@ static void handle_closed(struct transport *t)
         if (t->on_closed)
             t->on_closed(t->closed_ctx);
         rc_free(t->readbuf);
+        rc_free(t->tls_plain);
         rc_free(t->hello);
         rc_free(t);
     }
@@ -284,6 +292,8 @@ static void on_conn_closed(uv_handle_t *h)
     /* Write callbacks ran before this one and freed what they held; this is a safety net. */
     free_frames(c->inflight);
     rc_free(c->payload);
+    rc_free(c->tls_out);
+    tls_session_free(c->tls);
     rc_free(c);
     handle_closed(t);
 }
@@ -552,7 +562,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    conn_feed(c, (const unsigned char *)buf->base, (size_t)nread);
+    if (c->tls)
+        tls_receive(c, (const unsigned char *)buf->base, (size_t)nread);
+    else
+        conn_feed(c, (const unsigned char *)buf->base, (size_t)nread);
 }
 
 static void release_inflight(struct conn *c, int written)
@@ -572,6 +585,8 @@ static void on_written(uv_write_t *req, int status)
 {
     struct conn *c = req->data;
     c->writing = 0;
+    rc_free(c->tls_out);
+    c->tls_out = NULL;
     release_inflight(c, status == 0);
     if (status < 0) {
         if (!c->closing)
@@ -619,6 +634,152 @@ static void write_failed(struct conn *c, int rc)
     conn_close(c, 1);
 }
 
+/* ============================== TLS ============================== */
+
+struct control_write {
+    uv_write_t req;
+    struct conn *c;
+    unsigned char *data;
+};
+
+static void on_control_written(uv_write_t *req, int status)
+{
+    struct control_write *w = req->data;
+    struct conn *c = w->c;
+    rc_free(w->data);
+    rc_free(w);
+    if (status < 0 && !c->closing)
+        conn_close(c, 1);
+}
+
+/*
+ * Sends the ciphertext the session produced outside a frame write: handshake records,
+ * alerts. libuv writes a stream's requests in order, so these never overtake, nor get
+ * overtaken by, the frames' ciphertext. 0, or -1 after closing c.
+ */
+static int tls_send_control(struct conn *c)
+{
+    unsigned char *data;
+    size_t len;
+    if (tls_session_take_output(c->tls, &data, &len) != 0) {
+        conn_close(c, 1);
+        return -1;
+    }
+    if (len == 0)
+        return 0;
+    struct control_write *w = rc_malloc(sizeof *w);
+    if (!w) {
+        rc_free(data);
+        conn_close(c, 1);
+        return -1;
+    }
+    w->c = c;
+    w->data = data;
+    w->req.data = w;
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    if (c->t->opts.stream->write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_control_written) != 0) {
+        rc_free(data);
+        rc_free(w);
+        conn_close(c, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static void tls_failed(struct conn *c, const char *why)
+{
+    c->t->stats.handshake_refusals += !c->tls_done;
+    if (c->outgoing || c->hello_received)
+        rc_warn("transport: TLS with node %llu: %s", (unsigned long long)c->remote_id, why);
+    else
+        rc_warn("transport: TLS with an incoming connection: %s", why);
+    conn_close(c, 1);
+}
+
+/* Starts TLS on a connection that just connected or was accepted: 0, or -1 after closing
+ * it. The dialer speaks first (its ClientHello). */
+static int tls_start(struct conn *c)
+{
+    if (tls_session_new(c->t->opts.tls, c->outgoing, &c->tls) != 0) {
+        rc_warn("transport: out of memory starting TLS");
+        conn_close(c, 1);
+        return -1;
+    }
+    if (!c->outgoing)
+        return 0;
+    char why[400];
+    if (tls_session_handshake(c->tls, why, sizeof why) < 0) {
+        tls_failed(c, why);
+        return -1;
+    }
+    return tls_send_control(c);
+}
+
+/* Ciphertext read from the socket: the handshake first, then plaintext for the frames. */
+static void tls_receive(struct conn *c, const unsigned char *data, size_t n)
+{
+    char why[400];
+    if (tls_session_feed(c->tls, data, n) != 0) {
+        conn_close(c, 1);
+        return;
+    }
+    int done_now = 0;
+    if (!c->tls_done) {
+        int rc = tls_session_handshake(c->tls, why, sizeof why);
+        if (rc < 0) {
+            tls_send_control(c); /* the alert, if any, tells the other side why */
+            tls_failed(c, why);
+            return;
+        }
+        if (tls_send_control(c) != 0 || rc == 0)
+            return;
+        c->tls_done = done_now = 1;
+    }
+    unsigned char *plain = c->t->tls_plain;
+    for (;;) {
+        size_t got = 0;
+        if (tls_session_read(c->tls, plain, READ_BUFFER_BYTES, &got, why, sizeof why) != 0) {
+            tls_failed(c, why);
+            return;
+        }
+        if (got == 0)
+            break;
+        conn_feed(c, plain, got);
+        if (c->closing)
+            return;
+    }
+    if (tls_send_control(c) != 0)
+        return;
+    if (done_now)
+        conn_flush(c); /* the HELLO and frames held back during the handshake */
+}
+
+/* Encrypts the frames taken into bufs and writes their ciphertext as one request. */
+static void tls_flush_frames(struct conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        if (tls_session_write(c->tls, bufs[i].base, bufs[i].len) != 0) {
+            write_failed(c, UV_EPROTO);
+            return;
+        }
+    }
+    size_t len;
+    if (tls_session_take_output(c->tls, &c->tls_out, &len) != 0 || len == 0) {
+        write_failed(c, UV_ENOMEM);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)c->tls_out, (unsigned)len);
+    c->write_req.data = c;
+    int rc = c->t->opts.stream->write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+    if (rc != 0) {
+        rc_free(c->tls_out);
+        c->tls_out = NULL;
+        write_failed(c, rc);
+        return;
+    }
+    c->writing = 1;
+}
+
 /*
  * Writes the HELLO (once) and the queued frames, MAX_WRITE_BUFS per system call: straight
  * into the socket while it takes them (no write request, so libuv need not watch the socket
@@ -628,12 +789,16 @@ static void conn_flush(struct conn *c)
 {
     const struct transport_stream_ops *ops = c->t->opts.stream;
     for (;;) {
-        if (c->writing || c->closing || !c->connected)
+        if (c->writing || c->closing || !c->connected || (c->tls && !c->tls_done))
             return;
         uv_buf_t bufs[MAX_WRITE_BUFS];
         unsigned n = take_frames(c, bufs), first = 0;
         if (n == 0)
             return;
+        if (c->tls) {
+            tls_flush_frames(c, bufs, n);
+            return;
+        }
         if (ops->try_write) {
             int w = ops->try_write((uv_stream_t *)&c->tcp, bufs, n);
             if (w < 0 && w != UV_EAGAIN) {
@@ -711,6 +876,8 @@ static void on_connect(uv_connect_t *req, int status)
         conn_close(c, 1);
         return;
     }
+    if (c->t->opts.tls && tls_start(c) != 0)
+        return;
     conn_flush(c);
 }
 
@@ -794,6 +961,8 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     conn_keepalive(c);
+    if (t->opts.tls && tls_start(c) != 0)
+        return;
     if (t->opts.stream->read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
         conn_close(c, 0);
 }
@@ -1022,6 +1191,8 @@ int transport_open(uv_loop_t *loop, const struct transport_options *opts,
     t->readbuf = rc_malloc(READ_BUFFER_BYTES);
     if (!t->readbuf)
         goto fail_alloc;
+    if (t->opts.tls && !(t->tls_plain = rc_malloc(READ_BUFFER_BYTES)))
+        goto fail_alloc;
     uv_tcp_init(loop, &t->listener);
     t->handles_open = 1;
     t->listener.data = t;
@@ -1073,6 +1244,7 @@ fail_listener:
 
 fail_alloc:
     rc_free(t->readbuf);
+    rc_free(t->tls_plain);
     rc_free(t);
     return rc;
 }

@@ -39,6 +39,7 @@
 #define RC_RAFT_TRANSPORT_H
 
 #include "raft/raft.h"
+#include "raft/tls.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -88,6 +89,8 @@ struct transport_options {
     uint64_t handshake_timeout_ms; /* an accepted connection without a HELLO by then is
                                       closed (at most 64 may wait for theirs: a new one
                                       closes the oldest) */
+    struct tls_context *tls;       /* NULL: plaintext; else mutual TLS (tls.h) under the frames,
+                                      on top of stream; must outlive the transport */
 };
 
 /* Defaults: frames up to RAFT_ENTRY_MAX_BYTES + 1 MiB (an append with the largest entry),

@@ -1448,6 +1448,7 @@ int cluster_start(struct server *s)
     struct raft_node_options o;
     raft_node_options_default(&o, s->self.id);
     o.cluster_id = s->self.cluster_id;
+    o.tls = s->peer_tls;
     o.dir = s->raft_dir;
     o.peer_bind = peer_bind;
     o.peer_advertise = s->self.peer_addr;
@@ -1531,6 +1532,8 @@ void cluster_free(struct server *s)
         s->join_thread_running = false;
     }
     forward_free(s);
+    tls_context_free(s->peer_tls); /* the transport that used it is closed */
+    s->peer_tls = NULL;
     rc_free(s->read_wait);
     rc_free(s->rounds);
     rc_free(s->proposed);

@@ -220,6 +220,10 @@ int server_run(struct rc_config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     int exit_code = 1;
+    /* Certificates first: a bad one stops the start before anything is written to --dir. */
+    if (cfg->tls_cert[0] && tls_context_new(cfg->tls_cert, cfg->tls_key, cfg->tls_ca,
+                                            &s->peer_tls) != 0)
+        goto out_free;
     if (commands_init() != 0)
         goto out_free;
     struct rc_store_options so;
@@ -299,6 +303,7 @@ out_store:
 out_commands:
     commands_free();
 out_free:
+    tls_context_free(s->peer_tls); /* NULL after cluster_free */
     uv_loop_close(s->loop);
     rc_free(s);
     return exit_code;

@@ -229,6 +229,7 @@ struct server {
     char cask_dir[4096];
     /* ---- the cluster (cluster.c) ---- */
     struct raft_node *raft;
+    struct tls_context *peer_tls; /* --tls-cert/--tls-key/--tls-ca; NULL: plaintext */
     struct cluster_node_conf self;
     struct cluster_members members;
     char raft_dir[4096];

@@ -66,8 +66,8 @@ def test_version_and_help():
     (["--bind", "nonsense"], "invalid --bind"),
     (["--maxclients", "lots"], "invalid value 'lots'"),
     (["--read-consistency", "eventual"], "invalid --read-consistency"),
-    (["--tls-cert", "node.pem"], "TLS (--tls-cert, --tls-key, --tls-ca, --tls-port) is not built yet"),
-    (["--tls-port", "6380"], "is not built yet"),
+    (["--tls-cert", "node.pem"], "TLS between nodes needs all of --tls-cert, --tls-key and --tls-ca"),
+    (["--tls-port", "6380"], "--tls-port (TLS for clients) is not built yet"),
     (["--metrics", "127.0.0.1:9100"], "--metrics is not built yet"),
 ])
 def test_bad_flags_exit_nonzero_with_one_clear_line(args, message):
@@ -75,6 +75,18 @@ def test_bad_flags_exit_nonzero_with_one_clear_line(args, message):
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.stderr
+
+
+def test_unreadable_tls_certificate_exits_nonzero_before_writing_state(tmp_path):
+    data = tmp_path / "data"
+    out = subprocess.run([BIN, "--dir", str(data), "--bind", f"127.0.0.1:{free_port()}",
+                          "--tls-cert", str(tmp_path / "none.crt"), "--tls-key",
+                          str(tmp_path / "none.key"), "--tls-ca", str(tmp_path / "none.ca")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TLS: loading the certificate (--tls-cert)" in lines[0], out.stderr
+    assert not any(data.iterdir())  # no node.conf, no log, no store
 
 
 def test_unusable_dir_exits_nonzero(tmp_path):

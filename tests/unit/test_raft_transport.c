@@ -1023,3 +1023,190 @@ TEST(transport_dials_from_the_bind_host)
         uv_close((uv_handle_t *)&sp.accepted, NULL);
     loop_finish();
 }
+
+/* ============================== TLS ============================== */
+
+/* Makes, in the test's directory, CA "ca" with nodes a and b, and CA "other" with node c
+ * (openssl's command line; EC P-256 keys, quick to make). */
+static const char *make_certs(void)
+{
+    const char *dir = test_tmpdir();
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "set -e; cd '%s'; "
+             "mk_ca() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+             "-nodes -keyout $1.key -out $1.crt -days 2 -subj /CN=$1; }; "
+             "mk_node() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+             "-keyout $2.key -out $2.csr -subj /CN=$2; openssl x509 -req -in $2.csr -CA $1.crt "
+             "-CAkey $1.key -CAcreateserial -out $2.crt -days 2; }; "
+             "mk_ca ca; mk_ca other; mk_node ca a; mk_node ca b; mk_node other c",
+             dir);
+    char full[8300];
+    snprintf(full, sizeof full, "(%s) >/dev/null 2>&1", cmd);
+    CHECK_MSG(system(full) == 0, "openssl could not make the test certificates in %s", dir);
+    return dir;
+}
+
+static struct tls_context *tls_for(const char *dir, const char *node, const char *ca)
+{
+    char cert[4200], key[4200], cafile[4200];
+    snprintf(cert, sizeof cert, "%s/%s.crt", dir, node);
+    snprintf(key, sizeof key, "%s/%s.key", dir, node);
+    snprintf(cafile, sizeof cafile, "%s/%s.crt", dir, ca);
+    struct tls_context *ctx = NULL;
+    CHECK_OK(tls_context_new(cert, key, cafile, &ctx));
+    return ctx;
+}
+
+static void node_open_tls(struct node *n, uint64_t id, uint64_t cluster, struct tls_context *tls)
+{
+    struct transport_options o;
+    transport_options_default(&o);
+    o.cluster_id = cluster;
+    o.tls = tls;
+    node_open_opts(n, id, &o, 0);
+}
+
+/* Every message kind both ways, and frames of 3 MiB (many TLS records, partial socket
+ * writes and reads), arrive whole and in order between two nodes of one CA. */
+TEST(transport_tls_carries_every_kind_and_large_frames)
+{
+    const char *dir = make_certs();
+    struct tls_context *ta = tls_for(dir, "a", "ca"), *tb = tls_for(dir, "b", "ca");
+    loop_start();
+    struct node n[2];
+    memset(n, 0, sizeof n);
+    node_open_tls(&n[0], 1, 0xC7u, ta);
+    node_open_tls(&n[1], 2, 0xC7u, tb);
+    link_to(&n[0], &n[1]);
+    link_to(&n[1], &n[0]);
+    for (uint8_t type = 1; type <= RAFT_MSG_TYPE_MAX; type++)
+        for (int i = 0; i < 2; i++) {
+            struct raft_message m = make_msg(type, n[i].id, n[1 - i].id, type);
+            CHECK_OK(transport_send(n[i].t, n[1 - i].id, &m));
+        }
+    struct count_wait w = {n, 2, RAFT_MSG_TYPE_MAX};
+    run_until(all_received, &w, "every message over TLS");
+    for (int j = 0; j < 2; j++)
+        for (int k = 0; k < RAFT_MSG_TYPE_MAX; k++) {
+            struct raft_message m = make_msg((uint8_t)(k + 1), n[1 - j].id, n[j].id, k + 1u);
+            CHECK_MSG(check_msg(&n[j].got[k], &m), "node %d: message %d differs", j, k);
+        }
+    enum { FRAMES = 4, LEN = 3 << 20 };
+    static char data[FRAMES][LEN];
+    struct raft_message sent[FRAMES];
+    for (int k = 0; k < FRAMES; k++) {
+        for (size_t j = 0; j < LEN; j++)
+            data[k][j] = (char)(k * 31 + j * 13);
+        sent[k] = make_msg(RAFT_MSG_SNAPSHOT, n[0].id, n[1].id, (uint64_t)k + 1);
+        sent[k].snapshot.data = data[k];
+        sent[k].snapshot.len = LEN;
+        CHECK_OK(transport_send(n[0].t, n[1].id, &sent[k]));
+        if (k % 2 == 1) {
+            struct count_wait wl = {&n[1], 1, RAFT_MSG_TYPE_MAX + k + 1};
+            run_until(all_received, &wl, "a pair of large frames over TLS");
+        }
+    }
+    for (int k = 0; k < FRAMES; k++)
+        CHECK_MSG(check_msg(&n[1].got[RAFT_MSG_TYPE_MAX + k], &sent[k]), "frame %d differs", k);
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ_U(stats_of(&n[i]).frames_rejected, 0);
+        CHECK_EQ_U(stats_of(&n[i]).handshake_refusals, 0);
+    }
+    for (int i = 0; i < 2; i++)
+        node_close(&n[i]);
+    loop_finish();
+    tls_context_free(ta);
+    tls_context_free(tb);
+}
+
+static int handshakes_refused(void *arg)
+{
+    struct node *pair = arg;
+    return stats_of(&pair[0]).handshake_refusals >= 2 && stats_of(&pair[1]).handshake_refusals >= 2;
+}
+
+/* Node c's certificate comes from another CA: neither side completes the handshake, in
+ * either direction, and no message is delivered. */
+TEST(transport_tls_refuses_a_certificate_from_another_ca)
+{
+    const char *dir = make_certs();
+    struct tls_context *ta = tls_for(dir, "a", "ca"), *tc = tls_for(dir, "c", "ca");
+    loop_start();
+    struct node n[2];
+    memset(n, 0, sizeof n);
+    node_open_tls(&n[0], 1, 0xC8u, ta);
+    node_open_tls(&n[1], 3, 0xC8u, tc);
+    link_to(&n[0], &n[1]);
+    link_to(&n[1], &n[0]);
+    for (int i = 0; i < 2; i++) {
+        struct raft_message m = make_msg(RAFT_MSG_HEARTBEAT, n[i].id, n[1 - i].id, 1);
+        CHECK_OK(transport_send(n[i].t, n[1 - i].id, &m));
+    }
+    run_until(handshakes_refused, n, "refused handshakes on both sides");
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(n[i].n_got, 0);
+        CHECK_EQ_U(stats_of(&n[i]).msgs_sent, 0);
+        CHECK(!transport_peer_connected(n[i].t, n[1 - i].id));
+    }
+    for (int i = 0; i < 2; i++)
+        node_close(&n[i]);
+    loop_finish();
+    tls_context_free(ta);
+    tls_context_free(tc);
+}
+
+static int rejected_a_frame(void *arg)
+{
+    return stats_of(arg).frames_rejected >= 1;
+}
+
+/* A plaintext node and a TLS node cannot talk, whichever dials: the TLS side refuses the
+ * plaintext HELLO as a bad handshake, and the plaintext side the TLS records as bad frames. */
+TEST(transport_tls_and_plaintext_nodes_refuse_each_other)
+{
+    const char *dir = make_certs();
+    struct tls_context *ta = tls_for(dir, "a", "ca");
+    loop_start();
+    struct node n[2];
+    memset(n, 0, sizeof n);
+    node_open_tls(&n[0], 1, 0xC9u, ta);
+    node_open(&n[1], 2, 0xC9u);
+    link_to(&n[0], &n[1]);
+    link_to(&n[1], &n[0]);
+    for (int i = 0; i < 2; i++) {
+        struct raft_message m = make_msg(RAFT_MSG_HEARTBEAT, n[i].id, n[1 - i].id, 1);
+        CHECK_OK(transport_send(n[i].t, n[1 - i].id, &m));
+    }
+    struct node *tls_node = &n[0], *plain = &n[1];
+    run_until(refused_twice, tls_node, "the TLS node refusing plaintext twice");
+    run_until(rejected_a_frame, plain, "the plaintext node rejecting TLS records");
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(n[i].n_got, 0);
+        CHECK_EQ_U(stats_of(&n[i]).msgs_sent, 0);
+    }
+    for (int i = 0; i < 2; i++)
+        node_close(&n[i]);
+    loop_finish();
+    tls_context_free(ta);
+}
+
+TEST(tls_context_refuses_missing_files_and_a_key_of_another_certificate)
+{
+    const char *dir = make_certs();
+    char cert[4200], key[4200], other_key[4200], ca[4200], missing[4200];
+    snprintf(cert, sizeof cert, "%s/a.crt", dir);
+    snprintf(key, sizeof key, "%s/a.key", dir);
+    snprintf(other_key, sizeof other_key, "%s/b.key", dir);
+    snprintf(ca, sizeof ca, "%s/ca.crt", dir);
+    snprintf(missing, sizeof missing, "%s/none.pem", dir);
+    struct tls_context *ctx = (struct tls_context *)1;
+    CHECK_EQ(tls_context_new(missing, key, ca, &ctx), RC_EINVAL);
+    CHECK(ctx == NULL);
+    CHECK_EQ(tls_context_new(cert, missing, ca, &ctx), RC_EINVAL);
+    CHECK_EQ(tls_context_new(cert, other_key, ca, &ctx), RC_EINVAL);
+    CHECK_EQ(tls_context_new(cert, key, missing, &ctx), RC_EINVAL);
+    CHECK_EQ(tls_context_new(key, key, ca, &ctx), RC_EINVAL); /* a key is no certificate */
+    CHECK_OK(tls_context_new(cert, key, ca, &ctx));
+    tls_context_free(ctx);
+}

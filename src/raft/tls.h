@@ -1,0 +1,56 @@
+/*
+ * tls.h — mutual TLS for the peer transport (internal module, prefix tls_).
+ *
+ * OpenSSL with memory BIOs: a session never touches a socket. The transport feeds it the
+ * bytes it read (ciphertext), reads plaintext back, writes plaintext into it and takes the
+ * ciphertext to send. Both sides present a certificate and check the other's against the
+ * one CA file (--tls-ca): a node without a certificate from that CA cannot complete the
+ * handshake, so it can neither send nor receive a frame. Addresses are not checked against
+ * the certificate's names (nodes dial numeric addresses); the CA is the trust boundary.
+ * TLS 1.2 at least; session tickets are off (peers keep long-lived connections).
+ */
+#ifndef RC_RAFT_TLS_H
+#define RC_RAFT_TLS_H
+
+#include <stddef.h>
+
+struct tls_context; /* certificate, key and CA: shared by every session of a node */
+struct tls_session; /* one connection */
+
+/*
+ * Loads the certificate chain, its private key and the CA file (PEM). Returns 0, or
+ * RC_EINVAL with the reason logged (file missing or unreadable, key not matching the
+ * certificate), or RC_ENOMEM. Free with tls_context_free.
+ */
+int tls_context_new(const char *cert_file, const char *key_file, const char *ca_file,
+                    struct tls_context **out);
+void tls_context_free(struct tls_context *ctx);
+
+/* A session for a connection we dialed (client = 1) or accepted (client = 0); RC_ENOMEM. The
+ * context must outlive it. */
+int tls_session_new(struct tls_context *ctx, int client, struct tls_session **out);
+void tls_session_free(struct tls_session *s);
+
+/* Bytes read from the socket; 0 or RC_ENOMEM. */
+int tls_session_feed(struct tls_session *s, const void *data, size_t len);
+
+/*
+ * Advances the handshake with what was fed: 1 once complete, 0 while it needs more input,
+ * RC_EPROTO when it failed (the reason, such as a certificate that did not verify, is
+ * written to why). Take the output after each call: it may hold handshake records to send.
+ */
+int tls_session_handshake(struct tls_session *s, char *why, size_t why_len);
+
+/* Decrypts into buf: *got bytes (0 when it needs more input). 0, or RC_EPROTO (a bad record,
+ * or the other side closed the session; reason in why). */
+int tls_session_read(struct tls_session *s, void *buf, size_t cap, size_t *got, char *why,
+                     size_t why_len);
+
+/* Encrypts len bytes of plaintext (handshake complete); 0, RC_EPROTO or RC_ENOMEM. */
+int tls_session_write(struct tls_session *s, const void *data, size_t len);
+
+/* Ciphertext waiting to be sent: *out (rc_malloc'ed, the caller frees it with rc_free) of
+ * *len bytes, or *out = NULL and *len = 0 when there is none. 0 or RC_ENOMEM. */
+int tls_session_take_output(struct tls_session *s, unsigned char **out, size_t *len);
+
+#endif
