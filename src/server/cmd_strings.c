@@ -30,12 +30,19 @@ static void cmd_get(struct client *c, size_t argc, const struct resp_arg *a)
 static void cmd_mget(struct client *c, size_t argc, const struct resp_arg *a)
 {
     struct rc_buf *v = &c->srv->scratch;
+    size_t mark = c->out.len; /* nothing is sent while a handler runs */
     resp_add_array(&c->out, argc - 1);
     for (size_t i = 1; i < argc; i++) {
-        if (read_key(c, &a[i], v, NULL) == 0)
+        int rc = read_key(c, &a[i], v, NULL);
+        if (rc == 0) {
             resp_add_bulk(&c->out, v->data, v->len);
-        else
+        } else if (rc == RC_ENOTFOUND) {
             resp_add_null(&c->out);
+        } else { /* a record that fails its CRC is an error, not a missing key */
+            c->out.len = mark;
+            reply_errorf(c, "ERR %s", rc_strerror(rc));
+            return;
+        }
     }
 }
 
@@ -53,6 +60,10 @@ static void cmd_getrange(struct client *c, size_t argc, const struct resp_arg *a
         return reply_not_integer(c);
     struct rc_buf *v = &c->srv->scratch;
     int rc = read_key(c, &a[1], v, NULL);
+    if (rc != 0 && rc != RC_ENOTFOUND) { /* a record that fails its CRC */
+        reply_errorf(c, "ERR %s", rc_strerror(rc));
+        return;
+    }
     int64_t len = rc == 0 ? (int64_t)v->len : 0;
     if (start < 0 && end < 0 && start > end) {
         resp_add_bulk(&c->out, "", 0);

@@ -685,6 +685,31 @@ def test_restart_keeps_data(start_server):
 
 
 @raftcask_only
+def test_a_record_that_fails_its_crc_is_an_error_for_every_read(start_server):
+    """One flipped byte in a value of a sealed (hinted) data file: the key is listed, but
+    GET, MGET and GETRANGE answer an error; none passes it off as missing or empty."""
+    server = start_server(["--data-file-size", "200000"])
+    client = server.client(decode=False)
+    for i in range(2000):
+        client.set(f"k{i}", f"value-{i}-" + "y" * 100)
+    client.close()
+    server.stop()
+    first = sorted((server.data_dir / "cask").glob("*.data"))[0]
+    raw = bytearray(first.read_bytes())
+    at = raw.index(b"value-5-yyy") + 9
+    raw[at] ^= 0x01
+    first.write_bytes(bytes(raw))
+    server.start()
+    with server.raw() as conn:
+        assert conn.call("EXISTS", "k5") == 1
+        assert conn.call("GET", "k5") == RespError("ERR data is corrupt")
+        assert conn.call("MGET", "k1999", "k5") == RespError("ERR data is corrupt")
+        assert conn.call("GETRANGE", "k5", 0, 3) == RespError("ERR data is corrupt")
+        assert conn.call("MGET", "k1999", "k6") == [b"value-1999-" + b"y" * 100,
+                                                   b"value-6-" + b"y" * 100]
+
+
+@raftcask_only
 def test_restart_after_flushall_and_overwrites(start_server):
     server = start_server()
     with server.raw() as conn:
