@@ -15,11 +15,13 @@
  *
  * A segment is a sequence of records, little-endian:
  *
- *     0        4        8      9       12              12 + len
- *     +--------+--------+------+-------+----------------+
- *     | crc32c |  len   | kind | 0 0 0 |  payload (len) |
- *     +--------+--------+------+-------+----------------+
- *     crc32c covers bytes 4 .. 12 + len (len, kind, the zero bytes and the payload).
+ *     0        4        8      9       10    12              12 + len
+ *     +--------+--------+------+-------+-----+----------------+
+ *     | crc32c |  len   | kind | flags | 0 0 |  payload (len) |
+ *     +--------+--------+------+-------+-----+----------------+
+ *     crc32c covers bytes 4 .. 12 + len (len, kind, flags, the zero bytes and the payload).
+ *     flags: bit 0 (REC_AFTER_SYNC) on the first record of a write that began where the
+ *     segment's durable bytes ended: every byte before that record had been fdatasync'ed.
  *
  *     kind 1 HEADER  payload: u64 first_index | u64 prev_term (term of first_index - 1)
  *     kind 2 ENTRY   payload: raft_entry_encode() = u64 term | u64 index | u8 type |
@@ -45,8 +47,13 @@
  *     after the last entry of segment i (recovery checks it).
  *  2. Only the last segment ("active") is written. A segment is fdatasync'ed before the next
  *     one is created (append_roll), so every earlier ("sealed") segment is durable whole and
- *     an invalid record in it is corruption (RC_ECORRUPT naming file and offset), while in
- *     the active segment it is the torn tail of an interrupted write and is cut (open).
+ *     an invalid record in it is corruption (RC_ECORRUPT naming file and offset). In the
+ *     active segment an invalid record is the torn tail of an interrupted write, and is cut
+ *     at open, unless a valid record further on carries REC_AFTER_SYNC: that record was
+ *     written after the bad one's bytes were durable, so they are damaged, not torn, and the
+ *     open fails (RC_ECORRUPT, nothing cut), as for a sealed segment. (A record after a torn
+ *     one can be valid after a power loss, since unsynced pages reach the disk in any order;
+ *     only the flag tells the two cases apart.)
  *  3. Entries are durable before the hard state that depends on them: logstore_sync
  *     fdatasyncs the active segment and the directory first, and only if both succeed
  *     replaces raft-state. A crash therefore never leaves a commit or vote on disk that
@@ -130,6 +137,7 @@
 #define TAIL_CACHE_BYTES   (1u << 20)
 #define REC_HEADER_KIND    1
 #define REC_ENTRY_KIND     2
+#define REC_AFTER_SYNC     0x01 /* flags: every byte before this record was durable */
 #define SEG_HEADER_PAYLOAD 16
 #define ENTRY_FIXED_BYTES  21 /* raft_entry_encode without data */
 #define STATE_FILE         "raft-state"
@@ -146,8 +154,9 @@
 struct seg {
     uint64_t first_index;
     uint64_t prev_term;
-    uint64_t size_bytes;  /* end of the last record */
-    uint64_t alloc_bytes; /* file size: [size_bytes, alloc_bytes) are zeros (invariant 11) */
+    uint64_t size_bytes;   /* end of the last record */
+    uint64_t alloc_bytes;  /* file size: [size_bytes, alloc_bytes) are zeros (invariant 11) */
+    uint64_t synced_bytes; /* bytes known durable (fdatasync'ed); invariant 2's flag */
     int fd;
 };
 
@@ -243,6 +252,13 @@ static void rec_finish(uint8_t *dst, uint8_t kind, uint32_t len)
     put_u32(dst, rc_crc32c(0, dst + 4, REC_HEADER_BYTES - 4 + (size_t)len));
 }
 
+/* Sets flags on a sealed record and seals it again. */
+static void rec_set_flags(uint8_t *dst, uint8_t flags)
+{
+    dst[9] = flags;
+    put_u32(dst, rc_crc32c(0, dst + 4, REC_HEADER_BYTES - 4 + (size_t)get_u32(dst + 4)));
+}
+
 /* Checks the record at buf (avail bytes); 0 and *len = payload bytes, or -1 if invalid. */
 static int rec_check(const uint8_t *buf, uint64_t avail, uint8_t *kind, uint32_t *len)
 {
@@ -250,7 +266,8 @@ static int rec_check(const uint8_t *buf, uint64_t avail, uint8_t *kind, uint32_t
         return -1;
     *len = get_u32(buf + 4);
     *kind = buf[8];
-    if (buf[9] || buf[10] || buf[11] || (uint64_t)*len > avail - REC_HEADER_BYTES)
+    if ((buf[9] & ~REC_AFTER_SYNC) || buf[10] || buf[11] ||
+        (uint64_t)*len > avail - REC_HEADER_BYTES)
         return -1;
     if (rc_crc32c(0, buf + 4, REC_HEADER_BYTES - 4 + (size_t)*len) != get_u32(buf))
         return -1;
@@ -556,6 +573,25 @@ static int list_segments(struct logstore *ls, uint64_t **out, size_t *n_out)
 }
 
 /* Cuts the active segment at off, logging what was dropped. */
+/*
+ * The offset of a valid ENTRY record with REC_AFTER_SYNC after offset bad in map[0..size),
+ * or 0 (invariant 2). Any byte offset is tried: what follows a damaged record need not be
+ * aligned with what it claims. The cheap checks (kind, flags, length) come before the CRC.
+ */
+static uint64_t synced_record_after(const uint8_t *map, uint64_t size, uint64_t bad)
+{
+    for (uint64_t p = bad + 1; p + REC_HEADER_BYTES + ENTRY_FIXED_BYTES <= size; p++) {
+        if (map[p + 8] != REC_ENTRY_KIND || map[p + 9] != REC_AFTER_SYNC || map[p + 10] ||
+            map[p + 11])
+            continue;
+        uint8_t kind;
+        uint32_t len;
+        if (rec_check(map + p, size - p, &kind, &len) == 0 && len >= ENTRY_FIXED_BYTES)
+            return p;
+    }
+    return 0;
+}
+
 static int cut_tail(const char *path, int fd, const uint8_t *map, uint64_t size, uint64_t off)
 {
     int zero = 1;
@@ -637,6 +673,15 @@ static int load_segment(struct logstore *ls, uint64_t first_index, int is_last)
                 rc = RC_ECORRUPT;
                 goto out;
             }
+            uint64_t later = synced_record_after(map, size, off);
+            if (later) {
+                rc_error("%s: corrupt record at offset %llu in the active segment: the record "
+                         "at offset %llu was written after it was synced, so it is damaged, "
+                         "not torn; nothing was cut",
+                         path, (unsigned long long)off, (unsigned long long)later);
+                rc = RC_ECORRUPT;
+                goto out;
+            }
             if ((rc = cut_tail(path, fd, map, size, off)) != 0)
                 goto out;
             size = off;
@@ -650,6 +695,7 @@ static int load_segment(struct logstore *ls, uint64_t first_index, int is_last)
         expect++;
     }
     sg->size_bytes = sg->alloc_bytes = size;
+    sg->synced_bytes = 0; /* recover() syncs the last segment; sealed ones are never written */
     ls->n_segs++;
     fd = -1;
 out:
@@ -910,6 +956,7 @@ static int recover(struct logstore *ls)
         seg_path(ls, last->first_index, path, sizeof path);
         if ((rc = rc_fsync_file(last->fd, path)) != 0)
             return rc;
+        last->synced_bytes = last->size_bytes;
     }
     if ((rc = rc_fsync_dir(ls->dir)) != 0)
         return rc;
@@ -1003,7 +1050,12 @@ static int seg_create(struct logstore *ls, uint64_t first_index, uint64_t prev_t
         close(fd);
         return RC_EIO;
     }
-    ls->segs[ls->n_segs++] = (struct seg){first_index, prev_term, sizeof hdr, sizeof hdr, fd};
+    ls->segs[ls->n_segs++] = (struct seg){.first_index = first_index,
+                                          .prev_term = prev_term,
+                                          .size_bytes = sizeof hdr,
+                                          .alloc_bytes = sizeof hdr,
+                                          .synced_bytes = 0,
+                                          .fd = fd};
     ls->dir_dirty = 1;
     ls->tail_len = 0;
     return 0;
@@ -1028,6 +1080,7 @@ static int truncate_suffix(struct logstore *ls, uint64_t index)
     ls->n_locs = (size_t)(index - ls->locs_base);
     if (rc_fsync_dir(ls->dir) != 0 || rc_fsync_file(sg->fd, path) != 0)
         return RC_EIO;
+    sg->synced_bytes = off;
     return 0;
 }
 
@@ -1036,7 +1089,7 @@ static int truncate_suffix(struct logstore *ls, uint64_t index)
  * ahead, writes more zeros after it, up to the next multiple of prealloc_bytes (at most
  * segment_size_bytes) — invariant 11.
  */
-static int write_span(struct logstore *ls, const uint8_t *buf, size_t len)
+static int write_span(struct logstore *ls, uint8_t *buf, size_t len)
 {
     static const uint8_t zeros[64 << 10];
     if (len == 0)
@@ -1044,6 +1097,9 @@ static int write_span(struct logstore *ls, const uint8_t *buf, size_t len)
     struct seg *sg = &ls->segs[ls->n_segs - 1];
     char path[PATH_MAX];
     seg_path(ls, sg->first_index, path, sizeof path);
+    /* Invariant 2: a write that starts where the durable bytes end vouches for them. */
+    if (sg->synced_bytes == sg->size_bytes)
+        rec_set_flags(buf, REC_AFTER_SYNC);
     if (rc_pwrite_all(sg->fd, buf, len, (off_t)sg->size_bytes, path) != 0)
         return RC_EIO;
     tail_note(ls, sg, buf, len, sg->size_bytes);
@@ -1191,6 +1247,7 @@ int logstore_sync(struct logstore *ls)
             seg_path(ls, sg->first_index, path, sizeof path);
             if (rc_fsync_file(sg->fd, path) != 0)
                 return fail_io(ls);
+            sg->synced_bytes = sg->size_bytes;
         }
         if (ls->dir_dirty && rc_fsync_dir(ls->dir) != 0)
             return fail_io(ls);

@@ -665,6 +665,105 @@ TEST(corrupt_record_in_sealed_segment_is_refused)
               first_seg, where, cap.n, cap.n ? cap.lines[0] : "");
 }
 
+/* Offset of entry index's record in a first segment holding entries from 1 on. */
+static uint64_t record_offset(uint64_t index)
+{
+    uint64_t off = 28;
+    for (uint64_t i = 1; i < index; i++)
+        off += 12 + 21 + data_len_of(i);
+    return off;
+}
+
+static void flip_byte(const char *path, uint64_t at)
+{
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0);
+    uint8_t b;
+    CHECK_OK(rc_pread_all(fd, &b, 1, (off_t)at, path));
+    b ^= 0x10;
+    CHECK_OK(rc_pwrite_all(fd, &b, 1, (off_t)at, path));
+    close(fd);
+}
+
+/* Entries 1..30 in one segment, in batches of 10; with synced, each batch is fsynced before
+ * the next is written (a follower, a single node), else only the first (a leader deferring
+ * its own fsync). */
+static void write_three_batches(const char *dir, int synced)
+{
+    struct logstore *ls;
+    CHECK_OK(open_small(dir, 1 << 20, &ls));
+    for (uint64_t lo = 1; lo <= 21; lo += 10) {
+        CHECK_OK(append_range(ls, lo, lo + 10, 1, 10));
+        if (synced || lo == 1)
+            CHECK_OK(logstore_sync(ls));
+    }
+    logstore_close(ls);
+}
+
+/*
+ * A damaged record in the active segment that later writes were made after (their first
+ * record says every byte before it was synced) is bit rot, not a torn write: the open
+ * fails naming it and cuts nothing (it used to cut the log there, losing entries that were
+ * durable, and a single node then skipped new writes as already applied).
+ */
+TEST(damaged_record_before_a_synced_write_in_the_active_segment_is_refused)
+{
+    char dir[4200], seg[4400];
+    log_dir(dir, sizeof dir, "raft");
+    write_three_batches(dir, 1);
+    seg_file(dir, 1, seg, sizeof seg);
+    struct stat before;
+    CHECK_OK(stat(seg, &before));
+    uint64_t at = record_offset(5) + 12 + 21 + 1; /* a data byte of entry 5 */
+    flip_byte(seg, at);
+    struct logstore *ls;
+    struct captured cap = {0};
+    rc_log_set_sink(capture_sink, &cap);
+    int rc = open_small(dir, 1 << 20, &ls);
+    rc_log_set_sink(NULL, NULL);
+    CHECK_EQ(rc, RC_ECORRUPT);
+    char where[64];
+    snprintf(where, sizeof where, "corrupt record at offset %llu",
+             (unsigned long long)record_offset(5));
+    CHECK_MSG(captured_has(&cap, where, "damaged, not torn"), "no such line (%d lines: %s)", cap.n,
+              cap.n ? cap.lines[0] : "");
+    struct stat after;
+    CHECK_OK(stat(seg, &after));
+    CHECK_EQ_U((uint64_t)after.st_size, (uint64_t)before.st_size); /* nothing cut */
+    /* Repaired, the log is whole. */
+    flip_byte(seg, at);
+    CHECK_OK(open_small(dir, 1 << 20, &ls));
+    CHECK_EQ_U(logstore_last_index(ls), 30);
+    check_range(ls, 1, 31, term1);
+    logstore_close(ls);
+}
+
+/* After a power loss the unsynced pages of the active segment may reach the disk in any
+ * order: a bad record followed by valid ones written without a sync in between is a torn
+ * write, cut as before. */
+TEST(bad_record_among_unsynced_writes_is_cut_as_a_torn_tail)
+{
+    char dir[4200], seg[4400];
+    log_dir(dir, sizeof dir, "raft");
+    write_three_batches(dir, 0);
+    seg_file(dir, 1, seg, sizeof seg);
+    flip_byte(seg, record_offset(15) + 12 + 21 + 1);
+    struct logstore *ls;
+    struct captured cap = {0};
+    rc_log_set_sink(capture_sink, &cap);
+    int rc = open_small(dir, 1 << 20, &ls);
+    rc_log_set_sink(NULL, NULL);
+    CHECK_OK(rc);
+    CHECK_EQ_U(logstore_last_index(ls), 14);
+    check_range(ls, 1, 15, term1);
+    char where[64];
+    snprintf(where, sizeof where, "torn tail at offset %llu",
+             (unsigned long long)record_offset(15));
+    CHECK_MSG(captured_has(&cap, "cut", where), "no line for the cut (%d lines: %s)", cap.n,
+              cap.n ? cap.lines[0] : "");
+    logstore_close(ls);
+}
+
 TEST(commit_beyond_recovered_log_is_corruption)
 {
     char dir[4200], last_seg[4400];
