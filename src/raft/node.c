@@ -217,8 +217,9 @@ static void report_state(struct raft_node *n)
 static void fail(struct raft_node *n, const char *what, int rc)
 {
     if (!n->failed)
-        rc_error("raft: %s failed: %s; this node stops taking part (restart it)", what,
-                 rc_strerror(rc));
+        rc_error("raft: %s failed: %s; this node stops taking part (restart it once the cause "
+                 "is fixed; a damaged store or log: docs/OPERATIONS.md)",
+                 what, rc_strerror(rc));
     n->failed = 1;
 }
 

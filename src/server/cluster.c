@@ -1488,6 +1488,14 @@ int cluster_start(struct server *s)
     } else if (!fresh && cfg->join && cfg->join[0]) {
         rc_info("--join ignored: this node has state in %s", cfg->dir);
     }
+    struct raft_status st;
+    raft_node_status(s->raft, &st);
+    if (!join && st.last_index > 0 && !raft_config_has_voter(&st.config, s->self.id) &&
+        !raft_config_has_learner(&st.config, s->self.id))
+        rc_warn("node %llu is not in the configuration its log holds (%u voters): it was "
+                "removed from the cluster, or %s/node.conf was changed; it takes no part until "
+                "it is added again",
+                (unsigned long long)s->self.id, st.config.n_voters, cfg->dir);
     if (join && uv_mutex_init(&s->join_mu) == 0) {
         s->join_stop = 0;
         s->join_outcome = 0;

@@ -378,8 +378,8 @@ static int load_data_file(struct rc_store *s, struct datafile *f, bool is_last,
             return datafile_truncate(f, off);
         }
         if (!s->opts.repair) {
-            rc_error("%s: corrupt record at offset %llu%s; refusing to open (the repair "
-                     "option drops it)",
+            rc_error("%s: corrupt record at offset %llu%s; refusing to open (a store opened "
+                     "with the repair option drops it)",
                      f->path, (unsigned long long)off,
                      next < f->size ? ", followed by valid records" : " of a sealed file");
             return RC_ECORRUPT;

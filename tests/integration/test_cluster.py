@@ -1045,6 +1045,23 @@ def test_a_join_stopped_midway_resumes_at_the_next_start(cluster):
     wait_for(lambda: readonly_get(joiner, "k") == b"v", 10.0, "the joiner to apply a write")
 
 
+def test_a_node_whose_id_is_not_in_its_stored_configuration_says_so(cluster):
+    """node.conf's id edited (or a removed node restarted): the node runs but cannot take
+    part; it used to start without a word of its own (review)."""
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    cluster.stop(follower)
+    conf = follower.data_dir / "node.conf"
+    lines = conf.read_text().splitlines()
+    old_id = int(lines[0].split()[1])
+    lines[0] = f"id {old_id ^ 1}"
+    conf.write_text("\n".join(lines) + "\n")
+    follower.node_id = old_id ^ 1
+    cluster.start_node(follower)
+    wait_for(lambda: "is not in the configuration its log holds" in follower.log_text(), 5.0,
+             "the warning about its id")
+
+
 def test_a_wiped_node_rejoining_with_its_old_id_is_refused(cluster):
     """A voter whose DIR was lost asks to join again with the same --id: it must not be told
     it is in (it was answered +OK at once and never caught up, a silent missing replica). It
