@@ -213,6 +213,10 @@ static bool may_run(struct client *c, const struct resp_argv *argv)
 {
     if (c->blocked)
         return false;
+    /* Behind forwarded commands only more of them go on, on the same connection: their
+     * replies come back in order there, while any other reply would overtake them. */
+    if (c->forwarded)
+        return command_would_forward(c, argv->count, argv->args);
     if (c->deferred_reads) {
         const struct command *next =
             argv->count ? command_lookup(argv->args[0].ptr, argv->args[0].len) : NULL;
@@ -284,7 +288,7 @@ static void process_input(struct client *c)
         /* Wait for what is in flight (writes; a forwarded command or a read waiting for its
          * round, which are in no batch, before a protocol error): the input is parsed again
          * on resume, from a fresh parser and an empty argv (argv carries parser state too). */
-        bool wait = rc == RC_EPROTO ? c->blocked || c->deferred_reads
+        bool wait = rc == RC_EPROTO ? c->blocked || c->deferred_reads || c->forwarded
                                     : rc == 0 && c->argv.count > 0 && !may_run(c, &c->argv);
         if (wait) {
             resp_parser_init(&c->parser);
@@ -329,6 +333,27 @@ void client_block(struct client *c)
 void client_unblock(struct client *c, const char *reply, size_t len)
 {
     c->blocked = false;
+    c->pending_writes--;
+    if (!c->closed) {
+        resp_buf_append(&c->out, reply, len);
+        client_mark_output(c);
+        client_resume(c);
+    }
+    client_release(c);
+}
+
+void client_forwarded(struct client *c, struct forwarder *f)
+{
+    c->forwarded++;
+    c->fwd_conn = f;
+    c->pending_writes++;
+    c->refs++;
+}
+
+void client_forwarded_reply(struct client *c, const char *reply, size_t len)
+{
+    if (--c->forwarded == 0)
+        c->fwd_conn = NULL;
     c->pending_writes--;
     if (!c->closed) {
         resp_buf_append(&c->out, reply, len);

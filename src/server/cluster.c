@@ -390,6 +390,18 @@ static bool route_away(struct client *c, size_t argc, const struct resp_arg *arg
     return true;
 }
 
+bool cluster_forwards(const struct client *c, const struct command *cmd)
+{
+    struct server *s = c->srv;
+    if (!s->raft || s->is_leader || !(cmd->flags & (CMD_WRITE | CMD_READONLY)))
+        return false;
+    if (!(cmd->flags & CMD_WRITE) && strcmp(read_mode(c), "local") == 0)
+        return false;
+    char leader[CLUSTER_ADDR_MAX];
+    return strcmp(s->cfg->follower_mode, "proxy") == 0 &&
+           cluster_leader_addr(s, leader, sizeof leader) && forward_can_follow(s, c, leader);
+}
+
 bool cluster_route_command(struct client *c, const struct command *cmd, size_t argc,
                            const struct resp_arg *argv)
 {

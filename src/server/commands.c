@@ -102,20 +102,45 @@ static void reply_unknown(struct client *c, size_t argc, const struct resp_arg *
 
 /* A write naming a key longer than --max-key-size is refused (in order) before anything is
  * proposed; the key positions come from the table row. */
-static bool key_too_large(struct client *c, const struct command *cmd, size_t argc,
-                          const struct resp_arg *argv)
+static bool key_over_limit(const struct client *c, const struct command *cmd, size_t argc,
+                           const struct resp_arg *argv)
 {
     if (cmd->first_key <= 0)
         return false;
     size_t last =
         cmd->last_key < 0 ? (size_t)((int64_t)argc + cmd->last_key) : (size_t)cmd->last_key;
-    for (size_t i = (size_t)cmd->first_key; i <= last && i < argc; i += (size_t)cmd->key_step) {
-        if (argv[i].len > c->srv->cfg->max_key_size) {
-            submit_error(c, "ERR key is too large (max-key-size)");
+    for (size_t i = (size_t)cmd->first_key; i <= last && i < argc; i += (size_t)cmd->key_step)
+        if (argv[i].len > c->srv->cfg->max_key_size)
             return true;
-        }
-    }
     return false;
+}
+
+/* The checks command_dispatch makes before routing, in its order: the error to answer, or
+ * NULL when the command goes on. */
+static const char *dispatch_error(const struct client *c, const struct command *cmd, size_t argc,
+                                  const struct resp_arg *argv, char *buf, size_t cap)
+{
+    if (!c->authenticated && !(cmd->flags & CMD_NOAUTH))
+        return "NOAUTH Authentication required.";
+    if ((cmd->arity > 0 && argc != (size_t)cmd->arity) ||
+        (cmd->arity < 0 && argc < (size_t)-cmd->arity)) {
+        snprintf(buf, cap, "ERR wrong number of arguments for '%s' command", cmd->name);
+        return buf;
+    }
+    if ((cmd->flags & CMD_WRITE) && key_over_limit(c, cmd, argc, argv))
+        return "ERR key is too large (max-key-size)";
+    if ((cmd->flags & CMD_WRITE) &&
+        writepath_too_large(c->srv, writepath_command_bytes(argc, argv)))
+        return "ERR command too large to replicate (one write carries at most 16 MiB in a "
+               "cluster, 1 GiB on a node alone)";
+    return NULL;
+}
+
+bool command_would_forward(const struct client *c, size_t argc, const struct resp_arg *argv)
+{
+    const struct command *cmd = argc ? command_lookup(argv[0].ptr, argv[0].len) : NULL;
+    char buf[96];
+    return cmd && !dispatch_error(c, cmd, argc, argv, buf, sizeof buf) && cluster_forwards(c, cmd);
 }
 
 void command_dispatch(struct client *c, size_t argc, const struct resp_arg *argv)
@@ -128,23 +153,10 @@ void command_dispatch(struct client *c, size_t argc, const struct resp_arg *argv
     snprintf(c->last_cmd, sizeof c->last_cmd, "%s", cmd->name);
     /* Errors found here go through submit_error: a write command may run while the
      * client's earlier writes are in flight, and its reply must come after theirs. */
-    if (!c->authenticated && !(cmd->flags & CMD_NOAUTH)) {
-        submit_error(c, "NOAUTH Authentication required.");
-        return;
-    }
-    if ((cmd->arity > 0 && argc != (size_t)cmd->arity) ||
-        (cmd->arity < 0 && argc < (size_t)-cmd->arity)) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "ERR wrong number of arguments for '%s' command", cmd->name);
-        submit_error(c, msg);
-        return;
-    }
-    if ((cmd->flags & CMD_WRITE) && key_too_large(c, cmd, argc, argv))
-        return;
-    if ((cmd->flags & CMD_WRITE) &&
-        writepath_too_large(c->srv, writepath_command_bytes(argc, argv))) {
-        submit_error(c, "ERR command too large to replicate (one write carries at most 16 MiB in "
-                        "a cluster, 1 GiB on a node alone)");
+    char buf[96];
+    const char *error = dispatch_error(c, cmd, argc, argv, buf, sizeof buf);
+    if (error) {
+        submit_error(c, error);
         return;
     }
     if (cluster_route_command(c, cmd, argc, argv))

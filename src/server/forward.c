@@ -37,6 +37,7 @@
 struct waiter {
     struct client *client; /* NULL: the AUTH reply, or a client that went away */
     uint64_t sent_ms;
+    bool pipelined; /* client_forwarded (else client_block: an admin command) */
 };
 
 struct forwarder {
@@ -123,7 +124,9 @@ long forward_reply_length(const char *b, size_t len)
 static void answer(struct forwarder *f, struct waiter *w, const char *reply, size_t len)
 {
     (void)f;
-    if (w->client)
+    if (w->client && w->pipelined)
+        client_forwarded_reply(w->client, reply, len);
+    else if (w->client)
         client_unblock(w->client, reply, len);
 }
 
@@ -289,7 +292,7 @@ static int push_waiter(struct forwarder *f, struct client *c)
         if (rc_reserve((void **)&f->w, &f->wcap, f->wn + 1, sizeof *f->w) != 0)
             return RC_ENOMEM;
     }
-    f->w[f->wn++] = (struct waiter){c, uv_now(f->s->loop)};
+    f->w[f->wn++] = (struct waiter){c, uv_now(f->s->loop), !f->exclusive};
     return 0;
 }
 
@@ -363,7 +366,8 @@ void forward_leader_changed(struct server *s, const char *leader_addr)
             fwd_drain(s->fwd[i]);
 }
 
-/* Sends the command on f and blocks c until its reply is relayed. */
+/* Sends the command on f; c waits for its reply (client_forwarded, or client_block for an
+ * admin command's own connection). */
 static int send_command(struct forwarder *f, struct client *c, size_t argc,
                         const struct resp_arg *argv)
 {
@@ -384,7 +388,10 @@ static int send_command(struct forwarder *f, struct client *c, size_t argc,
     resp_buf_free(&b);
     if (rc != 0)
         return rc;
-    client_block(c);
+    if (f->exclusive)
+        client_block(c);
+    else
+        client_forwarded(c, f);
     return 0;
 }
 
@@ -418,6 +425,11 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
      * connection whose handles keep the loop alive. */
     if (s->shutting_down)
         return RC_ECLOSED;
+    if (c->forwarded) { /* replies come back in order only on one connection */
+        if (!forward_can_follow(s, c, leader_addr))
+            return RC_EIO; /* not reached: may_run holds such a command back */
+        return send_command(c->fwd_conn, c, argc, argv);
+    }
     struct forwarder *f = NULL;
     size_t free_slot = FORWARD_POOL, best = (size_t)-1;
     for (size_t i = 0; i < FORWARD_POOL; i++) {
@@ -445,6 +457,18 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
     if (!f)
         return RC_EIO;
     return send_command(f, c, argc, argv);
+}
+
+bool forward_can_follow(const struct server *s, const struct client *c, const char *leader_addr)
+{
+    if (!c->forwarded)
+        return true;
+    const struct forwarder *f = c->fwd_conn;
+    for (size_t i = 0; i < FORWARD_POOL; i++)
+        if (s->fwd[i] == f) /* still pooled: not closed */
+            return !f->closing && !f->draining_since_ms && !f->exclusive &&
+                   strcmp(f->addr, leader_addr) == 0;
+    return false;
 }
 
 void forward_free(struct server *s)

@@ -221,8 +221,8 @@ int server_run(struct rc_config *cfg)
 
     int exit_code = 1;
     /* Certificates first: a bad one stops the start before anything is written to --dir. */
-    if (cfg->tls_cert[0] && tls_context_new(cfg->tls_cert, cfg->tls_key, cfg->tls_ca,
-                                            &s->peer_tls) != 0)
+    if (cfg->tls_cert[0] &&
+        tls_context_new(cfg->tls_cert, cfg->tls_key, cfg->tls_ca, &s->peer_tls) != 0)
         goto out_free;
     if (commands_init() != 0)
         goto out_free;

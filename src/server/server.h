@@ -84,6 +84,9 @@ void commands_print_markdown(FILE *out);
 void cmd_command(struct client *c, size_t argc, const struct resp_arg *argv);
 /* Executes one parsed command for client c (arity, auth and dispatch). */
 void command_dispatch(struct client *c, size_t argc, const struct resp_arg *argv);
+/* Whether command_dispatch would forward this command to the leader now, behind the
+ * client's forwarded commands on the same connection (no side effects). */
+bool command_would_forward(const struct client *c, size_t argc, const struct resp_arg *argv);
 
 /* ============================== clients ============================== */
 
@@ -107,14 +110,17 @@ struct client {
     bool closed;  /* uv_close was called */
     bool authenticated;
     bool readonly_mode;
-    bool in_process_input;   /* guards against re-entering process_input */
-    bool blocked;            /* a forwarded command, a membership change or a backup: nothing
-                                else runs until it is answered */
-    unsigned deferred_reads; /* linearizable reads waiting for their ReadIndex rounds; only
-                                more such reads may follow them (they answer in order) */
-    unsigned pending_writes; /* writes submitted, replies not yet routed */
-    bool waiting_room;       /* in server.room_wait: its next write fits only a new entry */
-    unsigned refs;           /* the loop's reference plus one per pending write */
+    bool in_process_input;      /* guards against re-entering process_input */
+    bool blocked;               /* a forwarded command, a membership change or a backup: nothing
+                                   else runs until it is answered */
+    unsigned deferred_reads;    /* linearizable reads waiting for their ReadIndex rounds; only
+                                   more such reads may follow them (they answer in order) */
+    unsigned pending_writes;    /* writes submitted, replies not yet routed */
+    unsigned forwarded;         /* commands forwarded to the leader on fwd_conn, replies not yet
+                                   relayed; only more commands forwarded on it may follow */
+    struct forwarder *fwd_conn; /* NULL when forwarded is 0 */
+    bool waiting_room;          /* in server.room_wait: its next write fits only a new entry */
+    unsigned refs;              /* the loop's reference plus one per pending write */
     char name[64];
     char lib_name[64], lib_ver[32];
     char addr[64];
@@ -285,6 +291,10 @@ void client_block(struct client *c);
 void client_unblock(struct client *c, const char *reply, size_t len);
 /* Ends c's block without a reply and without resuming it (it is blocked again at once). */
 void client_unblock_quietly(struct client *c);
+/* A command of c was forwarded to the leader (pipelined: c may go on forwarding more on the
+ * same connection); client_forwarded_reply delivers its reply. */
+void client_forwarded(struct client *c, struct forwarder *f);
+void client_forwarded_reply(struct client *c, const char *reply, size_t len);
 void client_list_line(struct client *c, struct resp_buf *b); /* CLIENT LIST/INFO line */
 
 /* writepath.c */
@@ -324,6 +334,9 @@ bool cluster_route_command(struct client *c, const struct command *cmd, size_t a
 /* True if this command would be deferred as a linearizable read (so it may follow the
  * client's reads already waiting, in the same order). */
 bool cluster_read_defers(const struct client *c, const struct command *cmd, size_t argc);
+/* Whether cmd (past command_dispatch's checks) would be forwarded now on the connection c's
+ * forwarded commands are on (forward_can_follow). */
+bool cluster_forwards(const struct client *c, const struct command *cmd);
 /* Proposes the encoded batch; false if this node cannot (not leader). */
 bool cluster_propose(struct server *s, const void *data, size_t len, uint64_t *index,
                      uint64_t *term);
@@ -357,6 +370,9 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
 int forward_admin(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
                   const char *leader_addr);
 void forward_free(struct server *s);
+/* Whether c's next forwarded command may go now: c has none in flight, or they are on a
+ * connection to leader_addr that takes new commands (so that replies stay in order). */
+bool forward_can_follow(const struct server *s, const struct client *c, const char *leader_addr);
 /* Another leader is known: new commands go to it; the old connection drains (forward.c). */
 void forward_leader_changed(struct server *s, const char *leader_addr);
 /* Bytes of the one complete RESP2 reply at b: 0 if incomplete, -1 if malformed. */

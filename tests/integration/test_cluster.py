@@ -926,6 +926,27 @@ def test_pipelines_through_a_follower_keep_their_order(cluster):
     client.close()
 
 
+def test_a_pipeline_through_a_follower_mixing_forwarded_and_local_replies_keeps_order(cluster):
+    """A follower forwards a client's pipelined writes and reads on one connection without
+    waiting for each reply; a command it answers itself (PING, an arity error, a key over
+    --max-key-size) waits until the forwarded ones before it are answered."""
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    commands, expected = [], []
+    for i in range(1, 201):
+        commands += [("INCR", "mix"), ("SET", f"mix:{i}", str(i)), ("GET", "mix")]
+        expected += [i, "OK", str(i).encode()]
+        if i % 50 == 0:
+            commands += [("PING",), ("GET",), ("SET", "k" * 70000, "v"), ("ECHO", str(i))]
+            expected += ["PONG", RespError("ERR wrong number of arguments for 'get' command"),
+                         RespError("ERR key is too large (max-key-size)"), str(i).encode()]
+    with follower.raw(timeout_s=60) as conn:
+        conn.send_raw(b"".join(encode_command(*c) for c in commands))
+        replies = [conn.read_reply() for _ in commands]
+    assert replies == expected
+    assert call(leader, "GET", "mix:200") == b"200"
+
+
 def test_values_larger_than_a_peer_send_queue_replicate(cluster):
     """An entry bigger than the 8 MiB per-peer send queue still goes out (alone), through
     the leader and through a proxying follower, and writes after it commit too: it used to
