@@ -7,13 +7,13 @@
  * connection replies come back in order, which is what pairs them with their clients; the
  * leader serves one connection's commands one after another (a linearizable read waits for
  * its ReadIndex round), so the pool is what lets many clients' reads share a round. A
- * forwarded command blocks its client until the reply comes back (so a client's pipeline
- * through a follower runs one command per round trip to the leader); the reply's bytes are
- * relayed as they are. The
- * connection authenticates with --requirepass first when one is set (the cluster shares
- * it). If the leader changes, the connection fails, or the oldest command waits longer
- * than FORWARD_DEADLINE_MS, the connection is closed and every waiting client gets an
- * error (the command may or may not have been applied, as with any lost connection).
+ * client's pipelined commands are forwarded without waiting for each reply, all on the
+ * connection its first one went on (client_forwarded; may_run holds back any other command
+ * until they are answered); the reply's bytes are relayed as they are. An admin command's
+ * client is blocked instead (client_block). The connection authenticates with --requirepass first
+ * when one is set (the cluster shares it). If the leader changes, the connection fails, or the
+ * oldest command waits longer than FORWARD_DEADLINE_MS, the connection is closed and every waiting
+ * client gets an error (the command may or may not have been applied, as with any lost connection).
  * A membership command (forward_admin) may take the leader up to a minute (a joining
  * node is caught up first): it gets a connection of its own, with that deadline, closed
  * once answered, so that no client's command waits behind it. The last slot of the pool
