@@ -361,7 +361,7 @@ static void cmd_config(struct client *c, size_t argc, const struct resp_arg *a)
 
 /* ============================== INFO ============================== */
 
-static size_t rss_bytes(void)
+size_t server_rss_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
     long pages = 0, resident = 0;
@@ -415,7 +415,7 @@ static void cmd_info(struct client *c, size_t argc, const struct resp_arg *a)
         struct mallinfo2 mi = mallinfo2();
         ADD("# Memory\r\nused_memory:%zu\r\nused_memory_human:%.2fM\r\nused_memory_rss:%zu\r\n"
             "keydir_memory:%llu\r\nmaxmemory:0\r\nmem_allocator:libc\r\n\r\n",
-            mi.uordblks, (double)mi.uordblks / (1024 * 1024), rss_bytes(),
+            mi.uordblks, (double)mi.uordblks / (1024 * 1024), server_rss_bytes(),
             (unsigned long long)st.keydir_bytes);
     }
     if (section_wanted(argc, a, "persistence"))

@@ -62,7 +62,7 @@ static const struct option_row options[] = {
     {"loglevel", OPT_STRING, FIELD(loglevel), "info", "debug | info | warning"},
     {"logfile", OPT_STRING, FIELD(logfile), "", "log to this file (default stderr)"},
     {"metrics", OPT_STRING, FIELD(metrics), "",
-     "HTTP /metrics and /health (not built yet: refused)"},
+     "HOST:PORT for HTTP GET /metrics (Prometheus text) and GET /health"},
     {"data-file-size", OPT_SIZE, FIELD(max_file_bytes), "67108864",
      "roll the active data file past this size"},
 };
@@ -312,6 +312,10 @@ int rc_config_validate(const struct rc_config *c, char *err, size_t errlen)
         snprintf(err, errlen, "invalid --bind '%s' (expected HOST:PORT)", c->bind);
         return RC_EINVAL;
     }
+    if (c->metrics[0] && rc_config_split_hostport(c->metrics, host, &port) != 0) {
+        snprintf(err, errlen, "invalid --metrics '%s' (expected HOST:PORT)", c->metrics);
+        return RC_EINVAL;
+    }
     if (!one_of(c->read_consistency, "linearizable", "leader", "local")) {
         snprintf(err, errlen, "invalid --read-consistency '%s'", c->read_consistency);
         return RC_EINVAL;
@@ -346,10 +350,6 @@ int rc_config_validate(const struct rc_config *c, char *err, size_t errlen)
      * without the endpoint the operator asked for. */
     if (c->tls_port) {
         snprintf(err, errlen, "--tls-port (TLS for clients) is not built yet");
-        return RC_EINVAL;
-    }
-    if (c->metrics[0]) {
-        snprintf(err, errlen, "--metrics is not built yet");
         return RC_EINVAL;
     }
     return 0;

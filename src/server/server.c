@@ -159,6 +159,7 @@ void server_shutdown(struct server *s, int exit_code)
     if (!s->handles_ready)
         return; /* failed while starting: nothing to close yet */
     cluster_stop(s);
+    metrics_stop(s);
     close_handle((uv_handle_t *)&s->listener);
     close_handle((uv_handle_t *)&s->check);
     close_handle((uv_handle_t *)&s->cron);
@@ -252,8 +253,9 @@ int server_run(struct rc_config *cfg)
         uv_run(s->loop, UV_RUN_DEFAULT);
         goto out_store;
     }
-    if (cluster_start(s) != 0) {
+    if (cluster_start(s) != 0 || metrics_start(s) != 0) {
         uv_close((uv_handle_t *)&s->listener, NULL);
+        metrics_stop(s);
         if (s->raft)
             cluster_stop(s);
         uv_run(s->loop, UV_RUN_DEFAULT);

@@ -192,11 +192,17 @@ struct server_stats {
     uint64_t protocol_errors;
 };
 
+struct metrics_conn;
+
 struct server {
     uv_loop_t *loop;
     struct rc_config *cfg;
     struct rc_store *store;
     uv_tcp_t listener;
+    uv_tcp_t metrics_listener; /* --metrics (metrics.c) */
+    bool metrics_on;
+    struct metrics_conn *metrics_conns;
+    size_t nmetrics_conns;
     uv_check_t check; /* end of every loop iteration: apply the batch, write replies */
     uv_timer_t cron;  /* 100 ms: active expiry */
     uv_signal_t sigterm, sigint;
@@ -360,6 +366,13 @@ int writepath_apply(struct server *s, uint64_t index, uint64_t term, const void 
 void writepath_overwritten(struct server *s, uint64_t index, uint64_t term);
 /* Answers every proposed batch with an error (the node stopped or lost them). */
 void writepath_fail_proposed(struct server *s, const char *reply);
+
+/* metrics.c: --metrics HOST:PORT, HTTP GET /metrics (Prometheus text) and /health. 0, or
+ * RC_EINVAL / RC_EIO (logged) when the address is bad or cannot be listened on. */
+int metrics_start(struct server *s);
+void metrics_stop(struct server *s);
+/* Resident set size of this process (cmd_server.c). */
+size_t server_rss_bytes(void);
 
 /* forward.c: proxying a command to the leader over a pooled connection; the client is
  * blocked until the reply is relayed. 0, or (nothing sent) RC_ECLOSED while shutting down,

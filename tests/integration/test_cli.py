@@ -3,11 +3,15 @@
 These run the binary directly (no fixtures needed beyond a temp dir) and stop every server
 they start by PID.
 """
+import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 import redis
@@ -68,7 +72,7 @@ def test_version_and_help():
     (["--read-consistency", "eventual"], "invalid --read-consistency"),
     (["--tls-cert", "node.pem"], "TLS between nodes needs all of --tls-cert, --tls-key and --tls-ca"),
     (["--tls-port", "6380"], "--tls-port (TLS for clients) is not built yet"),
-    (["--metrics", "127.0.0.1:9100"], "--metrics is not built yet"),
+    (["--metrics", "nonsense"], "invalid --metrics 'nonsense' (expected HOST:PORT)"),
 ])
 def test_bad_flags_exit_nonzero_with_one_clear_line(args, message):
     out = subprocess.run([BIN] + args, capture_output=True, text=True, timeout=30)
@@ -181,3 +185,63 @@ def test_raft_log_without_node_conf_is_refused(tmp_path):
                          timeout=30)
     assert out.returncode != 0
     assert "node.conf is missing" in out.stderr, out.stderr
+
+
+def http_get(port, path, method="GET"):
+    """(status, content type, body) of one HTTP request to 127.0.0.1:port."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, reply.headers["Content-Type"], reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read().decode()
+
+
+def test_metrics_endpoint_serves_metrics_and_health(tmp_path):
+    """--metrics: GET /metrics is Prometheus text with the node's figures, GET /health says
+    whether it can serve; other paths, methods and malformed requests are refused, and a
+    bad address stops the start with one line."""
+    port, metrics_port = free_port(), free_port()
+    proc = subprocess.Popen([BIN, "--dir", str(tmp_path / "data"), "--bind", f"127.0.0.1:{port}",
+                             "--metrics", f"127.0.0.1:{metrics_port}"], stderr=subprocess.PIPE)
+    try:
+        wait_ready(port, proc)
+        client = redis.Redis(port=port, socket_timeout=10)
+        for i in range(25):
+            client.set(f"m:{i}", "v", ex=1000 if i < 5 else None)
+        status, ctype, body = http_get(metrics_port, "/health")
+        assert (status, ctype) == (200, "application/json") and json.loads(body) == {"health": "true"}
+        status, ctype, body = http_get(metrics_port, "/metrics?x=1")
+        assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+        samples = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                samples[name] = float(value)
+        assert samples["raftcask_keys"] == 25 and samples["raftcask_keys_with_expiry"] == 5
+        assert samples["raftcask_raft_is_leader"] == 1 and samples["raftcask_raft_voters"] == 1
+        assert samples["raftcask_raft_applied_index"] >= 25
+        assert samples["raftcask_commands_processed_total"] >= 26
+        assert any(name.startswith("raftcask_info{version=") for name in samples)
+        for name in samples:  # every sample has its TYPE line
+            base = name.split("{")[0]
+            assert f"# TYPE {base} " in body, base
+        assert http_get(metrics_port, "/nope")[0] == 404
+        assert http_get(metrics_port, "/metrics", method="POST")[0] == 405
+        for raw in (b"garbage\r\n\r\n", b"GET /metrics HTTP/1.1\r\nX: " + b"y" * 9000):
+            with socket.create_connection(("127.0.0.1", metrics_port), timeout=10) as sock:
+                sock.sendall(raw)
+                assert sock.recv(4096).startswith(b"HTTP/1.1 400 ")
+        client.shutdown(nosave=True)
+    except redis.ConnectionError:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+    # A port that cannot be listened on (the client port, taken) stops the start.
+    taken = free_port()
+    out = subprocess.run([BIN, "--dir", str(tmp_path / "d2"), "--bind", f"127.0.0.1:{taken}",
+                          "--metrics", f"127.0.0.1:{taken}"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode != 0 and "cannot listen on --metrics" in out.stderr, out.stderr

@@ -17,6 +17,8 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 import redis
@@ -1683,3 +1685,32 @@ def test_tls_between_nodes(cluster_factory, tmp_path):
              "the leader to refuse a plaintext HELLO")
     assert "learned node 4242" not in leader.log_text()
     assert client.set("after-stranger", "1") is True
+
+
+# ---------------------------------------------------------------- --metrics in a cluster
+
+def test_health_follows_the_leader_and_metrics_the_role(cluster_factory):
+    """GET /health answers 200 on every node while a leader is known and 503 "no leader" on
+    a node left alone; /metrics says which node leads."""
+    ports = {i: free_port() for i in (1, 2, 3)}
+    cluster = cluster_factory(3, {i: ["--metrics", f"127.0.0.1:{ports[i]}"] for i in (1, 2, 3)})
+    leader = cluster.leader()
+
+    def get(i, path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports[i]}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    for i in (1, 2, 3):
+        assert get(i, "/health") == (200, '{"health":"true"}\n')
+        is_leader = cluster.nodes[i - 1] is leader
+        assert f"raftcask_raft_is_leader {int(is_leader)}\n" in get(i, "/metrics")[1]
+    survivor = cluster.followers(leader)[0]
+    index = cluster.nodes.index(survivor) + 1
+    for node in cluster.nodes:
+        if node is not survivor:
+            cluster.stop(node)
+    wait_for(lambda: get(index, "/health") == (503, '{"health":"false","reason":"no leader"}\n'),
+             10.0, "503 no leader on the survivor")
