@@ -22,8 +22,13 @@
  *     crc32c covers bytes 4 .. 12 + len (len, kind, flags, the zero bytes and the payload).
  *     flags: bit 0 (REC_AFTER_SYNC) on the first record of a write that began where the
  *     segment's durable bytes ended: every byte before that record had been fdatasync'ed.
+ *     The CRC of such a record starts from the CRC-32C of its segment's nonce (a random u64
+ *     in the header), so that a record image inside an entry's data (a client's value) can
+ *     never pass for one.
  *
- *     kind 1 HEADER  payload: u64 first_index | u64 prev_term (term of first_index - 1)
+ *     kind 1 HEADER  payload: u64 first_index | u64 prev_term (term of first_index - 1) |
+ *                             u64 nonce (segments written before the nonce: 16 bytes, and
+ *                             nonce 0 leaves the CRC unseeded)
  *     kind 2 ENTRY   payload: raft_entry_encode() = u64 term | u64 index | u8 type |
  *                             u32 data len | data
  *
@@ -130,6 +135,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -138,8 +144,9 @@
 #define REC_HEADER_KIND    1
 #define REC_ENTRY_KIND     2
 #define REC_AFTER_SYNC     0x01 /* flags: every byte before this record was durable */
-#define SEG_HEADER_PAYLOAD 16
-#define ENTRY_FIXED_BYTES  21 /* raft_entry_encode without data */
+#define SEG_HEADER_PAYLOAD 24   /* first index, prev term, nonce */
+#define SEG_HEADER_OLD     16   /* written before the nonce: first index, prev term */
+#define ENTRY_FIXED_BYTES  21   /* raft_entry_encode without data */
 #define STATE_FILE         "raft-state"
 #define STATE_MAGIC        0x32534352u /* "RCS2" */
 #define INCOMING_MAGIC     0x49534352u /* "RCSI" */
@@ -157,6 +164,7 @@ struct seg {
     uint64_t size_bytes;   /* end of the last record */
     uint64_t alloc_bytes;  /* file size: [size_bytes, alloc_bytes) are zeros (invariant 11) */
     uint64_t synced_bytes; /* bytes known durable (fdatasync'ed); invariant 2's flag */
+    uint64_t nonce;        /* from the header: seeds the CRC of AFTER_SYNC records */
     int fd;
 };
 
@@ -252,15 +260,27 @@ static void rec_finish(uint8_t *dst, uint8_t kind, uint32_t len)
     put_u32(dst, rc_crc32c(0, dst + 4, REC_HEADER_BYTES - 4 + (size_t)len));
 }
 
-/* Sets flags on a sealed record and seals it again. */
-static void rec_set_flags(uint8_t *dst, uint8_t flags)
+/* The CRC seed of a record: an AFTER_SYNC record's CRC starts from its segment's nonce, so
+ * that bytes a client wrote into a value cannot pass for one (invariant 2). */
+static uint32_t rec_seed(uint8_t flags, uint64_t nonce)
 {
-    dst[9] = flags;
-    put_u32(dst, rc_crc32c(0, dst + 4, REC_HEADER_BYTES - 4 + (size_t)get_u32(dst + 4)));
+    uint8_t n[8];
+    put_u64(n, nonce);
+    return (flags & REC_AFTER_SYNC) && nonce ? rc_crc32c(0, n, sizeof n) : 0;
 }
 
-/* Checks the record at buf (avail bytes); 0 and *len = payload bytes, or -1 if invalid. */
-static int rec_check(const uint8_t *buf, uint64_t avail, uint8_t *kind, uint32_t *len)
+/* Sets flags on a sealed record of the segment with nonce and seals it again. */
+static void rec_set_flags(uint8_t *dst, uint8_t flags, uint64_t nonce)
+{
+    dst[9] = flags;
+    put_u32(dst, rc_crc32c(rec_seed(flags, nonce), dst + 4,
+                           REC_HEADER_BYTES - 4 + (size_t)get_u32(dst + 4)));
+}
+
+/* Checks the record at buf (avail bytes) of a segment with nonce; 0 and *len = payload
+ * bytes, or -1 if invalid. */
+static int rec_check(const uint8_t *buf, uint64_t avail, uint64_t nonce, uint8_t *kind,
+                     uint32_t *len)
 {
     if (avail < REC_HEADER_BYTES)
         return -1;
@@ -269,7 +289,8 @@ static int rec_check(const uint8_t *buf, uint64_t avail, uint8_t *kind, uint32_t
     if ((buf[9] & ~REC_AFTER_SYNC) || buf[10] || buf[11] ||
         (uint64_t)*len > avail - REC_HEADER_BYTES)
         return -1;
-    if (rc_crc32c(0, buf + 4, REC_HEADER_BYTES - 4 + (size_t)*len) != get_u32(buf))
+    if (rc_crc32c(rec_seed(buf[9], nonce), buf + 4, REC_HEADER_BYTES - 4 + (size_t)*len) !=
+        get_u32(buf))
         return -1;
     return 0;
 }
@@ -578,7 +599,7 @@ static int list_segments(struct logstore *ls, uint64_t **out, size_t *n_out)
  * or 0 (invariant 2). Any byte offset is tried: what follows a damaged record need not be
  * aligned with what it claims. The cheap checks (kind, flags, length) come before the CRC.
  */
-static uint64_t synced_record_after(const uint8_t *map, uint64_t size, uint64_t bad)
+static uint64_t synced_record_after(const uint8_t *map, uint64_t size, uint64_t bad, uint64_t nonce)
 {
     for (uint64_t p = bad + 1; p + REC_HEADER_BYTES + ENTRY_FIXED_BYTES <= size; p++) {
         if (map[p + 8] != REC_ENTRY_KIND || map[p + 9] != REC_AFTER_SYNC || map[p + 10] ||
@@ -586,7 +607,7 @@ static uint64_t synced_record_after(const uint8_t *map, uint64_t size, uint64_t 
             continue;
         uint8_t kind;
         uint32_t len;
-        if (rec_check(map + p, size - p, &kind, &len) == 0 && len >= ENTRY_FIXED_BYTES)
+        if (rec_check(map + p, size - p, nonce, &kind, &len) == 0 && len >= ENTRY_FIXED_BYTES)
             return p;
     }
     return 0;
@@ -640,8 +661,9 @@ static int load_segment(struct logstore *ls, uint64_t first_index, int is_last)
     int rc = 0;
     uint8_t kind;
     uint32_t len;
-    if (rec_check(map, size, &kind, &len) != 0 || kind != REC_HEADER_KIND ||
-        len != SEG_HEADER_PAYLOAD || get_u64(map + REC_HEADER_BYTES) != first_index) {
+    if (rec_check(map, size, 0, &kind, &len) != 0 || kind != REC_HEADER_KIND || map[9] ||
+        (len != SEG_HEADER_PAYLOAD && len != SEG_HEADER_OLD) ||
+        get_u64(map + REC_HEADER_BYTES) != first_index) {
         if (is_last) {
             /* Created but never synced: it holds nothing anybody was told about. */
             rc_warn("%s: removing segment with a torn header (%llu bytes)", path,
@@ -657,13 +679,15 @@ static int load_segment(struct logstore *ls, uint64_t first_index, int is_last)
     struct seg *sg = &ls->segs[ls->n_segs];
     sg->first_index = first_index;
     sg->prev_term = get_u64(map + REC_HEADER_BYTES + 8);
+    sg->nonce = len == SEG_HEADER_PAYLOAD ? get_u64(map + REC_HEADER_BYTES + 16) : 0;
     sg->fd = fd;
-    uint64_t off = REC_HEADER_BYTES + SEG_HEADER_PAYLOAD;
+    uint64_t off = REC_HEADER_BYTES + len;
     uint64_t expect = first_index;
     while (off < size) {
         struct raft_entry e;
         size_t used;
-        int ok = rec_check(map + off, size - off, &kind, &len) == 0 && kind == REC_ENTRY_KIND &&
+        int ok = rec_check(map + off, size - off, sg->nonce, &kind, &len) == 0 &&
+                 kind == REC_ENTRY_KIND &&
                  raft_entry_decode(map + off + REC_HEADER_BYTES, len, &e, &used) == 0 &&
                  used == len && e.index == expect;
         if (!ok) {
@@ -673,7 +697,7 @@ static int load_segment(struct logstore *ls, uint64_t first_index, int is_last)
                 rc = RC_ECORRUPT;
                 goto out;
             }
-            uint64_t later = synced_record_after(map, size, off);
+            uint64_t later = synced_record_after(map, size, off, sg->nonce);
             if (later) {
                 rc_error("%s: corrupt record at offset %llu in the active segment: the record "
                          "at offset %llu was written after it was synced, so it is damaged, "
@@ -1043,8 +1067,12 @@ static int seg_create(struct logstore *ls, uint64_t first_index, uint64_t prev_t
         return RC_EIO;
     }
     uint8_t hdr[REC_HEADER_BYTES + SEG_HEADER_PAYLOAD];
+    uint64_t nonce = 0;
+    if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce || nonce == 0)
+        nonce = rc_mono_ns() ^ ((uint64_t)getpid() << 32) ^ first_index ^ 1;
     put_u64(hdr + REC_HEADER_BYTES, first_index);
     put_u64(hdr + REC_HEADER_BYTES + 8, prev_term);
+    put_u64(hdr + REC_HEADER_BYTES + 16, nonce);
     rec_finish(hdr, REC_HEADER_KIND, SEG_HEADER_PAYLOAD);
     if (rc_pwrite_all(fd, hdr, sizeof hdr, 0, path) != 0) {
         close(fd);
@@ -1055,6 +1083,7 @@ static int seg_create(struct logstore *ls, uint64_t first_index, uint64_t prev_t
                                           .size_bytes = sizeof hdr,
                                           .alloc_bytes = sizeof hdr,
                                           .synced_bytes = 0,
+                                          .nonce = nonce,
                                           .fd = fd};
     ls->dir_dirty = 1;
     ls->tail_len = 0;
@@ -1099,7 +1128,7 @@ static int write_span(struct logstore *ls, uint8_t *buf, size_t len)
     seg_path(ls, sg->first_index, path, sizeof path);
     /* Invariant 2: a write that starts where the durable bytes end vouches for them. */
     if (sg->synced_bytes == sg->size_bytes)
-        rec_set_flags(buf, REC_AFTER_SYNC);
+        rec_set_flags(buf, REC_AFTER_SYNC, sg->nonce);
     if (rc_pwrite_all(sg->fd, buf, len, (off_t)sg->size_bytes, path) != 0)
         return RC_EIO;
     tail_note(ls, sg, buf, len, sg->size_bytes);
@@ -1659,7 +1688,8 @@ static int st_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes, str
             uint32_t len;
             size_t used;
             struct raft_entry *e = &out[j];
-            if (rec_check(buf + off, span - off, &kind, &len) != 0 || kind != REC_ENTRY_KIND ||
+            if (rec_check(buf + off, span - off, ls->segs[s].nonce, &kind, &len) != 0 ||
+                kind != REC_ENTRY_KIND ||
                 raft_entry_decode(buf + off + REC_HEADER_BYTES, len, e, &used) != 0 ||
                 e->index != lo + j) {
                 seg_path(ls, ls->segs[s].first_index, path, sizeof path);
