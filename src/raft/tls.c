@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#define TLS_KEEP_OUT_BYTES (256u << 10)
+
 struct tls_context {
     SSL_CTX *ssl_ctx;
 };
@@ -227,5 +229,15 @@ int tls_session_take_output(struct tls_session *s, unsigned char **out, size_t *
     ERR_clear_error();
     *out = buf;
     *len = have;
+    /* A memory BIO keeps the capacity of its largest content: after a big write, a fresh
+     * one (SSL_set0_wbio frees the old) so that an idle connection holds no large buffer. */
+    if (pending > TLS_KEEP_OUT_BYTES) {
+        BIO *fresh = BIO_new(BIO_s_mem());
+        if (fresh) {
+            SSL_set0_wbio(s->ssl, fresh);
+            s->out = fresh;
+        }
+        ERR_clear_error();
+    }
     return 0;
 }

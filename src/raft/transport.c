@@ -763,6 +763,10 @@ static void tls_flush_frames(struct conn *c, const uv_buf_t *bufs, unsigned n)
             return;
         }
     }
+    /* The ciphertext is what goes out now: the frames' memory goes at once (their count and
+     * bytes stay in inflight_msgs / inflight_bytes until the write completes). */
+    free_frames(c->inflight);
+    c->inflight = NULL;
     size_t len;
     if (tls_session_take_output(c->tls, &c->tls_out, &len) != 0 || len == 0) {
         write_failed(c, UV_ENOMEM);
