@@ -35,11 +35,14 @@
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void process_input(struct client *c);
+static void tls_receive(struct client *c, const unsigned char *data, size_t n);
 
 /* ============================== lifetime ============================== */
 
 static void client_free(struct client *c)
 {
+    tls_session_free(c->tls);
+    rc_free(c->tls_out);
     rc_free(c->query);
     resp_argv_free(&c->argv);
     resp_buf_free(&c->out);
@@ -95,7 +98,7 @@ void client_close_after_reply(struct client *c)
 
 /* ============================== accepting ============================== */
 
-void client_on_connection(uv_stream_t *listener, int status)
+static void accept_client(uv_stream_t *listener, int status, bool tls)
 {
     struct server *s = listener->data;
     if (status < 0) {
@@ -111,7 +114,8 @@ void client_on_connection(uv_stream_t *listener, int status)
     c->refs = 1;
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 ||
+        (tls && tls_session_new(s->peer_tls, 0, &c->tls) != 0)) {
         uv_close((uv_handle_t *)&c->tcp, on_closed);
         return;
     }
@@ -147,6 +151,10 @@ void client_on_connection(uv_stream_t *listener, int status)
     s->nclients++;
     if (s->nclients > s->cfg->maxclients) {
         s->stats.connections_rejected++;
+        if (c->tls) { /* no reply can be sent before a handshake */
+            client_close(c);
+            return;
+        }
         resp_add_error(&c->out, "ERR max number of clients reached", 33);
         client_close_after_reply(c);
         return;
@@ -154,24 +162,46 @@ void client_on_connection(uv_stream_t *listener, int status)
     c->reading = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0;
 }
 
+void client_on_connection(uv_stream_t *listener, int status)
+{
+    accept_client(listener, status, false);
+}
+
+void client_on_tls_connection(uv_stream_t *listener, int status)
+{
+    accept_client(listener, status, true);
+}
+
 /* ============================== reading ============================== */
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* Room for at least QUERY_READ_CHUNK more bytes in the query buffer; false without memory. */
+static bool query_room(struct client *c)
 {
-    struct client *c = h->data;
-    (void)suggested;
     if (c->query_cap - c->query_len < QUERY_READ_CHUNK) {
         size_t cap = c->query_cap ? c->query_cap * 2 : QUERY_READ_CHUNK;
         while (cap - c->query_len < QUERY_READ_CHUNK)
             cap *= 2;
         char *q = rc_realloc(c->query, cap);
-        if (!q) {
-            buf->base = NULL;
-            buf->len = 0; /* libuv reports UV_ENOBUFS to on_read */
-            return;
-        }
+        if (!q)
+            return false;
         c->query = q;
         c->query_cap = cap;
+    }
+    return true;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct client *c = h->data;
+    (void)suggested;
+    if (c->tls) { /* ciphertext: decrypted into the query buffer by tls_receive */
+        *buf = uv_buf_init((char *)c->srv->tls_readbuf, CLIENT_TLS_READ_BYTES);
+        return;
+    }
+    if (!query_room(c)) {
+        buf->base = NULL;
+        buf->len = 0; /* libuv reports UV_ENOBUFS to on_read */
+        return;
     }
     buf->base = c->query + c->query_len;
     buf->len = c->query_cap - c->query_len;
@@ -180,15 +210,107 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct client *c = stream->data;
-    (void)buf;
     if (nread < 0) {
         if (nread != UV_EOF && nread != UV_ECONNRESET)
             rc_debug("client %llu: read: %s", (unsigned long long)c->id, uv_strerror((int)nread));
         client_close(c);
         return;
     }
-    c->query_len += (size_t)nread;
     c->srv->stats.net_input_bytes += (uint64_t)nread;
+    if (c->tls) {
+        tls_receive(c, (const unsigned char *)buf->base, (size_t)nread);
+        return;
+    }
+    c->query_len += (size_t)nread;
+    process_input(c);
+}
+
+/* ============================== TLS (--tls-port) ============================== */
+
+struct control_write {
+    uv_write_t req;
+    struct client *c;
+    unsigned char *data;
+};
+
+static void on_control_written(uv_write_t *req, int status)
+{
+    struct control_write *w = req->data;
+    struct client *c = w->c;
+    rc_free(w->data);
+    rc_free(w);
+    if (status < 0 && !c->closed)
+        client_close(c);
+    client_release(c);
+}
+
+/* Writes what the session produced outside a reply (handshake records, alerts); libuv keeps
+ * a stream's writes in order. false after closing c. */
+static bool tls_send_control(struct client *c)
+{
+    unsigned char *data;
+    size_t len;
+    if (tls_session_take_output(c->tls, &data, &len) != 0) {
+        client_close(c);
+        return false;
+    }
+    if (len == 0)
+        return true;
+    struct control_write *w = rc_malloc(sizeof *w);
+    if (!w) {
+        rc_free(data);
+        client_close(c);
+        return false;
+    }
+    *w = (struct control_write){.c = c, .data = data};
+    w->req.data = w;
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_control_written) != 0) {
+        rc_free(data);
+        rc_free(w);
+        client_close(c);
+        return false;
+    }
+    c->refs++;
+    return true;
+}
+
+static void tls_receive(struct client *c, const unsigned char *data, size_t n)
+{
+    char why[400];
+    if (tls_session_feed(c->tls, data, n) != 0) {
+        client_close(c);
+        return;
+    }
+    if (!c->tls_done) {
+        int rc = tls_session_handshake(c->tls, why, sizeof why);
+        if (rc < 0) {
+            tls_send_control(c); /* the alert, if any */
+            rc_info("client %llu (%s): %s", (unsigned long long)c->id, c->addr, why);
+            if (!c->closed)
+                client_close(c);
+            return;
+        }
+        if (!tls_send_control(c) || rc == 0)
+            return;
+        c->tls_done = true;
+    }
+    size_t got = 0;
+    do {
+        if (!query_room(c)) {
+            client_close(c);
+            return;
+        }
+        if (tls_session_read(c->tls, c->query + c->query_len, c->query_cap - c->query_len, &got,
+                             why, sizeof why) != 0) {
+            rc_debug("client %llu (%s): %s", (unsigned long long)c->id, c->addr, why);
+            client_close(c);
+            return;
+        }
+        c->query_len += got;
+    } while (got > 0);
+    if (!tls_send_control(c))
+        return;
     process_input(c);
 }
 
@@ -388,6 +510,32 @@ void client_mark_output(struct client *c)
 }
 
 static void start_write(struct client *c);
+static void on_written(uv_write_t *req, int status);
+
+/* A TLS client's replies: encrypted, then written as one request. */
+static void start_tls_write(struct client *c)
+{
+    if (!c->tls_done)
+        return; /* nothing is sent before the handshake: the replies wait */
+    size_t len = 0;
+    if (tls_session_write(c->tls, c->out.data, c->out.len) != 0 ||
+        tls_session_take_output(c->tls, &c->tls_out, &len) != 0 || len == 0) {
+        client_close(c);
+        return;
+    }
+    c->srv->stats.net_output_bytes += c->out.len;
+    c->out.len = 0;
+    uv_buf_t b = uv_buf_init((char *)c->tls_out, (unsigned)len);
+    c->write_req.data = c;
+    if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+        rc_free(c->tls_out);
+        c->tls_out = NULL;
+        client_close(c);
+        return;
+    }
+    c->writing = true;
+    c->refs++;
+}
 
 /* Every reply is out: close if that was the last one, else take input again. */
 static void output_drained(struct client *c)
@@ -405,6 +553,8 @@ static void on_written(uv_write_t *req, int status)
     struct client *c = req->data;
     c->writing = false;
     c->sending.len = 0;
+    rc_free(c->tls_out);
+    c->tls_out = NULL;
     if (c->sending.cap > (1u << 20)) { /* give back a large buffer */
         resp_buf_free(&c->sending);
         resp_buf_init(&c->sending);
@@ -435,6 +585,10 @@ static void start_write(struct client *c)
         rc_warn("client %llu (%s) exceeded the output limit; disconnecting",
                 (unsigned long long)c->id, c->addr);
         client_close(c);
+        return;
+    }
+    if (c->tls) {
+        start_tls_write(c);
         return;
     }
     /* Most replies fit the socket buffer: written at once, with no request to complete and

@@ -161,6 +161,8 @@ void server_shutdown(struct server *s, int exit_code)
     cluster_stop(s);
     metrics_stop(s);
     close_handle((uv_handle_t *)&s->listener);
+    if (s->tls_listening)
+        close_handle((uv_handle_t *)&s->tls_listener);
     close_handle((uv_handle_t *)&s->check);
     close_handle((uv_handle_t *)&s->cron);
     close_handle((uv_handle_t *)&s->sigterm);
@@ -195,8 +197,29 @@ static int open_listener(struct server *s)
     rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&s->listener, 511, client_on_connection);
-    if (rc != 0)
+    if (rc != 0) {
         rc_error("cannot listen on %s: %s", s->cfg->bind, uv_strerror(rc));
+        return rc;
+    }
+    if (!s->cfg->tls_port)
+        return 0;
+    /* --tls-port: the same host, clients over TLS with a certificate from --tls-ca. */
+    if (strchr(host, ':'))
+        uv_ip6_addr(host, (int)s->cfg->tls_port, (struct sockaddr_in6 *)&addr);
+    else
+        uv_ip4_addr(host, (int)s->cfg->tls_port, (struct sockaddr_in *)&addr);
+    s->tls_readbuf = rc_malloc(CLIENT_TLS_READ_BYTES);
+    if (!s->tls_readbuf)
+        return RC_ENOMEM;
+    uv_tcp_init(s->loop, &s->tls_listener);
+    s->tls_listener.data = s;
+    s->tls_listening = true;
+    rc = uv_tcp_bind(&s->tls_listener, (struct sockaddr *)&addr, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&s->tls_listener, 511, client_on_tls_connection);
+    if (rc != 0)
+        rc_error("cannot listen on --tls-port %llu: %s", (unsigned long long)s->cfg->tls_port,
+                 uv_strerror(rc));
     return rc;
 }
 
@@ -250,11 +273,15 @@ int server_run(struct rc_config *cfg)
     s->revision = rc_store_applied_revision(s->store);
     if (open_listener(s) != 0) {
         uv_close((uv_handle_t *)&s->listener, NULL);
+        if (s->tls_listening)
+            uv_close((uv_handle_t *)&s->tls_listener, NULL);
         uv_run(s->loop, UV_RUN_DEFAULT);
         goto out_store;
     }
     if (cluster_start(s) != 0 || metrics_start(s) != 0) {
         uv_close((uv_handle_t *)&s->listener, NULL);
+        if (s->tls_listening)
+            uv_close((uv_handle_t *)&s->tls_listener, NULL);
         metrics_stop(s);
         if (s->raft)
             cluster_stop(s);
@@ -305,6 +332,7 @@ out_store:
 out_commands:
     commands_free();
 out_free:
+    rc_free(s->tls_readbuf);
     tls_context_free(s->peer_tls); /* NULL after cluster_free */
     uv_loop_close(s->loop);
     rc_free(s);

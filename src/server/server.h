@@ -93,6 +93,9 @@ bool command_would_forward(const struct client *c, size_t argc, const struct res
 struct client {
     uv_tcp_t tcp;
     struct server *srv;
+    struct tls_session *tls; /* a --tls-port client: the socket carries TLS records */
+    bool tls_done;           /* its handshake is complete */
+    unsigned char *tls_out;  /* ciphertext of the write in progress (write_req) */
     uint64_t id;
     struct client *next, *prev; /* all clients */
     struct client *next_flush;  /* clients with replies to write this iteration */
@@ -199,7 +202,10 @@ struct server {
     struct rc_config *cfg;
     struct rc_store *store;
     uv_tcp_t listener;
-    uv_tcp_t metrics_listener; /* --metrics (metrics.c) */
+    uv_tcp_t tls_listener; /* --tls-port: clients over TLS (client.c) */
+    bool tls_listening;
+    unsigned char *tls_readbuf; /* ciphertext of one read from a TLS client */
+    uv_tcp_t metrics_listener;  /* --metrics (metrics.c) */
     bool metrics_on;
     struct metrics_conn *metrics_conns;
     size_t nmetrics_conns;
@@ -285,6 +291,8 @@ uint64_t server_random(struct server *s);
 
 /* client.c */
 void client_on_connection(uv_stream_t *listener, int status);
+void client_on_tls_connection(uv_stream_t *listener, int status); /* --tls-port */
+#define CLIENT_TLS_READ_BYTES (64u << 10)                         /* server.tls_readbuf */
 void client_close(struct client *c);             /* close now, dropping unsent replies */
 void client_close_after_reply(struct client *c); /* close once replies are written */
 void client_flush_all(struct server *s);         /* write every client's pending replies */

@@ -71,7 +71,9 @@ def test_version_and_help():
     (["--maxclients", "lots"], "invalid value 'lots'"),
     (["--read-consistency", "eventual"], "invalid --read-consistency"),
     (["--tls-cert", "node.pem"], "TLS between nodes needs all of --tls-cert, --tls-key and --tls-ca"),
-    (["--tls-port", "6380"], "--tls-port (TLS for clients) is not built yet"),
+    (["--tls-port", "6380"], "--tls-port needs a port (1-65535) and --tls-cert, --tls-key and --tls-ca"),
+    (["--tls-port", "4921", "--tls-cert", "a", "--tls-key", "b", "--tls-ca", "c"],
+     "--tls-port 4921 is the client or the peer port"),
     (["--metrics", "nonsense"], "invalid --metrics 'nonsense' (expected HOST:PORT)"),
 ])
 def test_bad_flags_exit_nonzero_with_one_clear_line(args, message):

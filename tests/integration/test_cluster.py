@@ -1687,6 +1687,43 @@ def test_tls_between_nodes(cluster_factory, tmp_path):
     assert client.set("after-stranger", "1") is True
 
 
+def test_tls_clients_on_tls_port(cluster_factory, tmp_path):
+    """--tls-port: clients with a certificate from the CA are served (a pipeline, a 6 MB
+    value through a follower's TLS port), others are refused, the plain port still serves."""
+    certs = make_certs(tmp_path / "certs")
+    tls_ports = {i: free_port() for i in (1, 2, 3)}
+    cluster = cluster_factory(3, {i: [*tls_args(certs, f"n{i}"), "--tls-port", str(tls_ports[i])]
+                                  for i in (1, 2, 3)})
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+
+    def tls_client(i, name="n4", ca="ca"):
+        return redis.Redis(port=tls_ports[i], ssl=True, ssl_certfile=str(certs / f"{name}.crt"),
+                           ssl_keyfile=str(certs / f"{name}.key"),
+                           ssl_ca_certs=str(certs / f"{ca}.crt"), socket_timeout=30)
+
+    index = {node: i + 1 for i, node in enumerate(cluster.nodes)}
+    client = tls_client(index[leader])
+    with client.pipeline(transaction=False) as pipe:
+        for i in range(1000):
+            pipe.set(f"tls-client:{i}", i)
+        assert all(pipe.execute())
+    big = os.urandom(6 << 20)
+    via_follower = tls_client(index[follower])
+    assert via_follower.set("tls-big", big) is True
+    assert via_follower.get("tls-big") == big
+    assert client.get("tls-client:999") == b"999"
+    refused = [redis.Redis(port=tls_ports[index[leader]], ssl=True,
+                           ssl_ca_certs=str(certs / "ca.crt"), socket_timeout=5),  # no cert
+               tls_client(index[leader], name="stranger"),  # another CA
+               redis.Redis(port=tls_ports[index[leader]], socket_timeout=5)]  # plaintext
+    for other in refused:
+        with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+            other.get("tls-client:1")
+    assert leader.client().get("tls-client:1") == "1"
+    assert call(leader, "DBSIZE") == 1001
+
+
 # ---------------------------------------------------------------- --metrics in a cluster
 
 def test_health_follows_the_leader_and_metrics_the_role(cluster_factory):
