@@ -19,7 +19,8 @@
  *    identified itself), a payload buffer of exactly len bytes. Reads land in one
  *    buffer per transport: libuv runs each read callback before the next allocation.
  * 4. Strangers. An accepted connection must send its HELLO within handshake_timeout_ms (the
- *    sweep timer closes it otherwise), at most MAX_UNIDENTIFIED accepted connections may be
+ *    sweep timer closes it otherwise; a dialed one must answer ours as quickly, or it is
+ *    closed and dialed again), at most MAX_UNIDENTIFIED accepted connections may be
  *    waiting for theirs (a new one closes the oldest), and a HELLO from node X closes X's older
  *    incoming connections: a node dials one connection to each peer, so an older one is a
  *    leftover whose close never reached us. TCP keepalive on every connection finds peers
@@ -984,6 +985,18 @@ static void on_sweep(uv_timer_t *timer)
             rc_debug("transport: closing a connection that sent no HELLO within %llu ms",
                      (unsigned long long)t->opts.handshake_timeout_ms);
             conn_close(c, 0);
+        }
+    }
+    /* A dialed node that accepted the connection but never answers our HELLO (or TLS
+     * handshake): without this its queue would wait for good (keepalive sees a live
+     * kernel). Closed and dialed again after the backoff. */
+    for (struct peer *p = t->peers; p; p = p->next) {
+        struct conn *c = p->conn;
+        if (c && c->connected && !c->hello_received && !c->closing &&
+            now - c->connected_at_ms >= t->opts.handshake_timeout_ms) {
+            rc_debug("transport: node %llu sent no HELLO within %llu ms; dialing again",
+                     (unsigned long long)p->id, (unsigned long long)t->opts.handshake_timeout_ms);
+            conn_close(c, 1);
         }
     }
     if (t->accept_pending) {

@@ -1210,3 +1210,74 @@ TEST(tls_context_refuses_missing_files_and_a_key_of_another_certificate)
     CHECK_OK(tls_context_new(cert, key, ca, &ctx));
     tls_context_free(ctx);
 }
+
+/* ============================== a dialed node that never answers ============================== */
+
+static uv_tcp_t mute_listener, mute_conns[8];
+static int mute_accepted;
+
+static void mute_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
+{
+    static char sink[4096];
+    (void)h;
+    (void)s;
+    *b = uv_buf_init(sink, sizeof sink);
+}
+
+static void mute_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    (void)s;
+    (void)n;
+    (void)b; /* reads the HELLO, never answers */
+}
+
+static void mute_on_connection(uv_stream_t *listener, int status)
+{
+    CHECK_OK(status);
+    CHECK(mute_accepted < 8);
+    uv_tcp_t *c = &mute_conns[mute_accepted++];
+    uv_tcp_init(&loop, c);
+    CHECK_OK(uv_accept(listener, (uv_stream_t *)c));
+    uv_read_start((uv_stream_t *)c, mute_alloc, mute_read);
+}
+
+static int mute_dialed_twice(void *arg)
+{
+    (void)arg;
+    return mute_accepted >= 2;
+}
+
+/* A node that accepts the connection but never answers the HELLO: the dialer closes it after
+ * the handshake deadline and dials again (it used to wait for good, its queue stuck). */
+TEST(transport_dialer_gives_up_on_a_node_that_never_answers)
+{
+    loop_start();
+    uv_tcp_init(&loop, &mute_listener);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    CHECK_OK(uv_tcp_bind(&mute_listener, (struct sockaddr *)&sa, 0));
+    CHECK_OK(uv_listen((uv_stream_t *)&mute_listener, 8, mute_on_connection));
+    int len = sizeof sa;
+    CHECK_OK(uv_tcp_getsockname(&mute_listener, (struct sockaddr *)&sa, &len));
+    struct node a;
+    memset(&a, 0, sizeof a);
+    struct transport_options o;
+    transport_options_default(&o);
+    o.cluster_id = 11;
+    o.handshake_timeout_ms = 100;
+    o.backoff_min_ms = 10;
+    node_open_opts(&a, 1, &o, 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sa.sin_port));
+    CHECK_OK(transport_set_peer(a.t, 2, addr));
+    struct raft_message m = make_msg(RAFT_MSG_HEARTBEAT, 1, 2, 1);
+    CHECK_OK(transport_send(a.t, 2, &m));
+    run_until(mute_dialed_twice, NULL, "a second dial after the first got no HELLO");
+    CHECK(stats_of(&a).reconnects >= 1);
+    CHECK_EQ_U(stats_of(&a).msgs_sent, 0);
+    node_close(&a);
+    for (int i = 0; i < mute_accepted; i++)
+        uv_close((uv_handle_t *)&mute_conns[i], NULL);
+    uv_close((uv_handle_t *)&mute_listener, NULL);
+    loop_finish();
+}
