@@ -452,9 +452,9 @@ void client_block(struct client *c)
     c->refs++;
 }
 
-void client_unblock(struct client *c, const char *reply, size_t len)
+/* The reply to a command c waited for: delivered in order, and c goes on. */
+static void deliver_awaited(struct client *c, const char *reply, size_t len)
 {
-    c->blocked = false;
     c->pending_writes--;
     if (!c->closed) {
         resp_buf_append(&c->out, reply, len);
@@ -462,6 +462,12 @@ void client_unblock(struct client *c, const char *reply, size_t len)
         client_resume(c);
     }
     client_release(c);
+}
+
+void client_unblock(struct client *c, const char *reply, size_t len)
+{
+    c->blocked = false;
+    deliver_awaited(c, reply, len);
 }
 
 void client_forwarded(struct client *c, struct forwarder *f)
@@ -476,13 +482,7 @@ void client_forwarded_reply(struct client *c, const char *reply, size_t len)
 {
     if (--c->forwarded == 0)
         c->fwd_conn = NULL;
-    c->pending_writes--;
-    if (!c->closed) {
-        resp_buf_append(&c->out, reply, len);
-        client_mark_output(c);
-        client_resume(c);
-    }
-    client_release(c);
+    deliver_awaited(c, reply, len);
 }
 
 void client_unblock_quietly(struct client *c)

@@ -668,6 +668,17 @@ TEST(corrupt_record_in_sealed_segment_is_refused)
               first_seg, where, cap.n, cap.n ? cap.lines[0] : "");
 }
 
+/* Opens dir (segments of seg_bytes) with the log lines captured into *cap. */
+static int open_capturing(const char *dir, uint64_t seg_bytes, struct logstore **ls,
+                          struct captured *cap)
+{
+    memset(cap, 0, sizeof *cap);
+    rc_log_set_sink(capture_sink, cap);
+    int rc = open_small(dir, seg_bytes, ls);
+    rc_log_set_sink(NULL, NULL);
+    return rc;
+}
+
 /* Offset of entry index's record in a first segment holding entries from 1 on. */
 static uint64_t record_offset(uint64_t index)
 {
@@ -720,10 +731,8 @@ TEST(damaged_record_before_a_synced_write_in_the_active_segment_is_refused)
     uint64_t at = record_offset(5) + 12 + 21 + 1; /* a data byte of entry 5 */
     flip_byte(seg, at);
     struct logstore *ls;
-    struct captured cap = {0};
-    rc_log_set_sink(capture_sink, &cap);
-    int rc = open_small(dir, 1 << 20, &ls);
-    rc_log_set_sink(NULL, NULL);
+    struct captured cap;
+    int rc = open_capturing(dir, 1 << 20, &ls, &cap);
     CHECK_EQ(rc, RC_ECORRUPT);
     char where[64];
     snprintf(where, sizeof where, "corrupt record at offset %llu",
@@ -752,10 +761,8 @@ TEST(bad_record_among_unsynced_writes_is_cut_as_a_torn_tail)
     seg_file(dir, 1, seg, sizeof seg);
     flip_byte(seg, record_offset(15) + 12 + 21 + 1);
     struct logstore *ls;
-    struct captured cap = {0};
-    rc_log_set_sink(capture_sink, &cap);
-    int rc = open_small(dir, 1 << 20, &ls);
-    rc_log_set_sink(NULL, NULL);
+    struct captured cap;
+    int rc = open_capturing(dir, 1 << 20, &ls, &cap);
     CHECK_OK(rc);
     CHECK_EQ_U(logstore_last_index(ls), 14);
     check_range(ls, 1, 15, term1);
@@ -797,10 +804,8 @@ TEST(a_record_image_inside_a_value_does_not_pass_for_a_synced_record)
     logstore_close(ls);
     seg_file(dir, 1, seg, sizeof seg);
     flip_byte(seg, record_offset(11) + 12 + 21 + 1); /* entry 11 torn */
-    struct captured cap = {0};
-    rc_log_set_sink(capture_sink, &cap);
-    int rc = open_small(dir, 1 << 20, &ls);
-    rc_log_set_sink(NULL, NULL);
+    struct captured cap;
+    int rc = open_capturing(dir, 1 << 20, &ls, &cap);
     CHECK_MSG(rc == 0, "open refused a torn tail (%d lines: %s)", cap.n, cap.n ? cap.lines[0] : "");
     CHECK_EQ_U(logstore_last_index(ls), 10);
     logstore_close(ls);
@@ -822,10 +827,8 @@ TEST(commit_beyond_recovered_log_is_corruption)
     struct stat st;
     CHECK_OK(stat(last_seg, &st));
     CHECK_OK(truncate(last_seg, st.st_size - 3));
-    struct captured cap = {0};
-    rc_log_set_sink(capture_sink, &cap);
-    int rc = open_small(dir, 1 << 20, &ls);
-    rc_log_set_sink(NULL, NULL);
+    struct captured cap;
+    int rc = open_capturing(dir, 1 << 20, &ls, &cap);
     CHECK_EQ(rc, RC_ECORRUPT);
     CHECK(captured_has(&cap, "commit 20", "lost"));
 }

@@ -1067,19 +1067,27 @@ static void node_open_tls(struct node *n, uint64_t id, uint64_t cluster, struct 
     node_open_opts(n, id, &o, 0);
 }
 
+/* Starts the loop and two nodes of one cluster, n[0] (id 1) and n[1] (id id_b), each a peer
+ * of the other; a NULL context opens a plaintext node. */
+static void open_linked_pair(struct node *n, uint64_t cluster, struct tls_context *ta,
+                             uint64_t id_b, struct tls_context *tb)
+{
+    loop_start();
+    memset(n, 0, 2 * sizeof *n);
+    node_open_tls(&n[0], 1, cluster, ta);
+    node_open_tls(&n[1], id_b, cluster, tb);
+    link_to(&n[0], &n[1]);
+    link_to(&n[1], &n[0]);
+}
+
 /* Every message kind both ways, and frames of 3 MiB (many TLS records, partial socket
  * writes and reads), arrive whole and in order between two nodes of one CA. */
 TEST(transport_tls_carries_every_kind_and_large_frames)
 {
     const char *dir = make_certs();
     struct tls_context *ta = tls_for(dir, "a", "ca"), *tb = tls_for(dir, "b", "ca");
-    loop_start();
     struct node n[2];
-    memset(n, 0, sizeof n);
-    node_open_tls(&n[0], 1, 0xC7u, ta);
-    node_open_tls(&n[1], 2, 0xC7u, tb);
-    link_to(&n[0], &n[1]);
-    link_to(&n[1], &n[0]);
+    open_linked_pair(n, 0xC7u, ta, 2, tb);
     for (uint8_t type = 1; type <= RAFT_MSG_TYPE_MAX; type++)
         for (int i = 0; i < 2; i++) {
             struct raft_message m = make_msg(type, n[i].id, n[1 - i].id, type);
@@ -1132,13 +1140,8 @@ TEST(transport_tls_refuses_a_certificate_from_another_ca)
 {
     const char *dir = make_certs();
     struct tls_context *ta = tls_for(dir, "a", "ca"), *tc = tls_for(dir, "c", "ca");
-    loop_start();
     struct node n[2];
-    memset(n, 0, sizeof n);
-    node_open_tls(&n[0], 1, 0xC8u, ta);
-    node_open_tls(&n[1], 3, 0xC8u, tc);
-    link_to(&n[0], &n[1]);
-    link_to(&n[1], &n[0]);
+    open_linked_pair(n, 0xC8u, ta, 3, tc);
     for (int i = 0; i < 2; i++) {
         struct raft_message m = make_msg(RAFT_MSG_HEARTBEAT, n[i].id, n[1 - i].id, 1);
         CHECK_OK(transport_send(n[i].t, n[1 - i].id, &m));
@@ -1167,13 +1170,8 @@ TEST(transport_tls_and_plaintext_nodes_refuse_each_other)
 {
     const char *dir = make_certs();
     struct tls_context *ta = tls_for(dir, "a", "ca");
-    loop_start();
     struct node n[2];
-    memset(n, 0, sizeof n);
-    node_open_tls(&n[0], 1, 0xC9u, ta);
-    node_open(&n[1], 2, 0xC9u);
-    link_to(&n[0], &n[1]);
-    link_to(&n[1], &n[0]);
+    open_linked_pair(n, 0xC9u, ta, 2, NULL);
     for (int i = 0; i < 2; i++) {
         struct raft_message m = make_msg(RAFT_MSG_HEARTBEAT, n[i].id, n[1 - i].id, 1);
         CHECK_OK(transport_send(n[i].t, n[1 - i].id, &m));
