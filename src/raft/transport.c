@@ -125,7 +125,8 @@ struct transport {
     void (*on_closed)(void *ctx);
     void *closed_ctx;
     unsigned char *readbuf;
-    unsigned char *tls_plain; /* decrypted bytes of one read (opts.tls) */
+    unsigned char *tls_plain;                        /* decrypted bytes of one read (opts.tls) */
+    uint64_t stranger_warned_ms, strangers_unlogged; /* stranger_warning_ok */
     struct frame *hello;
     uv_timer_t sweep;   /* handshake deadlines, a retried accept (NOTES 4) */
     int accept_pending; /* an accept failed for lack of memory */
@@ -360,11 +361,30 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 }
 
 /* Closes a connection for a malformed frame; a dialer re-dials after its backoff. */
+/* Whether a stranger's refusal may be logged at warning level: at most one a second, so
+ * that whoever can reach the port cannot fill the log (the others go to debug, counted). */
+static int stranger_warning_ok(struct transport *t)
+{
+    uint64_t now = uv_now(t->loop);
+    if (t->stranger_warned_ms && now - t->stranger_warned_ms < 1000) {
+        t->strangers_unlogged++;
+        return 0;
+    }
+    if (t->strangers_unlogged)
+        rc_warn("transport: %llu more refusals of unidentified connections in the last second",
+                (unsigned long long)t->strangers_unlogged);
+    t->stranger_warned_ms = now;
+    t->strangers_unlogged = 0;
+    return 1;
+}
+
 static void reject(struct conn *c, const char *why)
 {
     c->t->stats.frames_rejected++;
-    rc_warn("transport: closing connection %s node %llu: %s", c->outgoing ? "to" : "from",
-            (unsigned long long)c->remote_id, why);
+    int stranger = !c->outgoing && !c->hello_received;
+    rc_log(stranger && !stranger_warning_ok(c->t) ? RC_LOG_DEBUG : RC_LOG_WARNING,
+           "transport: closing connection %s %s %llu: %s", c->outgoing ? "to" : "from",
+           stranger ? "an unidentified peer" : "node", (unsigned long long)c->remote_id, why);
     conn_close(c, 1);
 }
 
@@ -693,7 +713,8 @@ static void tls_failed(struct conn *c, const char *why)
     if (c->outgoing || c->hello_received)
         rc_warn("transport: TLS with node %llu: %s", (unsigned long long)c->remote_id, why);
     else
-        rc_warn("transport: TLS with an incoming connection: %s", why);
+        rc_log(stranger_warning_ok(c->t) ? RC_LOG_WARNING : RC_LOG_DEBUG,
+               "transport: TLS with an incoming connection: %s", why);
     conn_close(c, 1);
 }
 
