@@ -371,7 +371,7 @@ static int stranger_warning_ok(struct transport *t)
         return 0;
     }
     if (t->strangers_unlogged)
-        rc_warn("transport: %llu more refusals of unidentified connections in the last second",
+        rc_warn("transport: %llu more refusals of unidentified connections since the last line",
                 (unsigned long long)t->strangers_unlogged);
     t->stranger_warned_ms = now;
     t->strangers_unlogged = 0;
