@@ -85,6 +85,7 @@ struct writer {
     struct snapshot_info info;
     uint64_t records_left; /* as counted before the records pass */
     int error;
+    const atomic_int *cancel;
 };
 
 static int writer_flush_out(struct writer *w)
@@ -158,6 +159,8 @@ static int record_fn(const void *key, size_t klen, const void *value, size_t vle
                      const struct rc_item_meta *meta, void *ctx)
 {
     struct writer *w = ctx;
+    if (w->cancel && atomic_load(w->cancel))
+        return RC_ECLOSED;
     if (klen > SNAPSHOT_MAX_KEY_BYTES || vlen > SNAPSHOT_MAX_VALUE_BYTES)
         return RC_ETOOBIG;
     if (w->records_left == 0) /* the view changed under us: it must not */
@@ -179,11 +182,12 @@ static int record_fn(const void *key, size_t klen, const void *value, size_t vle
 }
 
 int snapshot_write_view(struct rc_store_view *v, const void *extra, size_t extra_len,
-                        snapshot_sink_fn sink, void *sink_ctx, struct snapshot_info *info)
+                        snapshot_sink_fn sink, void *sink_ctx, struct snapshot_info *info,
+                        const atomic_int *cancel)
 {
     if (extra_len > SNAPSHOT_MAX_EXTRA_BYTES || (extra_len > 0 && !extra))
         return RC_EINVAL;
-    struct writer w = {.sink = sink, .sink_ctx = sink_ctx};
+    struct writer w = {.sink = sink, .sink_ctx = sink_ctx, .cancel = cancel};
     w.info.revision = rc_store_view_revision(v);
 
     uint64_t count = 0;
@@ -262,7 +266,7 @@ static void parent_of(const char *path, char *dir, size_t size)
 }
 
 int snapshot_write_file(struct rc_store_view *v, const void *extra, size_t extra_len,
-                        const char *path, struct snapshot_info *info)
+                        const char *path, struct snapshot_info *info, const atomic_int *cancel)
 {
     char tmp[PATH_MAX], dir[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
@@ -273,7 +277,7 @@ int snapshot_write_file(struct rc_store_view *v, const void *extra, size_t extra
         rc_warn("open %s: %s", tmp, strerror(errno));
         return RC_EIO;
     }
-    int rc = snapshot_write_view(v, extra, extra_len, fd_sink, &fd, info);
+    int rc = snapshot_write_view(v, extra, extra_len, fd_sink, &fd, info, cancel);
     return rc_commit_temp_file(fd, rc, tmp, path, dir);
 }
 

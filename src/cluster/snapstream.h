@@ -19,6 +19,7 @@
 
 #include "store/store.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,15 +49,17 @@ typedef int (*snapshot_sink_fn)(void *ctx, const void *buf, size_t len);
  * while the store is written. Memory stays constant whatever the store's size. Returns 0,
  * the sink's error, a view scan error (RC_ECORRUPT, RC_EIO), RC_ENOMEM, RC_ETOOBIG (a key or
  * value beyond SNAPSHOT_MAX_*) or RC_EINVAL (extra too big). On error the bytes already
- * pushed are not a valid stream.
+ * pushed are not a valid stream. cancel (may be NULL): once another thread sets it, the
+ * writer stops at the next record with RC_ECLOSED.
  */
 int snapshot_write_view(struct rc_store_view *v, const void *extra, size_t extra_len,
-                        snapshot_sink_fn sink, void *sink_ctx, struct snapshot_info *info);
+                        snapshot_sink_fn sink, void *sink_ctx, struct snapshot_info *info,
+                        const atomic_int *cancel);
 
 /* The same into the file path: written to path.tmp, fsynced, renamed over path, directory
  * fsynced. On error path is untouched and path.tmp removed. */
 int snapshot_write_file(struct rc_store_view *v, const void *extra, size_t extra_len,
-                        const char *path, struct snapshot_info *info);
+                        const char *path, struct snapshot_info *info, const atomic_int *cancel);
 
 /* ============================== reading ============================== */
 

@@ -18,8 +18,8 @@
  * log no longer has) closes the store, rebuilds it from the stream in a new directory that
  * then replaces the old one (snapstream.c: crash-safe), and reopens it. A store that
  * already holds the snapshot's index is left alone, so a restart does not rewrite the data.
- * A running job's view must be released first: the restore waits for the worker to finish
- * writing (it then throws the job's result away).
+ * A running job's view must be released first: the restore cancels the job (its worker
+ * stops at the next record) and waits for that; a backup's client is told it was cancelled.
  */
 #include "server.h"
 
@@ -53,6 +53,7 @@ struct snapshot_job {
     struct client *client;              /* JOB_BACKUP: who waits for the id */
     uint64_t restores_at_start;
     atomic_int written; /* set by the worker once it no longer uses the view */
+    atomic_int cancel;  /* set by a restore: the worker stops at the next record */
     int rc;
     struct snapshot_info info;
     uint64_t started_ms;
@@ -73,14 +74,15 @@ static void job_work(uv_work_t *req)
     j->rc = rc_store_sync(j->s->store);
     if (j->rc == 0) {
         if (j->kind == JOB_COMPACTION) {
-            j->rc =
-                snapshot_write_view(j->view, j->extra, j->extra_len, sink_logstore, j->w, &j->info);
+            j->rc = snapshot_write_view(j->view, j->extra, j->extra_len, sink_logstore, j->w,
+                                        &j->info, &j->cancel);
             if (j->rc == 0) /* here, not in the commit on the loop thread */
                 j->rc = logstore_snapshot_sync(j->w);
         } else {
             char path[4300];
             snprintf(path, sizeof path, "%s/state.bin", j->dir);
-            j->rc = snapshot_write_file(j->view, j->extra, j->extra_len, path, &j->info);
+            j->rc =
+                snapshot_write_file(j->view, j->extra, j->extra_len, path, &j->info, &j->cancel);
         }
     }
     rc_store_view_close(j->view);
@@ -157,6 +159,12 @@ static void job_done(uv_work_t *req, int status)
             rc_info("backup %s written: %" PRIu64 " keys, %" PRIu64 " bytes", j->id,
                     j->info.records, j->info.compressed_bytes);
             job_reply(j, j->id, true);
+        } else if (atomic_load(&j->cancel)) {
+            rmdir(j->dir); /* empty: the temp file went with the error */
+            job_reply(j,
+                      "ERR backup cancelled: a snapshot from the leader replaced this node's "
+                      "store while it was written; try again",
+                      false);
         } else {
             char msg[160];
             snprintf(msg, sizeof msg, "ERR writing the backup failed: %s", rc_strerror(rc));
@@ -365,6 +373,10 @@ int snapshots_restore(void *server, const char *path, const struct raft_snapshot
     }
     if (found && cluster_members_save(s->cfg->dir, &ms) != 0)
         return RC_EIO;
+    /* A snapshot or backup being written from the old store is stopped, not waited for: a
+     * large one held the loop (and every client) for as long as it took. */
+    if (s->snap && !atomic_load(&s->snap->written))
+        atomic_store(&s->snap->cancel, 1);
     uint64_t deadline = rc_mono_ns() + 600ull * 1000000000ull;
     while (store_in_use_by_a_worker(s) && rc_mono_ns() < deadline)
         usleep(1000);

@@ -160,7 +160,7 @@ static struct snapshot_info snapshot_of(struct rc_store *s, const char *path, co
     struct rc_store_view *v;
     CHECK_OK(rc_store_view_open(s, &v));
     struct snapshot_info info;
-    CHECK_OK(snapshot_write_file(v, extra, extra_len, path, &info));
+    CHECK_OK(snapshot_write_file(v, extra, extra_len, path, &info, NULL));
     rc_store_view_close(v);
     return info;
 }
@@ -285,10 +285,11 @@ TEST(snapshot_sink_error_is_returned)
     struct rc_store_view *v;
     CHECK_OK(rc_store_view_open(s, &v));
     struct sink_capture c = {.fail_at = 1};
-    CHECK_EQ(snapshot_write_view(v, NULL, 0, capture_sink, &c, NULL), RC_EIO);
+    CHECK_EQ(snapshot_write_view(v, NULL, 0, capture_sink, &c, NULL, NULL), RC_EIO);
     CHECK_EQ(c.calls, 1);
-    CHECK_EQ(snapshot_write_view(v, "x", SNAPSHOT_MAX_EXTRA_BYTES + 1, capture_sink, &c, NULL),
-             RC_EINVAL);
+    CHECK_EQ(
+        snapshot_write_view(v, "x", SNAPSHOT_MAX_EXTRA_BYTES + 1, capture_sink, &c, NULL, NULL),
+        RC_EINVAL);
     rc_store_view_close(v);
     CHECK_OK(rc_store_close(s));
     free(c.b.data);
@@ -325,7 +326,7 @@ static int paused_sink(void *ctx, const void *buf, size_t len)
 static void *paused_writer_thread(void *p)
 {
     struct paused_writer *w = p;
-    w->rc = snapshot_write_view(w->view, "e", 1, paused_sink, w, NULL);
+    w->rc = snapshot_write_view(w->view, "e", 1, paused_sink, w, NULL, NULL);
     return NULL;
 }
 
@@ -847,14 +848,14 @@ TEST(snapshot_survives_allocation_failures)
     for (long n = 0;; n++) { /* writing */
         struct sink_capture c = {0};
         rc_alloc_fail_after(n);
-        int rc = snapshot_write_view(v, "x", 1, capture_sink, &c, NULL);
+        int rc = snapshot_write_view(v, "x", 1, capture_sink, &c, NULL, NULL);
         rc_alloc_fail_after(-1);
         free(c.b.data);
         if (rc == 0)
             break;
         CHECK_EQ(rc, RC_ENOMEM);
     }
-    CHECK_OK(snapshot_write_file(v, "x", 1, file, NULL));
+    CHECK_OK(snapshot_write_file(v, "x", 1, file, NULL, NULL));
     rc_store_view_close(v);
     CHECK_OK(rc_store_close(s));
     for (long n = 0;; n++) { /* reading */
@@ -871,4 +872,27 @@ TEST(snapshot_survives_allocation_failures)
         free(got.data);
     }
     free(want.data);
+}
+
+/* A writer whose cancel flag is set stops with RC_ECLOSED and leaves no file (a restore sets
+ * it on the job writing from the store it is about to replace). */
+TEST(snapshot_write_stops_when_cancelled)
+{
+    char file[4096];
+    path_in(file, sizeof file, "state.bin");
+    struct rc_store *s = open_store(test_tmpdir());
+    fill_store(s, 50, 10);
+    struct rc_store_view *v;
+    CHECK_OK(rc_store_view_open(s, &v));
+    atomic_int cancel = 1;
+    CHECK_EQ(snapshot_write_file(v, "x", 1, file, NULL, &cancel), RC_ECLOSED);
+    CHECK(access(file, F_OK) != 0);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", file);
+    CHECK(access(tmp, F_OK) != 0);
+    atomic_store(&cancel, 0);
+    CHECK_OK(snapshot_write_file(v, "x", 1, file, NULL, &cancel));
+    CHECK(access(file, F_OK) == 0);
+    rc_store_view_close(v);
+    CHECK_OK(rc_store_close(s));
 }
