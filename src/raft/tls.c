@@ -44,8 +44,8 @@ static void take_error(const char *what, char *why, size_t why_len)
 
 /* ============================== context ============================== */
 
-int tls_context_new(const char *cert_file, const char *key_file, const char *ca_file,
-                    struct tls_context **out)
+static int context_new(const char *cert_file, const char *key_file, const char *ca_file,
+                       int require_peer_cert, struct tls_context **out)
 {
     *out = NULL;
     struct tls_context *ctx = rc_calloc(1, sizeof *ctx);
@@ -68,21 +68,35 @@ int tls_context_new(const char *cert_file, const char *key_file, const char *ca_
         step = "loading the private key (--tls-key)";
     else if (SSL_CTX_check_private_key(c) != 1)
         step = "the private key does not match the certificate";
-    else if (SSL_CTX_load_verify_locations(c, ca_file, NULL) != 1)
-        step = "loading the CA (--tls-ca)";
+    else if (ca_file && SSL_CTX_load_verify_locations(c, ca_file, NULL) != 1)
+        step = require_peer_cert == 1 ? "loading the CA (--tls-ca)"
+                                      : "loading the client CA (--tls-client-ca)";
     if (step) {
         take_error(step, why, sizeof why);
         rc_error("TLS: %s", why);
         tls_context_free(ctx);
         return RC_EINVAL;
     }
-    /* Both sides must present a certificate from the CA. */
-    SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    /* With a CA, the other side must present a certificate from it. */
+    SSL_CTX_set_verify(
+        c, ca_file ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_num_tickets(c, 0);
     SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     *out = ctx;
     return 0;
+}
+
+int tls_context_new(const char *cert_file, const char *key_file, const char *ca_file,
+                    struct tls_context **out)
+{
+    return context_new(cert_file, key_file, ca_file, 1, out);
+}
+
+int tls_context_new_for_clients(const char *cert_file, const char *key_file,
+                                const char *client_ca_file, struct tls_context **out)
+{
+    return context_new(cert_file, key_file, client_ca_file, 2, out);
 }
 
 void tls_context_free(struct tls_context *ctx)
@@ -159,7 +173,7 @@ static int failure(struct tls_session *s, int ret, const char *what, char *why, 
         ERR_clear_error();
         if (why && why_len)
             snprintf(why, why_len, "%s: the other side closed the TLS session", what);
-        return RC_EPROTO;
+        return RC_ECLOSED;
     }
     long verify = SSL_get_verify_result(s->ssl);
     if (verify != X509_V_OK) {

@@ -24,6 +24,14 @@ struct tls_session; /* one connection */
  */
 int tls_context_new(const char *cert_file, const char *key_file, const char *ca_file,
                     struct tls_context **out);
+/*
+ * A server-side context for clients (--tls-port): this node's certificate and key; with
+ * client_ca_file, a client must present a certificate from that CA, else none is asked for
+ * (clients then authenticate with AUTH). Never the peers' CA: a certificate good for a
+ * client would be good for a Raft node. Same returns as tls_context_new.
+ */
+int tls_context_new_for_clients(const char *cert_file, const char *key_file,
+                                const char *client_ca_file, struct tls_context **out);
 void tls_context_free(struct tls_context *ctx);
 
 /* A session for a connection we dialed (client = 1) or accepted (client = 0); RC_ENOMEM. The
@@ -41,8 +49,9 @@ int tls_session_feed(struct tls_session *s, const void *data, size_t len);
  */
 int tls_session_handshake(struct tls_session *s, char *why, size_t why_len);
 
-/* Decrypts into buf: *got bytes (0 when it needs more input). 0, or RC_EPROTO (a bad record,
- * or the other side closed the session; reason in why). */
+/* Decrypts into buf: *got bytes (0 when it needs more input). 0, RC_ECLOSED (the other side
+ * closed the session: what was read before stands), or RC_EPROTO (a bad record; reason in
+ * why). */
 int tls_session_read(struct tls_session *s, void *buf, size_t cap, size_t *got, char *why,
                      size_t why_len);
 

@@ -115,7 +115,7 @@ static void accept_client(uv_stream_t *listener, int status, bool tls)
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 ||
-        (tls && tls_session_new(s->peer_tls, 0, &c->tls) != 0)) {
+        (tls && tls_session_new(s->client_tls, 0, &c->tls) != 0)) {
         uv_close((uv_handle_t *)&c->tcp, on_closed);
         return;
     }
@@ -170,6 +170,20 @@ void client_on_connection(uv_stream_t *listener, int status)
 void client_on_tls_connection(uv_stream_t *listener, int status)
 {
     accept_client(listener, status, true);
+}
+
+void client_close_stalled_handshakes(struct server *s)
+{
+    uint64_t now = (uint64_t)server_now_ms();
+    struct client *next;
+    for (struct client *c = s->clients; c; c = next) {
+        next = c->next;
+        if (c->tls && !c->tls_done && now - c->created_ms >= CLIENT_TLS_HANDSHAKE_MS) {
+            rc_info("client %llu (%s): no TLS handshake within %d ms; closed",
+                    (unsigned long long)c->id, c->addr, CLIENT_TLS_HANDSHAKE_MS);
+            client_close(c);
+        }
+    }
 }
 
 /* ============================== reading ============================== */
@@ -296,22 +310,28 @@ static void tls_receive(struct client *c, const unsigned char *data, size_t n)
         c->tls_done = true;
     }
     size_t got = 0;
+    int rc = 0;
     do {
         if (!query_room(c)) {
             client_close(c);
             return;
         }
-        if (tls_session_read(c->tls, c->query + c->query_len, c->query_cap - c->query_len, &got,
-                             why, sizeof why) != 0) {
+        rc = tls_session_read(c->tls, c->query + c->query_len, c->query_cap - c->query_len, &got,
+                              why, sizeof why);
+        if (rc == RC_EPROTO) {
             rc_debug("client %llu (%s): %s", (unsigned long long)c->id, c->addr, why);
             client_close(c);
             return;
         }
         c->query_len += got;
-    } while (got > 0);
+    } while (got > 0 && rc == 0);
     if (!tls_send_control(c))
         return;
     process_input(c);
+    /* close_notify after commands in the same read: they run, then the connection closes
+     * (as a plaintext client's FIN after its commands). */
+    if (rc == RC_ECLOSED && !c->closed)
+        client_close_after_reply(c);
 }
 
 /* Drops consumed bytes from the front of the query buffer; shrinks it after a big command. */
@@ -336,9 +356,14 @@ static bool may_run(struct client *c, const struct resp_argv *argv)
     if (c->blocked)
         return false;
     /* Behind forwarded commands only more of them go on, on the same connection: their
-     * replies come back in order there, while any other reply would overtake them. */
+     * replies come back in order there, while any other reply would overtake them. And not
+     * too many: replies already asked for arrive whether or not the client reads them, and
+     * the node holds every command in flight (FORWARD_* bounds). */
     if (c->forwarded)
-        return command_would_forward(c, argv->count, argv->args);
+        return c->forwarded < FORWARD_CLIENT_MAX_INFLIGHT &&
+               c->out.len + c->sending.len <= OUTPUT_SOFT_LIMIT &&
+               c->srv->fwd_bytes_inflight < FORWARD_MAX_INFLIGHT_BYTES &&
+               command_would_forward(c, argv->count, argv->args);
     if (c->deferred_reads) {
         const struct command *next =
             argv->count ? command_lookup(argv->args[0].ptr, argv->args[0].len) : NULL;
@@ -482,7 +507,13 @@ void client_forwarded_reply(struct client *c, const char *reply, size_t len)
 {
     if (--c->forwarded == 0)
         c->fwd_conn = NULL;
+    /* Below the in-flight cap again: more of its pipeline may go (may_run decides). */
+    bool more = c->forwarded > 0 && c->pending_writes == c->forwarded + 1 && c->query_len > 0;
+    c->refs++; /* deliver_awaited may drop the last reference */
     deliver_awaited(c, reply, len);
+    if (more && !c->closed)
+        process_input(c);
+    client_release(c);
 }
 
 void client_unblock_quietly(struct client *c)

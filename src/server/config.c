@@ -52,6 +52,9 @@ static const struct option_row options[] = {
      "certificate (PEM) this node presents to its peers: mutual TLS between nodes"},
     {"tls-key", OPT_STRING, FIELD(tls_key), "", "private key (PEM) of --tls-cert"},
     {"tls-ca", OPT_STRING, FIELD(tls_ca), "", "CA (PEM) whose certificates peers must present"},
+    {"tls-client-ca", OPT_STRING, FIELD(tls_client_ca), "",
+     "CA (PEM) whose certificates --tls-port clients must present (never --tls-ca's); none: "
+     "clients need no certificate"},
     {"tls-port", OPT_UINT, FIELD(tls_port), "0",
      "port (on the --bind host) for clients over TLS; they present a certificate from --tls-ca"},
     {"maxclients", OPT_UINT, FIELD(maxclients), "10000", "most client connections at once"},
@@ -347,6 +350,16 @@ int rc_config_validate(const struct rc_config *c, char *err, size_t errlen)
     if ((c->tls_cert[0] || c->tls_key[0] || c->tls_ca[0]) &&
         !(c->tls_cert[0] && c->tls_key[0] && c->tls_ca[0])) {
         snprintf(err, errlen, "TLS between nodes needs all of --tls-cert, --tls-key and --tls-ca");
+        return RC_EINVAL;
+    }
+    if (c->tls_client_ca[0] && !c->tls_port) {
+        snprintf(err, errlen, "--tls-client-ca needs --tls-port");
+        return RC_EINVAL;
+    }
+    if (c->tls_client_ca[0] && strcmp(c->tls_client_ca, c->tls_ca) == 0) {
+        snprintf(err, errlen,
+                 "--tls-client-ca must not be --tls-ca: a client certificate would be good for "
+                 "a node");
         return RC_EINVAL;
     }
     if (c->tls_port && (!c->tls_cert[0] || c->tls_port > 65535)) {

@@ -32,7 +32,7 @@ struct rc_config {
     uint64_t election_timeout_ms; /* Raft election timeout (randomised up to twice this) */
     uint64_t heartbeat_ms;
     char *requirepass;
-    char *tls_cert, *tls_key, *tls_ca;
+    char *tls_cert, *tls_key, *tls_ca, *tls_client_ca;
     uint64_t tls_port;
     uint64_t maxclients;
     uint64_t proto_max_bulk_len;

@@ -38,6 +38,7 @@ struct waiter {
     struct client *client; /* NULL: the AUTH reply, or a client that went away */
     uint64_t sent_ms;
     bool pipelined; /* client_forwarded (else client_block: an admin command) */
+    size_t bytes;   /* of the command, counted in server.fwd_bytes_inflight */
 };
 
 struct forwarder {
@@ -123,7 +124,8 @@ long forward_reply_length(const char *b, size_t len)
 
 static void answer(struct forwarder *f, struct waiter *w, const char *reply, size_t len)
 {
-    (void)f;
+    f->s->fwd_bytes_inflight -= w->bytes;
+    w->bytes = 0;
     if (w->client && w->pipelined)
         client_forwarded_reply(w->client, reply, len);
     else if (w->client)
@@ -292,7 +294,7 @@ static int push_waiter(struct forwarder *f, struct client *c)
         if (rc_reserve((void **)&f->w, &f->wcap, f->wn + 1, sizeof *f->w) != 0)
             return RC_ENOMEM;
     }
-    f->w[f->wn++] = (struct waiter){c, uv_now(f->s->loop), !f->exclusive};
+    f->w[f->wn++] = (struct waiter){c, uv_now(f->s->loop), !f->exclusive, 0};
     return 0;
 }
 
@@ -384,6 +386,10 @@ static int send_command(struct forwarder *f, struct client *c, size_t argc,
         rc = send_bytes(f, b.data, b.len);
         if (rc != 0)
             f->wn--;
+    }
+    if (rc == 0) {
+        f->w[f->wn - 1].bytes = b.len;
+        f->s->fwd_bytes_inflight += b.len;
     }
     resp_buf_free(&b);
     if (rc != 0)

@@ -10,7 +10,8 @@
  *
  * One request per connection (the reply says Connection: close). The request head must
  * arrive whole within METRICS_TIMEOUT_MS and within METRICS_HEAD_MAX bytes; at most
- * METRICS_MAX_CONNS connections are open at once (a new one beyond closes at once). A
+ * METRICS_MAX_CONNS connections are open at once (a new one beyond closes the oldest that has
+ * not sent its request). A
  * malformed request gets 400, another path 404, another method 405; then the connection
  * closes. Nothing here blocks: the figures are read from memory.
  */
@@ -331,9 +332,20 @@ static void on_connection(uv_stream_t *listener, int status)
         s->metrics_conns->prev = m;
     s->metrics_conns = m;
     s->nmetrics_conns++;
-    if (uv_accept(listener, (uv_stream_t *)&m->tcp) != 0 || s->nmetrics_conns > METRICS_MAX_CONNS) {
+    if (uv_accept(listener, (uv_stream_t *)&m->tcp) != 0) {
         conn_close(m);
         return;
+    }
+    if (s->nmetrics_conns > METRICS_MAX_CONNS) {
+        /* The oldest connection that has not asked yet goes (newest first in the list), so
+         * that idle connections cannot lock a health probe out. */
+        struct metrics_conn *oldest = NULL;
+        for (struct metrics_conn *o = s->metrics_conns; o; o = o->next)
+            if (!o->answered && o != m)
+                oldest = o;
+        conn_close(oldest ? oldest : m);
+        if (!oldest)
+            return;
     }
     uv_timer_start(&m->timer, on_timeout, METRICS_TIMEOUT_MS, 0);
     if (uv_read_start((uv_stream_t *)&m->tcp, on_alloc, on_read) != 0)

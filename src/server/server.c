@@ -114,6 +114,8 @@ static void on_cron(uv_timer_t *t)
         return;
     expire_cycle(s);
     maybe_merge(s);
+    if (s->tls_listening && s->cron_ticks % (1000 / CRON_INTERVAL_MS) == 0)
+        client_close_stalled_handshakes(s);
     if (++s->cron_ticks % (1000 / CRON_INTERVAL_MS) == 0 && !s->sync_running) {
         s->sync_work.data = s;
         atomic_store(&s->sync_using_store, 1);
@@ -248,6 +250,11 @@ int server_run(struct rc_config *cfg)
     if (cfg->tls_cert[0] &&
         tls_context_new(cfg->tls_cert, cfg->tls_key, cfg->tls_ca, &s->peer_tls) != 0)
         goto out_free;
+    if (cfg->tls_port &&
+        tls_context_new_for_clients(cfg->tls_cert, cfg->tls_key,
+                                    cfg->tls_client_ca[0] ? cfg->tls_client_ca : NULL,
+                                    &s->client_tls) != 0)
+        goto out_free;
     if (commands_init() != 0)
         goto out_free;
     struct rc_store_options so;
@@ -333,6 +340,7 @@ out_commands:
     commands_free();
 out_free:
     rc_free(s->tls_readbuf);
+    tls_context_free(s->client_tls);
     tls_context_free(s->peer_tls); /* NULL after cluster_free */
     uv_loop_close(s->loop);
     rc_free(s);

@@ -247,7 +247,8 @@ struct server {
     char cask_dir[4096];
     /* ---- the cluster (cluster.c) ---- */
     struct raft_node *raft;
-    struct tls_context *peer_tls; /* --tls-cert/--tls-key/--tls-ca; NULL: plaintext */
+    struct tls_context *peer_tls;   /* --tls-cert/--tls-key/--tls-ca; NULL: plaintext */
+    struct tls_context *client_tls; /* --tls-port (and --tls-client-ca); NULL: none */
     struct cluster_node_conf self;
     struct cluster_members members;
     char raft_dir[4096];
@@ -275,6 +276,7 @@ struct server {
     uv_mutex_t join_mu;                 /* guards join_leader */
     char join_leader[CLUSTER_ADDR_MAX]; /* the leader's client address ("" unknown) */
     struct forwarder *fwd[16];          /* pooled connections to the leader (forward.c) */
+    uint64_t fwd_bytes_inflight;        /* forwarded commands' bytes awaiting replies */
     struct snapshot_job *snap;          /* a local snapshot or backup being written, or NULL */
     uint64_t restores;                  /* store rebuilds from installed snapshots */
     bool force_snapshot;                /* take one at the next tick (after --restore) */
@@ -292,7 +294,11 @@ uint64_t server_random(struct server *s);
 /* client.c */
 void client_on_connection(uv_stream_t *listener, int status);
 void client_on_tls_connection(uv_stream_t *listener, int status); /* --tls-port */
-#define CLIENT_TLS_READ_BYTES (64u << 10)                         /* server.tls_readbuf */
+/* Closes TLS clients whose handshake is not done CLIENT_TLS_HANDSHAKE_MS after accept (they
+ * would hold a --maxclients slot for good). */
+void client_close_stalled_handshakes(struct server *s);
+#define CLIENT_TLS_HANDSHAKE_MS 10000
+#define CLIENT_TLS_READ_BYTES   (64u << 10)      /* server.tls_readbuf */
 void client_close(struct client *c);             /* close now, dropping unsent replies */
 void client_close_after_reply(struct client *c); /* close once replies are written */
 void client_flush_all(struct server *s);         /* write every client's pending replies */
@@ -391,6 +397,10 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
 int forward_admin(struct server *s, struct client *c, size_t argc, const struct resp_arg *argv,
                   const char *leader_addr);
 void forward_free(struct server *s);
+/* A client's forwarded commands in flight, and the bytes of all clients' (a client with
+ * none in flight may always forward one). */
+#define FORWARD_CLIENT_MAX_INFLIGHT 16
+#define FORWARD_MAX_INFLIGHT_BYTES  (32u << 20)
 /* Whether c's next forwarded command may go now: c has none in flight, or they are on a
  * connection to leader_addr that takes new commands (so that replies stay in order). */
 bool forward_can_follow(const struct server *s, const struct client *c, const char *leader_addr);

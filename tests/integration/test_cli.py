@@ -74,6 +74,9 @@ def test_version_and_help():
     (["--tls-port", "6380"], "--tls-port needs a port (1-65535) and --tls-cert, --tls-key and --tls-ca"),
     (["--tls-port", "4921", "--tls-cert", "a", "--tls-key", "b", "--tls-ca", "c"],
      "--tls-port 4921 is the client or the peer port"),
+    (["--tls-client-ca", "c"], "--tls-client-ca needs --tls-port"),
+    (["--tls-port", "6380", "--tls-cert", "a", "--tls-key", "b", "--tls-ca", "c", "--tls-client-ca", "c"],
+     "--tls-client-ca must not be --tls-ca"),
     (["--metrics", "nonsense"], "invalid --metrics 'nonsense' (expected HOST:PORT)"),
 ])
 def test_bad_flags_exit_nonzero_with_one_clear_line(args, message):
@@ -228,6 +231,11 @@ def test_metrics_endpoint_serves_metrics_and_health(tmp_path):
         for name in samples:  # every sample has its TYPE line
             base = name.split("{")[0]
             assert f"# TYPE {base} " in body, base
+        # 70 idle connections (the cap is 64): the oldest go, and a probe still gets in.
+        idle = [socket.create_connection(("127.0.0.1", metrics_port), timeout=10) for _ in range(70)]
+        assert http_get(metrics_port, "/health")[0] == 200
+        for sock in idle:
+            sock.close()
         assert http_get(metrics_port, "/nope")[0] == 404
         assert http_get(metrics_port, "/metrics", method="POST")[0] == 405
         for raw in (b"garbage\r\n\r\n", b"GET /metrics HTTP/1.1\r\nX: " + b"y" * 9000):

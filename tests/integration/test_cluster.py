@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -1688,40 +1689,63 @@ def test_tls_between_nodes(cluster_factory, tmp_path):
 
 
 def test_tls_clients_on_tls_port(cluster_factory, tmp_path):
-    """--tls-port: clients with a certificate from the CA are served (a pipeline, a 6 MB
-    value through a follower's TLS port), others are refused, the plain port still serves."""
+    """--tls-port: clients over TLS are served (a pipeline, a 6 MB value through a follower's
+    TLS port, commands sent just before close_notify); with --tls-client-ca they must present
+    a certificate from that CA, and one from the nodes' CA (which would make its holder a
+    node) is refused; the plain port still serves."""
     certs = make_certs(tmp_path / "certs")
     tls_ports = {i: free_port() for i in (1, 2, 3)}
-    cluster = cluster_factory(3, {i: [*tls_args(certs, f"n{i}"), "--tls-port", str(tls_ports[i])]
-                                  for i in (1, 2, 3)})
-    leader = cluster.leader()
-    follower = cluster.followers(leader)[0]
-
-    def tls_client(i, name="n4", ca="ca"):
-        return redis.Redis(port=tls_ports[i], ssl=True, ssl_certfile=str(certs / f"{name}.crt"),
-                           ssl_keyfile=str(certs / f"{name}.key"),
-                           ssl_ca_certs=str(certs / f"{ca}.crt"), socket_timeout=30)
-
+    client_ca = {3: ["--tls-client-ca", str(certs / "other.crt")]}
+    cluster = cluster_factory(3, {i: [*tls_args(certs, f"n{i}"), "--tls-port", str(tls_ports[i]),
+                                      *client_ca.get(i, [])] for i in (1, 2, 3)})
     index = {node: i + 1 for i, node in enumerate(cluster.nodes)}
-    client = tls_client(index[leader])
+    leader = cluster.leader()
+    plain_node = next(i for i in (1, 2) if cluster.nodes[i - 1] is not leader)
+
+    def tls_client(i, name=None, **kw):
+        certs_kw = {"ssl_certfile": str(certs / f"{name}.crt"),
+                    "ssl_keyfile": str(certs / f"{name}.key")} if name else {}
+        return redis.Redis(port=tls_ports[i], ssl=True, ssl_ca_certs=str(certs / "ca.crt"),
+                           socket_timeout=30, **certs_kw, **kw)
+
+    client = tls_client(index[leader])  # no client certificate needed without --tls-client-ca
     with client.pipeline(transaction=False) as pipe:
         for i in range(1000):
             pipe.set(f"tls-client:{i}", i)
         assert all(pipe.execute())
     big = os.urandom(6 << 20)
-    via_follower = tls_client(index[follower])
+    via_follower = tls_client(plain_node)
     assert via_follower.set("tls-big", big) is True
     assert via_follower.get("tls-big") == big
-    assert client.get("tls-client:999") == b"999"
-    refused = [redis.Redis(port=tls_ports[index[leader]], ssl=True,
-                           ssl_ca_certs=str(certs / "ca.crt"), socket_timeout=5),  # no cert
-               tls_client(index[leader], name="stranger"),  # another CA
-               redis.Redis(port=tls_ports[index[leader]], socket_timeout=5)]  # plaintext
-    for other in refused:
+    # Commands and close_notify in one read: the commands run (they were dropped).
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    context.check_hostname = False
+    for i in range(20):
+        with socket.create_connection(("127.0.0.1", tls_ports[index[leader]]), timeout=10) as raw:
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = context.wrap_bio(incoming, outgoing)
+            while True:  # the handshake, by hand over the socket
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    raw.sendall(outgoing.read())
+                    incoming.write(raw.recv(65536))
+            tls.write(encode_command("SET", f"notify:{i}", "1"))
+            try:
+                tls.unwrap()  # queues close_notify behind the command
+            except ssl.SSLWantReadError:
+                pass
+            raw.sendall(outgoing.read())  # both in one send
+    wait_for(lambda: call(leader, "EXISTS", *[f"notify:{i}" for i in range(20)]) == 20, 10.0,
+             "every SET sent before close_notify applied")
+    # Node 3 asks for a client certificate from the "other" CA.
+    assert tls_client(3, name="stranger").get("tls-client:999") == b"999"
+    for refused in (tls_client(3), tls_client(3, name="n4"),
+                    redis.Redis(port=tls_ports[3], socket_timeout=5)):
         with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
-            other.get("tls-client:1")
+            refused.get("tls-client:1")
     assert leader.client().get("tls-client:1") == "1"
-    assert call(leader, "DBSIZE") == 1001
 
 
 # ---------------------------------------------------------------- --metrics in a cluster
