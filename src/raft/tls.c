@@ -13,6 +13,7 @@
 #include "raftcask.h"
 
 #include <limits.h>
+#include <stdbool.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
@@ -45,7 +46,7 @@ static void take_error(const char *what, char *why, size_t why_len)
 /* ============================== context ============================== */
 
 static int context_new(const char *cert_file, const char *key_file, const char *ca_file,
-                       int require_peer_cert, struct tls_context **out)
+                       bool for_clients, struct tls_context **out)
 {
     *out = NULL;
     struct tls_context *ctx = rc_calloc(1, sizeof *ctx);
@@ -69,8 +70,8 @@ static int context_new(const char *cert_file, const char *key_file, const char *
     else if (SSL_CTX_check_private_key(c) != 1)
         step = "the private key does not match the certificate";
     else if (ca_file && SSL_CTX_load_verify_locations(c, ca_file, NULL) != 1)
-        step = require_peer_cert == 1 ? "loading the CA (--tls-ca)"
-                                      : "loading the client CA (--tls-client-ca)";
+        step =
+            for_clients ? "loading the client CA (--tls-client-ca)" : "loading the CA (--tls-ca)";
     if (step) {
         take_error(step, why, sizeof why);
         rc_error("TLS: %s", why);
@@ -90,13 +91,13 @@ static int context_new(const char *cert_file, const char *key_file, const char *
 int tls_context_new(const char *cert_file, const char *key_file, const char *ca_file,
                     struct tls_context **out)
 {
-    return context_new(cert_file, key_file, ca_file, 1, out);
+    return context_new(cert_file, key_file, ca_file, false, out);
 }
 
 int tls_context_new_for_clients(const char *cert_file, const char *key_file,
                                 const char *client_ca_file, struct tls_context **out)
 {
-    return context_new(cert_file, key_file, client_ca_file, 2, out);
+    return context_new(cert_file, key_file, client_ca_file, true, out);
 }
 
 void tls_context_free(struct tls_context *ctx)

@@ -150,7 +150,9 @@ static void job_done(uv_work_t *req, int status)
         }
         if (j->w)
             logstore_snapshot_abort(j->w);
-        if (rc != 0)
+        if (rc != 0 && atomic_load(&j->cancel))
+            rc_info("snapshot at index %" PRIu64 " cancelled: the store was replaced", j->index);
+        else if (rc != 0)
             rc_warn("snapshot at index %" PRIu64 " failed: %s", j->index, rc_strerror(rc));
     } else {
         if (rc == 0)
