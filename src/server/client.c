@@ -31,6 +31,8 @@
 #define MAX_PENDING_WRITES 1024
 /* Unparsed input a waiting client may send before its socket stops being read (note 3). */
 #define READ_AHEAD_BYTES (64u << 10)
+/* Linearizable reads one client may have waiting for their rounds on a leader. */
+#define READS_CLIENT_MAX_INFLIGHT 64
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -365,6 +367,10 @@ static bool may_run(struct client *c, const struct resp_argv *argv)
                c->srv->fwd_bytes_inflight < FORWARD_MAX_INFLIGHT_BYTES &&
                command_would_forward(c, argv->count, argv->args);
     if (c->deferred_reads) {
+        /* Bounded like forwarded commands: their replies come whether or not it reads. */
+        if (c->deferred_reads >= READS_CLIENT_MAX_INFLIGHT ||
+            c->out.len + c->sending.len > OUTPUT_SOFT_LIMIT)
+            return false;
         const struct command *next =
             argv->count ? command_lookup(argv->args[0].ptr, argv->args[0].len) : NULL;
         return next && cluster_read_defers(c, next, argv->count);
