@@ -256,3 +256,47 @@ int tls_session_take_output(struct tls_session *s, unsigned char **out, size_t *
     }
     return 0;
 }
+
+/* ============================== sending output ============================== */
+
+struct output_write {
+    uv_write_t req;
+    unsigned char *data;
+    void (*done)(void *ctx, int status);
+    void *ctx;
+};
+
+static void on_output_written(uv_write_t *req, int status)
+{
+    struct output_write *w = req->data;
+    void (*done)(void *, int) = w->done;
+    void *ctx = w->ctx;
+    rc_free(w->data);
+    rc_free(w);
+    done(ctx, status);
+}
+
+int tls_session_send_output(struct tls_session *s, uv_stream_t *stream, tls_write_fn write,
+                            void (*done)(void *ctx, int status), void *ctx)
+{
+    unsigned char *data;
+    size_t len;
+    if (tls_session_take_output(s, &data, &len) != 0)
+        return RC_ENOMEM;
+    if (len == 0)
+        return 0;
+    struct output_write *w = rc_malloc(sizeof *w);
+    if (!w) {
+        rc_free(data);
+        return RC_ENOMEM;
+    }
+    *w = (struct output_write){.data = data, .done = done, .ctx = ctx};
+    w->req.data = w;
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    if (write(&w->req, stream, &b, 1, on_output_written) != 0) {
+        rc_free(data);
+        rc_free(w);
+        return RC_EIO;
+    }
+    return 1;
+}

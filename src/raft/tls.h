@@ -1,18 +1,19 @@
 /*
  * tls.h — mutual TLS for the peer transport (internal module, prefix tls_).
  *
- * OpenSSL with memory BIOs: a session never touches a socket. The transport feeds it the
+ * OpenSSL with memory BIOs: a session never reads a socket. The transport feeds it the
  * bytes it read (ciphertext), reads plaintext back, writes plaintext into it and takes the
- * ciphertext to send. Both sides present a certificate and check the other's against the
- * one CA file (--tls-ca): a node without a certificate from that CA cannot complete the
- * handshake, so it can neither send nor receive a frame. Addresses are not checked against
- * the certificate's names (nodes dial numeric addresses); the CA is the trust boundary.
- * TLS 1.2 at least; session tickets are off (peers keep long-lived connections).
+ * ciphertext to send (or has tls_session_send_output write it). Both sides present a certificate
+ * and check the other's against the one CA file (--tls-ca): a node without a certificate from that
+ * CA cannot complete the handshake, so it can neither send nor receive a frame. Addresses are not
+ * checked against the certificate's names (nodes dial numeric addresses); the CA is the trust
+ * boundary. TLS 1.2 at least; session tickets are off (peers keep long-lived connections).
  */
 #ifndef RC_RAFT_TLS_H
 #define RC_RAFT_TLS_H
 
 #include <stddef.h>
+#include <uv.h>
 
 struct tls_context; /* certificate, key and CA: shared by every session of a node */
 struct tls_session; /* one connection */
@@ -61,5 +62,17 @@ int tls_session_write(struct tls_session *s, const void *data, size_t len);
 /* Ciphertext waiting to be sent: *out (rc_malloc'ed, the caller frees it with rc_free) of
  * *len bytes, or *out = NULL and *len = 0 when there is none. 0 or RC_ENOMEM. */
 int tls_session_take_output(struct tls_session *s, unsigned char **out, size_t *len);
+
+/*
+ * Writes the ciphertext waiting in the session (handshake records, alerts) to stream as one
+ * request that owns its bytes, with write (uv_write, or a stream layer's equivalent); done(ctx,
+ * status) runs when it completes. libuv writes a stream's requests in order, so this output
+ * keeps its place among the caller's own writes. 1 when a request was issued, 0 when there
+ * was nothing to send, RC_ENOMEM or RC_EIO (nothing issued, done will not run).
+ */
+typedef int (*tls_write_fn)(uv_write_t *req, uv_stream_t *stream, const uv_buf_t bufs[],
+                            unsigned nbufs, uv_write_cb cb);
+int tls_session_send_output(struct tls_session *s, uv_stream_t *stream, tls_write_fn write,
+                            void (*done)(void *ctx, int status), void *ctx);
 
 #endif

@@ -360,7 +360,6 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = READ_BUFFER_BYTES;
 }
 
-/* Closes a connection for a malformed frame; a dialer re-dials after its backoff. */
 /* Whether a stranger's refusal may be logged at warning level: at most one a second, so
  * that whoever can reach the port cannot fill the log (the others go to debug, counted). */
 static int stranger_warning_ok(struct transport *t)
@@ -378,6 +377,7 @@ static int stranger_warning_ok(struct transport *t)
     return 1;
 }
 
+/* Closes a connection for a malformed frame; a dialer re-dials after its backoff. */
 static void reject(struct conn *c, const char *why)
 {
     c->t->stats.frames_rejected++;
@@ -657,50 +657,19 @@ static void write_failed(struct conn *c, int rc)
 
 /* ============================== TLS ============================== */
 
-struct control_write {
-    uv_write_t req;
-    struct conn *c;
-    unsigned char *data;
-};
-
-static void on_control_written(uv_write_t *req, int status)
+static void on_control_written(void *ctx, int status)
 {
-    struct control_write *w = req->data;
-    struct conn *c = w->c;
-    rc_free(w->data);
-    rc_free(w);
+    struct conn *c = ctx;
     if (status < 0 && !c->closing)
         conn_close(c, 1);
 }
 
-/*
- * Sends the ciphertext the session produced outside a frame write: handshake records,
- * alerts. libuv writes a stream's requests in order, so these never overtake, nor get
- * overtaken by, the frames' ciphertext. 0, or -1 after closing c.
- */
+/* Sends the ciphertext the session produced outside a frame write: handshake records,
+ * alerts (in order with the frames' writes). 0, or -1 after closing c. */
 static int tls_send_control(struct conn *c)
 {
-    unsigned char *data;
-    size_t len;
-    if (tls_session_take_output(c->tls, &data, &len) != 0) {
-        conn_close(c, 1);
-        return -1;
-    }
-    if (len == 0)
-        return 0;
-    struct control_write *w = rc_malloc(sizeof *w);
-    if (!w) {
-        rc_free(data);
-        conn_close(c, 1);
-        return -1;
-    }
-    w->c = c;
-    w->data = data;
-    w->req.data = w;
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-    if (c->t->opts.stream->write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_control_written) != 0) {
-        rc_free(data);
-        rc_free(w);
+    if (tls_session_send_output(c->tls, (uv_stream_t *)&c->tcp, c->t->opts.stream->write,
+                                on_control_written, c) < 0) {
         conn_close(c, 1);
         return -1;
     }

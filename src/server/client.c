@@ -243,52 +243,26 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
 /* ============================== TLS (--tls-port) ============================== */
 
-struct control_write {
-    uv_write_t req;
-    struct client *c;
-    unsigned char *data;
-};
-
-static void on_control_written(uv_write_t *req, int status)
+static void on_control_written(void *ctx, int status)
 {
-    struct control_write *w = req->data;
-    struct client *c = w->c;
-    rc_free(w->data);
-    rc_free(w);
+    struct client *c = ctx;
     if (status < 0 && !c->closed)
         client_close(c);
     client_release(c);
 }
 
-/* Writes what the session produced outside a reply (handshake records, alerts); libuv keeps
- * a stream's writes in order. false after closing c. */
+/* Writes what the session produced outside a reply (handshake records, alerts), in order with
+ * the replies' writes; the request holds a reference. false after closing c. */
 static bool tls_send_control(struct client *c)
 {
-    unsigned char *data;
-    size_t len;
-    if (tls_session_take_output(c->tls, &data, &len) != 0) {
-        client_close(c);
-        return false;
-    }
-    if (len == 0)
-        return true;
-    struct control_write *w = rc_malloc(sizeof *w);
-    if (!w) {
-        rc_free(data);
-        client_close(c);
-        return false;
-    }
-    *w = (struct control_write){.c = c, .data = data};
-    w->req.data = w;
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_control_written) != 0) {
-        rc_free(data);
-        rc_free(w);
-        client_close(c);
-        return false;
-    }
     c->refs++;
-    return true;
+    int rc =
+        tls_session_send_output(c->tls, (uv_stream_t *)&c->tcp, uv_write, on_control_written, c);
+    if (rc <= 0)
+        c->refs--; /* no request: the caller still holds c */
+    if (rc < 0)
+        client_close(c);
+    return rc >= 0;
 }
 
 static void tls_receive(struct client *c, const unsigned char *data, size_t n)

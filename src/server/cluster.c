@@ -399,7 +399,7 @@ bool cluster_forwards(const struct client *c, const struct command *cmd)
         return false;
     char leader[CLUSTER_ADDR_MAX];
     return strcmp(s->cfg->follower_mode, "proxy") == 0 &&
-           cluster_leader_addr(s, leader, sizeof leader) && forward_can_follow(s, c, leader);
+           cluster_leader_addr(s, leader, sizeof leader) && forward_can_follow(c, leader);
 }
 
 bool cluster_route_command(struct client *c, const struct command *cmd, size_t argc,

@@ -37,8 +37,7 @@
 struct waiter {
     struct client *client; /* NULL: the AUTH reply, or a client that went away */
     uint64_t sent_ms;
-    bool pipelined; /* client_forwarded (else client_block: an admin command) */
-    size_t bytes;   /* of the command, counted in server.fwd_bytes_inflight */
+    size_t bytes; /* of the command, counted in server.fwd_bytes_inflight */
 };
 
 struct forwarder {
@@ -126,7 +125,7 @@ static void answer(struct forwarder *f, struct waiter *w, const char *reply, siz
 {
     f->s->fwd_bytes_inflight -= w->bytes;
     w->bytes = 0;
-    if (w->client && w->pipelined)
+    if (w->client && !f->exclusive) /* client_forwarded; an admin command's: client_block */
         client_forwarded_reply(w->client, reply, len);
     else if (w->client)
         client_unblock(w->client, reply, len);
@@ -294,7 +293,7 @@ static int push_waiter(struct forwarder *f, struct client *c)
         if (rc_reserve((void **)&f->w, &f->wcap, f->wn + 1, sizeof *f->w) != 0)
             return RC_ENOMEM;
     }
-    f->w[f->wn++] = (struct waiter){c, uv_now(f->s->loop), !f->exclusive, 0};
+    f->w[f->wn++] = (struct waiter){c, uv_now(f->s->loop), 0};
     return 0;
 }
 
@@ -432,7 +431,7 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
     if (s->shutting_down)
         return RC_ECLOSED;
     if (c->forwarded) { /* replies come back in order only on one connection */
-        if (!forward_can_follow(s, c, leader_addr))
+        if (!forward_can_follow(c, leader_addr))
             return RC_EIO; /* not reached: may_run holds such a command back */
         return send_command(c->fwd_conn, c, argc, argv);
     }
@@ -465,16 +464,13 @@ int forward_command(struct server *s, struct client *c, size_t argc, const struc
     return send_command(f, c, argc, argv);
 }
 
-bool forward_can_follow(const struct server *s, const struct client *c, const char *leader_addr)
+bool forward_can_follow(const struct client *c, const char *leader_addr)
 {
     if (!c->forwarded)
         return true;
+    /* Alive while c has commands on it: fwd_close answers every one before it goes. */
     const struct forwarder *f = c->fwd_conn;
-    for (size_t i = 0; i < FORWARD_POOL; i++)
-        if (s->fwd[i] == f) /* still pooled: not closed */
-            return !f->closing && !f->draining_since_ms && !f->exclusive &&
-                   strcmp(f->addr, leader_addr) == 0;
-    return false;
+    return !f->closing && !f->draining_since_ms && strcmp(f->addr, leader_addr) == 0;
 }
 
 void forward_free(struct server *s)

@@ -205,7 +205,7 @@ static int open_listener(struct server *s)
     }
     if (!s->cfg->tls_port)
         return 0;
-    /* --tls-port: the same host, clients over TLS with a certificate from --tls-ca. */
+    /* --tls-port: the same host, clients over TLS (server.client_tls). */
     if (strchr(host, ':'))
         uv_ip6_addr(host, (int)s->cfg->tls_port, (struct sockaddr_in6 *)&addr);
     else

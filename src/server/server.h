@@ -403,7 +403,7 @@ void forward_free(struct server *s);
 #define FORWARD_MAX_INFLIGHT_BYTES  (32u << 20)
 /* Whether c's next forwarded command may go now: c has none in flight, or they are on a
  * connection to leader_addr that takes new commands (so that replies stay in order). */
-bool forward_can_follow(const struct server *s, const struct client *c, const char *leader_addr);
+bool forward_can_follow(const struct client *c, const char *leader_addr);
 /* Another leader is known: new commands go to it; the old connection drains (forward.c). */
 void forward_leader_changed(struct server *s, const char *leader_addr);
 /* Bytes of the one complete RESP2 reply at b: 0 if incomplete, -1 if malformed. */
