@@ -159,6 +159,7 @@ static int record_fn(const void *key, size_t klen, const void *value, size_t vle
                      const struct rc_item_meta *meta, void *ctx)
 {
     struct writer *w = ctx;
+    rc_failpoint("snapshot:record"); /* tests slow a writer down with it (=sleep:MS) */
     if (w->cancel && atomic_load(w->cancel))
         return RC_ECLOSED;
     if (klen > SNAPSHOT_MAX_KEY_BYTES || vlen > SNAPSHOT_MAX_VALUE_BYTES)

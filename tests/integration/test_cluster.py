@@ -1458,6 +1458,62 @@ def test_a_node_killed_in_a_snapshot_restore_keeps_the_directory_it_carries(clus
     assert readonly_get(down, "fp:299") == b"v299"
 
 
+def test_a_snapshot_from_the_leader_cancels_a_backup_being_written(cluster_factory):
+    """A follower writing a backup (RAFTSNAPSHOT, slowed by a failpoint to ~2 ms a record)
+    is sent a snapshot by the leader: the install cancels the backup instead of holding the
+    loop until the backup is written. The backup's client is told, its directory goes, and
+    the node installs the snapshot."""
+    if not has_failpoints():
+        pytest.skip("RAFTCASK_BIN is not a debug build (no failpoints)")
+    compact = ["--snapshot-threshold", "64", "--snapshot-trailing", "8"]
+    # Node 3 takes no compaction snapshot of its own: the failpoint would slow those too.
+    cluster = cluster_factory(3, {1: compact, 2: compact, 3: ["--snapshot-threshold", "0"]})
+    slow = cluster.nodes[2]
+    leader = cluster.leader()
+    if leader is slow:
+        assert call(slow, "RAFTTRANSFER", str(cluster.nodes[0].node_id), timeout_s=10) == "OK"
+        leader = cluster.leader()
+    cluster.stop(slow)
+    slow.env = {"RAFTCASK_FAILPOINT": "snapshot:record=sleep:2"}
+    cluster.start_node(slow)
+    client = leader.client()
+    with client.pipeline(transaction=False) as pipe:
+        for i in range(3000):
+            pipe.set(f"bk:{i:04d}", f"v{i}")
+        assert all(pipe.execute())
+    cluster.wait_caught_up(slow, leader)
+    os.kill(slow.pid, signal.SIGSTOP)
+    try:
+        # 24 MB first: the leader's queue for the stopped node (at most 8 MiB) fills with
+        # these, so what follows reaches the node only in a snapshot.
+        for i in range(600):
+            assert client.set(f"big:{i}", "x" * 40000) is True
+        applied = cluster.applied(leader)
+        for i in range(200):  # one entry each: the leader compacts past what `slow` holds
+            assert client.set(f"after:{i:03d}", f"w{i}") is True
+        wait_for(lambda: int(info_section(leader, "raft")["raft_first_log_index"]) > applied + 1,
+                 10.0, "the leader to compact past the stopped node's log")
+        # Queued in the stopped node's socket: read before the leader can learn that the node
+        # is back, so the backup starts before the snapshot arrives.
+        backup = slow.raw(timeout_s=30)
+        backup.send("RAFTSNAPSHOT")
+    finally:
+        os.kill(slow.pid, signal.SIGCONT)
+    with backup:
+        started = time.monotonic()
+        reply = backup.read_reply()
+    assert reply == RespError("ERR backup cancelled: a snapshot from the leader replaced this "
+                              "node's store while it was written; try again"), reply
+    assert time.monotonic() - started < 6.0  # 3000+ records at 2 ms: not written to the end
+    cluster.wait_caught_up(slow, leader)
+    log = slow.log_text()
+    assert "installed a snapshot" in log and "store rebuilt from the snapshot" in log
+    assert readonly_get(slow, "after:199") == b"w199"
+    assert readonly_get(slow, "bk:2999") == b"v2999"
+    assert not any((slow.data_dir / "snapshots").iterdir())  # the cancelled backup's directory
+    assert isinstance(call(slow, "RAFTSNAPSHOT", timeout_s=30), bytes)  # a backup still works
+
+
 def test_node_down_past_compaction_within_trailing_entries_catches_up_by_log(cluster_factory):
     """--snapshot-trailing keeps entries before a snapshot's index: a node that missed fewer
     than that is sent entries after the leader compacted, not the snapshot."""
@@ -1746,6 +1802,35 @@ def test_tls_clients_on_tls_port(cluster_factory, tmp_path):
         with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
             refused.get("tls-client:1")
     assert leader.client().get("tls-client:1") == "1"
+
+
+def test_a_tls_client_that_never_finishes_its_handshake_is_closed(start_server, tmp_path):
+    """--tls-port: a connection that sends nothing, or only part of a ClientHello, is closed
+    about 10 s after it was accepted (CLIENT_TLS_HANDSHAKE_MS); a client whose handshake is
+    done stays connected however long it is idle."""
+    certs = make_certs(tmp_path / "certs")
+    tls_port = free_port()
+    server = start_server([*tls_args(certs, "n1"), "--tls-port", str(tls_port)])
+    done = redis.Redis(port=tls_port, ssl=True, ssl_ca_certs=str(certs / "ca.crt"),
+                       socket_timeout=30)
+    first_id = done.client_id()
+    silent = socket.create_connection(("127.0.0.1", tls_port), timeout=30)
+    partial = socket.create_connection(("127.0.0.1", tls_port), timeout=30)
+    partial.sendall(b"\x16\x03\x01\x02\x00\x01")  # a record header and one byte of its body
+    started = time.monotonic()
+    try:
+        for sock in (silent, partial):
+            try:
+                assert sock.recv(1) == b""  # blocks until the node closes it (or 30 s)
+            except ConnectionResetError:
+                pass
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+        partial.close()
+    assert 9.0 <= elapsed < 20.0, f"closed after {elapsed:.1f} s"
+    assert done.client_id() == first_id  # the same connection, not a reconnection
+    assert server.log_text().count("no TLS handshake within 10000 ms; closed") == 2
 
 
 # ---------------------------------------------------------------- --metrics in a cluster
