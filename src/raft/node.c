@@ -857,6 +857,10 @@ int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
     n->sync_timer.data = n;
     n->handles_open = 4; /* tick, check, sync timer, transport */
     raft_status(n->core, &n->last_status);
+    /* Nothing fails from here on, and the callbacks below (a lone voter that elects itself
+     * applies what its log holds: after --recover, a join's directory entry) may use the
+     * node through the caller's handle: it is set first. */
+    *out = n;
     /* The only voter need not wait out an election timeout to lead: a one-node cluster is
      * writable as soon as it starts. Ticking through the timeout here runs the same
      * (pre-)vote path as ever, only without the wall-clock wait. */
@@ -868,7 +872,6 @@ int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
             raft_status(n->core, &rs);
         }
     }
-    *out = n;
     return 0;
 
 fail_core:

@@ -98,7 +98,9 @@ int raft_node_recover(const char *dir, uint64_t id, uint64_t held);
 
 /*
  * Opens the log in o->dir, creates the core from it and starts the transport and the tick
- * timer on loop. *out owns the node until raft_node_close's callback has run.
+ * timer on loop. *out owns the node until raft_node_close's callback has run. A lone voter
+ * elects itself before this returns, and its callbacks (apply, on_state) may already run:
+ * *out is set before they can, so they may use it.
  */
 int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
                     const struct raft_node_callbacks *cb, void *ctx, struct raft_node **out);

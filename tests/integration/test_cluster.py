@@ -1532,6 +1532,32 @@ def test_node_down_past_compaction_within_trailing_entries_catches_up_by_log(clu
 
 
 @raftcask_only
+def test_recover_with_an_uncommitted_directory_entry_in_the_log(cluster):
+    """A join reached the leader just as both followers died: its directory entry stayed
+    uncommitted in that node's log. --recover makes the node a one-node cluster, which
+    commits and applies the entry while it starts. That crashed (the entry reached the
+    transport before the node was set up), and then again at every start."""
+    leader = cluster.leader()
+    assert leader.client().set("before", "1") is True
+    last = int(info_section(leader, "raft")["raft_last_log_index"])
+    for node in cluster.followers(leader):
+        cluster.kill(node)
+    with leader.raw(timeout_s=5) as conn:
+        conn.send("RAFTADDPEER", "127.0.0.1:9", "ID", "4242")
+        wait_for(lambda: int(info_section(leader, "raft")["raft_last_log_index"]) > last, 5.0,
+                 "the directory entry of the join appended")
+    cluster.kill(leader)
+    args = list(leader.extra_args)
+    cluster.restart(leader, [*args, "--recover"])
+    wait_for(lambda: text(call(leader, "RAFTSTATE")) == "Leader", 5.0, "the node to lead")
+    assert leader.client().get("before") == "1"
+    cluster.restart(leader, args)
+    wait_for(lambda: text(call(leader, "RAFTSTATE")) == "Leader", 5.0, "the node to lead again")
+    assert leader.client().set("after", "2") is True
+    assert [row[0] for row in peer_rows(leader)] == [str(leader.node_id)]
+
+
+@raftcask_only
 def test_quorum_loss_then_recover(cluster):
     """Two of three nodes lost for good: the survivor refuses writes, then --recover makes it
     a one-node cluster with every acknowledged write; a wiped node joins it again."""
