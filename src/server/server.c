@@ -285,7 +285,15 @@ int server_run(struct rc_config *cfg)
         uv_run(s->loop, UV_RUN_DEFAULT);
         goto out_store;
     }
-    if (cluster_start(s) != 0 || metrics_start(s) != 0) {
+    rc = cluster_start(s);
+    if (rc == 0 && s->shutting_down) {
+        /* Raft stopped while it started (an entry the store cannot apply, a log write that
+         * failed): serving nothing, with a shutdown already begun, the node would only hang. */
+        rc_error("cannot start: the node stopped while it replayed its log (the error above); "
+                 "exiting");
+        rc = RC_EIO;
+    }
+    if (rc != 0 || metrics_start(s) != 0) {
         uv_close((uv_handle_t *)&s->listener, NULL);
         if (s->tls_listening)
             uv_close((uv_handle_t *)&s->tls_listener, NULL);

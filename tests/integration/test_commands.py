@@ -710,6 +710,39 @@ def test_a_record_that_fails_its_crc_is_an_error_for_every_read(start_server):
 
 
 @raftcask_only
+def test_a_node_that_cannot_apply_its_log_stops_at_start_too(start_server):
+    """APPEND to a value whose record fails its CRC: the entry is committed but the store
+    cannot apply it, and the node stops (exit 1). Restarted, it replays the entry, fails
+    again and must stop again with a line saying why; it used to log "ready", serve
+    CLUSTERDOWN and ignore SIGTERM. Once the damage is repaired the entry applies."""
+    server = start_server(["--data-file-size", "200000"])
+    client = server.client(decode=False)
+    for i in range(2000):
+        client.set(f"k{i}", f"value-{i}-" + "y" * 100)
+    client.close()
+    server.stop()
+    first = sorted((server.data_dir / "cask").glob("*.data"))[0]
+    good = first.read_bytes()
+    raw = bytearray(good)
+    raw[raw.index(b"value-5-yyy") + 9] ^= 0x01
+    first.write_bytes(bytes(raw))
+    server.start()
+    with server.raw() as conn:
+        assert conn.call("APPEND", "k5", "z") == RespError("ERR write failed in the store")
+    assert server.wait_exit() == 1
+    offset = server.log_path.stat().st_size
+    server.launch()
+    assert server.wait_exit() == 1, server.log_tail(offset)
+    log = server.log_text(offset)
+    assert "applying entry" in log and "failed" in log
+    assert "cannot start: the node stopped while it replayed its log" in log
+    assert " ready: " not in log
+    first.write_bytes(good)
+    server.start()
+    assert server.client().get("k5") == "value-5-" + "y" * 100 + "z"
+
+
+@raftcask_only
 def test_restart_after_flushall_and_overwrites(start_server):
     server = start_server()
     with server.raw() as conn:
