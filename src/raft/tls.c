@@ -16,6 +16,8 @@
 #include <stdbool.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -98,6 +100,34 @@ int tls_context_new_for_clients(const char *cert_file, const char *key_file,
                                 const char *client_ca_file, struct tls_context **out)
 {
     return context_new(cert_file, key_file, client_ca_file, true, out);
+}
+
+int tls_client_ca_trusted_by(const struct tls_context *clients, const struct tls_context *nodes,
+                             char *subject, size_t subject_len)
+{
+    X509_STORE *node_store = SSL_CTX_get_cert_store(nodes->ssl_ctx);
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(clients->ssl_ctx));
+    int found = 0;
+    for (int i = 0; i < sk_X509_OBJECT_num(objs) && !found; i++) {
+        X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+        if (!x)
+            continue; /* a CRL */
+        X509_STORE_CTX *sc = X509_STORE_CTX_new();
+        if (!sc) {
+            found = RC_ENOMEM;
+            break;
+        }
+        /* The same CA, a copy of it, or one that it issued: then a client's certificate
+         * chains up to the nodes' CA. */
+        if (X509_STORE_CTX_init(sc, node_store, x, NULL) == 1 && X509_verify_cert(sc) == 1) {
+            found = 1;
+            if (subject && subject_len)
+                X509_NAME_oneline(X509_get_subject_name(x), subject, (int)subject_len);
+        }
+        X509_STORE_CTX_free(sc);
+    }
+    ERR_clear_error();
+    return found;
 }
 
 void tls_context_free(struct tls_context *ctx)

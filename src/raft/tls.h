@@ -33,6 +33,13 @@ int tls_context_new(const char *cert_file, const char *key_file, const char *ca_
  */
 int tls_context_new_for_clients(const char *cert_file, const char *key_file,
                                 const char *client_ca_file, struct tls_context **out);
+/*
+ * 1 if a certificate of the client context's CA file is trusted by the nodes' context (the
+ * same CA, a copy, or a CA it issued: a client's certificate would then be good for a node),
+ * with that certificate's subject in subject; 0 if none is; RC_ENOMEM.
+ */
+int tls_client_ca_trusted_by(const struct tls_context *clients, const struct tls_context *nodes,
+                             char *subject, size_t subject_len);
 void tls_context_free(struct tls_context *ctx);
 
 /* A session for a connection we dialed (client = 1) or accepted (client = 0); RC_ENOMEM. The

@@ -1319,6 +1319,8 @@ static bool dir_has_files(const char *dir)
     return any;
 }
 
+static void join_hostport(const char *host, int port, char *buf, size_t cap);
+
 static void default_peer_bind(const struct rc_config *cfg, char *buf, size_t cap)
 {
     if (cfg->peer_bind && cfg->peer_bind[0]) {
@@ -1328,10 +1330,43 @@ static void default_peer_bind(const struct rc_config *cfg, char *buf, size_t cap
     char host[256];
     int port = 0;
     rc_config_split_hostport(cfg->bind, host, &port);
+    join_hostport(host, port + 1, buf, cap);
+}
+
+/* A HOST:PORT whose host names no one machine (0.0.0.0, ::): fine to bind, useless to dial
+ * from another machine. */
+static bool wildcard_addr(const char *addr)
+{
+    char host[256];
+    int port;
+    return rc_config_split_hostport(addr, host, &port) == 0 &&
+           (!strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !host[0]);
+}
+
+static void join_hostport(const char *host, int port, char *buf, size_t cap)
+{
     if (strchr(host, ':'))
-        snprintf(buf, cap, "[%s]:%d", host, port + 1);
+        snprintf(buf, cap, "[%s]:%d", host, port);
     else
-        snprintf(buf, cap, "%s:%d", host, port + 1);
+        snprintf(buf, cap, "%s:%d", host, port);
+}
+
+/* The peer address told to other nodes: --peer-advertise; else, when --peer-bind's host is a
+ * wildcard and --advertise names a host, that host with the peer port; else --peer-bind. */
+static void default_peer_addr(const struct rc_config *cfg, const char *peer_bind, char *buf,
+                              size_t cap)
+{
+    char host[256], peer_host[256];
+    int port, peer_port;
+    if (cfg->peer_advertise && cfg->peer_advertise[0])
+        snprintf(buf, cap, "%s", cfg->peer_advertise);
+    else if (wildcard_addr(peer_bind) && cfg->advertise && cfg->advertise[0] &&
+             !wildcard_addr(cfg->advertise) &&
+             rc_config_split_hostport(cfg->advertise, host, &port) == 0 &&
+             rc_config_split_hostport(peer_bind, peer_host, &peer_port) == 0)
+        join_hostport(host, peer_port, buf, cap);
+    else
+        snprintf(buf, cap, "%s", peer_bind);
 }
 
 /* --restore FILE on a fresh node: the store is rebuilt from the backup; *base receives the
@@ -1370,8 +1405,8 @@ int cluster_start(struct server *s)
     char peer_bind[300];
     default_peer_bind(cfg, peer_bind, sizeof peer_bind);
     const char *client_addr = cfg->advertise && cfg->advertise[0] ? cfg->advertise : cfg->bind;
-    const char *peer_addr =
-        cfg->peer_advertise && cfg->peer_advertise[0] ? cfg->peer_advertise : peer_bind;
+    char peer_addr[300];
+    default_peer_addr(cfg, peer_bind, peer_addr, sizeof peer_addr);
     if (strlen(client_addr) >= sizeof s->self.client_addr ||
         strlen(peer_addr) >= sizeof s->self.peer_addr) {
         rc_error("address '%s' or '%s' is too long", client_addr, peer_addr);
@@ -1391,6 +1426,12 @@ int cluster_start(struct server *s)
                  cfg->dir, s->raft_dir, cfg->dir);
         return RC_EINVAL;
     }
+    /* Before --advertise lent its host to a wildcard --peer-bind, the peer address stored
+     * was --peer-bind itself: such a node keeps it. */
+    if (!fresh && strcmp(peer_addr, s->self.peer_addr) != 0 &&
+        !(cfg->peer_advertise && cfg->peer_advertise[0]) &&
+        strcmp(peer_bind, s->self.peer_addr) == 0)
+        snprintf(peer_addr, sizeof peer_addr, "%s", peer_bind);
     if (!fresh && (strcmp(client_addr, s->self.client_addr) != 0 ||
                    strcmp(peer_addr, s->self.peer_addr) != 0)) {
         /* The other nodes know this node by the addresses it joined with. */
@@ -1400,6 +1441,22 @@ int cluster_start(struct server *s)
                  "cluster and join it again with a fresh --dir",
                  s->self.client_addr, s->self.peer_addr, cfg->dir, client_addr, peer_addr);
         return RC_EINVAL;
+    }
+    if (fresh && (wildcard_addr(client_addr) || wildcard_addr(peer_addr))) {
+        /* Stored for good in node.conf and in every member's directory: other machines
+         * would dial 0.0.0.0. */
+        const char *what =
+            wildcard_addr(client_addr) ? "--advertise HOST:PORT" : "--peer-advertise HOST:PORT";
+        if (cfg->join && cfg->join[0]) {
+            rc_error("this node would tell the cluster to reach it at %s (clients) and %s "
+                     "(peers), which other machines cannot dial: give %s",
+                     client_addr, peer_addr, what);
+            return RC_EINVAL;
+        }
+        rc_warn("this node tells others to reach it at %s (clients) and %s (peers), stored for "
+                "good in %s/node.conf: a node on another machine could not join it. Give %s "
+                "at its first start if it will have members",
+                client_addr, peer_addr, cfg->dir, what);
     }
     if (fresh) {
         s->self.id = cfg->id ? cfg->id : (random_u64() >> 1) | 1;

@@ -27,10 +27,13 @@ struct option_row {
 static const struct option_row options[] = {
     {"dir", OPT_STRING, FIELD(dir), "./data", "everything the node stores"},
     {"bind", OPT_STRING, FIELD(bind), "127.0.0.1:4920", "client (RESP) listener HOST:PORT"},
-    {"peer-bind", OPT_STRING, FIELD(peer_bind), "", "Raft listener HOST:PORT (client port + 1)"},
-    {"advertise", OPT_STRING, FIELD(advertise), "", "client address told to others (--bind)"},
-    {"peer-advertise", OPT_STRING, FIELD(peer_advertise), "", "peer address (--peer-bind)"},
-    {"id", OPT_UINT, FIELD(id), "0", "Raft server id (random at first start)"},
+    {"peer-bind", OPT_STRING, FIELD(peer_bind), "",
+     "Raft listener HOST:PORT (default: the --bind host, client port + 1)"},
+    {"advertise", OPT_STRING, FIELD(advertise), "",
+     "client HOST:PORT told to other nodes and to clients (default: --bind)"},
+    {"peer-advertise", OPT_STRING, FIELD(peer_advertise), "",
+     "peer HOST:PORT told to other nodes (default: --peer-bind)"},
+    {"id", OPT_UINT, FIELD(id), "0", "Raft server id (default: random at first start)"},
     {"join", OPT_STRING, FIELD(join), "", "client address of a member to join"},
     {"recover", OPT_BOOL, FIELD(recover), "no", "rewrite the configuration to this node alone"},
     {"read-consistency", OPT_STRING, FIELD(read_consistency), "linearizable",
@@ -56,7 +59,8 @@ static const struct option_row options[] = {
      "CA (PEM) whose certificates --tls-port clients must present (never --tls-ca's); none: "
      "clients need no certificate"},
     {"tls-port", OPT_UINT, FIELD(tls_port), "0",
-     "port (on the --bind host) for clients over TLS; they present a certificate from --tls-ca"},
+     "port (on the --bind host) for clients over TLS; with --tls-client-ca they must present a "
+     "certificate from it (default: none)"},
     {"maxclients", OPT_UINT, FIELD(maxclients), "10000", "most client connections at once"},
     {"proto-max-bulk-len", OPT_SIZE, FIELD(proto_max_bulk_len), "536870912",
      "largest bulk string (value) accepted"},
@@ -64,7 +68,7 @@ static const struct option_row options[] = {
     {"client-output-limit", OPT_SIZE, FIELD(client_output_limit), "1073741824",
      "pending reply bytes after which a client is disconnected"},
     {"loglevel", OPT_STRING, FIELD(loglevel), "info", "debug | info | warning"},
-    {"logfile", OPT_STRING, FIELD(logfile), "", "log to this file (default stderr)"},
+    {"logfile", OPT_STRING, FIELD(logfile), "", "log to this file (default: stderr)"},
     {"metrics", OPT_STRING, FIELD(metrics), "",
      "HOST:PORT for HTTP GET /metrics (Prometheus text) and GET /health"},
     {"data-file-size", OPT_SIZE, FIELD(max_file_bytes), "67108864",
@@ -422,9 +426,14 @@ void rc_config_usage(FILE *out)
     fprintf(out, "usage: raftcask [--config FILE] [options]\n\n"
                  "Every option can also be a line 'name value' in the config file; flags "
                  "win.\n\n");
-    for (size_t i = 0; i < NOPTIONS; i++)
-        fprintf(out, "  --%-22s %s (default: %s)\n", options[i].name, options[i].help,
-                options[i].default_value[0] ? options[i].default_value : "none");
-    fprintf(out, "  --%-22s %s\n  --%-22s %s\n", "version", "print the version and exit", "help",
-            "print this help and exit");
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        if (strstr(options[i].help, "(default:")) /* a default that depends on other flags */
+            fprintf(out, "  --%-22s %s\n", options[i].name, options[i].help);
+        else
+            fprintf(out, "  --%-22s %s (default: %s)\n", options[i].name, options[i].help,
+                    options[i].default_value[0] ? options[i].default_value : "none");
+    }
+    fprintf(out, "  --%-22s %s\n  --%-22s %s\n  --%-22s %s\n", "commands-markdown",
+            "print the command table as Markdown (docs/COMMANDS.md) and exit", "version",
+            "print the version and exit", "help", "print this help and exit");
 }

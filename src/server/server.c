@@ -255,6 +255,14 @@ int server_run(struct rc_config *cfg)
                                     cfg->tls_client_ca[0] ? cfg->tls_client_ca : NULL,
                                     &s->client_tls) != 0)
         goto out_free;
+    char subject[256] = "";
+    if (cfg->tls_client_ca[0] &&
+        tls_client_ca_trusted_by(s->client_tls, s->peer_tls, subject, sizeof subject) != 0) {
+        rc_error("TLS: --tls-client-ca holds a CA that --tls-ca trusts (%s): a client's "
+                 "certificate would be good for a node; give clients a CA of their own",
+                 subject[0] ? subject : "out of memory while checking");
+        goto out_free;
+    }
     if (commands_init() != 0)
         goto out_free;
     struct rc_store_options so;

@@ -98,6 +98,34 @@ def test_unreadable_tls_certificate_exits_nonzero_before_writing_state(tmp_path)
     assert not any(data.iterdir())  # no node.conf, no log, no store
 
 
+def test_an_address_other_machines_cannot_dial_is_refused_for_a_joiner(tmp_path):
+    """Addresses are told to the cluster and stored for good: a joiner that would advertise
+    0.0.0.0 (no machine's address) is refused before it asks anyone, with one line; a node
+    that bootstraps with one starts, with a warning that nodes elsewhere could not join it."""
+    port = free_port()
+    out = subprocess.run([BIN, "--dir", str(tmp_path / "joiner"), "--bind", f"127.0.0.1:{port}",
+                          "--advertise", f"0.0.0.0:{port}", "--join", "127.0.0.1:9"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert (f"would tell the cluster to reach it at 0.0.0.0:{port} (clients) and "
+            f"127.0.0.1:{port + 1} (peers), which other machines cannot dial: give --advertise "
+            "HOST:PORT") in lines[0]
+    assert not (tmp_path / "joiner" / "node.conf").exists()
+    proc = subprocess.Popen([BIN, "--dir", str(tmp_path / "alone"), "--bind", f"127.0.0.1:{port}",
+                             "--advertise", f"0.0.0.0:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_ready(port, proc)
+        assert redis.Redis(port=port).set("k", "v") is True
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "a node on another machine could not join it. Give --advertise HOST:PORT" in err
+
+
 def test_unusable_dir_exits_nonzero(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

@@ -1830,6 +1830,37 @@ def test_tls_clients_on_tls_port(cluster_factory, tmp_path):
     assert leader.client().get("tls-client:1") == "1"
 
 
+def test_a_client_ca_that_the_nodes_ca_trusts_is_refused(start_server, tmp_path):
+    """--tls-client-ca must not make a client's certificate good for a node: a copy of the
+    nodes' CA under another name, or a CA the nodes' CA issued, stops the start with one
+    line; an unrelated CA is taken."""
+    certs = make_certs(tmp_path / "certs")
+    shutil.copy(certs / "ca.crt", certs / "ca-copy.crt")
+    (certs / "ext.cnf").write_text("basicConstraints=critical,CA:TRUE\n"
+                                   "keyUsage=critical,keyCertSign,cRLSign\n")
+    subprocess.run(["sh", "-c", "set -e; openssl req -newkey ec -pkeyopt "
+                    "ec_paramgen_curve:prime256v1 -nodes -keyout sub.key -out sub.csr -subj /CN=sub; "
+                    "openssl x509 -req -in sub.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+                    "-extfile ext.cnf -out sub.crt -days 2"],
+                   cwd=certs, check=True, capture_output=True, timeout=60)
+
+    def start(client_ca):
+        data = tmp_path / f"data-{client_ca}"
+        return subprocess.run([str(RAFTCASK_BIN), "--dir", str(data), "--bind",
+                               f"127.0.0.1:{free_port()}", *tls_args(certs, "n1"), "--tls-port",
+                               str(free_port()), "--tls-client-ca", str(certs / client_ca)],
+                              capture_output=True, text=True, timeout=30)
+
+    for client_ca, subject in (("ca-copy.crt", "/CN=ca"), ("sub.crt", "/CN=sub")):
+        out = start(client_ca)
+        assert out.returncode != 0, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1, out.stderr
+        assert f"--tls-client-ca holds a CA that --tls-ca trusts ({subject})" in lines[0]
+    start_server([*tls_args(certs, "n1"), "--tls-port", str(free_port()), "--tls-client-ca",
+                  str(certs / "other.crt")])
+
+
 def test_a_tls_client_that_never_finishes_its_handshake_is_closed(start_server, tmp_path):
     """--tls-port: a connection that sends nothing, or only part of a ClientHello, is closed
     about 10 s after it was accepted (CLIENT_TLS_HANDSHAKE_MS); a client whose handshake is
