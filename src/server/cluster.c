@@ -1458,8 +1458,11 @@ int cluster_start(struct server *s)
                 "at its first start if it will have members",
                 client_addr, peer_addr, cfg->dir, what);
     }
+    if (!fresh)
+        rc_log_set_node(s->self.id); /* every line from here on names this node */
     if (fresh) {
         s->self.id = cfg->id ? cfg->id : (random_u64() >> 1) | 1;
+        rc_log_set_node(s->self.id);
         memcpy(s->self.client_addr, client_addr, strlen(client_addr) + 1);
         memcpy(s->self.peer_addr, peer_addr, strlen(peer_addr) + 1);
         if (cfg->join && cfg->join[0]) {

@@ -283,6 +283,7 @@ def test_formation(cluster):
         raft = info_section(node, "raft")
         stats = cluster.stats(node)
         assert raft["raft_id"] == str(node.node_id) == stats["id"]
+        assert f"Z info {node.node_id} raftcask " in node.log_text()  # SPEC §2: the node id
         assert raft["raft_leader_id"] == str(leader.node_id) == stats["leader"]
         assert raft["raft_leader_addr"] == cluster.addr(leader)
         assert raft["raft_voters"] == "3" and raft["raft_learners"] == "0"
