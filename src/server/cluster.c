@@ -269,7 +269,7 @@ static void on_state(void *ctx, const struct raft_status *st)
     s->rstatus = *st;
     s->is_leader = st->role == RAFT_LEADER;
     if (st->leader != RAFT_NONE)
-        s->leaderless_since_ms = 0;
+        s->leaderless_since_ms = s->leaderless_warned_ms = 0;
     else if (!s->leaderless_since_ms)
         s->leaderless_since_ms = (uint64_t)server_now_ms();
     if (st->role == RAFT_FAILED) {
@@ -712,6 +712,29 @@ static void fail_orphaned_writes(struct server *s)
                                "may not be applied\r\n");
 }
 
+/* A node without a leader for long says so now and then: it cannot reach a quorum of the
+ * voters, or it was removed (the others no longer talk to it, and it learns of that from no
+ * one), which only its operator can tell. */
+#define LEADERLESS_WARN_MS   10000
+#define LEADERLESS_REPEAT_MS 60000
+static void warn_leaderless(struct server *s)
+{
+    uint64_t now = (uint64_t)server_now_ms();
+    if (!s->leaderless_since_ms || now - s->leaderless_since_ms < LEADERLESS_WARN_MS ||
+        (s->leaderless_warned_ms && now - s->leaderless_warned_ms < LEADERLESS_REPEAT_MS))
+        return;
+    s->leaderless_warned_ms = now;
+    const struct raft_status *st = &s->rstatus;
+    bool member = raft_config_has_voter(&st->config, s->self.id) ||
+                  raft_config_has_learner(&st->config, s->self.id);
+    rc_warn("no leader for %llu s (this node: %s, term %llu, %u voters in its configuration%s): "
+            "it cannot reach a quorum of them, or it was removed from the cluster (then stop "
+            "it and delete %s before it joins again)",
+            (unsigned long long)((now - s->leaderless_since_ms) / 1000), role_name(st->role),
+            (unsigned long long)st->term, st->config.n_voters,
+            member ? "" : ", itself not among them", s->cfg->dir);
+}
+
 static void join_upkeep(struct server *s);
 
 static void on_cluster_timer(uv_timer_t *t)
@@ -720,6 +743,7 @@ static void on_cluster_timer(uv_timer_t *t)
     if (s->shutting_down || !s->raft)
         return;
     fail_orphaned_writes(s);
+    warn_leaderless(s);
     directory_upkeep(s);
     join_upkeep(s);
     job_step(s);

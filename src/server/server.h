@@ -254,7 +254,8 @@ struct server {
     char raft_dir[4096];
     struct raft_status rstatus; /* as of the last state report */
     bool is_leader;
-    uint64_t leaderless_since_ms; /* when this node last saw no leader; 0 while one is known */
+    uint64_t leaderless_since_ms;  /* when this node last saw no leader; 0 while one is known */
+    uint64_t leaderless_warned_ms; /* when warn_leaderless last spoke; 0: not in this spell */
     bool raft_closed;
     struct proposed_batch *proposed; /* FIFO by index */
     size_t nproposed, capproposed;

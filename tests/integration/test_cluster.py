@@ -550,6 +550,10 @@ def test_join_fourth_node_then_remove_it(cluster):
     for node in three:
         assert node.client().set(f"after-remove:{node.name}", "1") is True
     assert leader.client().mget([f"after-remove:{node.name}" for node in three]) == ["1"] * 3
+    # The removed node hears from no one: after 10 s without a leader it says what may be up.
+    wait_for(lambda: "no leader for 1" in fourth.log_text(), 20.0,
+             "the removed node to log that it has had no leader for 10 s")
+    assert "or it was removed from the cluster (then stop it and delete" in fourth.log_text()
     cluster.stop(fourth)
 
 
