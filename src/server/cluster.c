@@ -1166,7 +1166,9 @@ static int blocking_call(const char *addr, const char *password, int argc, const
         whole = forward_reply_length(buf + skip, got - skip);
     }
     close(fd);
-    if (whole > 0 && skip) {
+    if (whole > 0 && skip && buf[0] == '-') {
+        got = skip - 2; /* AUTH refused: that is the answer worth reporting */
+    } else if (whole > 0 && skip) {
         memmove(buf, buf + skip, got - skip);
         got -= skip;
     }
@@ -1177,6 +1179,7 @@ static int blocking_call(const char *addr, const char *password, int argc, const
 /* Asks the member at --join for the cluster id (RAFTSTATS), retrying for a while. */
 static int fetch_cluster_id(const char *join, const char *password, uint64_t *cluster_id)
 {
+    char refused[200] = ""; /* the member's last error reply */
     for (int attempt = 0; attempt < 100; attempt++) {
         char buf[4096];
         const char *argv[1] = {"RAFTSTATS"};
@@ -1187,9 +1190,23 @@ static int fetch_cluster_id(const char *join, const char *password, uint64_t *cl
                 if (*cluster_id)
                     return 0;
             }
+            if (buf[0] == '-') {
+                snprintf(refused, sizeof refused, "%.*s", (int)strcspn(buf + 1, "\r\n"), buf + 1);
+                /* The member wants the cluster's password: no retry changes that. */
+                if (!strncmp(refused, "NOAUTH", 6) || !strncmp(refused, "WRONGPASS", 9)) {
+                    rc_error("the member at --join %s refused this node (%s): start it with the "
+                             "cluster's --requirepass",
+                             join, refused);
+                    return RC_EINVAL;
+                }
+            }
         }
         usleep(100 * 1000);
     }
+    if (refused[0])
+        rc_error("the member at --join %s answered '%s' instead of its cluster id", join, refused);
+    else
+        rc_error("cannot reach a cluster member at --join %s", join);
     return RC_EIO;
 }
 
@@ -1491,10 +1508,8 @@ int cluster_start(struct server *s)
         memcpy(s->self.peer_addr, peer_addr, strlen(peer_addr) + 1);
         if (cfg->join && cfg->join[0]) {
             rc_info("asking %s for the cluster id", cfg->join);
-            if (fetch_cluster_id(cfg->join, cfg->requirepass, &s->self.cluster_id) != 0) {
-                rc_error("cannot reach a cluster member at --join %s", cfg->join);
-                return RC_EIO;
-            }
+            if ((rc = fetch_cluster_id(cfg->join, cfg->requirepass, &s->self.cluster_id)) != 0)
+                return rc;
             if ((rc = joining_mark(s, cfg->join)) != 0) {
                 rc_error("cannot write %s/joining: %s", cfg->dir, rc_strerror(rc));
                 return rc;

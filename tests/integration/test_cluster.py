@@ -1182,6 +1182,14 @@ def test_cluster_with_requirepass_forms_and_proxies(cluster_factory):
     with follower.raw() as conn:
         assert str(conn.call("SET", "k", "v")).startswith("NOAUTH")
     assert call(leader, "GET", "k") == b"v"
+    # A joiner without the cluster's password, or with another, is told why at once.
+    for extra, reply in (([], "NOAUTH"), (["--requirepass", "other"], "WRONGPASS")):
+        out = subprocess.run([str(RAFTCASK_BIN), "--dir", str(cluster.tmp_path / f"j{reply}"),
+                              "--bind", f"127.0.0.1:{free_port()}", "--join", cluster.addr(leader),
+                              *extra], capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0
+        assert f"the member at --join {cluster.addr(leader)} refused this node ({reply}" in \
+            out.stderr and "start it with the cluster's --requirepass" in out.stderr, out.stderr
 
 
 def test_frozen_leader_fails_over_for_proxied_writes(cluster):
