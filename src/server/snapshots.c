@@ -90,6 +90,7 @@ static void job_work(uv_work_t *req)
     atomic_store(&j->written, 1);
 }
 
+/* Node ids are strings here: as JSON numbers they pass 2^53, which many parsers round. */
 static int write_backup_meta(struct snapshot_job *j)
 {
     struct server *s = j->s;
@@ -100,7 +101,7 @@ static int write_backup_meta(struct snapshot_job *j)
                      j->id, j->index, j->term, s->self.cluster_id);
     for (size_t i = 0; i < s->members.count && n < (int)sizeof text - 512; i++)
         n += snprintf(text + n, sizeof text - (size_t)n,
-                      "%s\n    {\"id\": %" PRIu64 ", \"client\": \"%s\", \"peer\": \"%s\"}",
+                      "%s\n    {\"id\": \"%" PRIu64 "\", \"client\": \"%s\", \"peer\": \"%s\"}",
                       i ? "," : "", s->members.m[i].id, s->members.m[i].client_addr,
                       s->members.m[i].peer_addr);
     n += snprintf(

@@ -1624,7 +1624,7 @@ def test_backup_parse_and_restore(cluster, tmp_path):
     backup = leader.data_dir / "snapshots" / backup_id
     meta = json.loads((backup / "meta.json").read_text())
     assert meta["id"] == backup_id and meta["records"] == 101 and meta["size"] > 0
-    assert {m["id"] for m in meta["members"]} == {n.node_id for n in cluster.nodes}
+    assert {m["id"] for m in meta["members"]} == {str(n.node_id) for n in cluster.nodes}
 
     resp = subprocess.run([str(RAFTCASK_BIN), "--parse-snapshot", str(backup / "state.bin")],
                           capture_output=True, timeout=30, check=True).stdout
