@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CRON_INTERVAL_MS     100
 #define SHUTDOWN_DEADLINE_MS 2000
@@ -246,6 +247,15 @@ int server_run(struct rc_config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     int exit_code = 1;
+    /* A backup to restore on a first start must be readable before --dir is written to (it
+     * is ignored, with a warning, on a node that has state). */
+    char conf[4200];
+    snprintf(conf, sizeof conf, "%s/node.conf", cfg->dir);
+    if (cfg->restore_from && cfg->restore_from[0] && access(conf, F_OK) != 0 &&
+        access(cfg->restore_from, R_OK) != 0) {
+        rc_error("cannot read --restore %s: %s", cfg->restore_from, strerror(errno));
+        goto out_free;
+    }
     /* Certificates first: a bad one stops the start before anything is written to --dir. */
     if (cfg->tls_cert[0] &&
         tls_context_new(cfg->tls_cert, cfg->tls_key, cfg->tls_ca, &s->peer_tls) != 0)

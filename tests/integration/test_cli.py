@@ -126,6 +126,17 @@ def test_an_address_other_machines_cannot_dial_is_refused_for_a_joiner(tmp_path)
     assert "a node on another machine could not join it. Give --advertise HOST:PORT" in err
 
 
+def test_an_unreadable_restore_file_exits_before_writing_state(tmp_path):
+    data = tmp_path / "data"
+    out = subprocess.run([BIN, "--dir", str(data), "--bind", f"127.0.0.1:{free_port()}",
+                          "--restore", str(tmp_path / "none.bin")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot read --restore {tmp_path / 'none.bin'}" in lines[0], out.stderr
+    assert not data.exists() or not any(data.iterdir())  # no store, no log
+
+
 def test_unusable_dir_exits_nonzero(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
