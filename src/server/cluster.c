@@ -1362,7 +1362,7 @@ static bool dir_has_files(const char *dir)
 
 static void join_hostport(const char *host, int port, char *buf, size_t cap);
 
-static void default_peer_bind(const struct rc_config *cfg, char *buf, size_t cap)
+void cluster_peer_bind(const struct rc_config *cfg, char *buf, size_t cap)
 {
     if (cfg->peer_bind && cfg->peer_bind[0]) {
         snprintf(buf, cap, "%s", cfg->peer_bind);
@@ -1444,7 +1444,7 @@ int cluster_start(struct server *s)
     struct rc_config *cfg = s->cfg;
     snprintf(s->raft_dir, sizeof s->raft_dir, "%s/raft", cfg->dir);
     char peer_bind[300];
-    default_peer_bind(cfg, peer_bind, sizeof peer_bind);
+    cluster_peer_bind(cfg, peer_bind, sizeof peer_bind);
     const char *client_addr = cfg->advertise && cfg->advertise[0] ? cfg->advertise : cfg->bind;
     char peer_addr[300];
     default_peer_addr(cfg, peer_bind, peer_addr, sizeof peer_addr);

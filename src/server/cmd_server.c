@@ -10,6 +10,7 @@
 #include "resp/glob.h"
 #include "resp/number.h"
 
+#include <inttypes.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <string.h>
@@ -304,11 +305,27 @@ static void cmd_client(struct client *c, size_t argc, const struct resp_arg *a)
 struct config_reply {
     struct resp_buf items;
     size_t count;
+    const struct server *srv;
 };
 
 static void add_config_item(const char *name, const char *value, void *ctx)
 {
     struct config_reply *r = ctx;
+    /* Settings a node derives at its first start (and keeps in node.conf): what is in force,
+     * not the flag as given (often empty). */
+    char buf[300];
+    const struct server *s = r->srv;
+    if (s && !strcmp(name, "id")) {
+        snprintf(buf, sizeof buf, "%" PRIu64, s->self.id);
+        value = buf;
+    } else if (s && !strcmp(name, "advertise")) {
+        value = s->self.client_addr;
+    } else if (s && !strcmp(name, "peer-advertise")) {
+        value = s->self.peer_addr;
+    } else if (s && !strcmp(name, "peer-bind")) {
+        cluster_peer_bind(s->cfg, buf, sizeof buf);
+        value = buf;
+    }
     resp_add_bulk_cstr(&r->items, name);
     resp_add_bulk_cstr(&r->items, value);
     r->count++;
@@ -333,7 +350,7 @@ static void cmd_config(struct client *c, size_t argc, const struct resp_arg *a)
                          a) != 0)
         return;
     if (arg_is(&a[1], "GET") && argc >= 3) {
-        struct config_reply r = {0};
+        struct config_reply r = {.srv = c->srv};
         resp_buf_init(&r.items);
         for (size_t i = 2; i < argc; i++) {
             rc_config_visit(c->srv->cfg, a[i].ptr, a[i].len, add_config_item, &r);

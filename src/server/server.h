@@ -343,6 +343,8 @@ void writepath_flush(struct server *s);
 void writepath_free(struct server *s);
 
 /* cluster.c */
+/* The peer listener's HOST:PORT: --peer-bind, else the --bind host with the client port + 1. */
+void cluster_peer_bind(const struct rc_config *cfg, char *buf, size_t cap);
 int cluster_start(struct server *s);
 void cluster_stop(struct server *s);
 void cluster_free(struct server *s);

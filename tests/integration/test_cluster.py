@@ -284,6 +284,13 @@ def test_formation(cluster):
         stats = cluster.stats(node)
         assert raft["raft_id"] == str(node.node_id) == stats["id"]
         assert f"Z info {node.node_id} raftcask " in node.log_text()  # SPEC §2: the node id
+        # CONFIG GET gives the values in force, not the (empty) flags they were derived from.
+        assert call(node, "CONFIG", "GET", "*advertise") == [
+            b"advertise", cluster.addr(node).encode(), b"peer-advertise",
+            f"127.0.0.1:{node.port + 1}".encode()]
+        assert call(node, "CONFIG", "GET", "id") == [b"id", str(node.node_id).encode()]
+        assert call(node, "CONFIG", "GET", "peer-bind") == [
+            b"peer-bind", f"127.0.0.1:{node.port + 1}".encode()]
         assert raft["raft_leader_id"] == str(leader.node_id) == stats["leader"]
         assert raft["raft_leader_addr"] == cluster.addr(leader)
         assert raft["raft_voters"] == "3" and raft["raft_learners"] == "0"
