@@ -11,9 +11,9 @@
  * One request per connection (the reply says Connection: close). The request head must
  * arrive whole within METRICS_TIMEOUT_MS and within METRICS_HEAD_MAX bytes; at most
  * METRICS_MAX_CONNS connections are open at once (a new one beyond closes the oldest that has
- * not sent its request). A
- * malformed request gets 400, another path 404, another method 405; then the connection
- * closes. Nothing here blocks: the figures are read from memory.
+ * not sent its request). HEAD gets GET's headers. A malformed request gets 400, another path
+ * 404, another method 405; then the connection closes. Nothing here blocks: the figures are
+ * read from memory.
  */
 #include "server.h"
 
@@ -39,6 +39,7 @@ struct metrics_conn {
     uv_write_t write_req;
     int handles_open; /* tcp and timer: freed when both are closed */
     bool closing, answered;
+    bool head_only; /* a HEAD request: the headers of GET's answer, no body */
     size_t len;
     char head[METRICS_HEAD_MAX];
     struct resp_buf reply; /* a byte buffer: the HTTP response */
@@ -107,7 +108,8 @@ static void respond(struct metrics_conn *m, const char *status, const char *type
     appendf(&m->reply,
             "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
             status, type, body->len);
-    resp_buf_append(&m->reply, body->data, body->len);
+    if (!m->head_only)
+        resp_buf_append(&m->reply, body->data, body->len);
     m->write_req.data = m;
     uv_buf_t b = uv_buf_init(m->reply.data, (unsigned)m->reply.len);
     if (uv_write(&m->write_req, (uv_stream_t *)&m->tcp, &b, 1, on_written) != 0)
@@ -247,8 +249,9 @@ static void handle_request(struct metrics_conn *m, const char *line, size_t len)
         respond_text(m, "404 Not Found", "not found: GET /metrics or /health\n");
         return;
     }
-    if (strcmp(method, "GET") != 0) {
-        respond_text(m, "405 Method Not Allowed", "only GET\n");
+    m->head_only = strcmp(method, "HEAD") == 0;
+    if (strcmp(method, "GET") != 0 && !m->head_only) {
+        respond_text(m, "405 Method Not Allowed", "only GET and HEAD\n");
         return;
     }
     struct server *s = m->s;

@@ -277,6 +277,7 @@ def test_metrics_endpoint_serves_metrics_and_health(tmp_path):
             sock.close()
         assert http_get(metrics_port, "/nope")[0] == 404
         assert http_get(metrics_port, "/metrics", method="POST")[0] == 405
+        assert http_get(metrics_port, "/health", method="HEAD") == (200, "application/json", "")
         for raw in (b"garbage\r\n\r\n", b"GET /metrics HTTP/1.1\r\nX: " + b"y" * 9000):
             with socket.create_connection(("127.0.0.1", metrics_port), timeout=10) as sock:
                 sock.sendall(raw)
