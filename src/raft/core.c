@@ -694,6 +694,14 @@ int raft_snapshots_in_flight(const struct raft *r)
     return n;
 }
 
+int raft_peer_active(const struct raft *r, uint64_t id)
+{
+    for (uint32_t i = 0; r->role == RAFT_LEADER && i < r->n_prs; i++)
+        if (r->prs[i].id == id)
+            return r->prs[i].recent_active || r->prs[i].was_active;
+    return 0;
+}
+
 int raft_peer_match(const struct raft *r, uint64_t id, uint64_t *match)
 {
     if (r->role != RAFT_LEADER)

@@ -731,6 +731,11 @@ int raft_node_peer_match(const struct raft_node *n, uint64_t id, uint64_t *match
     return raft_peer_match(n->core, id, match);
 }
 
+int raft_node_peer_active(const struct raft_node *n, uint64_t id)
+{
+    return raft_peer_active(n->core, id);
+}
+
 int raft_node_snapshots_in_flight(const struct raft_node *n)
 {
     return raft_snapshots_in_flight(n->core);

@@ -411,6 +411,9 @@ void raft_status(const struct raft *r, struct raft_status *st);
 int raft_log_term(struct raft *r, uint64_t index, uint64_t *term);
 /* The leader's view of a peer's replication: matched index; RC_ENOTFOUND if none. */
 int raft_peer_match(const struct raft *r, uint64_t id, uint64_t *match);
+/* On a leader, 1 if the peer was heard from in this check-quorum interval or the one before
+ * (what check-quorum counts), else 0 (also when not leader or unknown). */
+int raft_peer_active(const struct raft *r, uint64_t id);
 /* On a leader, the followers being sent a snapshot that were heard from lately and have not
  * refused it. */
 int raft_snapshots_in_flight(const struct raft *r);

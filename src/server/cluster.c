@@ -578,7 +578,12 @@ static void job_step(struct server *s)
         bool removed_self = j->kind == 2 && j->id == s->self.id && j->step >= 1 && committed &&
                             !config_has(&st.config, j->id, true) &&
                             !config_has(&st.config, j->id, false);
-        job_finish(s, removed_self ? "+OK\r\n" : "-ERR leadership changed; retry\r\n");
+        /* Once something was proposed, the new leader may well have committed it. */
+        job_finish(s, removed_self   ? "+OK\r\n"
+                      : j->step == 0 ? "-ERR leadership changed; retry\r\n"
+                                     : "-ERR leadership changed while the change was under way; "
+                                       "it may or may not have been applied: check RAFTPEERS "
+                                       "before retrying\r\n");
         return;
     }
     int rc;
@@ -844,9 +849,14 @@ static void cmd_raftpeers(struct client *c, size_t argc, const struct resp_arg *
     struct raft_status st;
     raft_node_status(c->srv->raft, &st);
     resp_add_array(&c->out, st.config.n_voters + st.config.n_learners);
+    /* A leader knows which voters answered lately: the others are shown Unreachable. */
+    bool leader = st.role == RAFT_LEADER;
     for (uint32_t i = 0; i < st.config.n_voters; i++) {
         uint64_t id = st.config.voters[i];
-        add_peer_row(c, id, "voter", id == st.leader ? "Leader" : "Follower");
+        const char *state = id == st.leader ? "Leader" : "Follower";
+        if (leader && id != c->srv->self.id && !raft_node_peer_active(c->srv->raft, id))
+            state = "Unreachable";
+        add_peer_row(c, id, "voter", state);
     }
     for (uint32_t i = 0; i < st.config.n_learners; i++)
         add_peer_row(c, st.config.learners[i], "standby", "Learner");
@@ -983,6 +993,28 @@ static void cmd_raftremovepeer(struct client *c, size_t argc, const struct resp_
          !cluster_members_find(&s->members, id))) {
         reply_error(c, "ERR peer is unknown");
         return;
+    }
+    /* Like etcd's strict reconfiguration check: the voters left must include a quorum of
+     * reachable ones, or the removal itself takes the cluster down (removing a running node
+     * of three while another is down leaves two voters, one of them down). */
+    if (raft_config_has_voter(&st.config, id)) {
+        uint32_t left = 0, reachable = 0;
+        for (uint32_t i = 0; i < st.config.n_voters; i++) {
+            uint64_t v = st.config.voters[i];
+            if (v == id)
+                continue;
+            left++;
+            reachable += v == s->self.id || raft_node_peer_active(s->raft, v);
+        }
+        if (left > 0 && reachable < left / 2 + 1) {
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "ERR cannot remove node %" PRIu64 ": %u of the %u voters left are "
+                     "reachable, fewer than their quorum of %u; bring the others back first",
+                     id, reachable, left, left / 2 + 1);
+            reply_error(c, msg);
+            return;
+        }
     }
     job_start(c, 2, id, NULL, NULL);
 }

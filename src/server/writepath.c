@@ -372,8 +372,13 @@ static void propose_taken(struct server *s, struct write_batch taken)
     }
     char leader[CLUSTER_ADDR_MAX + 8];
     const char *reply = "-ERR out of memory\r\n";
+    struct raft_status st = {0};
+    if (commands && room && s->raft && s->is_leader)
+        raft_node_status(s->raft, &st); /* a refusal is rare: ask the core why */
     if (commands && room)
-        reply = cluster_leader_addr(s, leader, sizeof leader)
+        reply = s->is_leader && st.transferee != RAFT_NONE
+                    ? "-ERR leadership is being transferred; the write was not applied: retry\r\n"
+                : cluster_leader_addr(s, leader, sizeof leader)
                     ? "-ERR leadership changed; the write was not applied\r\n"
                     : "-CLUSTERDOWN no leader\r\n";
     answer_after_proposed(s, &taken, reply); /* with no commands, only presets */

@@ -633,6 +633,26 @@ def test_transfer_leadership(cluster):
     assert target.client().get("after-transfers") == "1"
 
 
+def test_writes_during_a_pending_transfer_are_told_why(cluster):
+    """While a transfer waits for its frozen target, the leader refuses writes (Raft thesis
+    §3.10) and says it is a transfer, not that leadership changed (it had not)."""
+    leader = cluster.leader()
+    target = cluster.followers(leader)[0]
+    target.proc.send_signal(signal.SIGSTOP)
+    try:
+        with leader.raw(timeout_s=20) as transfer:
+            transfer.send("RAFTTRANSFER", str(target.node_id))
+            refused = RespError("ERR leadership is being transferred; the write was not "
+                                "applied: retry")
+            wait_for(lambda: call(leader, "SET", "during", "1") == refused, 5.0,
+                     "a SET refused because of the transfer")
+            assert transfer.read_reply() == RespError("ERR timed out")
+    finally:
+        target.proc.send_signal(signal.SIGCONT)
+    leader = cluster.wait_formed(voters=3)
+    assert leader.client().set("after", "1") is True
+
+
 # ---------------------------------------------------------------- 8. follower modes
 
 def test_follower_modes(cluster):
@@ -1034,6 +1054,29 @@ def test_remove_the_leader_itself(cluster):
     cluster.stop(old)
 
 
+def test_a_removal_that_would_leave_no_reachable_quorum_is_refused(cluster):
+    """Three voters, one down: removing a running one (follower or the leader itself) would
+    leave two voters, one of them down, and take the cluster down until the dead one came
+    back. It is refused, the leader's RAFTPEERS shows the dead node Unreachable, and
+    removing the dead node itself goes through."""
+    leader = cluster.leader()
+    live, dead = cluster.followers(leader)
+    cluster.kill(dead)
+
+    def state_of(node):
+        return {row[0]: row[4] for row in peer_rows(leader)}.get(str(node.node_id))
+    wait_for(lambda: state_of(dead) == "Unreachable", 10.0, "the dead node shown Unreachable")
+    assert state_of(live) == "Follower"
+    for victim in (live, leader):
+        assert call(leader, "RAFTREMOVEPEER", str(victim.node_id), timeout_s=20) == RespError(
+            f"ERR cannot remove node {victim.node_id}: 1 of the 2 voters left are reachable, "
+            "fewer than their quorum of 2; bring the others back first")
+    assert leader.client().set("still", "up") is True
+    assert call(leader, "RAFTREMOVEPEER", str(dead.node_id), timeout_s=20) == "OK"
+    assert cluster.wait_formed(voters=2, nodes=[leader, live]) is leader
+    assert live.client().set("after", "1") is True
+
+
 def test_removing_the_leader_of_two_hands_leadership_over_first(cluster_factory):
     """RAFTREMOVEPEER of the leader itself moves leadership to another voter first, then asks
     the new leader. With that voter down it is refused, and the two nodes still elect a leader
@@ -1045,7 +1088,13 @@ def test_removing_the_leader_of_two_hands_leadership_over_first(cluster_factory)
     assert call(a, "SET", "k", "v") == "OK"
     cluster.kill(b)
     reply = call(a, "RAFTREMOVEPEER", str(a.node_id), timeout_s=20)
-    assert isinstance(reply, RespError) and "no other voter took over" in str(reply), reply
+    # Refused whichever way the race with a's check-quorum goes: b already counted as
+    # unreachable, or still counted and the transfer to it failing, or a no longer leader.
+    assert reply in (RespError(f"ERR cannot remove node {a.node_id}: 0 of the 1 voters left are "
+                               "reachable, fewer than their quorum of 1; bring the others back "
+                               "first"),
+                     RespError("ERR cannot remove the leader: no other voter took over"),
+                     RespError("CLUSTERDOWN no leader")), reply
     cluster.kill(a)
     cluster.start_node(a)
     cluster.start_node(b)
