@@ -811,6 +811,7 @@ static int restore_build(struct snapshot_reader *r, const char *new_dir,
     int64_t expiry_ms;
     uint64_t revision;
     while ((rc = snapshot_reader_next(r, &key, &klen, &value, &vlen, &expiry_ms, &revision)) > 0) {
+        rc_failpoint("restore:record"); /* tests slow a restore down with it (=sleep:MS) */
         rc = rc_store_put(s, key, klen, value, vlen, expiry_ms, revision);
         if (rc != 0)
             break;

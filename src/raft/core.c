@@ -694,6 +694,15 @@ int raft_snapshots_in_flight(const struct raft *r)
     return n;
 }
 
+int raft_peer_after_snapshot(const struct raft *r, uint64_t id)
+{
+    for (uint32_t i = 0; r->role == RAFT_LEADER && i < r->n_prs; i++)
+        if (r->prs[i].id == id)
+            return r->prs[i].state == PROGRESS_SNAPSHOT ||
+                   (r->prs[i].installed_index && r->prs[i].match <= r->prs[i].installed_index);
+    return 0;
+}
+
 int raft_peer_active(const struct raft *r, uint64_t id)
 {
     for (uint32_t i = 0; r->role == RAFT_LEADER && i < r->n_prs; i++)

@@ -112,8 +112,9 @@ struct raft_progress {
     /* snapshot state: the snapshot being sent and how much the follower confirmed */
     uint64_t snap_index, snap_term;
     uint64_t snap_offset;
-    int snap_sent;    /* a chunk is in flight (stop-and-wait) */
-    int snap_refused; /* the follower refused this snapshot's data (its CRC) */
+    int snap_sent;            /* a chunk is in flight (stop-and-wait) */
+    int snap_refused;         /* the follower refused this snapshot's data (its CRC) */
+    uint64_t installed_index; /* the last snapshot it confirmed whole: it rebuilds from it */
     /* ring of the last index of each append in flight (replicate state) */
     uint64_t inflight[RAFT_MAX_INFLIGHT];
     int inflight_start, inflight_count;

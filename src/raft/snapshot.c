@@ -119,6 +119,7 @@ int raft_handle_snapshot_response(struct raft *r, const struct raft_message *m)
         if (m->index > raft_log_last_index(&r->log))
             return RC_EPROTO;
         raft_progress_maybe_update(pr, m->index);
+        pr->installed_index = m->index;
         if (pr->state == PROGRESS_SNAPSHOT) {
             raft_progress_become_probe(pr);
             raft_send_append(r, pr, 1);

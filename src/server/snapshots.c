@@ -233,6 +233,56 @@ static void propose_empty_entry(struct server *s)
     entry_builder_free(&b);
 }
 
+/* When each peer was last seen active by this node as leader (0: not yet). A follower that
+ * rebuilds its store from a snapshot answers nothing meanwhile (the rebuild runs on its
+ * loop) and looks gone to the leader's check-quorum: once it has confirmed a snapshot, it
+ * still counts as catching up for PEER_CATCHUP_GRACE_MS after it was last heard from. Any
+ * other peer counts only while it is active (a node that went down does not hold the log). */
+#define PEER_CATCHUP_GRACE_MS 60000
+#define PEER_SEEN_SLOTS                                                                            \
+    (sizeof((struct server *)0)->peer_seen / sizeof *((struct server *)0)->peer_seen)
+static uint64_t *peer_seen_ms(struct server *s, uint64_t id)
+{
+    size_t free_slot = PEER_SEEN_SLOTS;
+    for (size_t i = 0; i < PEER_SEEN_SLOTS; i++) {
+        if (s->peer_seen[i].id == id)
+            return &s->peer_seen[i].ms;
+        if (!s->peer_seen[i].id && free_slot == PEER_SEEN_SLOTS)
+            free_slot = i;
+    }
+    if (free_slot == PEER_SEEN_SLOTS) { /* full of former members: start over */
+        memset(s->peer_seen, 0, sizeof s->peer_seen);
+        free_slot = 0;
+    }
+    s->peer_seen[free_slot].id = id;
+    s->peer_seen[free_slot].ms = 0;
+    return &s->peer_seen[free_slot].ms;
+}
+
+/* On a leader: a peer seen lately that lacks an entry before keep_from (the first entry a
+ * compaction at the applied index keeps), so that the compaction would leave it only a
+ * snapshot to catch up with. */
+static bool active_peer_behind(struct server *s, const struct raft_config *cfg, uint64_t keep_from)
+{
+    uint64_t now = (uint64_t)server_now_ms();
+    bool behind = false;
+    for (uint32_t i = 0; i < cfg->n_voters + cfg->n_learners; i++) {
+        uint64_t id = i < cfg->n_voters ? cfg->voters[i] : cfg->learners[i - cfg->n_voters];
+        uint64_t match;
+        if (id == s->self.id || raft_node_peer_match(s->raft, id, &match) != 0)
+            continue;
+        uint64_t *seen = peer_seen_ms(s, id);
+        bool active = raft_node_peer_active(s->raft, id);
+        if (active)
+            *seen = now;
+        bool rebuilding = raft_node_peer_after_snapshot(s->raft, id) && *seen &&
+                          now - *seen < PEER_CATCHUP_GRACE_MS;
+        if ((active || rebuilding) && match + 1 < keep_from)
+            behind = true;
+    }
+    return behind;
+}
+
 void snapshots_tick(struct server *s)
 {
     uint64_t threshold = s->cfg->snapshot_threshold;
@@ -264,10 +314,15 @@ void snapshots_tick(struct server *s)
         return;
     if (applied < last_snapshot + threshold && !(s->force_snapshot && applied > last_snapshot))
         return;
+    uint64_t trailing = s->cfg->snapshot_trailing < applied ? s->cfg->snapshot_trailing : applied;
+    uint64_t keep_from = applied + 1 - trailing; /* the first entry the compaction keeps */
     /* A new snapshot would restart a transfer under way at offset 0 (the old file goes):
-     * under steady writes a slow follower never got a whole one. Postponed while one runs,
-     * up to SNAPSHOT_POSTPONE_FACTOR thresholds of log. */
-    if (raft_node_snapshots_in_flight(s->raft) > 0 &&
+     * under steady writes a slow follower never got a whole one. And a follower that has
+     * just installed one needs the entries written meanwhile: compacting them away sent it
+     * the next snapshot, and so on (a review saw a joiner install six 200 MB snapshots in a
+     * row). Postponed while either holds, up to SNAPSHOT_POSTPONE_FACTOR thresholds of log. */
+    if ((raft_node_snapshots_in_flight(s->raft) > 0 ||
+         active_peer_behind(s, &st.config, keep_from)) &&
         applied < last_snapshot + SNAPSHOT_POSTPONE_FACTOR * threshold && !s->force_snapshot)
         return;
     uint64_t term;

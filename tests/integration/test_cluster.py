@@ -1583,6 +1583,36 @@ def test_a_snapshot_from_the_leader_cancels_a_backup_being_written(cluster_facto
     assert isinstance(call(slow, "RAFTSNAPSHOT", timeout_s=30), bytes)  # a backup still works
 
 
+def test_a_joiner_slow_to_install_a_snapshot_catches_up_by_log_after_it(cluster_factory):
+    """A joiner that takes seconds to rebuild its store from the leader's snapshot (a
+    failpoint slows each record to 1 ms) while writes go on: the leader keeps the entries
+    written meanwhile until the joiner has them, so one snapshot does. It used to compact
+    them away as soon as the transfer ended and send the next snapshot, again and again."""
+    if not has_failpoints():
+        pytest.skip("RAFTCASK_BIN is not a debug build (no failpoints)")
+    compact = ["--snapshot-threshold", "100", "--snapshot-trailing", "10"]
+    cluster = cluster_factory(3, {1: compact, 2: compact, 3: compact})
+    leader = cluster.leader()
+    client = leader.client()
+    with client.pipeline(transaction=False) as pipe:
+        for i in range(2000):
+            pipe.set(f"base:{i:04d}", f"v{i}")
+        assert all(pipe.execute())
+    writer = Writer(cluster, leader, "meanwhile")
+    writer.start()
+    wait_for(lambda: int(info_section(leader, "raft")["raft_first_log_index"]) > 1, 20.0,
+             "the leader to compact its log (a joiner then needs a snapshot)")
+    joiner = cluster.new_node([*compact, "--join", cluster.addr(leader)])
+    joiner.env = {"RAFTCASK_FAILPOINT": "restore:record=sleep:1"}
+    cluster.start_node(joiner)
+    cluster.wait_formed(voters=4, timeout_s=120)
+    writer.stop()
+    cluster.wait_caught_up(joiner, leader)
+    assert joiner.log_text().count("store rebuilt from the snapshot") == 1, joiner.log_tail()
+    last_key, _ = writer.acked[-1]
+    assert readonly_get(joiner, last_key) == last_key.split(":")[1].encode()
+
+
 def test_node_down_past_compaction_within_trailing_entries_catches_up_by_log(cluster_factory):
     """--snapshot-trailing keeps entries before a snapshot's index: a node that missed fewer
     than that is sent entries after the leader compacted, not the snapshot."""
