@@ -47,6 +47,7 @@
 
 #define CLUSTER_TIMER_MS     50
 #define JOB_DEADLINE_MS      60000
+#define LEARNER_SILENT_MS    10000 /* an added learner that never answers ends its join */
 #define TRANSFER_DEADLINE_MS 5000
 
 static const char *role_name(enum raft_role r)
@@ -614,6 +615,29 @@ static void job_step(struct server *s)
         case 2:
             if (config_has(&st.config, j->id, true)) {
                 j->step = 3;
+                return;
+            }
+            uint64_t now = (uint64_t)server_now_ms(), timeout = s->cfg->election_timeout_ms;
+            if (!j->learner_since_ms)
+                j->learner_since_ms = now;
+            /* A newcomer counts as active for its first two check-quorum intervals: only
+             * activity after those is an answer. */
+            if (now - j->learner_since_ms > 3 * timeout)
+                j->learner_heard = j->learner_heard || raft_node_peer_active(s->raft, j->id);
+            if (!j->learner_heard && now - j->learner_since_ms > LEARNER_SILENT_MS &&
+                now - j->learner_since_ms > 6 * timeout) {
+                /* Nothing will change by waiting out the job's minute: say why now, and free
+                 * the membership slot. */
+                rc_warn("node %" PRIu64 " has not answered at %s for %d s since it was added "
+                        "as a learner: check the address it gave (--peer-advertise), "
+                        "firewalls and TLS; it stays a learner until RAFTREMOVEPEER %" PRIu64,
+                        j->id, j->peer_addr, LEARNER_SILENT_MS / 1000, j->id);
+                char msg[300];
+                snprintf(msg, sizeof msg,
+                         "-ERR node %" PRIu64 " has not answered at %s for %d s: check its "
+                         "address, firewalls and TLS; it stays a learner until RAFTREMOVEPEER\r\n",
+                         j->id, j->peer_addr, LEARNER_SILENT_MS / 1000);
+                job_finish(s, msg);
                 return;
             }
             if (!committed)

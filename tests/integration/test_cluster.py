@@ -1147,6 +1147,28 @@ def test_a_node_whose_id_is_not_in_its_stored_configuration_says_so(cluster):
              "the warning about its id")
 
 
+def test_a_learner_that_never_answers_frees_the_membership_slot(cluster):
+    """A joiner whose peer address leads nowhere (a wrong --peer-advertise) is added as a
+    learner that never answers: after 10 s its join ends with an error naming the address,
+    the leader logs why, and other membership changes can run (they waited out a minute)."""
+    leader = cluster.leader()
+    joiner = cluster.new_node(["--join", cluster.addr(leader), "--peer-advertise",
+                               f"127.0.0.1:{free_port()}"])
+    cluster.start_node(joiner)
+    wait_for(lambda: "has not answered at" in leader.log_text(), 30.0,
+             "the leader to give up on the silent learner")
+    wait_for(lambda: f"node {joiner.node_id} has not answered at 127.0.0.1:" in
+             joiner.log_text(), 10.0, "the joiner to be told why")
+    cluster.stop(joiner)
+
+    def removed():
+        reply = call(leader, "RAFTREMOVEPEER", str(joiner.node_id), timeout_s=20)
+        assert reply in ("OK", RespError("ERR another membership change is in progress")), reply
+        return reply == "OK"
+    wait_for(removed, 10.0, "the silent learner removed", interval_s=0.5)
+    assert all(row[0] != str(joiner.node_id) for row in peer_rows(leader))
+
+
 def test_a_wiped_node_rejoining_with_its_old_id_is_refused(cluster):
     """A voter whose DIR was lost asks to join again with the same --id: it must not be told
     it is in (it was answered +OK at once and never caught up, a silent missing replica). It
