@@ -684,10 +684,9 @@ def test_restart_keeps_data(start_server):
         client.close()
 
 
-@raftcask_only
-def test_a_record_that_fails_its_crc_is_an_error_for_every_read(start_server):
-    """One flipped byte in a value of a sealed (hinted) data file: the key is listed, but
-    GET, MGET and GETRANGE answer an error; none passes it off as missing or empty."""
+def flip_a_byte_of_k5(start_server):
+    """A stopped server whose first (sealed, hinted) data file has one flipped byte in the
+    value of k5 (2000 keys k0..k1999): (server, that file, its good bytes)."""
     server = start_server(["--data-file-size", "200000"])
     client = server.client(decode=False)
     for i in range(2000):
@@ -695,10 +694,18 @@ def test_a_record_that_fails_its_crc_is_an_error_for_every_read(start_server):
     client.close()
     server.stop()
     first = sorted((server.data_dir / "cask").glob("*.data"))[0]
-    raw = bytearray(first.read_bytes())
-    at = raw.index(b"value-5-yyy") + 9
-    raw[at] ^= 0x01
+    good = first.read_bytes()
+    raw = bytearray(good)
+    raw[raw.index(b"value-5-yyy") + 9] ^= 0x01
     first.write_bytes(bytes(raw))
+    return server, first, good
+
+
+@raftcask_only
+def test_a_record_that_fails_its_crc_is_an_error_for_every_read(start_server):
+    """One flipped byte in a value of a sealed (hinted) data file: the key is listed, but
+    GET, MGET and GETRANGE answer an error; none passes it off as missing or empty."""
+    server, _, _ = flip_a_byte_of_k5(start_server)
     server.start()
     with server.raw() as conn:
         assert conn.call("EXISTS", "k5") == 1
@@ -715,17 +722,7 @@ def test_a_node_that_cannot_apply_its_log_stops_at_start_too(start_server):
     cannot apply it, and the node stops (exit 1). Restarted, it replays the entry, fails
     again and must stop again with a line saying why; it used to log "ready", serve
     CLUSTERDOWN and ignore SIGTERM. Once the damage is repaired the entry applies."""
-    server = start_server(["--data-file-size", "200000"])
-    client = server.client(decode=False)
-    for i in range(2000):
-        client.set(f"k{i}", f"value-{i}-" + "y" * 100)
-    client.close()
-    server.stop()
-    first = sorted((server.data_dir / "cask").glob("*.data"))[0]
-    good = first.read_bytes()
-    raw = bytearray(good)
-    raw[raw.index(b"value-5-yyy") + 9] ^= 0x01
-    first.write_bytes(bytes(raw))
+    server, first, good = flip_a_byte_of_k5(start_server)
     server.start()
     with server.raw() as conn:
         assert conn.call("APPEND", "k5", "z") == RespError("ERR write failed in the store")
