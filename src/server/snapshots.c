@@ -259,10 +259,12 @@ static uint64_t *peer_seen_ms(struct server *s, uint64_t id)
     return &s->peer_seen[free_slot].ms;
 }
 
-/* On a leader: a peer seen lately that lacks an entry before keep_from (the first entry a
- * compaction at the applied index keeps), so that the compaction would leave it only a
- * snapshot to catch up with. */
-static bool active_peer_behind(struct server *s, const struct raft_config *cfg, uint64_t keep_from)
+/* On a leader: a peer that lacks an entry before keep_from (the first entry a compaction at
+ * the applied index keeps), so that the compaction would leave it only a snapshot, and that
+ * is either being sent a snapshot or rebuilding from one (heard from within the grace), or
+ * active and able to catch up from the log as it is (it needs no entry before first). */
+static bool active_peer_behind(struct server *s, const struct raft_config *cfg, uint64_t first,
+                               uint64_t keep_from)
 {
     uint64_t now = (uint64_t)server_now_ms();
     bool behind = false;
@@ -277,7 +279,7 @@ static bool active_peer_behind(struct server *s, const struct raft_config *cfg, 
             *seen = now;
         bool rebuilding = raft_node_peer_after_snapshot(s->raft, id) && *seen &&
                           now - *seen < PEER_CATCHUP_GRACE_MS;
-        if ((active || rebuilding) && match + 1 < keep_from)
+        if ((rebuilding || (active && match + 1 >= first)) && match + 1 < keep_from)
             behind = true;
     }
     return behind;
@@ -322,7 +324,7 @@ void snapshots_tick(struct server *s)
      * the next snapshot, and so on (a review saw a joiner install six 200 MB snapshots in a
      * row). Postponed while either holds, up to SNAPSHOT_POSTPONE_FACTOR thresholds of log. */
     if ((raft_node_snapshots_in_flight(s->raft) > 0 ||
-         active_peer_behind(s, &st.config, keep_from)) &&
+         active_peer_behind(s, &st.config, st.first_index, keep_from)) &&
         applied < last_snapshot + SNAPSHOT_POSTPONE_FACTOR * threshold && !s->force_snapshot)
         return;
     uint64_t term;
