@@ -703,6 +703,14 @@ int raft_peer_after_snapshot(const struct raft *r, uint64_t id)
     return 0;
 }
 
+int raft_peer_heard(const struct raft *r, uint64_t id)
+{
+    for (uint32_t i = 0; r->role == RAFT_LEADER && i < r->n_prs; i++)
+        if (r->prs[i].id == id)
+            return r->prs[i].heard;
+    return 0;
+}
+
 int raft_peer_active(const struct raft *r, uint64_t id)
 {
     for (uint32_t i = 0; r->role == RAFT_LEADER && i < r->n_prs; i++)

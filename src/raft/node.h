@@ -135,6 +135,8 @@ int raft_node_compacted(struct raft_node *n, uint64_t index);
 int raft_node_peer_match(const struct raft_node *n, uint64_t id, uint64_t *match);
 /* On a leader: 1 if the peer was heard from lately (raft_peer_active), else 0. */
 int raft_node_peer_active(const struct raft_node *n, uint64_t id);
+/* On a leader: 1 if the peer has answered it at least once. */
+int raft_node_peer_heard(const struct raft_node *n, uint64_t id);
 /* On a leader: 1 if the peer has installed a snapshot and acknowledged nothing past it. */
 int raft_node_peer_after_snapshot(const struct raft_node *n, uint64_t id);
 int raft_node_snapshots_in_flight(const struct raft_node *n);

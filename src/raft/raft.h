@@ -414,6 +414,9 @@ int raft_peer_match(const struct raft *r, uint64_t id, uint64_t *match);
 /* On a leader, 1 if the peer was heard from in this check-quorum interval or the one before
  * (what check-quorum counts), else 0 (also when not leader or unknown). */
 int raft_peer_active(const struct raft *r, uint64_t id);
+/* On a leader, 1 if the peer has answered it at least once (a newcomer counts as active for
+ * its first check-quorum intervals without having said anything), else 0. */
+int raft_peer_heard(const struct raft *r, uint64_t id);
 /* On a leader, 1 if the peer is being sent a snapshot, or confirmed a whole one and has
  * acknowledged nothing past it since (it is rebuilding its state machine, or catching up
  * from there), else 0. */

@@ -106,6 +106,7 @@ struct raft_progress {
     int probe_sent;    /* probe: an append is outstanding; wait for an answer or heartbeat */
     int recent_active; /* heard from since the last check-quorum */
     int was_active;    /* heard from in the check-quorum interval before */
+    int heard;         /* has answered this leader at least once */
     int stalled_heartbeats;
     uint64_t acked_round; /* highest ReadIndex round the server confirmed */
     int vote;             /* this election: 0 unknown, 1 granted, -1 rejected */

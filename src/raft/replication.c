@@ -219,6 +219,7 @@ int raft_handle_append_response(struct raft *r, const struct raft_message *m)
     if (!pr)
         return 0;
     pr->recent_active = 1;
+    pr->heard = 1;
     if (m->reject) {
         uint64_t probe_at =
             raft_log_last_index_with_term_at_most(&r->log, m->hint_index, m->hint_term);
@@ -255,6 +256,7 @@ int raft_handle_heartbeat_response(struct raft *r, const struct raft_message *m)
     if (!pr)
         return 0;
     pr->recent_active = 1;
+    pr->heard = 1;
     pr->probe_sent = 0;
     if (pr->state == PROGRESS_SNAPSHOT)
         raft_snapshot_on_heartbeat_response(r, pr);

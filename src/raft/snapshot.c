@@ -115,6 +115,7 @@ int raft_handle_snapshot_response(struct raft *r, const struct raft_message *m)
     if (!pr)
         return 0;
     pr->recent_active = 1;
+    pr->heard = 1;
     if (m->snapshot.done) {
         if (m->index > raft_log_last_index(&r->log))
             return RC_EPROTO;

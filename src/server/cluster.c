@@ -620,11 +620,8 @@ static void job_step(struct server *s)
             uint64_t now = (uint64_t)server_now_ms(), timeout = s->cfg->election_timeout_ms;
             if (!j->learner_since_ms)
                 j->learner_since_ms = now;
-            /* A newcomer counts as active for its first two check-quorum intervals: only
-             * activity after those is an answer. */
-            if (now - j->learner_since_ms > 3 * timeout)
-                j->learner_heard = j->learner_heard || raft_node_peer_active(s->raft, j->id);
-            if (!j->learner_heard && now - j->learner_since_ms > LEARNER_SILENT_MS &&
+            if (!raft_node_peer_heard(s->raft, j->id) &&
+                now - j->learner_since_ms > LEARNER_SILENT_MS &&
                 now - j->learner_since_ms > 6 * timeout) {
                 /* Nothing will change by waiting out the job's minute: say why now, and free
                  * the membership slot. */

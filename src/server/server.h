@@ -182,7 +182,6 @@ struct member_job {
     uint64_t deadline_ms;
     uint64_t transfer_deadline_ms; /* removing the leader itself: its transfer's */
     uint64_t learner_since_ms;     /* adding: when its learner was added */
-    bool learner_heard;            /* adding: the learner has answered the leader */
 };
 
 /* ============================== the server ============================== */
