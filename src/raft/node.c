@@ -736,6 +736,11 @@ int raft_node_peer_active(const struct raft_node *n, uint64_t id)
     return raft_peer_active(n->core, id);
 }
 
+int raft_node_peer_reachable(const struct raft_node *n, uint64_t id)
+{
+    return raft_peer_active(n->core, id) && transport_peer_connected(n->transport, id);
+}
+
 int raft_node_peer_heard(const struct raft_node *n, uint64_t id)
 {
     return raft_peer_heard(n->core, id);

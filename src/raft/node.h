@@ -135,6 +135,9 @@ int raft_node_compacted(struct raft_node *n, uint64_t index);
 int raft_node_peer_match(const struct raft_node *n, uint64_t id, uint64_t *match);
 /* On a leader: 1 if the peer was heard from lately (raft_peer_active), else 0. */
 int raft_node_peer_active(const struct raft_node *n, uint64_t id);
+/* On a leader: 1 if the peer was heard from lately and the connection to it is up (a node
+ * killed a moment ago is unreachable at once, before check-quorum's intervals notice). */
+int raft_node_peer_reachable(const struct raft_node *n, uint64_t id);
 /* On a leader: 1 if the peer has answered it at least once. */
 int raft_node_peer_heard(const struct raft_node *n, uint64_t id);
 /* On a leader: 1 if the peer has installed a snapshot and acknowledged nothing past it. */

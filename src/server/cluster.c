@@ -875,7 +875,7 @@ static void cmd_raftpeers(struct client *c, size_t argc, const struct resp_arg *
     for (uint32_t i = 0; i < st.config.n_voters; i++) {
         uint64_t id = st.config.voters[i];
         const char *state = id == st.leader ? "Leader" : "Follower";
-        if (leader && id != c->srv->self.id && !raft_node_peer_active(c->srv->raft, id))
+        if (leader && id != c->srv->self.id && !raft_node_peer_reachable(c->srv->raft, id))
             state = "Unreachable";
         add_peer_row(c, id, "voter", state);
     }
@@ -1025,7 +1025,7 @@ static void cmd_raftremovepeer(struct client *c, size_t argc, const struct resp_
             if (v == id)
                 continue;
             left++;
-            reachable += v == s->self.id || raft_node_peer_active(s->raft, v);
+            reachable += v == s->self.id || raft_node_peer_reachable(s->raft, v);
         }
         if (left > 0 && reachable < left / 2 + 1) {
             char msg[200];
