@@ -694,12 +694,15 @@ int raft_snapshots_in_flight(const struct raft *r)
     return n;
 }
 
-int raft_peer_after_snapshot(const struct raft *r, uint64_t id)
+int raft_peer_after_snapshot(const struct raft *r, uint64_t id, uint32_t within_ticks)
 {
-    for (uint32_t i = 0; r->role == RAFT_LEADER && i < r->n_prs; i++)
-        if (r->prs[i].id == id)
-            return r->prs[i].state == PROGRESS_SNAPSHOT ||
-                   (r->prs[i].installed_index && r->prs[i].match <= r->prs[i].installed_index);
+    for (uint32_t i = 0; r->role == RAFT_LEADER && i < r->n_prs; i++) {
+        const struct raft_progress *pr = &r->prs[i];
+        if (pr->id == id)
+            return (pr->state == PROGRESS_SNAPSHOT ||
+                    (pr->installed_index && pr->match <= pr->installed_index)) &&
+                   pr->quiet_ticks <= within_ticks;
+    }
     return 0;
 }
 

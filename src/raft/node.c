@@ -50,6 +50,7 @@ struct pending_read {
 
 struct raft_node {
     uv_loop_t *loop;
+    uint64_t tick_ms;
     struct raft_node_callbacks cb;
     void *ctx;
     struct logstore *log;
@@ -746,9 +747,10 @@ int raft_node_peer_heard(const struct raft_node *n, uint64_t id)
     return raft_peer_heard(n->core, id);
 }
 
-int raft_node_peer_after_snapshot(const struct raft_node *n, uint64_t id)
+int raft_node_peer_after_snapshot(const struct raft_node *n, uint64_t id, uint64_t within_ms)
 {
-    return raft_peer_after_snapshot(n->core, id);
+    uint64_t ticks = within_ms / n->tick_ms;
+    return raft_peer_after_snapshot(n->core, id, ticks < UINT32_MAX ? (uint32_t)ticks : UINT32_MAX);
 }
 
 int raft_node_snapshots_in_flight(const struct raft_node *n)
@@ -869,6 +871,7 @@ int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
     }
     uv_timer_init(loop, &n->tick);
     n->tick.data = n;
+    n->tick_ms = o->tick_ms;
     uv_timer_start(&n->tick, on_tick, o->tick_ms, o->tick_ms);
     uv_check_init(loop, &n->check);
     n->check.data = n;

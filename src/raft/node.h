@@ -140,8 +140,9 @@ int raft_node_peer_active(const struct raft_node *n, uint64_t id);
 int raft_node_peer_reachable(const struct raft_node *n, uint64_t id);
 /* On a leader: 1 if the peer has answered it at least once. */
 int raft_node_peer_heard(const struct raft_node *n, uint64_t id);
-/* On a leader: 1 if the peer has installed a snapshot and acknowledged nothing past it. */
-int raft_node_peer_after_snapshot(const struct raft_node *n, uint64_t id);
+/* On a leader: 1 if the peer is being sent a snapshot, or installed one and acknowledged
+ * nothing past it, and answered within the last within_ms (raft_peer_after_snapshot). */
+int raft_node_peer_after_snapshot(const struct raft_node *n, uint64_t id, uint64_t within_ms);
 int raft_node_snapshots_in_flight(const struct raft_node *n);
 /* Term of entry index (RC_ENOTFOUND if not in the log). */
 int raft_node_term(struct raft_node *n, uint64_t index, uint64_t *term);

@@ -419,8 +419,8 @@ int raft_peer_active(const struct raft *r, uint64_t id);
 int raft_peer_heard(const struct raft *r, uint64_t id);
 /* On a leader, 1 if the peer is being sent a snapshot, or confirmed a whole one and has
  * acknowledged nothing past it since (it is rebuilding its state machine, or catching up
- * from there), else 0. */
-int raft_peer_after_snapshot(const struct raft *r, uint64_t id);
+ * from there), and answered within the last within_ticks ticks; else 0. */
+int raft_peer_after_snapshot(const struct raft *r, uint64_t id, uint32_t within_ticks);
 /* On a leader, the followers being sent a snapshot that were heard from lately and have not
  * refused it. */
 int raft_snapshots_in_flight(const struct raft *r);

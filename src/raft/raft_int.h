@@ -103,10 +103,11 @@ struct raft_progress {
     uint64_t match; /* highest index known replicated on the server */
     uint64_t next;  /* next index to send */
     enum raft_progress_state state;
-    int probe_sent;    /* probe: an append is outstanding; wait for an answer or heartbeat */
-    int recent_active; /* heard from since the last check-quorum */
-    int was_active;    /* heard from in the check-quorum interval before */
-    int heard;         /* has answered this leader at least once */
+    int probe_sent;       /* probe: an append is outstanding; wait for an answer or heartbeat */
+    int recent_active;    /* heard from since the last check-quorum */
+    int was_active;       /* heard from in the check-quorum interval before */
+    int heard;            /* has answered this leader at least once */
+    uint32_t quiet_ticks; /* leader ticks since it last answered (saturating) */
     int stalled_heartbeats;
     uint64_t acked_round; /* highest ReadIndex round the server confirmed */
     int vote;             /* this election: 0 unknown, 1 granted, -1 rejected */

@@ -153,6 +153,9 @@ void raft_broadcast_heartbeat(struct raft *r)
 
 void raft_tick_leader(struct raft *r)
 {
+    for (uint32_t i = 0; i < r->n_prs; i++)
+        if (r->prs[i].quiet_ticks < UINT32_MAX)
+            r->prs[i].quiet_ticks++;
     r->heartbeat_elapsed++;
     r->election_elapsed++;
     if (r->election_elapsed >= r->opts.election_ticks) {
@@ -220,6 +223,7 @@ int raft_handle_append_response(struct raft *r, const struct raft_message *m)
         return 0;
     pr->recent_active = 1;
     pr->heard = 1;
+    pr->quiet_ticks = 0;
     if (m->reject) {
         uint64_t probe_at =
             raft_log_last_index_with_term_at_most(&r->log, m->hint_index, m->hint_term);
@@ -257,6 +261,7 @@ int raft_handle_heartbeat_response(struct raft *r, const struct raft_message *m)
         return 0;
     pr->recent_active = 1;
     pr->heard = 1;
+    pr->quiet_ticks = 0;
     pr->probe_sent = 0;
     if (pr->state == PROGRESS_SNAPSHOT)
         raft_snapshot_on_heartbeat_response(r, pr);

@@ -116,6 +116,7 @@ int raft_handle_snapshot_response(struct raft *r, const struct raft_message *m)
         return 0;
     pr->recent_active = 1;
     pr->heard = 1;
+    pr->quiet_ticks = 0;
     if (m->snapshot.done) {
         if (m->index > raft_log_last_index(&r->log))
             return RC_EPROTO;

@@ -1413,7 +1413,13 @@ static bool dir_has_files(const char *dir)
     return any;
 }
 
-static void join_hostport(const char *host, int port, char *buf, size_t cap);
+static void join_hostport(const char *host, int port, char *buf, size_t cap)
+{
+    if (strchr(host, ':'))
+        snprintf(buf, cap, "[%s]:%d", host, port);
+    else
+        snprintf(buf, cap, "%s:%d", host, port);
+}
 
 void cluster_peer_bind(const struct rc_config *cfg, char *buf, size_t cap)
 {
@@ -1435,14 +1441,6 @@ static bool wildcard_addr(const char *addr)
     int port;
     return rc_config_split_hostport(addr, host, &port) == 0 &&
            (!strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !host[0]);
-}
-
-static void join_hostport(const char *host, int port, char *buf, size_t cap)
-{
-    if (strchr(host, ':'))
-        snprintf(buf, cap, "[%s]:%d", host, port);
-    else
-        snprintf(buf, cap, "%s:%d", host, port);
 }
 
 /* The peer address told to other nodes: --peer-advertise; else, when --peer-bind's host is a

@@ -257,9 +257,6 @@ struct server {
     bool is_leader;
     uint64_t leaderless_since_ms;  /* when this node last saw no leader; 0 while one is known */
     uint64_t leaderless_warned_ms; /* when warn_leaderless last spoke; 0: not in this spell */
-    struct {
-        uint64_t id, ms;
-    } peer_seen[2 * RAFT_MAX_NODES]; /* snapshots.c: when a peer was last seen active */
     bool raft_closed;
     struct proposed_batch *proposed; /* FIFO by index */
     size_t nproposed, capproposed;

@@ -233,31 +233,10 @@ static void propose_empty_entry(struct server *s)
     entry_builder_free(&b);
 }
 
-/* When each peer was last seen active by this node as leader (0: not yet). A follower that
- * rebuilds its store from a snapshot answers nothing meanwhile (the rebuild runs on its
- * loop) and looks gone to the leader's check-quorum: once it has confirmed a snapshot, it
- * still counts as catching up for PEER_CATCHUP_GRACE_MS after it was last heard from. Any
- * other peer counts only while it is active (a node that went down does not hold the log). */
+/* A follower that rebuilds its store from a snapshot answers nothing meanwhile (the rebuild
+ * runs on its loop) and looks gone to the leader's check-quorum: it still counts as catching
+ * up for PEER_CATCHUP_GRACE_MS after it last answered. */
 #define PEER_CATCHUP_GRACE_MS 60000
-#define PEER_SEEN_SLOTS                                                                            \
-    (sizeof((struct server *)0)->peer_seen / sizeof *((struct server *)0)->peer_seen)
-static uint64_t *peer_seen_ms(struct server *s, uint64_t id)
-{
-    size_t free_slot = PEER_SEEN_SLOTS;
-    for (size_t i = 0; i < PEER_SEEN_SLOTS; i++) {
-        if (s->peer_seen[i].id == id)
-            return &s->peer_seen[i].ms;
-        if (!s->peer_seen[i].id && free_slot == PEER_SEEN_SLOTS)
-            free_slot = i;
-    }
-    if (free_slot == PEER_SEEN_SLOTS) { /* full of former members: start over */
-        memset(s->peer_seen, 0, sizeof s->peer_seen);
-        free_slot = 0;
-    }
-    s->peer_seen[free_slot].id = id;
-    s->peer_seen[free_slot].ms = 0;
-    return &s->peer_seen[free_slot].ms;
-}
 
 /* On a leader: a peer that lacks an entry before keep_from (the first entry a compaction at
  * the applied index keeps), so that the compaction would leave it only a snapshot, and that
@@ -266,23 +245,17 @@ static uint64_t *peer_seen_ms(struct server *s, uint64_t id)
 static bool active_peer_behind(struct server *s, const struct raft_config *cfg, uint64_t first,
                                uint64_t keep_from)
 {
-    uint64_t now = (uint64_t)server_now_ms();
-    bool behind = false;
     for (uint32_t i = 0; i < cfg->n_voters + cfg->n_learners; i++) {
         uint64_t id = i < cfg->n_voters ? cfg->voters[i] : cfg->learners[i - cfg->n_voters];
         uint64_t match;
-        if (id == s->self.id || raft_node_peer_match(s->raft, id, &match) != 0)
+        if (id == s->self.id || raft_node_peer_match(s->raft, id, &match) != 0 ||
+            match + 1 >= keep_from)
             continue;
-        uint64_t *seen = peer_seen_ms(s, id);
-        bool active = raft_node_peer_active(s->raft, id);
-        if (active)
-            *seen = now;
-        bool rebuilding = raft_node_peer_after_snapshot(s->raft, id) && *seen &&
-                          now - *seen < PEER_CATCHUP_GRACE_MS;
-        if ((rebuilding || (active && match + 1 >= first)) && match + 1 < keep_from)
-            behind = true;
+        if (raft_node_peer_after_snapshot(s->raft, id, PEER_CATCHUP_GRACE_MS) ||
+            (raft_node_peer_active(s->raft, id) && match + 1 >= first))
+            return true;
     }
-    return behind;
+    return false;
 }
 
 void snapshots_tick(struct server *s)
