@@ -677,6 +677,47 @@ fail_free:
     return rc;
 }
 
+/* ============================== move ============================== */
+
+int rc_store_move(struct rc_store *s, const char *dir)
+{
+    size_t dlen = strlen(dir);
+    char *new_dir = rc_memdup(dir, dlen);
+    char **paths = rc_calloc(s->nfiles ? s->nfiles : 1, sizeof *paths);
+    int rc = new_dir && paths ? 0 : RC_ENOMEM;
+    pthread_mutex_lock(&s->mu);
+    /* The worker uses s->dir and the files' paths without mu: let it finish first. */
+    atomic_store(&s->merge_abort, true);
+    while (s->merging || s->worker_busy)
+        pthread_cond_wait(&s->cv, &s->mu);
+    for (size_t i = 0; rc == 0 && i < s->nfiles; i++) {
+        char path[PATH_MAX];
+        datafile_path(path, sizeof path, new_dir, s->files[i]->id, ".data");
+        if (!(paths[i] = rc_memdup(path, strlen(path))))
+            rc = RC_ENOMEM;
+    }
+    if (rc == 0 && rename(s->dir, new_dir) != 0) {
+        rc_warn("rename %s to %s: %s", s->dir, new_dir, strerror(errno));
+        rc = RC_EIO;
+    }
+    if (rc == 0) {
+        for (size_t i = 0; i < s->nfiles; i++) {
+            rc_free(s->files[i]->path);
+            s->files[i]->path = paths[i];
+            paths[i] = NULL;
+        }
+        rc_free(s->dir);
+        s->dir = new_dir;
+        new_dir = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    for (size_t i = 0; paths && i < s->nfiles; i++)
+        rc_free(paths[i]);
+    rc_free(paths);
+    rc_free(new_dir);
+    return rc;
+}
+
 /* ============================== close ============================== */
 
 int rc_store_close(struct rc_store *s)

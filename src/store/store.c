@@ -206,6 +206,7 @@ void *store_worker_main(void *arg)
         s->jobs_head = job->next;
         if (!s->jobs_head)
             s->jobs_tail = NULL;
+        s->worker_busy = true;
         pthread_mutex_unlock(&s->mu);
         if (job->kind == JOB_HINT) {
             if (hint_write(s->dir, job->file) != 0)
@@ -217,6 +218,8 @@ void *store_worker_main(void *arg)
         }
         rc_free(job);
         pthread_mutex_lock(&s->mu);
+        s->worker_busy = false;
+        pthread_cond_broadcast(&s->cv); /* rc_store_move waits for an idle worker */
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;

@@ -79,6 +79,14 @@ int rc_store_open(const char *dir, const struct rc_store_options *opts, struct r
  */
 int rc_store_close(struct rc_store *s);
 
+/*
+ * Renames the open store's directory to dir (which must not exist, on the same file
+ * system) and goes on there: a running merge is abandoned and a running hint write waited
+ * for first, then files are made in dir. The rename is not synced: sync dir's parent.
+ * Views must be closed first. On failure the store stays where it was.
+ */
+int rc_store_move(struct rc_store *s, const char *dir);
+
 /* A growable byte buffer owned by the caller; the store reallocs data as needed.
  * Initialise to {0}; free data with rc_free when done. */
 struct rc_buf {

@@ -54,6 +54,7 @@ struct rc_store {
     /* Worker thread: hint writing and merge. */
     pthread_t worker;
     bool worker_running;
+    bool worker_busy; /* a job taken off the queue is running (without mu) */
     pthread_cond_t cv; /* signals jobs, and the end of a merge */
     struct store_job *jobs_head, *jobs_tail;
     bool stopping;

@@ -4,6 +4,7 @@
 #include "store/record.h"
 
 #include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ============================== records ============================== */
@@ -387,6 +388,44 @@ TEST(corrupt_hint_is_ignored)
     free(after);
     free(before);
     CHECK_OK(rc_store_close(s));
+}
+
+/* rc_store_move renames an open store's directory under it (as a restore swaps stores): it
+ * goes on writing, rolling, merging and closing there, and reopens from there whole. */
+TEST(move_an_open_store_and_go_on_there)
+{
+    char from[4200], to[4200];
+    snprintf(from, sizeof from, "%s/a", test_tmpdir());
+    snprintf(to, sizeof to, "%s/b", test_tmpdir());
+    struct rc_store *s = open_store_opts(from, 8192, false);
+    uint64_t rev = 0;
+    fill(s, 300, 2, &rev);             /* several sealed files, their hints queued on the worker */
+    CHECK_OK(rc_store_merge_start(s)); /* abandoned by the move, or finished before it */
+    CHECK_OK(rc_store_move(s, to));
+    CHECK(access(from, F_OK) != 0);
+    char taken[4200], inside[4300];
+    snprintf(taken, sizeof taken, "%s/c", test_tmpdir());
+    snprintf(inside, sizeof inside, "%s/x", taken);
+    CHECK(mkdir(taken, 0755) == 0 && mkdir(inside, 0755) == 0);
+    CHECK_EQ(rc_store_move(s, taken), RC_EIO); /* not empty: the store stays where it is */
+    fill(s, 300, 2, &rev);                     /* rolls new files in the new directory */
+    for (int i = 0; i < 300; i += 2) {
+        char k[32];
+        snprintf(k, sizeof k, "key%06d", i);
+        CHECK_OK(rc_store_delete(s, k, strlen(k), ++rev));
+    }
+    CHECK_OK(rc_store_merge(s));
+    char *before = dump_store(s);
+    CHECK_OK(rc_store_close(s));
+    CHECK(access(from, F_OK) != 0); /* nothing was written at the old path */
+    CHECK_EQ(count_files(to, ".hint"), count_files(to, ".data"));
+    s = open_store_opts(to, 8192, false);
+    char *after = dump_store(s);
+    CHECK_STR(after, before);
+    CHECK_EQ_U(rc_store_applied_revision(s), rev);
+    CHECK_OK(rc_store_close(s));
+    free(after);
+    free(before);
 }
 
 TEST(merge_reclaims_space_and_keeps_contents)
