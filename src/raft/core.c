@@ -461,8 +461,8 @@ int raft_has_ready(struct raft *r)
     if (r->failed)
         return 0;
     return (r->role == RAFT_LEADER && r->pending_broadcast) || r->log.n > 0 || r->has_chunk ||
-           hard_state_changed(r) || r->n_msgs > 0 || r->log.commit > r->log.applied ||
-           r->n_read_states > 0;
+           hard_state_changed(r) || r->n_msgs > 0 ||
+           (r->log.commit > r->log.applied && !r->apply_held) || r->n_read_states > 0;
 }
 
 /*
@@ -480,7 +480,7 @@ static int may_defer_sync(const struct raft *r)
 static int collect_committed(struct raft *r)
 {
     uint64_t lo = r->log.applied + 1, hi = r->log.commit + 1;
-    if (lo >= hi)
+    if (lo >= hi || r->apply_held)
         return 0;
     if (hi - lo > RAFT_MAX_APPLY_BATCH)
         hi = lo + RAFT_MAX_APPLY_BATCH;
@@ -654,6 +654,11 @@ int raft_compacted(struct raft *r, uint64_t index)
         r->durable = index; /* the snapshot covering it is durable */
     raft_check_invariants(r);
     return 0;
+}
+
+void raft_hold_apply(struct raft *r, int held)
+{
+    r->apply_held = held != 0;
 }
 
 /* ---------------------------------------------------------------- inspection */

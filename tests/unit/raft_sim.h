@@ -119,6 +119,9 @@ struct sim_params {
     int no_auto_restart; /* scenarios: only the test restarts nodes */
     int compact_every;   /* compact a node's log once it applied this many entries (0: never) */
     int trailing;        /* entries a compaction keeps at and before its index */
+    /* per tick, per mille chance that a node's applying is held (raft_hold_apply, as node.c
+     * while its store is rebuilt) or released again; 0: never held */
+    int hold_apply_pml;
     size_t snapshot_chunk_bytes;
     int verbose;
 };
@@ -210,6 +213,7 @@ struct sim_node {
     uint64_t sm_durable;        /* lazy_store: applied index known on disk */
     uint64_t store_rev;         /* lazy_store: applied index that survived the last crash */
     int sync_busy;              /* async_leader: an fsync is in flight, begun at sync_at */
+    int apply_held;             /* hold_apply_pml: raft_hold_apply is on (reset by a restart) */
     struct raft_sync_point sync_at;
 };
 
@@ -618,6 +622,7 @@ SIM_FN void sim_start(struct sim *s, uint64_t id)
             s->store_ahead_of_log_starts++; /* it applied what its log lost (async_leader) */
     }
     struct raft_storage ops = sim_storage_ops(&n->st);
+    n->apply_held = 0;
     int rc = raft_create(&o, &ops, &n->st.durable_hs, &n->r);
     if (rc != 0) {
         sim_violation(s, "node %llu cannot restart: %s", (unsigned long long)id, rc_strerror(rc));
@@ -1478,6 +1483,13 @@ SIM_FN void sim_faults(struct sim *s)
             sim_start(s, id);
         }
     }
+    for (uint64_t id = 1; s->p.hold_apply_pml && id <= SIM_MAX_NODES; id++) {
+        struct sim_node *n = &s->nodes[id];
+        if (n->up && sim_chance(s, s->p.hold_apply_pml, 1000)) {
+            n->apply_held = !n->apply_held;
+            raft_hold_apply(n->r, n->apply_held);
+        }
+    }
     if (sim_chance(s, s->p.membership_pml, 1000))
         sim_membership_change(s);
     if (sim_chance(s, s->p.transfer_pml, 1000))
@@ -1631,6 +1643,10 @@ SIM_FN void sim_check_liveness(struct sim *s)
     sim_heal_partitions(s);
     for (uint64_t id = 1; id <= SIM_MAX_NODES; id++) {
         struct sim_node *n = &s->nodes[id];
+        if (n->up && n->apply_held) {
+            n->apply_held = 0;
+            raft_hold_apply(n->r, 0);
+        }
         if (n->up && n->failed_at >= 0)
             sim_crash(s, id);
         if (n->exists && !n->up)

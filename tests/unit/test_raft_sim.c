@@ -349,3 +349,18 @@ TEST(sim_catches_a_leader_counting_unsynced_entries)
                         DURABILITY_CHECKS, 3000, tweak_count_unsynced_self};
     expect_caught(&v);
 }
+
+/* Applying held on random nodes for random stretches (node.c holds it while a store is
+ * rebuilt from a snapshot on a worker): commit and acknowledgements go on, reads wait, and
+ * every property holds. SIM_HOLD_SEEDS sets the count (default 300). */
+static void hold_churn(struct sim_params *p)
+{
+    async_churn(p); /* node.c's caller, as in sim_async_leader_persistence_is_safe */
+    p->hold_apply_pml = 40;
+}
+
+TEST(sim_held_applying_is_safe)
+{
+    long count = env_long("SIM_HOLD_SEEDS", 300);
+    run_seeds_tweaked((uint64_t)env_long("SIM_FIRST_SEED", 1), count, NULL, hold_churn);
+}
