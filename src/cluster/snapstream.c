@@ -53,6 +53,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/file.h>
@@ -675,7 +676,8 @@ static int remove_dir(const char *dir)
     return rc;
 }
 
-/* fsyncs every regular file of dir, then dir itself. */
+/* fsyncs every regular file of dir, then dir itself. A file gone since the listing (a
+ * temporary file of a hint the store's worker is writing) is skipped. */
 static int fsync_dir_files(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -688,6 +690,8 @@ static int fsync_dir_files(const char *dir)
         if (e->d_name[0] == '.')
             continue;
         int fd = join_path(p, sizeof p, dir, e->d_name) == 0 ? open(p, O_RDONLY | O_CLOEXEC) : -1;
+        if (fd < 0 && errno == ENOENT)
+            continue;
         if (fd < 0) {
             rc = RC_EIO;
             break;
@@ -798,9 +802,11 @@ static int lock_cask(const char *cask, int *fd)
     return 0;
 }
 
-/* Builds the store in new_dir from the reader and marks it complete. */
+/* Builds the store in new_dir from the reader, syncs it and marks it complete; *out
+ * receives it, still open. */
 static int restore_build(struct snapshot_reader *r, const char *new_dir,
-                         const struct rc_store_options *opts)
+                         const struct rc_store_options *opts, const atomic_int *cancel,
+                         struct rc_store **out)
 {
     struct rc_store *s = NULL;
     int rc = rc_store_open(new_dir, opts, &s);
@@ -812,6 +818,10 @@ static int restore_build(struct snapshot_reader *r, const char *new_dir,
     uint64_t revision;
     while ((rc = snapshot_reader_next(r, &key, &klen, &value, &vlen, &expiry_ms, &revision)) > 0) {
         rc_failpoint("restore:record"); /* tests slow a restore down with it (=sleep:MS) */
+        if (cancel && atomic_load(cancel)) {
+            rc = RC_ECLOSED;
+            break;
+        }
         rc = rc_store_put(s, key, klen, value, vlen, expiry_ms, revision);
         if (rc != 0)
             break;
@@ -820,16 +830,101 @@ static int restore_build(struct snapshot_reader *r, const char *new_dir,
         rc = rc_store_mark_revision(s, r->header.revision);
     if (rc == 0)
         rc = rc_store_sync(s);
-    int close_rc = rc_store_close(s);
-    if (rc == 0)
-        rc = close_rc;
     if (rc == 0)
         rc = fsync_dir_files(new_dir);
     if (rc == 0)
         hook("restore:built");
     if (rc == 0)
         rc = rc_write_file_atomic(new_dir, COMPLETE_NAME, "complete\n", 9);
+    if (rc != 0) {
+        rc_store_close(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+int snapshot_restore_build(struct snapshot_reader *r, const char *cask_dir,
+                           const struct rc_store_options *opts, const atomic_int *cancel,
+                           struct rc_store **out)
+{
+    *out = NULL;
+    struct restore_paths p;
+    int rc = restore_paths(cask_dir, &p);
+    if (rc != 0)
+        return rc;
+    /* What an abandoned build left (the running node removes its own; a crash's are
+     * removed or finished by snapshot_restore_recover before the store opens). */
+    if (is_dir(p.new_dir) && (rc = remove_dir(p.new_dir)) != 0)
+        return rc;
+    rc = restore_build(r, p.new_dir, opts, cancel, out);
+    if (rc == 0)
+        rc = rc_fsync_dir(p.parent); /* .new's entry is durable before anything is renamed */
+    if (rc != 0) {
+        rc_store_close(*out);
+        *out = NULL;
+        remove_dir(p.new_dir);
+        return rc;
+    }
+    hook("restore:complete");
+    return 0;
+}
+
+int snapshot_restore_swap(const char *cask_dir, struct rc_store *old, struct rc_store *built)
+{
+    struct restore_paths p;
+    int rc = restore_paths(cask_dir, &p);
+    if (rc != 0)
+        return rc;
+    /* From here a crash is finished by snapshot_restore_recover (states B to E). */
+    bool moved = false;
+    if (old || is_dir(p.cask)) {
+        rc = old ? rc_store_move(old, p.old_dir) : rename_dir(p.cask, p.old_dir);
+        moved = rc == 0;
+        hook("restore:old-moved");
+    }
+    if (rc == 0)
+        rc = rc_store_move(built, p.cask);
+    if (rc != 0 && moved) { /* put the old store back where it was */
+        if (old)
+            rc_store_move(old, p.cask);
+        else
+            rename_dir(p.old_dir, p.cask);
+    }
+    if (rc == 0)
+        rc = rc_fsync_dir(p.parent);
+    if (rc != 0)
+        return rc;
+    hook("restore:swapped");
+    if (!old)
+        return snapshot_restore_recover(p.cask); /* deletes .old and the marker */
+    /* .old stays until snapshot_restore_finish: the old store is still open in it. */
+    char m[PATH_MAX];
+    if (join_path(m, sizeof m, p.cask, COMPLETE_NAME) == 0)
+        unlink(m);
+    return rc_fsync_dir(p.cask);
+}
+
+int snapshot_restore_finish(const char *cask_dir, struct rc_store *old)
+{
+    struct restore_paths p;
+    int rc = restore_paths(cask_dir, &p);
+    int close_rc = rc_store_close(old);
+    if (close_rc != 0)
+        rc_warn("closing the store a restore replaced: %s", rc_strerror(close_rc));
+    if (rc == 0)
+        rc = remove_dir(p.old_dir);
+    if (rc == 0)
+        rc = rc_fsync_dir(p.parent);
     return rc;
+}
+
+void snapshot_restore_abandon(const char *cask_dir, struct rc_store *built)
+{
+    struct restore_paths p;
+    rc_store_close(built);
+    if (restore_paths(cask_dir, &p) == 0 && remove_dir(p.new_dir) == 0)
+        rc_fsync_dir(p.parent);
 }
 
 int snapshot_restore(const char *path, const char *cask_dir, const struct rc_store_options *opts,
@@ -841,6 +936,7 @@ int snapshot_restore(const char *path, const char *cask_dir, const struct rc_sto
         return rc;
     int lock_fd = -1;
     struct snapshot_reader *r = NULL;
+    struct rc_store *built = NULL;
     void *extra_copy = NULL;
     rc = snapshot_restore_recover(p.cask);
     if (rc == 0)
@@ -858,30 +954,18 @@ int snapshot_restore(const char *path, const char *cask_dir, const struct rc_sto
         }
         memcpy(extra_copy, r->header.extra, r->header.extra_len);
     }
-    rc = restore_build(r, p.new_dir, opts);
+    rc = snapshot_restore_build(r, p.cask, opts, NULL, &built);
     if (rc == 0)
-        rc = rc_fsync_dir(p.parent); /* .new's entry is durable before anything is renamed */
-    if (rc != 0) {
-        remove_dir(p.new_dir);
-        goto close_reader;
-    }
-    hook("restore:complete");
-    /* From here a crash is finished by snapshot_restore_recover (states B to E). */
-    if (lock_fd >= 0) {
-        rc = rename_dir(p.cask, p.old_dir);
-        hook("restore:old-moved");
-    }
+        rc = snapshot_restore_swap(p.cask, NULL, built);
     if (rc == 0)
-        rc = rename_dir(p.new_dir, p.cask);
-    if (rc == 0)
-        rc = rc_fsync_dir(p.parent);
-    if (rc == 0) {
-        hook("restore:swapped");
-        rc = snapshot_restore_recover(p.cask); /* deletes .old and the marker */
+        hook("restore:done");
+    if (built) {
+        int close_rc = rc_store_close(built);
+        if (rc == 0)
+            rc = close_rc;
     }
     if (rc != 0)
         goto close_reader;
-    hook("restore:done");
     if (revision)
         *revision = r->header.revision;
     if (extra) {

@@ -107,6 +107,29 @@ int snapshot_restore(const char *path, const char *cask_dir, const struct rc_sto
                      uint64_t *revision, void **extra, size_t *extra_len);
 
 /*
+ * The same in steps, for a node that keeps serving from its open store meanwhile:
+ *   snapshot_restore_build (any thread) builds the store from r in cask_dir.new (what an
+ *     abandoned build left there is removed first), syncs it and marks it complete; *out
+ *     receives it, open. The store open in cask_dir is not touched. cancel, when set, stops
+ *     it at the next record (RC_ECLOSED). A crash from here on is finished by
+ *     snapshot_restore_recover: the restart finds the new store.
+ *   snapshot_restore_swap (the thread that owns both stores, no view open on old) moves the
+ *     old store (open, or NULL: closed or none) to cask_dir.old and the built one to
+ *     cask_dir, both still open; quick. On failure both are back where they were, when the
+ *     renames allow.
+ *   snapshot_restore_finish (any thread) closes the old store and removes cask_dir.old;
+ *     no other swap may run meanwhile.
+ *   snapshot_restore_abandon closes a built store that will not be swapped in and removes
+ *     cask_dir.new.
+ */
+int snapshot_restore_build(struct snapshot_reader *r, const char *cask_dir,
+                           const struct rc_store_options *opts, const atomic_int *cancel,
+                           struct rc_store **out);
+int snapshot_restore_swap(const char *cask_dir, struct rc_store *old, struct rc_store *built);
+int snapshot_restore_finish(const char *cask_dir, struct rc_store *old);
+void snapshot_restore_abandon(const char *cask_dir, struct rc_store *built);
+
+/*
  * Finishes or rolls back a restore interrupted by a crash, leaving cask_dir either the old
  * store or the restored one, whole. The node must call it before opening its store on
  * cask_dir. Returns 0 (also when there is nothing to do) or RC_EIO.

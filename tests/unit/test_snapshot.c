@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "resp/resp.h"
 
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -682,6 +683,121 @@ TEST(snapshot_restore_killed_at_each_point_recovers)
             snapshot_set_test_hook(exit_at_point, (void *)points[i]);
             snapshot_restore(file, cask, NULL, NULL, NULL, NULL);
             _exit(3); /* the point was never reached */
+        }
+        int status;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s not reached", points[i]);
+        CHECK_OK(snapshot_restore_recover(cask));
+        snprintf(side, sizeof side, "%s.new", cask);
+        CHECK(!dir_exists(side));
+        snprintf(side, sizeof side, "%s.old", cask);
+        CHECK(!dir_exists(side));
+        check_cask_is(cask, i == 0 ? &old_contents : &new_contents);
+    }
+    free(old_contents.data);
+    free(new_contents.data);
+}
+
+/* Old and new contents for the step-by-step restore tests: the old store in cask (closed),
+ * a snapshot of another store at file. */
+static void two_stores(const char *cask, const char *file, struct bytes *old_contents,
+                       struct bytes *new_contents)
+{
+    struct rc_store *s = open_store(cask);
+    fill_store(s, 200, 50);
+    *old_contents = digest_store(s);
+    CHECK_OK(rc_store_close(s));
+    char newsrc[4096];
+    path_in(newsrc, sizeof newsrc, "new-store");
+    s = open_store(newsrc);
+    fill_store(s, 300, 0);
+    put_str(s, "only-in-new", "yes", 1000000);
+    *new_contents = digest_store(s);
+    snapshot_of(s, file, NULL, 0);
+    CHECK_OK(rc_store_close(s));
+}
+
+/* The node's way: the new store is built beside the open old one, which keeps serving; the
+ * two are swapped open; the old one is closed and removed afterwards. */
+TEST(snapshot_restore_in_steps_beside_the_open_store)
+{
+    char file[4096], cask[4096], side[4200];
+    path_in(file, sizeof file, "state.bin");
+    path_in(cask, sizeof cask, "cask");
+    struct bytes old_contents, new_contents;
+    two_stores(cask, file, &old_contents, &new_contents);
+    struct rc_store_options o = test_options();
+    struct rc_store *old = NULL, *built = NULL;
+    CHECK_OK(rc_store_open(cask, &o, &old));
+
+    /* Cancelled: nothing is left beside the store. */
+    struct snapshot_reader *r = NULL;
+    CHECK_OK(snapshot_reader_open(file, &r));
+    atomic_int cancel = 1;
+    CHECK_EQ(snapshot_restore_build(r, cask, &o, &cancel, &built), RC_ECLOSED);
+    CHECK(built == NULL);
+    snprintf(side, sizeof side, "%s.new", cask);
+    CHECK(!dir_exists(side));
+    snapshot_reader_close(r);
+
+    CHECK_OK(snapshot_reader_open(file, &r));
+    CHECK_OK(snapshot_restore_build(r, cask, &o, NULL, &built));
+    snapshot_reader_close(r);
+    CHECK(dir_exists(side));
+    struct bytes got = digest_store(old); /* the old store is untouched meanwhile */
+    check_same(&old_contents, &got);
+    free(got.data);
+    CHECK_OK(snapshot_restore_swap(cask, old, built));
+    CHECK(!dir_exists(side));
+    got = digest_store(built);
+    check_same(&new_contents, &got);
+    free(got.data);
+    put_str(built, "after-the-swap", "1", 2000000); /* written in cask, not in .new */
+    snprintf(side, sizeof side, "%s.old", cask);
+    CHECK(dir_exists(side));
+    CHECK_OK(snapshot_restore_finish(cask, old));
+    CHECK(!dir_exists(side));
+    CHECK_OK(rc_store_close(built));
+    CHECK_OK(snapshot_restore_recover(cask)); /* nothing to do */
+    struct rc_store *s = open_store(cask);
+    check_value(s, "after-the-swap", "1");
+    CHECK_OK(rc_store_delete(s, "after-the-swap", 14, 2000001));
+    got = digest_store(s);
+    check_same(&new_contents, &got);
+    free(got.data);
+    CHECK_OK(rc_store_close(s));
+    free(old_contents.data);
+    free(new_contents.data);
+}
+
+/* The same steps in a child that dies at each point: recovery leaves the old store before
+ * the build is complete and the new one from then on. */
+TEST(snapshot_restore_in_steps_killed_at_each_point_recovers)
+{
+    char file[4096], cask[4096], pristine[4096], side[4200];
+    path_in(file, sizeof file, "state.bin");
+    path_in(cask, sizeof cask, "cask");
+    path_in(pristine, sizeof pristine, "pristine");
+    struct bytes old_contents, new_contents;
+    two_stores(pristine, file, &old_contents, &new_contents);
+    const char *points[] = {"restore:built", "restore:complete", "restore:old-moved",
+                            "restore:swapped", "done"};
+    for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
+        test_remove_dir(cask);
+        test_copy_dir(pristine, cask);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            snapshot_set_test_hook(exit_at_point, (void *)points[i]);
+            struct rc_store_options o = test_options();
+            struct rc_store *old = NULL, *built = NULL;
+            struct snapshot_reader *r = NULL;
+            if (rc_store_open(cask, &o, &old) != 0 || snapshot_reader_open(file, &r) != 0 ||
+                snapshot_restore_build(r, cask, &o, NULL, &built) != 0 ||
+                snapshot_restore_swap(cask, old, built) != 0)
+                _exit(3);
+            exit_at_point("done", (void *)points[i]); /* before finish: .old is left */
+            _exit(3);
         }
         int status;
         CHECK(waitpid(pid, &status, 0) == pid);
