@@ -67,6 +67,7 @@ struct raft_node {
     uint64_t snapshots_refused;     /* the core's count when last logged, and when */
     uint64_t refused_logged_ms;
     uint64_t applied;
+    uint64_t restoring;         /* restore_begin's snapshot index while it rebuilds, else 0 */
     struct pending_read *reads; /* confirmed reads waiting for the applied index */
     size_t n_reads, cap_reads;
     struct raft_node_stats stats;
@@ -196,9 +197,7 @@ static void report_state(struct raft_node *n)
     if (!n->cb.on_state || n->closing)
         return;
     struct raft_status st;
-    raft_status(n->core, &st);
-    if (n->failed)
-        st.role = RAFT_FAILED;
+    raft_node_status(n, &st);
     if (st.snapshots_refused > n->snapshots_refused &&
         (!n->refused_logged_ms || uv_now(n->loop) - n->refused_logged_ms >= 10000)) {
         rc_warn("raft: refused the snapshot the leader sent (%llu times so far): its data does "
@@ -268,12 +267,34 @@ static int hard_state_due(struct raft_node *n, const struct raft_ready *rd)
 
 /* Restores the state machine from the log's snapshot (after an install, or at start when
  * the state machine holds less than the snapshot covers). */
-static int restore_state_machine(struct raft_node *n)
+static int restore_state_machine(struct raft_node *n, int running)
 {
     struct raft_snapshot_meta meta;
     logstore_snapshot_meta(n->log, &meta);
     if (meta.index == 0 || meta.index <= n->applied)
         return 0;
+    if (running && n->cb.restore_begin) {
+        char path[4200];
+        int rc = logstore_snapshot_path(n->log, path, sizeof path);
+        if (rc == 0)
+            rc = n->cb.restore_begin(n->ctx, path, &meta);
+        if (rc == RAFT_NODE_RESTORING) {
+            /* Entries committed from here wait for raft_node_restored. */
+            n->restoring = meta.index;
+            raft_hold_apply(n->core, 1);
+            return 0;
+        }
+        if (rc != 0) {
+            rc_error("raft: restoring the state machine from the snapshot at %llu failed: %s",
+                     (unsigned long long)meta.index, rc_strerror(rc));
+            return rc;
+        }
+        n->restoring = 0; /* done at once: the state machine held it already */
+        raft_hold_apply(n->core, 0);
+        n->applied = meta.index;
+        n->stats.snapshots_restored++;
+        return 0;
+    }
     if (!n->cb.restore) {
         rc_error("raft: a snapshot at %llu must be restored but nothing can restore it",
                  (unsigned long long)meta.index);
@@ -304,7 +325,7 @@ static int install_chunk(struct raft_node *n, const struct raft_snapshot_chunk *
             (unsigned long long)c->meta.index, (unsigned long long)c->meta.term,
             (unsigned long long)c->meta.size_bytes);
     n->stats.snapshots_installed++;
-    return restore_state_machine(n);
+    return restore_state_machine(n, 1);
 }
 
 static void count_fsync(struct raft_node *n, uint64_t us)
@@ -460,6 +481,13 @@ static int apply(struct raft_node *n, const struct raft_ready *rd)
         const struct raft_entry *e = &rd->committed[i];
         if (e->index <= n->applied)
             continue; /* the state machine already holds it (restart) */
+        if (n->restoring) {
+            /* Entries before the snapshot being rebuilt (handed out with its chunk): it
+             * holds them. None after it is handed out while the core holds applying. */
+            if (e->index > n->restoring)
+                return RC_EINVAL;
+            continue;
+        }
         int rc = n->cb.apply ? n->cb.apply(n->ctx, e) : 0;
         if (rc != 0)
             return rc;
@@ -727,6 +755,24 @@ int raft_node_compacted(struct raft_node *n, uint64_t index)
     return rc;
 }
 
+void raft_node_restored(struct raft_node *n, uint64_t index, int rc)
+{
+    if (n->failed || n->restoring == 0 || index != n->restoring)
+        return;
+    if (rc != 0) {
+        rc_error("raft: rebuilding the state machine from the snapshot at %llu failed: %s",
+                 (unsigned long long)index, rc_strerror(rc));
+        fail(n, "restoring the state machine", rc);
+        report_state(n);
+        return;
+    }
+    n->restoring = 0;
+    n->applied = index;
+    n->stats.snapshots_restored++;
+    raft_hold_apply(n->core, 0);
+    raft_node_process(n); /* the entries committed meanwhile, then the reads they free */
+}
+
 int raft_node_peer_match(const struct raft_node *n, uint64_t id, uint64_t *match)
 {
     return raft_peer_match(n->core, id, match);
@@ -768,6 +814,8 @@ void raft_node_status(const struct raft_node *n, struct raft_status *st)
     raft_status(n->core, st);
     if (n->failed)
         st->role = RAFT_FAILED;
+    if (n->restoring) /* the core counts the snapshot applied once installed */
+        st->applied = n->applied;
 }
 
 void raft_node_stats(const struct raft_node *n, struct raft_node_stats *st)
@@ -841,7 +889,7 @@ int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
      * was compacted) is rebuilt from the snapshot first: the entries it lacks may be gone
      * (trailing entries kept before the snapshot's index may cover them, but not always). */
     n->in_ready = 1; /* the restore callback may not call back into the node */
-    rc = restore_state_machine(n);
+    rc = restore_state_machine(n, 0);
     n->in_ready = 0;
     if (rc != 0)
         goto fail_log;

@@ -44,6 +44,15 @@ struct raft_node_callbacks {
      * 0 or an error (the node then fails). NULL: snapshots cannot be installed.
      */
     int (*restore)(void *ctx, const char *path, const struct raft_snapshot_meta *meta);
+    /*
+     * The same for a snapshot received while the node runs, when not NULL: return 0 (done),
+     * an error (the node fails), or RAFT_NODE_RESTORING when the rebuild goes on elsewhere
+     * (a worker thread) — the node then keeps persisting and acknowledging entries but
+     * applies none, and serves no read past what the old state holds, until
+     * raft_node_restored(meta->index). Called again with a newer snapshot meanwhile, it
+     * replaces the one under way. At start the node calls restore.
+     */
+    int (*restore_begin)(void *ctx, const char *path, const struct raft_snapshot_meta *meta);
     /* Role, term, leader or configuration changed (also once the node failed). */
     void (*on_state)(void *ctx, const struct raft_status *st);
     /*
@@ -131,6 +140,16 @@ int raft_node_change(struct raft_node *n, enum raft_membership_op op, uint64_t i
  */
 struct logstore *raft_node_logstore(struct raft_node *n);
 int raft_node_compacted(struct raft_node *n, uint64_t index);
+
+/* restore_begin's answer: the state machine is being rebuilt; raft_node_restored follows. */
+#define RAFT_NODE_RESTORING 1
+/*
+ * The rebuild restore_begin started for the snapshot at index is done (rc 0: the state
+ * machine now holds index; otherwise the node fails). The entries committed meanwhile are
+ * applied from the log. A report for an index other than the one awaited is ignored. Not
+ * from inside a callback.
+ */
+void raft_node_restored(struct raft_node *n, uint64_t index, int rc);
 /* The leader's view of a peer's replication (matched index); RC_ENOTFOUND if none. */
 int raft_node_peer_match(const struct raft_node *n, uint64_t id, uint64_t *match);
 /* On a leader: 1 if the peer was heard from lately (raft_peer_active), else 0. */

@@ -416,7 +416,9 @@ bool cluster_route_command(struct client *c, const struct command *cmd, size_t a
         return false;
     if (!s->is_leader)
         return route_away(c, argc, argv);
-    if (strcmp(mode, "leader") == 0)
+    /* A leader rebuilding its store from a snapshot (it was sent one just before it was
+     * elected) serves its reads once the rebuild is done, as linearizable ones. */
+    if (strcmp(mode, "leader") == 0 && !s->restore)
         return false;
     return defer_read(c, argc, argv);
 }
@@ -1626,6 +1628,7 @@ int cluster_start(struct server *s)
     struct raft_node_callbacks cb = {.apply = on_apply,
                                      .read_ready = on_read_ready,
                                      .restore = snapshots_restore,
+                                     .restore_begin = snapshots_restore_begin,
                                      .on_state = on_state,
                                      .before_sync = on_before_sync};
     rc = raft_node_start(s->loop, &o, &cb, s, &s->raft);
@@ -1684,6 +1687,7 @@ void cluster_stop(struct server *s)
         return;
     if (s->job.kind)
         job_finish(s, "-ERR shutting down\r\n");
+    snapshots_stop(s);
     fail_reads(s, "-ERR shutting down\r\n");
     writepath_fail_proposed(s, "-ERR shutting down; the write may or may not be applied\r\n");
     /* The connection to the leader (and its timer) must close now, or uv_run never returns:

@@ -102,7 +102,7 @@ static bool has_expiring_keys(struct server *s)
 
 void expire_cycle(struct server *s)
 {
-    if (!has_expiring_keys(s))
+    if (s->restore || !has_expiring_keys(s)) /* not the store about to be replaced */
         return;
     uint64_t start = (uint64_t)uv_hrtime();
     int64_t now = server_now_ms();

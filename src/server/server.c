@@ -94,7 +94,7 @@ static void sync_done(uv_work_t *req, int status)
 #define MERGE_MIN_DEAD_BYTES (64ull << 20)
 static void maybe_merge(struct server *s)
 {
-    if (s->cron_ticks % (10000 / CRON_INTERVAL_MS) != 0)
+    if (s->cron_ticks % (10000 / CRON_INTERVAL_MS) != 0 || s->restore)
         return;
     struct rc_store_stats st;
     if (rc_store_stats(s->store, &st) != 0 || st.dead_bytes < MERGE_MIN_DEAD_BYTES ||

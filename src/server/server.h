@@ -281,6 +281,8 @@ struct server {
     uint64_t fwd_bytes_inflight;        /* forwarded commands' bytes awaiting replies */
     struct snapshot_job *snap;          /* a local snapshot or backup being written, or NULL */
     uint64_t restores;                  /* store rebuilds from installed snapshots */
+    struct restore_job *restore;        /* a store rebuild under way (snapshots.c), or NULL */
+    bool restore_finishing;             /* a worker closes and removes the replaced store */
     bool force_snapshot;                /* take one at the next tick (after --restore) */
     uint64_t refusals_seen;             /* followers' refusals of our snapshot, last seen */
     uint64_t refused_checked_index;     /* the snapshot index whose file was checked then */
@@ -372,6 +374,7 @@ extern const struct command_table cluster_commands;
 /* snapshots.c: local snapshots (log compaction), RAFTSNAPSHOT backups, restores. */
 void snapshots_tick(struct server *s);
 int snapshots_restore(void *server, const char *path, const struct raft_snapshot_meta *meta);
+int snapshots_restore_begin(void *server, const char *path, const struct raft_snapshot_meta *meta);
 void snapshots_stop(struct server *s);
 extern const struct command_table snapshot_commands;
 

@@ -14,12 +14,15 @@
  * appended at or before the applied index (so that the configuration stored with the
  * snapshot is the one in force at its index). One job runs at a time.
  *
- * Restoring (a follower that was sent a snapshot, or a node whose store lost entries the
- * log no longer has) closes the store, rebuilds it from the stream in a new directory that
- * then replaces the old one (snapstream.c: crash-safe), and reopens it. A store that
- * already holds the snapshot's index is left alone, so a restart does not rewrite the data.
- * A running job's view must be released first: the restore cancels the job (its worker
- * stops at the next record) and waits for that; a backup's client is told it was cancelled.
+ * Restoring rebuilds the store from the stream in a new directory that then replaces the
+ * old one (snapstream.c: crash-safe). A follower sent a snapshot while it runs does it
+ * off the loop (restore jobs, below): a worker builds the new store while the old one
+ * stays open, the loop swaps the two (renames only), and the node applies nothing until
+ * then. At start (a store that lost entries the log no longer has) it is done in place,
+ * before anything is served. A store that already holds the snapshot's index is left
+ * alone, so a restart does not rewrite the data. A running snapshot job's view must be
+ * released before the old store goes: the restore cancels the job (its worker stops at the
+ * next record); a backup's client is told it was cancelled.
  */
 #include "server.h"
 
@@ -38,6 +41,8 @@
 enum job_kind { JOB_COMPACTION = 1, JOB_BACKUP = 2 };
 
 #define SNAPSHOT_POSTPONE_FACTOR 64
+
+static void restore_swap(struct server *s);
 
 struct snapshot_job {
     struct server *s;
@@ -233,9 +238,9 @@ static void propose_empty_entry(struct server *s)
     entry_builder_free(&b);
 }
 
-/* A follower that rebuilds its store from a snapshot answers nothing meanwhile (the rebuild
- * runs on its loop) and looks gone to the leader's check-quorum: it still counts as catching
- * up for PEER_CATCHUP_GRACE_MS after it last answered. */
+/* A follower sent a snapshot needs the entries after it: one that goes quiet (a large
+ * transfer, a slow disk) still counts as catching up for PEER_CATCHUP_GRACE_MS after it last
+ * answered. */
 #define PEER_CATCHUP_GRACE_MS 60000
 
 /* On a leader: a peer that lacks an entry before keep_from (the first entry a compaction at
@@ -260,6 +265,10 @@ static bool active_peer_behind(struct server *s, const struct raft_config *cfg, 
 
 void snapshots_tick(struct server *s)
 {
+    if (s->restore) { /* no snapshot of a store about to be replaced */
+        restore_swap(s);
+        return;
+    }
     uint64_t threshold = s->cfg->snapshot_threshold;
     if (s->snap || !s->raft || threshold == 0 || s->shutting_down)
         return;
@@ -326,6 +335,11 @@ static void cmd_raftsnapshot(struct client *c, size_t argc, const struct resp_ar
         reply_error(c, "ERR a snapshot is being written; try again shortly");
         return;
     }
+    if (s->restore) {
+        reply_error(c, "ERR this node is rebuilding its store from the leader's snapshot; try "
+                       "again shortly");
+        return;
+    }
     struct snapshot_job *j = job_new(s, JOB_BACKUP);
     if (!j) {
         reply_error(c, "ERR cannot start the backup");
@@ -384,6 +398,54 @@ static int snapshot_directory(const char *path, struct cluster_members *ms)
     return found;
 }
 
+/* Saves the directory the snapshot carries (before the store holds the snapshot's index: a
+ * restart that finds the store without it installs the snapshot again) and hands it to the
+ * transport. */
+static int take_directory(struct server *s, const char *path)
+{
+    struct cluster_members ms;
+    int found = snapshot_directory(path, &ms);
+    if (found < 0) {
+        rc_error("reading the snapshot %s: %s", path, rc_strerror(found));
+        return found;
+    }
+    if (!found)
+        return 0;
+    if (cluster_members_save(s->cfg->dir, &ms) != 0)
+        return RC_EIO;
+    /* Nodes the snapshot's directory no longer has (removed in entries it covers) leave
+     * the transport too. */
+    for (size_t i = 0; i < s->members.count; i++) {
+        uint64_t id = s->members.m[i].id;
+        if (id != s->self.id && !cluster_members_find(&ms, id) && s->raft)
+            raft_node_remove_peer(s->raft, id);
+    }
+    s->members = ms;
+    for (size_t i = 0; i < ms.count; i++)
+        if (ms.m[i].id != s->self.id && s->raft)
+            raft_node_set_peer(s->raft, ms.m[i].id, ms.m[i].peer_addr);
+    return 0;
+}
+
+/* What every restore does first: the directory, and the writes it makes unknown. */
+static int restore_prepare(struct server *s, const char *path)
+{
+    int rc = take_directory(s, path);
+    if (rc != 0)
+        return rc;
+    /* A snapshot or backup being written from the old store is stopped, not waited for: a
+     * large one held the loop (and every client) for as long as it took. */
+    if (s->snap && !atomic_load(&s->snap->written))
+        atomic_store(&s->snap->cancel, 1);
+    s->restores++;
+    /* Writes this node proposed while it led and that the snapshot now covers will never be
+     * applied one by one here: their outcome is unknown to this node. */
+    writepath_fail_proposed(s, "-ERR the outcome of the write is unknown (this node was sent a "
+                               "snapshot); check and retry\r\n");
+    return 0;
+}
+
+/* At start (raft_node_start), on the loop thread: nothing is served yet. */
 int snapshots_restore(void *server, const char *path, const struct raft_snapshot_meta *meta)
 {
     struct server *s = server;
@@ -393,35 +455,16 @@ int snapshots_restore(void *server, const char *path, const struct raft_snapshot
                 meta->index, held);
         return 0;
     }
-    /* The snapshot's directory reaches DIR/members before the store is swapped. Once the
-     * swap is done (or a restart rolls an interrupted one forward) the store holds the
-     * snapshot's index, and a restart skips the install: a directory saved only after the
-     * swap would be lost with a crash between the two. Saved first, a crash leaves the
-     * directory ahead of the store, and the restart installs the snapshot again. */
-    struct cluster_members ms;
-    int found = snapshot_directory(path, &ms);
-    if (found < 0) {
-        rc_error("reading the snapshot %s: %s", path, rc_strerror(found));
-        return found;
-    }
-    if (found && cluster_members_save(s->cfg->dir, &ms) != 0)
-        return RC_EIO;
-    /* A snapshot or backup being written from the old store is stopped, not waited for: a
-     * large one held the loop (and every client) for as long as it took. */
-    if (s->snap && !atomic_load(&s->snap->written))
-        atomic_store(&s->snap->cancel, 1);
+    int rc = restore_prepare(s, path);
+    if (rc != 0)
+        return rc;
     uint64_t deadline = rc_mono_ns() + 600ull * 1000000000ull;
     while (store_in_use_by_a_worker(s) && rc_mono_ns() < deadline)
         usleep(1000);
     if (store_in_use_by_a_worker(s))
         return RC_EBUSY;
-    s->restores++;
-    /* Writes this node proposed while it led and that the snapshot now covers will never be
-     * applied one by one here: their outcome is unknown to this node. */
-    writepath_fail_proposed(s, "-ERR the outcome of the write is unknown (this node was sent a "
-                               "snapshot); check and retry\r\n");
     uint64_t t0 = rc_mono_ns();
-    int rc = rc_store_close(s->store);
+    rc = rc_store_close(s->store);
     s->store = NULL;
     if (rc != 0)
         rc_warn("closing the store before a restore: %s", rc_strerror(rc));
@@ -435,28 +478,237 @@ int snapshots_restore(void *server, const char *path, const struct raft_snapshot
     }
     if (rc != 0)
         return rc;
-    if (found) {
-        /* Nodes the snapshot's directory no longer has (removed in entries it covers) leave
-         * the transport too. */
-        for (size_t i = 0; i < s->members.count; i++) {
-            uint64_t id = s->members.m[i].id;
-            if (id != s->self.id && !cluster_members_find(&ms, id) && s->raft)
-                raft_node_remove_peer(s->raft, id);
-        }
-        s->members = ms;
-        for (size_t i = 0; i < ms.count; i++)
-            if (ms.m[i].id != s->self.id && s->raft)
-                raft_node_set_peer(s->raft, ms.m[i].id, ms.m[i].peer_addr);
-    }
     s->revision = rc_store_applied_revision(s->store);
     rc_info("store rebuilt from the snapshot at index %" PRIu64 ": %zu keys in %" PRIu64 " ms",
             meta->index, rc_store_count(s->store), (rc_mono_ns() - t0) / 1000000);
     return s->revision >= meta->index ? 0 : RC_ECORRUPT;
 }
 
+/*
+ * While the node runs, the rebuild is a job: a libuv worker builds the new store beside the
+ * open one (snapshot_restore_build), the loop thread swaps the two (snapshot_restore_swap:
+ * renames, no copying) once no other worker uses the old store, and a worker closes and
+ * removes the old one (snapshot_restore_finish). Meanwhile the node applies nothing
+ * (raft_node_restored ends that) and the old store serves what a local read may see.
+ */
+struct restore_job {
+    struct server *s;
+    uv_work_t work;
+    bool working;                   /* the work is queued or running */
+    struct snapshot_reader *reader; /* opened on the loop: the log may replace the file */
+    uint64_t index;
+    atomic_int cancel;
+    struct rc_store *built;   /* the work's result, waiting for the swap */
+    struct rc_store *discard; /* a superseded build, abandoned by the next work */
+    int rc;
+    uint64_t started_ns;
+    struct snapshot_reader *next; /* a newer snapshot that arrived while building */
+    uint64_t next_index;
+};
+
+struct finish_job {
+    uv_work_t work;
+    struct server *s;
+    struct rc_store *old;
+};
+
+static void finish_work(uv_work_t *req)
+{
+    struct finish_job *f = req->data;
+    int rc = snapshot_restore_finish(f->s->cask_dir, f->old);
+    if (rc != 0) /* a restart removes it (snapshot_restore_recover) */
+        rc_warn("removing the store a restore replaced: %s", rc_strerror(rc));
+}
+
+static void finish_done(uv_work_t *req, int status)
+{
+    struct finish_job *f = req->data;
+    f->s->restore_finishing = false;
+    rc_free(f);
+    (void)status;
+}
+
+static void build_work(uv_work_t *req)
+{
+    struct restore_job *j = req->data;
+    struct server *s = j->s;
+    if (j->discard) {
+        snapshot_restore_abandon(s->cask_dir, j->discard);
+        j->discard = NULL;
+    }
+    j->rc = snapshot_restore_build(j->reader, s->cask_dir, &s->store_opts, &j->cancel, &j->built);
+}
+
+static void build_done(uv_work_t *req, int status);
+
+static int build_start(struct restore_job *j)
+{
+    atomic_store(&j->cancel, 0);
+    j->started_ns = rc_mono_ns();
+    if (uv_queue_work(j->s->loop, &j->work, build_work, build_done) != 0)
+        return RC_EIO;
+    j->working = true;
+    return 0;
+}
+
+static void restore_job_free(struct restore_job *j)
+{
+    /* A build not swapped in (shutting down, or the swap failed): a restart rebuilds from the
+     * log's snapshot. At most one of the two is set: the work abandons discard first. */
+    if (j->built || j->discard)
+        snapshot_restore_abandon(j->s->cask_dir, j->built ? j->built : j->discard);
+    snapshot_reader_close(j->reader);
+    snapshot_reader_close(j->next);
+    if (j->s->restore == j)
+        j->s->restore = NULL;
+    rc_free(j);
+}
+
+/* Ends the job and tells the node (rc 0: the store now holds index). */
+static void restore_end(struct restore_job *j, int rc)
+{
+    struct server *s = j->s;
+    uint64_t index = j->index;
+    restore_job_free(j);
+    if (s->raft && !s->raft_closed)
+        raft_node_restored(s->raft, index, rc);
+}
+
+/* The swap, once no other worker uses the old store; else the cluster tick retries. */
+static void restore_swap(struct server *s)
+{
+    struct restore_job *j = s->restore;
+    if (!j || j->working || !j->built || store_in_use_by_a_worker(s) || s->restore_finishing)
+        return;
+    struct finish_job *f = rc_calloc(1, sizeof *f);
+    if (!f)
+        return; /* retried at the next tick */
+    struct rc_store *old = s->store;
+    uint64_t t0 = rc_mono_ns();
+    int rc = snapshot_restore_swap(s->cask_dir, old, j->built);
+    if (rc != 0) {
+        rc_error("swapping in the store rebuilt from the snapshot at %" PRIu64 " failed: %s",
+                 j->index, rc_strerror(rc));
+        rc_free(f);
+        restore_end(j, rc);
+        return;
+    }
+    s->store = j->built;
+    j->built = NULL;
+    s->revision = rc_store_applied_revision(s->store);
+    rc_info("store rebuilt from the snapshot at index %" PRIu64 ": %zu keys in %" PRIu64
+            " ms (swapped in %" PRIu64 " us)",
+            j->index, rc_store_count(s->store), (rc_mono_ns() - j->started_ns) / 1000000,
+            (rc_mono_ns() - t0) / 1000);
+    f->s = s;
+    f->old = old;
+    f->work.data = f;
+    s->restore_finishing = true;
+    if (uv_queue_work(s->loop, &f->work, finish_work, finish_done) != 0) {
+        finish_work(&f->work); /* cannot queue: done here, once */
+        finish_done(&f->work, 0);
+    }
+    restore_end(j, s->revision >= j->index ? 0 : RC_ECORRUPT);
+}
+
+static void build_done(uv_work_t *req, int status)
+{
+    struct restore_job *j = req->data;
+    struct server *s = j->s;
+    j->working = false;
+    (void)status;
+    if (s->shutting_down || s->raft_closed) {
+        restore_job_free(j);
+        return;
+    }
+    if (j->next) { /* superseded: build the newer one (the next work abandons this one) */
+        j->discard = j->built;
+        j->built = NULL;
+        snapshot_reader_close(j->reader);
+        j->reader = j->next;
+        j->index = j->next_index;
+        j->next = NULL;
+        int rc = build_start(j);
+        if (rc != 0)
+            restore_end(j, rc);
+        return;
+    }
+    if (j->rc != 0) {
+        rc_error("rebuilding the store from the snapshot at %" PRIu64 " failed: %s", j->index,
+                 rc_strerror(j->rc));
+        restore_end(j, j->rc);
+        return;
+    }
+    restore_swap(s);
+}
+
+/* A snapshot installed while the node runs (raft_node_callbacks.restore_begin). */
+int snapshots_restore_begin(void *server, const char *path, const struct raft_snapshot_meta *meta)
+{
+    struct server *s = server;
+    if (!s->restore) {
+        uint64_t held = rc_store_applied_revision(s->store);
+        if (held >= meta->index) {
+            rc_info("snapshot at %" PRIu64 ": the store already holds index %" PRIu64
+                    "; not rebuilt",
+                    meta->index, held);
+            return 0;
+        }
+    }
+    struct snapshot_reader *r = NULL;
+    int rc = snapshot_reader_open(path, &r);
+    if (rc == 0)
+        rc = restore_prepare(s, path);
+    if (rc != 0) {
+        snapshot_reader_close(r);
+        return rc;
+    }
+    struct restore_job *j = s->restore;
+    if (j && j->working) { /* the build under way stops at its next record */
+        rc_info("a newer snapshot (index %" PRIu64
+                ") replaces the rebuild under way (index %" PRIu64 ")",
+                meta->index, j->next ? j->next_index : j->index);
+        atomic_store(&j->cancel, 1);
+        snapshot_reader_close(j->next);
+        j->next = r;
+        j->next_index = meta->index;
+        return RAFT_NODE_RESTORING;
+    }
+    if (j) { /* built, waiting for the swap: the next work abandons it */
+        j->discard = j->built;
+        j->built = NULL;
+        snapshot_reader_close(j->reader);
+    } else {
+        if (!(j = rc_calloc(1, sizeof *j))) {
+            snapshot_reader_close(r);
+            return RC_ENOMEM;
+        }
+        j->s = s;
+        j->work.data = j;
+        s->restore = j;
+    }
+    j->reader = r;
+    j->index = meta->index;
+    if ((rc = build_start(j)) != 0) {
+        j->s->restore = NULL;
+        restore_job_free(j);
+        return rc;
+    }
+    rc_info("rebuilding the store from the snapshot at index %" PRIu64
+            " on a worker; entries wait until it is done",
+            meta->index);
+    return RAFT_NODE_RESTORING;
+}
+
 void snapshots_stop(struct server *s)
 {
     /* A running job finishes on its own; job_done sees the shutdown and commits nothing.
-     * The loop runs until it is done (uv_work requests keep the loop alive). */
-    (void)s;
+     * The loop runs until it is done (uv_work requests keep the loop alive). A store
+     * rebuild stops at its next record, and a finished one is dropped: a restart rebuilds
+     * it from the log's snapshot. */
+    struct restore_job *j = s->restore;
+    if (j && j->working)
+        atomic_store(&j->cancel, 1);
+    else if (j)
+        restore_job_free(j);
 }

@@ -1635,6 +1635,131 @@ def test_a_joiner_slow_to_install_a_snapshot_catches_up_by_log_after_it(cluster_
     assert readonly_get(joiner, last_key) == last_key.split(":")[1].encode()
 
 
+def slow_rebuild_setup(cluster_factory, prefix, n, sleep_ms):
+    """A 3-node cluster whose node 3 (a follower) was down while n keys were written and the
+    leader compacted past its log, restarted with every record of a store rebuild slowed to
+    sleep_ms: it is sent a snapshot and rebuilds for about n * sleep_ms."""
+    compact = ["--snapshot-threshold", "64", "--snapshot-trailing", "8"]
+    cluster = cluster_factory(3, {1: compact, 2: compact, 3: ["--snapshot-threshold", "0"]})
+    slow = cluster.nodes[2]
+    leader = cluster.leader()
+    if leader is slow:
+        assert call(slow, "RAFTTRANSFER", str(cluster.nodes[0].node_id), timeout_s=10) == "OK"
+        leader = cluster.leader()
+    assert leader.client().set(f"{prefix}:old", "before") is True
+    cluster.wait_caught_up(slow, leader)
+    slow_last = int(info_section(slow, "raft")["raft_last_log_index"])
+    cluster.stop(slow)
+    client = leader.client()
+    # 24 MB first: the leader's queue for the stopped node (at most 8 MiB, delivered when it
+    # is back) fills with these, so what follows reaches the node only in a snapshot.
+    for i in range(600):
+        assert client.set(f"{prefix}:big:{i % 10}", "x" * 40000) is True
+    with client.pipeline(transaction=False) as pipe:
+        for i in range(n):
+            pipe.set(f"{prefix}:{i:05d}", f"v{i}")
+        assert all(pipe.execute())
+    for i in range(100):  # entries of their own: the leader compacts past the stopped node
+        assert client.set(f"{prefix}:one:{i}", "x") is True
+    wait_for(lambda: int(info_section(leader, "raft")["raft_first_log_index"]) > slow_last + 1,
+             10.0, "the leader to compact past the stopped node's log")
+    slow.env = {"RAFTCASK_FAILPOINT": f"restore:record=sleep:{sleep_ms}"}
+    mark = slow.log_size()
+    cluster.start_node(slow)
+    wait_for(lambda: "raft: installed a snapshot" in slow.log_text(mark), 30.0,
+             f"{slow.name} to install the leader's snapshot")
+    return cluster, leader, slow, mark
+
+
+def test_a_follower_rebuilding_from_a_snapshot_keeps_answering(cluster_factory):
+    """A follower sent a snapshot rebuilds its store on a worker thread (slowed by a
+    failpoint to ~6 s): meanwhile it answers clients at once, serves local reads from its
+    old store, and acknowledges entries — with the other follower frozen, the leader's
+    writes commit through it. It used to rebuild on its loop and answer nothing."""
+    if not has_failpoints():
+        pytest.skip("RAFTCASK_BIN is not a debug build (no failpoints)")
+    cluster, leader, slow, mark = slow_rebuild_setup(cluster_factory, "rb", 3000, 2)
+    other = [n for n in cluster.nodes if n is not slow and n is not leader][0]
+    started = time.monotonic()
+    for _ in range(5):
+        t0 = time.monotonic()
+        assert call(slow, "PING", timeout_s=1.0) == "PONG"
+        assert time.monotonic() - t0 < 0.5
+        time.sleep(0.05)  # spacing the pings over the rebuild, not a condition wait
+    assert readonly_get(slow, "rb:old", timeout_s=1.0) == b"before"  # the old store
+    assert readonly_get(slow, "rb:02999", timeout_s=1.0) is None  # not rebuilt yet
+    raft = info_section(slow, "raft")
+    assert int(raft["raft_applied_index"]) < int(raft["raft_commit_index"]), raft
+    os.kill(other.pid, signal.SIGSTOP)
+    try:
+        # Only `slow` can make a quorum with the leader now.
+        client = leader.client(socket_timeout=3.0)
+        for i in range(20):
+            assert client.set(f"rb:during:{i}", f"d{i}") is True
+    finally:
+        os.kill(other.pid, signal.SIGCONT)
+    assert "store rebuilt from the snapshot" not in slow.log_text(mark), \
+        "the rebuild ended before the checks: they proved nothing"
+    assert time.monotonic() - started < 5.0
+    wait_for(lambda: "store rebuilt from the snapshot" in slow.log_text(mark), 60.0,
+             f"{slow.name} to finish its rebuild")
+    cluster.wait_caught_up(slow, leader)
+    assert readonly_get(slow, "rb:02999") == b"v2999"
+    assert readonly_get(slow, "rb:during:19") == b"d19"
+    assert readonly_get(slow, "rb:old") == b"before"
+    assert not (slow.data_dir / "cask.new").exists()
+    assert not (slow.data_dir / "cask.old").exists()
+
+
+def test_a_follower_killed_while_rebuilding_from_a_snapshot_recovers(cluster_factory):
+    """kill -9 a follower in the middle of its store rebuild: the restart throws the half
+    built store away, rebuilds from the log's snapshot, and has every write."""
+    if not has_failpoints():
+        pytest.skip("RAFTCASK_BIN is not a debug build (no failpoints)")
+    cluster, leader, slow, _ = slow_rebuild_setup(cluster_factory, "kr", 2000, 2)
+    wait_for(lambda: (slow.data_dir / "cask.new").exists(), 10.0,
+             f"{slow.name} to start building its new store")
+    cluster.kill(slow)
+    slow.env = None
+    cluster.start_node(slow)
+    cluster.wait_caught_up(slow, leader)
+    keys = [f"kr:{i:05d}" for i in range(2000)]
+    assert readonly_mget(slow, keys) == [f"v{i}".encode() for i in range(2000)]
+    assert not (slow.data_dir / "cask.new").exists()
+
+
+def test_a_newer_snapshot_during_a_rebuild_replaces_it(cluster_factory):
+    """The follower falls behind again while it rebuilds (frozen while the leader compacts
+    far past it): the newer snapshot cancels the build under way, and the store ends up
+    with the newer state, rebuilt once more."""
+    if not has_failpoints():
+        pytest.skip("RAFTCASK_BIN is not a debug build (no failpoints)")
+    cluster, leader, slow, mark = slow_rebuild_setup(cluster_factory, "nw", 2000, 3)
+    installed = slow.log_text(mark).count("installed a snapshot")
+    os.kill(slow.pid, signal.SIGSTOP)
+    try:
+        client = leader.client()
+        first = int(info_section(leader, "raft")["raft_first_log_index"])
+        # Past the leader's compaction hold for a node rebuilding (64 thresholds of log).
+        for i in range(4400):
+            assert client.set(f"nw:after:{i % 50}", f"a{i}") is True
+        wait_for(lambda: int(info_section(leader, "raft")["raft_first_log_index"]) > first, 10.0,
+                 "the leader to compact again")
+    finally:
+        os.kill(slow.pid, signal.SIGCONT)
+    wait_for(lambda: slow.log_text(mark).count("installed a snapshot") > installed, 30.0,
+             f"{slow.name} to be sent a newer snapshot")
+    wait_for(lambda: "store rebuilt from the snapshot" in slow.log_text(mark), 60.0,
+             f"{slow.name} to finish its rebuild")
+    cluster.wait_caught_up(slow, leader)
+    log = slow.log_text(mark)
+    assert "replaces the rebuild under way" in log, slow.log_tail()
+    assert log.count("store rebuilt from the snapshot") == 1, slow.log_tail()
+    assert readonly_get(slow, "nw:after:49") == b"a4399"
+    assert readonly_get(slow, "nw:01999") == b"v1999"
+    assert not (slow.data_dir / "cask.new").exists()
+
+
 def test_node_down_past_compaction_within_trailing_entries_catches_up_by_log(cluster_factory):
     """--snapshot-trailing keeps entries before a snapshot's index: a node that missed fewer
     than that is sent entries after the leader compacted, not the snapshot."""
