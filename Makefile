@@ -90,6 +90,7 @@ bench:
 	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
 	@echo "== bench/server.py"; /usr/bin/python3 bench/server.py build/rel/raftcask
 	@echo "== bench/cluster.py"; /usr/bin/python3 bench/cluster.py build/rel/raftcask
+	@echo "== bench/install.py"; /usr/bin/python3 bench/install.py build/rel/raftcask
 
 fuzz: deps
 	@FUZZ_SECONDS=$${FUZZ_SECONDS:-60} scripts/run-fuzz

@@ -830,6 +830,8 @@ static int restore_build(struct snapshot_reader *r, const char *new_dir,
         rc = rc_store_mark_revision(s, r->header.revision);
     if (rc == 0)
         rc = rc_store_sync(s);
+    if (rc == 0) /* the hints of its sealed files written: the swap does not wait for them */
+        rc_store_wait_idle(s);
     if (rc == 0)
         rc = fsync_dir_files(new_dir);
     if (rc == 0)

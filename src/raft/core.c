@@ -78,6 +78,7 @@ int raft_create(const struct raft_options *opts, const struct raft_storage *stor
     r->id = opts->id;
     r->opts = *opts;
     r->rng = opts->seed;
+    r->apply_limit = UINT64_MAX;
     struct raft_hard_state hs = {0, 0, 0};
     if (hard_state)
         hs = *hard_state;
@@ -456,13 +457,19 @@ uint64_t raft_durable_index(const struct raft *r)
     return r->durable < w ? r->durable : w;
 }
 
+/* The last committed index that may be handed out (raft_limit_apply). */
+static uint64_t applicable(const struct raft *r)
+{
+    return r->log.commit < r->apply_limit ? r->log.commit : r->apply_limit;
+}
+
 int raft_has_ready(struct raft *r)
 {
     if (r->failed)
         return 0;
     return (r->role == RAFT_LEADER && r->pending_broadcast) || r->log.n > 0 || r->has_chunk ||
-           hard_state_changed(r) || r->n_msgs > 0 ||
-           (r->log.commit > r->log.applied && !r->apply_held) || r->n_read_states > 0;
+           hard_state_changed(r) || r->n_msgs > 0 || applicable(r) > r->log.applied ||
+           r->n_read_states > 0;
 }
 
 /*
@@ -479,8 +486,8 @@ static int may_defer_sync(const struct raft *r)
 /* Deep-copies the next committed entries to apply into r->committed. */
 static int collect_committed(struct raft *r)
 {
-    uint64_t lo = r->log.applied + 1, hi = r->log.commit + 1;
-    if (lo >= hi || r->apply_held)
+    uint64_t lo = r->log.applied + 1, hi = applicable(r) + 1;
+    if (applicable(r) <= r->log.applied)
         return 0;
     if (hi - lo > RAFT_MAX_APPLY_BATCH)
         hi = lo + RAFT_MAX_APPLY_BATCH;
@@ -656,9 +663,9 @@ int raft_compacted(struct raft *r, uint64_t index)
     return 0;
 }
 
-void raft_hold_apply(struct raft *r, int held)
+void raft_limit_apply(struct raft *r, uint64_t limit)
 {
-    r->apply_held = held != 0;
+    r->apply_limit = limit;
 }
 
 /* ---------------------------------------------------------------- inspection */

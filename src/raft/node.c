@@ -68,6 +68,8 @@ struct raft_node {
     uint64_t refused_logged_ms;
     uint64_t applied;
     uint64_t restoring;         /* restore_begin's snapshot index while it rebuilds, else 0 */
+    uv_idle_t catchup;          /* paces applying after a rebuild (catch_up) */
+    uint64_t catchup_limit;     /* the core hands out committed entries up to it meanwhile */
     struct pending_read *reads; /* confirmed reads waiting for the applied index */
     size_t n_reads, cap_reads;
     struct raft_node_stats stats;
@@ -281,7 +283,7 @@ static int restore_state_machine(struct raft_node *n, int running)
         if (rc == RAFT_NODE_RESTORING) {
             /* Entries committed from here wait for raft_node_restored. */
             n->restoring = meta.index;
-            raft_hold_apply(n->core, 1);
+            raft_limit_apply(n->core, 0);
             return 0;
         }
         if (rc != 0) {
@@ -290,7 +292,7 @@ static int restore_state_machine(struct raft_node *n, int running)
             return rc;
         }
         n->restoring = 0; /* done at once: the state machine held it already */
-        raft_hold_apply(n->core, 0);
+        raft_limit_apply(n->core, UINT64_MAX);
         n->applied = meta.index;
         n->stats.snapshots_restored++;
         return 0;
@@ -755,6 +757,41 @@ int raft_node_compacted(struct raft_node *n, uint64_t index)
     return rc;
 }
 
+/*
+ * After a rebuild the entries committed meanwhile (many, under load) are applied
+ * CATCHUP_ENTRIES per loop turn, not in one go: the loop serves clients and peers in
+ * between. The idle handle keeps the loop turning (no wait in poll) until they are done.
+ */
+#define CATCHUP_ENTRIES 16
+
+static void on_catchup(uv_idle_t *h);
+
+static void catch_up(struct raft_node *n)
+{
+    struct raft_status st;
+    raft_status(n->core, &st);
+    if (st.applied >= n->catchup_limit)
+        n->catchup_limit = st.applied + CATCHUP_ENTRIES;
+    if (n->catchup_limit >= st.commit) {
+        raft_limit_apply(n->core, UINT64_MAX);
+        uv_idle_stop(&n->catchup);
+    } else {
+        raft_limit_apply(n->core, n->catchup_limit);
+        uv_idle_start(&n->catchup, on_catchup);
+    }
+    raft_node_process(n); /* the entries let through, then the reads they free */
+}
+
+static void on_catchup(uv_idle_t *h)
+{
+    struct raft_node *n = h->data;
+    if (n->failed || n->closing || n->restoring) {
+        uv_idle_stop(h);
+        return;
+    }
+    catch_up(n);
+}
+
 void raft_node_restored(struct raft_node *n, uint64_t index, int rc)
 {
     if (n->failed || n->restoring == 0 || index != n->restoring)
@@ -769,8 +806,8 @@ void raft_node_restored(struct raft_node *n, uint64_t index, int rc)
     n->restoring = 0;
     n->applied = index;
     n->stats.snapshots_restored++;
-    raft_hold_apply(n->core, 0);
-    raft_node_process(n); /* the entries committed meanwhile, then the reads they free */
+    n->catchup_limit = index;
+    catch_up(n);
 }
 
 int raft_node_peer_match(const struct raft_node *n, uint64_t id, uint64_t *match)
@@ -926,7 +963,9 @@ int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
     uv_check_start(&n->check, on_check);
     uv_timer_init(loop, &n->sync_timer);
     n->sync_timer.data = n;
-    n->handles_open = 4; /* tick, check, sync timer, transport */
+    uv_idle_init(loop, &n->catchup);
+    n->catchup.data = n;
+    n->handles_open = 5; /* tick, check, sync timer, catch-up, transport */
     raft_status(n->core, &n->last_status);
     /* Nothing fails from here on, and the callbacks below (a lone voter that elects itself
      * applies what its log holds: after --recover, a join's directory entry) may use the
@@ -964,5 +1003,6 @@ void raft_node_close(struct raft_node *n, void (*on_closed)(void *ctx), void *ct
     uv_close((uv_handle_t *)&n->tick, handle_closed);
     uv_close((uv_handle_t *)&n->check, handle_closed);
     uv_close((uv_handle_t *)&n->sync_timer, handle_closed);
+    uv_close((uv_handle_t *)&n->catchup, handle_closed);
     transport_close(n->transport, transport_closed, n);
 }

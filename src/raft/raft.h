@@ -384,12 +384,13 @@ int raft_synced(struct raft *r, const struct raft_sync_point *p);
 int raft_compacted(struct raft *r, uint64_t index);
 
 /*
- * While held, raft_ready hands out no committed entries (commit still advances, entries
- * are still persisted and acknowledged): the caller's state machine is being rebuilt from
- * an installed snapshot elsewhere. Released, the entries after the applied index follow
- * in the next readies. May be called between raft_ready and raft_advance.
+ * raft_ready hands out no committed entry above limit (commit still advances, entries are
+ * still persisted and acknowledged): 0 holds them all while the caller's state machine is
+ * being rebuilt from an installed snapshot elsewhere; raising it step by step paces the
+ * catch-up afterwards; UINT64_MAX (the default) lifts it. May be called between raft_ready
+ * and raft_advance.
  */
-void raft_hold_apply(struct raft *r, int held);
+void raft_limit_apply(struct raft *r, uint64_t limit);
 
 enum raft_role {
     RAFT_FOLLOWER = 0,

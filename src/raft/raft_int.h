@@ -198,7 +198,7 @@ struct raft {
     /* an incoming snapshot chunk waiting to be written (data owned) */
     struct raft_snapshot_chunk chunk;
     int has_chunk;
-    int apply_held; /* raft_hold_apply: committed entries are not handed out */
+    uint64_t apply_limit; /* raft_limit_apply: no committed entry above it is handed out */
     uint64_t snapshots_refused;          /* raft_status: as a follower */
     uint64_t snapshots_refused_by_peers; /* raft_status: as a leader */
 };

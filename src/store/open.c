@@ -718,6 +718,14 @@ int rc_store_move(struct rc_store *s, const char *dir)
     return rc;
 }
 
+void rc_store_wait_idle(struct rc_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->jobs_head || s->worker_busy || s->merging)
+        pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* ============================== close ============================== */
 
 int rc_store_close(struct rc_store *s)

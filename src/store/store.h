@@ -87,6 +87,9 @@ int rc_store_close(struct rc_store *s);
  */
 int rc_store_move(struct rc_store *s, const char *dir);
 
+/* Waits until the store's worker has no job queued or running (hints of sealed files). */
+void rc_store_wait_idle(struct rc_store *s);
+
 /* A growable byte buffer owned by the caller; the store reallocs data as needed.
  * Initialise to {0}; free data with rc_free when done. */
 struct rc_buf {

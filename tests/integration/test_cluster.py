@@ -1708,7 +1708,8 @@ def test_a_follower_rebuilding_from_a_snapshot_keeps_answering(cluster_factory):
     assert readonly_get(slow, "rb:during:19") == b"d19"
     assert readonly_get(slow, "rb:old") == b"before"
     assert not (slow.data_dir / "cask.new").exists()
-    assert not (slow.data_dir / "cask.old").exists()
+    wait_for(lambda: not (slow.data_dir / "cask.old").exists(), 10.0,
+             "the replaced store to be removed (by a worker)")
 
 
 def test_a_follower_killed_while_rebuilding_from_a_snapshot_recovers(cluster_factory):

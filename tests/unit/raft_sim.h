@@ -119,7 +119,7 @@ struct sim_params {
     int no_auto_restart; /* scenarios: only the test restarts nodes */
     int compact_every;   /* compact a node's log once it applied this many entries (0: never) */
     int trailing;        /* entries a compaction keeps at and before its index */
-    /* per tick, per mille chance that a node's applying is held (raft_hold_apply, as node.c
+    /* per tick, per mille chance that a node's applying is held (raft_limit_apply, as node.c
      * while its store is rebuilt) or released again; 0: never held */
     int hold_apply_pml;
     size_t snapshot_chunk_bytes;
@@ -213,7 +213,7 @@ struct sim_node {
     uint64_t sm_durable;        /* lazy_store: applied index known on disk */
     uint64_t store_rev;         /* lazy_store: applied index that survived the last crash */
     int sync_busy;              /* async_leader: an fsync is in flight, begun at sync_at */
-    int apply_held;             /* hold_apply_pml: raft_hold_apply is on (reset by a restart) */
+    int apply_held;             /* hold_apply_pml: raft_limit_apply holds it (reset by a restart) */
     struct raft_sync_point sync_at;
 };
 
@@ -1486,8 +1486,14 @@ SIM_FN void sim_faults(struct sim *s)
     for (uint64_t id = 1; s->p.hold_apply_pml && id <= SIM_MAX_NODES; id++) {
         struct sim_node *n = &s->nodes[id];
         if (n->up && sim_chance(s, s->p.hold_apply_pml, 1000)) {
-            n->apply_held = !n->apply_held;
-            raft_hold_apply(n->r, n->apply_held);
+            /* Held, then released in steps (as node.c paces its catch-up), or at once. */
+            struct raft_status st;
+            raft_status(n->r, &st);
+            n->apply_held = n->apply_held ? 0 : 1;
+            uint64_t limit = n->apply_held         ? 0
+                             : sim_chance(s, 1, 2) ? st.applied + 1 + sim_rand(s) % 4
+                                                   : UINT64_MAX;
+            raft_limit_apply(n->r, limit);
         }
     }
     if (sim_chance(s, s->p.membership_pml, 1000))
@@ -1643,9 +1649,9 @@ SIM_FN void sim_check_liveness(struct sim *s)
     sim_heal_partitions(s);
     for (uint64_t id = 1; id <= SIM_MAX_NODES; id++) {
         struct sim_node *n = &s->nodes[id];
-        if (n->up && n->apply_held) {
+        if (n->up) {
             n->apply_held = 0;
-            raft_hold_apply(n->r, 0);
+            raft_limit_apply(n->r, UINT64_MAX);
         }
         if (n->up && n->failed_at >= 0)
             sim_crash(s, id);
