@@ -676,6 +676,23 @@ static int remove_dir(const char *dir)
     return rc;
 }
 
+/* Removes a store built by a restore (cask.new): its COMPLETE marker first, made durable,
+ * so that a crash in the middle never leaves a marked directory with files missing (a
+ * restart would swap that in as whole). */
+static int remove_built(const char *new_dir)
+{
+    char m[PATH_MAX];
+    if (file_exists(new_dir, COMPLETE_NAME)) {
+        if (join_path(m, sizeof m, new_dir, COMPLETE_NAME) != 0 || unlink(m) != 0 ||
+            rc_fsync_dir(new_dir) != 0) {
+            rc_warn("removing the marker of %s: %s", new_dir, strerror(errno));
+            return RC_EIO;
+        }
+        hook("restore:unmarked");
+    }
+    return remove_dir(new_dir);
+}
+
 /* fsyncs every regular file of dir, then dir itself. A file gone since the listing (a
  * temporary file of a hint the store's worker is writing) is skipped. */
 static int fsync_dir_files(const char *dir)
@@ -857,7 +874,7 @@ int snapshot_restore_build(struct snapshot_reader *r, const char *cask_dir,
         return rc;
     /* What an abandoned build left (the running node removes its own; a crash's are
      * removed or finished by snapshot_restore_recover before the store opens). */
-    if (is_dir(p.new_dir) && (rc = remove_dir(p.new_dir)) != 0)
+    if (is_dir(p.new_dir) && (rc = remove_built(p.new_dir)) != 0)
         return rc;
     rc = restore_build(r, p.new_dir, opts, cancel, out);
     if (rc == 0)
@@ -865,7 +882,7 @@ int snapshot_restore_build(struct snapshot_reader *r, const char *cask_dir,
     if (rc != 0) {
         rc_store_close(*out);
         *out = NULL;
-        remove_dir(p.new_dir);
+        remove_built(p.new_dir);
         return rc;
     }
     hook("restore:complete");
@@ -878,12 +895,16 @@ int snapshot_restore_swap(const char *cask_dir, struct rc_store *old, struct rc_
     int rc = restore_paths(cask_dir, &p);
     if (rc != 0)
         return rc;
+    /* A .old left by a finish that failed (a restart would have removed it). */
+    if (is_dir(p.old_dir) && (rc = remove_dir(p.old_dir)) != 0)
+        return rc;
     /* From here a crash is finished by snapshot_restore_recover (states B to E). */
     bool moved = false;
     if (old || is_dir(p.cask)) {
         rc = old ? rc_store_move(old, p.old_dir) : rename_dir(p.cask, p.old_dir);
         moved = rc == 0;
-        hook("restore:old-moved");
+        if (moved)
+            hook("restore:old-moved");
     }
     if (rc == 0)
         rc = rc_store_move(built, p.cask);
@@ -925,7 +946,7 @@ void snapshot_restore_abandon(const char *cask_dir, struct rc_store *built)
 {
     struct restore_paths p;
     rc_store_close(built);
-    if (restore_paths(cask_dir, &p) == 0 && remove_dir(p.new_dir) == 0)
+    if (restore_paths(cask_dir, &p) == 0 && remove_built(p.new_dir) == 0)
         rc_fsync_dir(p.parent);
 }
 

@@ -116,11 +116,12 @@ int snapshot_restore(const char *path, const char *cask_dir, const struct rc_sto
  *   snapshot_restore_swap (the thread that owns both stores, no view open on old) moves the
  *     old store (open, or NULL: closed or none) to cask_dir.old and the built one to
  *     cask_dir, both still open; quick. On failure both are back where they were, when the
- *     renames allow.
+ *     renames allow. A cask_dir.old left by a finish that failed is removed first.
  *   snapshot_restore_finish (any thread) closes the old store and removes cask_dir.old;
  *     no other swap may run meanwhile.
  *   snapshot_restore_abandon closes a built store that will not be swapped in and removes
- *     cask_dir.new.
+ *     cask_dir.new, its COMPLETE marker first (durably). A complete build merely closed is
+ *     swapped in by snapshot_restore_recover at the next start.
  */
 int snapshot_restore_build(struct snapshot_reader *r, const char *cask_dir,
                            const struct rc_store_options *opts, const atomic_int *cancel,
@@ -137,8 +138,9 @@ void snapshot_restore_abandon(const char *cask_dir, struct rc_store *built);
 int snapshot_restore_recover(const char *cask_dir);
 
 /* Test hook: called at named points of snapshot_restore ("restore:built",
- * "restore:complete", "restore:old-moved", "restore:swapped", "restore:done") so that tests
- * can crash the process there. NULL (the default) disables it. */
+ * "restore:complete", "restore:old-moved", "restore:swapped", "restore:done", and
+ * "restore:unmarked" once a complete build being removed lost its marker) so that tests can
+ * crash the process there. NULL (the default) disables it. */
 typedef void (*snapshot_hook_fn)(const char *point, void *ctx);
 void snapshot_set_test_hook(snapshot_hook_fn fn, void *ctx);
 

@@ -70,6 +70,7 @@ struct raft_node {
     uint64_t restoring;         /* restore_begin's snapshot index while it rebuilds, else 0 */
     uv_idle_t catchup;          /* paces applying after a rebuild (catch_up) */
     uint64_t catchup_limit;     /* the core hands out committed entries up to it meanwhile */
+    uint64_t catchup_step;      /* entries let through per loop turn */
     struct pending_read *reads; /* confirmed reads waiting for the applied index */
     size_t n_reads, cap_reads;
     struct raft_node_stats stats;
@@ -758,11 +759,17 @@ int raft_node_compacted(struct raft_node *n, uint64_t index)
 }
 
 /*
- * After a rebuild the entries committed meanwhile (many, under load) are applied
- * CATCHUP_ENTRIES per loop turn, not in one go: the loop serves clients and peers in
- * between. The idle handle keeps the loop turning (no wait in poll) until they are done.
+ * After a rebuild the entries committed meanwhile (many, under load) are applied a step at a
+ * time, one step per loop turn, not in one go: the loop serves clients and peers in between.
+ * The idle handle keeps the loop turning (no wait in poll) until they are done. A step
+ * starts at CATCHUP_FIRST_STEP entries, doubles while a turn takes less than
+ * CATCHUP_TURN_LOW_NS and halves past CATCHUP_TURN_HIGH_NS: it grows until it covers what
+ * is left whenever the node applies faster than entries commit, so the catch-up ends.
  */
-#define CATCHUP_ENTRIES 16
+#define CATCHUP_FIRST_STEP   16
+#define CATCHUP_MAX_STEP     (1u << 20)
+#define CATCHUP_TURN_LOW_NS  2000000ull
+#define CATCHUP_TURN_HIGH_NS 8000000ull
 
 static void on_catchup(uv_idle_t *h);
 
@@ -771,15 +778,22 @@ static void catch_up(struct raft_node *n)
     struct raft_status st;
     raft_status(n->core, &st);
     if (st.applied >= n->catchup_limit)
-        n->catchup_limit = st.applied + CATCHUP_ENTRIES;
+        n->catchup_limit = st.applied + n->catchup_step;
     if (n->catchup_limit >= st.commit) {
         raft_limit_apply(n->core, UINT64_MAX);
         uv_idle_stop(&n->catchup);
-    } else {
-        raft_limit_apply(n->core, n->catchup_limit);
-        uv_idle_start(&n->catchup, on_catchup);
+        raft_node_process(n);
+        return;
     }
+    raft_limit_apply(n->core, n->catchup_limit);
+    uv_idle_start(&n->catchup, on_catchup);
+    uint64_t t0 = uv_hrtime();
     raft_node_process(n); /* the entries let through, then the reads they free */
+    uint64_t took = uv_hrtime() - t0;
+    if (took < CATCHUP_TURN_LOW_NS && n->catchup_step < CATCHUP_MAX_STEP)
+        n->catchup_step *= 2;
+    else if (took > CATCHUP_TURN_HIGH_NS && n->catchup_step > 1)
+        n->catchup_step /= 2;
 }
 
 static void on_catchup(uv_idle_t *h)
@@ -794,7 +808,7 @@ static void on_catchup(uv_idle_t *h)
 
 void raft_node_restored(struct raft_node *n, uint64_t index, int rc)
 {
-    if (n->failed || n->restoring == 0 || index != n->restoring)
+    if (n->failed || n->closing || n->restoring == 0 || index != n->restoring)
         return;
     if (rc != 0) {
         rc_error("raft: rebuilding the state machine from the snapshot at %llu failed: %s",
@@ -807,7 +821,13 @@ void raft_node_restored(struct raft_node *n, uint64_t index, int rc)
     n->applied = index;
     n->stats.snapshots_restored++;
     n->catchup_limit = index;
+    n->catchup_step = CATCHUP_FIRST_STEP;
     catch_up(n);
+}
+
+int raft_node_catching_up(const struct raft_node *n)
+{
+    return n->restoring != 0 || uv_is_active((const uv_handle_t *)&n->catchup);
 }
 
 int raft_node_peer_match(const struct raft_node *n, uint64_t id, uint64_t *match)

@@ -150,6 +150,9 @@ int raft_node_compacted(struct raft_node *n, uint64_t index);
  * from inside a callback.
  */
 void raft_node_restored(struct raft_node *n, uint64_t index, int rc);
+/* Whether the state machine is being rebuilt, or is catching up with the entries committed
+ * meanwhile (applied a step per loop turn): it may be far behind the commit index. */
+int raft_node_catching_up(const struct raft_node *n);
 /* The leader's view of a peer's replication (matched index); RC_ENOTFOUND if none. */
 int raft_node_peer_match(const struct raft_node *n, uint64_t id, uint64_t *match);
 /* On a leader: 1 if the peer was heard from lately (raft_peer_active), else 0. */

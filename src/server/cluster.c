@@ -417,8 +417,9 @@ bool cluster_route_command(struct client *c, const struct command *cmd, size_t a
     if (!s->is_leader)
         return route_away(c, argc, argv);
     /* A leader rebuilding its store from a snapshot (it was sent one just before it was
-     * elected) serves its reads once the rebuild is done, as linearizable ones. */
-    if (strcmp(mode, "leader") == 0 && !s->restore)
+     * elected), or applying what was committed meanwhile, serves its reads once it has, as
+     * linearizable ones. */
+    if (strcmp(mode, "leader") == 0 && !s->restore && !raft_node_catching_up(s->raft))
         return false;
     return defer_read(c, argc, argv);
 }

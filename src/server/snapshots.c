@@ -433,6 +433,7 @@ static int restore_prepare(struct server *s, const char *path)
     int rc = take_directory(s, path);
     if (rc != 0)
         return rc;
+    rc_store_merge_cancel(s->store); /* the old store goes: a merge of it is wasted work */
     /* A snapshot or backup being written from the old store is stopped, not waited for: a
      * large one held the loop (and every client) for as long as it took. */
     if (s->snap && !atomic_load(&s->snap->written))
@@ -551,12 +552,17 @@ static int build_start(struct restore_job *j)
     return 0;
 }
 
-static void restore_job_free(struct restore_job *j)
+/* keep_built (shutting down): a complete build is only closed, and the next start swaps it
+ * in (snapshot_restore_recover) instead of building it again. Otherwise (the swap failed) it
+ * is removed, and a restart rebuilds from the log's snapshot. */
+static void restore_job_free(struct restore_job *j, bool keep_built)
 {
-    /* A build not swapped in (shutting down, or the swap failed): a restart rebuilds from the
-     * log's snapshot. At most one of the two is set: the work abandons discard first. */
-    if (j->built || j->discard)
-        snapshot_restore_abandon(j->s->cask_dir, j->built ? j->built : j->discard);
+    if (j->built && keep_built)
+        rc_store_close(j->built);
+    else if (j->built)
+        snapshot_restore_abandon(j->s->cask_dir, j->built);
+    if (j->discard) /* not taken by a work yet (none was queued) */
+        snapshot_restore_abandon(j->s->cask_dir, j->discard);
     snapshot_reader_close(j->reader);
     snapshot_reader_close(j->next);
     if (j->s->restore == j)
@@ -569,7 +575,7 @@ static void restore_end(struct restore_job *j, int rc)
 {
     struct server *s = j->s;
     uint64_t index = j->index;
-    restore_job_free(j);
+    restore_job_free(j, false);
     if (s->raft && !s->raft_closed)
         raft_node_restored(s->raft, index, rc);
 }
@@ -578,7 +584,10 @@ static void restore_end(struct restore_job *j, int rc)
 static void restore_swap(struct server *s)
 {
     struct restore_job *j = s->restore;
-    if (!j || j->working || !j->built || store_in_use_by_a_worker(s) || s->restore_finishing)
+    /* The old store's own worker must be idle too (a merge it ran when the restore began
+     * was asked to stop): rc_store_move would wait for it on the loop. */
+    if (!j || j->working || !j->built || store_in_use_by_a_worker(s) || s->restore_finishing ||
+        !rc_store_idle(s->store))
         return;
     struct finish_job *f = rc_calloc(1, sizeof *f);
     if (!f)
@@ -618,7 +627,7 @@ static void build_done(uv_work_t *req, int status)
     j->working = false;
     (void)status;
     if (s->shutting_down || s->raft_closed) {
-        restore_job_free(j);
+        restore_job_free(j, true);
         return;
     }
     if (j->next) { /* superseded: build the newer one (the next work abandons this one) */
@@ -691,7 +700,7 @@ int snapshots_restore_begin(void *server, const char *path, const struct raft_sn
     j->index = meta->index;
     if ((rc = build_start(j)) != 0) {
         j->s->restore = NULL;
-        restore_job_free(j);
+        restore_job_free(j, false);
         return rc;
     }
     rc_info("rebuilding the store from the snapshot at index %" PRIu64
@@ -710,5 +719,5 @@ void snapshots_stop(struct server *s)
     if (j && j->working)
         atomic_store(&j->cancel, 1);
     else if (j)
-        restore_job_free(j);
+        restore_job_free(j, true);
 }

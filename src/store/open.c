@@ -681,16 +681,17 @@ fail_free:
 
 int rc_store_move(struct rc_store *s, const char *dir)
 {
-    size_t dlen = strlen(dir);
-    char *new_dir = rc_memdup(dir, dlen);
-    char **paths = rc_calloc(s->nfiles ? s->nfiles : 1, sizeof *paths);
-    int rc = new_dir && paths ? 0 : RC_ENOMEM;
+    char *new_dir = rc_memdup(dir, strlen(dir));
     pthread_mutex_lock(&s->mu);
-    /* The worker uses s->dir and the files' paths without mu: let it finish first. */
+    /* The worker uses s->dir and the files' paths without mu: let it finish first. A merge
+     * may change the files until it ends: they are counted after. */
     atomic_store(&s->merge_abort, true);
     while (s->merging || s->worker_busy)
         pthread_cond_wait(&s->cv, &s->mu);
-    for (size_t i = 0; rc == 0 && i < s->nfiles; i++) {
+    size_t n = s->nfiles;
+    char **paths = rc_calloc(n ? n : 1, sizeof *paths);
+    int rc = new_dir && paths ? 0 : RC_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
         char path[PATH_MAX];
         datafile_path(path, sizeof path, new_dir, s->files[i]->id, ".data");
         if (!(paths[i] = rc_memdup(path, strlen(path))))
@@ -701,7 +702,7 @@ int rc_store_move(struct rc_store *s, const char *dir)
         rc = RC_EIO;
     }
     if (rc == 0) {
-        for (size_t i = 0; i < s->nfiles; i++) {
+        for (size_t i = 0; i < n; i++) {
             rc_free(s->files[i]->path);
             s->files[i]->path = paths[i];
             paths[i] = NULL;
@@ -711,11 +712,24 @@ int rc_store_move(struct rc_store *s, const char *dir)
         new_dir = NULL;
     }
     pthread_mutex_unlock(&s->mu);
-    for (size_t i = 0; paths && i < s->nfiles; i++)
+    for (size_t i = 0; paths && i < n; i++)
         rc_free(paths[i]);
     rc_free(paths);
     rc_free(new_dir);
     return rc;
+}
+
+bool rc_store_idle(struct rc_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool idle = !s->jobs_head && !s->worker_busy && !s->merging;
+    pthread_mutex_unlock(&s->mu);
+    return idle;
+}
+
+void rc_store_merge_cancel(struct rc_store *s)
+{
+    atomic_store(&s->merge_abort, true);
 }
 
 void rc_store_wait_idle(struct rc_store *s)

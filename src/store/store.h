@@ -89,6 +89,10 @@ int rc_store_move(struct rc_store *s, const char *dir);
 
 /* Waits until the store's worker has no job queued or running (hints of sealed files). */
 void rc_store_wait_idle(struct rc_store *s);
+/* Whether it has none now (rc_store_move would not wait). */
+bool rc_store_idle(struct rc_store *s);
+/* Asks a running merge to stop at its next check (it leaves the store as it was). */
+void rc_store_merge_cancel(struct rc_store *s);
 
 /* A growable byte buffer owned by the caller; the store reallocs data as needed.
  * Initialise to {0}; free data with rc_free when done. */

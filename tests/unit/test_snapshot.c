@@ -813,6 +813,41 @@ TEST(snapshot_restore_in_steps_killed_at_each_point_recovers)
     free(new_contents.data);
 }
 
+/* A complete build that is thrown away (a newer snapshot came) loses its COMPLETE marker
+ * first: killed right after, the restart keeps the old store instead of swapping in a
+ * build whose files were being deleted. */
+TEST(snapshot_restore_abandoned_build_killed_midway_keeps_the_old_store)
+{
+    char file[4096], cask[4096], side[4200];
+    path_in(file, sizeof file, "state.bin");
+    path_in(cask, sizeof cask, "cask");
+    struct bytes old_contents, new_contents;
+    two_stores(cask, file, &old_contents, &new_contents);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        snapshot_set_test_hook(exit_at_point, (void *)"restore:unmarked");
+        struct rc_store_options o = test_options();
+        struct rc_store *old = NULL, *built = NULL;
+        struct snapshot_reader *r = NULL;
+        if (rc_store_open(cask, &o, &old) != 0 || snapshot_reader_open(file, &r) != 0 ||
+            snapshot_restore_build(r, cask, &o, NULL, &built) != 0)
+            _exit(3);
+        snapshot_restore_abandon(cask, built);
+        _exit(3);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "restore:unmarked not reached");
+    snprintf(side, sizeof side, "%s.new", cask);
+    CHECK(dir_exists(side)); /* its files are still there, unmarked */
+    CHECK_OK(snapshot_restore_recover(cask));
+    CHECK(!dir_exists(side));
+    check_cask_is(cask, &old_contents);
+    free(old_contents.data);
+    free(new_contents.data);
+}
+
 /* ============================== printing ============================== */
 
 static char *print_to_string(const char *path, size_t *len, int *rc)
