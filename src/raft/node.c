@@ -71,6 +71,8 @@ struct raft_node {
     uv_idle_t catchup;          /* paces applying after a rebuild (catch_up) */
     uint64_t catchup_limit;     /* the core hands out committed entries up to it meanwhile */
     uint64_t catchup_step;      /* entries let through per loop turn */
+    uint64_t catchup_turn_ns;   /* uv_hrtime at the last catch-up step (0: none yet) */
+    uint64_t catchup_backlog;   /* commit - applied then */
     struct pending_read *reads; /* confirmed reads waiting for the applied index */
     size_t n_reads, cap_reads;
     struct raft_node_stats stats;
@@ -762,14 +764,14 @@ int raft_node_compacted(struct raft_node *n, uint64_t index)
  * After a rebuild the entries committed meanwhile (many, under load) are applied a step at a
  * time, one step per loop turn, not in one go: the loop serves clients and peers in between.
  * The idle handle keeps the loop turning (no wait in poll) until they are done. A step
- * starts at CATCHUP_FIRST_STEP entries, doubles while a turn takes less than
- * CATCHUP_TURN_LOW_NS and halves past CATCHUP_TURN_HIGH_NS: it grows until it covers what
- * is left whenever the node applies faster than entries commit, so the catch-up ends.
+ * starts at CATCHUP_FIRST_STEP entries and doubles whenever the last loop turn (everything
+ * it did, fsyncs included) took less than CATCHUP_TURN_LOW_NS or the backlog did not shrink
+ * since the turn before; it never shrinks, so it soon covers what is left and the catch-up
+ * ends, under any load the node can keep up with at all.
  */
-#define CATCHUP_FIRST_STEP   16
-#define CATCHUP_MAX_STEP     (1u << 20)
-#define CATCHUP_TURN_LOW_NS  2000000ull
-#define CATCHUP_TURN_HIGH_NS 8000000ull
+#define CATCHUP_FIRST_STEP  16
+#define CATCHUP_MAX_STEP    (1u << 20)
+#define CATCHUP_TURN_LOW_NS 2000000ull
 
 static void on_catchup(uv_idle_t *h);
 
@@ -777,23 +779,22 @@ static void catch_up(struct raft_node *n)
 {
     struct raft_status st;
     raft_status(n->core, &st);
+    uint64_t now = uv_hrtime(), backlog = st.commit - st.applied;
+    if (n->catchup_turn_ns && n->catchup_step < CATCHUP_MAX_STEP &&
+        (now - n->catchup_turn_ns < CATCHUP_TURN_LOW_NS || backlog >= n->catchup_backlog))
+        n->catchup_step *= 2;
+    n->catchup_turn_ns = now;
+    n->catchup_backlog = backlog;
     if (st.applied >= n->catchup_limit)
         n->catchup_limit = st.applied + n->catchup_step;
     if (n->catchup_limit >= st.commit) {
         raft_limit_apply(n->core, UINT64_MAX);
         uv_idle_stop(&n->catchup);
-        raft_node_process(n);
-        return;
+    } else {
+        raft_limit_apply(n->core, n->catchup_limit);
+        uv_idle_start(&n->catchup, on_catchup);
     }
-    raft_limit_apply(n->core, n->catchup_limit);
-    uv_idle_start(&n->catchup, on_catchup);
-    uint64_t t0 = uv_hrtime();
     raft_node_process(n); /* the entries let through, then the reads they free */
-    uint64_t took = uv_hrtime() - t0;
-    if (took < CATCHUP_TURN_LOW_NS && n->catchup_step < CATCHUP_MAX_STEP)
-        n->catchup_step *= 2;
-    else if (took > CATCHUP_TURN_HIGH_NS && n->catchup_step > 1)
-        n->catchup_step /= 2;
 }
 
 static void on_catchup(uv_idle_t *h)
@@ -822,6 +823,7 @@ void raft_node_restored(struct raft_node *n, uint64_t index, int rc)
     n->stats.snapshots_restored++;
     n->catchup_limit = index;
     n->catchup_step = CATCHUP_FIRST_STEP;
+    n->catchup_turn_ns = 0;
     catch_up(n);
 }
 

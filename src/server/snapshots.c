@@ -553,8 +553,8 @@ static int build_start(struct restore_job *j)
 }
 
 /* keep_built (shutting down): a complete build is only closed, and the next start swaps it
- * in (snapshot_restore_recover) instead of building it again. Otherwise (the swap failed) it
- * is removed, and a restart rebuilds from the log's snapshot. */
+ * in (snapshot_restore_recover) instead of building it again. Otherwise (the build or its
+ * swap failed) it is removed, and a restart rebuilds from the log's snapshot. */
 static void restore_job_free(struct restore_job *j, bool keep_built)
 {
     if (j->built && keep_built)
@@ -713,8 +713,8 @@ void snapshots_stop(struct server *s)
 {
     /* A running job finishes on its own; job_done sees the shutdown and commits nothing.
      * The loop runs until it is done (uv_work requests keep the loop alive). A store
-     * rebuild stops at its next record, and a finished one is dropped: a restart rebuilds
-     * it from the log's snapshot. */
+     * rebuild stops at its next record (what it built is removed at the next start); a
+     * finished one is closed, and the next start swaps it in. */
     struct restore_job *j = s->restore;
     if (j && j->working)
         atomic_store(&j->cancel, 1);
