@@ -1549,6 +1549,20 @@ def test_a_node_killed_in_a_snapshot_restore_keeps_the_directory_it_carries(clus
     assert readonly_get(down, "fp:299") == b"v299"
 
 
+def compacting_with_node3_following(cluster_factory):
+    """3 nodes, 1 and 2 compacting every 64 entries (8 kept before a snapshot); node 3 takes
+    no compaction snapshot of its own (a failpoint slowing its writes or rebuilds would slow
+    those too) and follows. Returns the cluster, the leader and node 3."""
+    compact = ["--snapshot-threshold", "64", "--snapshot-trailing", "8"]
+    cluster = cluster_factory(3, {1: compact, 2: compact, 3: ["--snapshot-threshold", "0"]})
+    node3 = cluster.nodes[2]
+    leader = cluster.leader()
+    if leader is node3:
+        assert call(node3, "RAFTTRANSFER", str(cluster.nodes[0].node_id), timeout_s=10) == "OK"
+        leader = cluster.leader()
+    return cluster, leader, node3
+
+
 def test_a_snapshot_from_the_leader_cancels_a_backup_being_written(cluster_factory):
     """A follower writing a backup (RAFTSNAPSHOT, slowed by a failpoint to ~2 ms a record)
     is sent a snapshot by the leader: the install cancels the backup instead of holding the
@@ -1556,14 +1570,7 @@ def test_a_snapshot_from_the_leader_cancels_a_backup_being_written(cluster_facto
     the node installs the snapshot."""
     if not has_failpoints():
         pytest.skip("RAFTCASK_BIN is not a debug build (no failpoints)")
-    compact = ["--snapshot-threshold", "64", "--snapshot-trailing", "8"]
-    # Node 3 takes no compaction snapshot of its own: the failpoint would slow those too.
-    cluster = cluster_factory(3, {1: compact, 2: compact, 3: ["--snapshot-threshold", "0"]})
-    slow = cluster.nodes[2]
-    leader = cluster.leader()
-    if leader is slow:
-        assert call(slow, "RAFTTRANSFER", str(cluster.nodes[0].node_id), timeout_s=10) == "OK"
-        leader = cluster.leader()
+    cluster, leader, slow = compacting_with_node3_following(cluster_factory)
     cluster.stop(slow)
     slow.env = {"RAFTCASK_FAILPOINT": "snapshot:record=sleep:2"}
     cluster.start_node(slow)
@@ -1639,13 +1646,7 @@ def slow_rebuild_setup(cluster_factory, prefix, n, sleep_ms):
     """A 3-node cluster whose node 3 (a follower) was down while n keys were written and the
     leader compacted past its log, restarted with every record of a store rebuild slowed to
     sleep_ms: it is sent a snapshot and rebuilds for about n * sleep_ms."""
-    compact = ["--snapshot-threshold", "64", "--snapshot-trailing", "8"]
-    cluster = cluster_factory(3, {1: compact, 2: compact, 3: ["--snapshot-threshold", "0"]})
-    slow = cluster.nodes[2]
-    leader = cluster.leader()
-    if leader is slow:
-        assert call(slow, "RAFTTRANSFER", str(cluster.nodes[0].node_id), timeout_s=10) == "OK"
-        leader = cluster.leader()
+    cluster, leader, slow = compacting_with_node3_following(cluster_factory)
     assert leader.client().set(f"{prefix}:old", "before") is True
     cluster.wait_caught_up(slow, leader)
     slow_last = int(info_section(slow, "raft")["raft_last_log_index"])

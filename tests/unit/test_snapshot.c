@@ -651,53 +651,6 @@ static void exit_at_point(const char *point, void *ctx)
         _exit(0); /* as a crash: no cleanup, nothing more written */
 }
 
-/* A real restore in a child process that dies at each named point; recovery then leaves
- * the old store before the restore is committed and the new one after. */
-TEST(snapshot_restore_killed_at_each_point_recovers)
-{
-    char oldsrc[4096], file[4096], cask[4096], side[4200];
-    path_in(oldsrc, sizeof oldsrc, "old-store");
-    path_in(file, sizeof file, "state.bin");
-    path_in(cask, sizeof cask, "cask");
-    struct rc_store *s = open_store(oldsrc);
-    fill_store(s, 200, 50);
-    struct bytes old_contents = digest_store(s);
-    CHECK_OK(rc_store_close(s));
-    char newsrc[4096];
-    path_in(newsrc, sizeof newsrc, "new-store");
-    s = open_store(newsrc);
-    fill_store(s, 300, 0);
-    put_str(s, "only-in-new", "yes", 1000000);
-    struct bytes new_contents = digest_store(s);
-    snapshot_of(s, file, NULL, 0);
-    CHECK_OK(rc_store_close(s));
-
-    const char *points[] = {"restore:built", "restore:complete", "restore:old-moved",
-                            "restore:swapped", "restore:done"};
-    for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
-        test_remove_dir(cask);
-        test_copy_dir(oldsrc, cask);
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-            snapshot_set_test_hook(exit_at_point, (void *)points[i]);
-            snapshot_restore(file, cask, NULL, NULL, NULL, NULL);
-            _exit(3); /* the point was never reached */
-        }
-        int status;
-        CHECK(waitpid(pid, &status, 0) == pid);
-        CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s not reached", points[i]);
-        CHECK_OK(snapshot_restore_recover(cask));
-        snprintf(side, sizeof side, "%s.new", cask);
-        CHECK(!dir_exists(side));
-        snprintf(side, sizeof side, "%s.old", cask);
-        CHECK(!dir_exists(side));
-        check_cask_is(cask, i == 0 ? &old_contents : &new_contents);
-    }
-    free(old_contents.data);
-    free(new_contents.data);
-}
-
 /* Old and new contents for the step-by-step restore tests: the old store in cask (closed),
  * a snapshot of another store at file. */
 static void two_stores(const char *cask, const char *file, struct bytes *old_contents,
@@ -770,34 +723,25 @@ TEST(snapshot_restore_in_steps_beside_the_open_store)
     free(new_contents.data);
 }
 
-/* The same steps in a child that dies at each point: recovery leaves the old store before
- * the build is complete and the new one from then on. */
-TEST(snapshot_restore_in_steps_killed_at_each_point_recovers)
+/* In a child per point, from a copy of pristine in cask: run_restore dies at the named
+ * point (the test hook); recovery then leaves no side directory and the old contents before
+ * the build is complete (the first point), the new ones from then on. */
+typedef void (*restore_fn)(const char *file, const char *cask, const char *point);
+
+static void kill_at_each_point(const char *const *points, size_t n, const char *file,
+                               const char *cask, const char *pristine, restore_fn run_restore,
+                               const struct bytes *old_contents, const struct bytes *new_contents)
 {
-    char file[4096], cask[4096], pristine[4096], side[4200];
-    path_in(file, sizeof file, "state.bin");
-    path_in(cask, sizeof cask, "cask");
-    path_in(pristine, sizeof pristine, "pristine");
-    struct bytes old_contents, new_contents;
-    two_stores(pristine, file, &old_contents, &new_contents);
-    const char *points[] = {"restore:built", "restore:complete", "restore:old-moved",
-                            "restore:swapped", "done"};
-    for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
+    char side[4200];
+    for (size_t i = 0; i < n; i++) {
         test_remove_dir(cask);
         test_copy_dir(pristine, cask);
         pid_t pid = fork();
         CHECK(pid >= 0);
         if (pid == 0) {
             snapshot_set_test_hook(exit_at_point, (void *)points[i]);
-            struct rc_store_options o = test_options();
-            struct rc_store *old = NULL, *built = NULL;
-            struct snapshot_reader *r = NULL;
-            if (rc_store_open(cask, &o, &old) != 0 || snapshot_reader_open(file, &r) != 0 ||
-                snapshot_restore_build(r, cask, &o, NULL, &built) != 0 ||
-                snapshot_restore_swap(cask, old, built) != 0)
-                _exit(3);
-            exit_at_point("done", (void *)points[i]); /* before finish: .old is left */
-            _exit(3);
+            run_restore(file, cask, points[i]);
+            _exit(3); /* the point was never reached */
         }
         int status;
         CHECK(waitpid(pid, &status, 0) == pid);
@@ -807,8 +751,46 @@ TEST(snapshot_restore_in_steps_killed_at_each_point_recovers)
         CHECK(!dir_exists(side));
         snprintf(side, sizeof side, "%s.old", cask);
         CHECK(!dir_exists(side));
-        check_cask_is(cask, i == 0 ? &old_contents : &new_contents);
+        check_cask_is(cask, i == 0 ? old_contents : new_contents);
     }
+}
+
+static void restore_closed(const char *file, const char *cask, const char *point)
+{
+    (void)point;
+    snapshot_restore(file, cask, NULL, NULL, NULL, NULL);
+}
+
+static void restore_in_steps(const char *file, const char *cask, const char *point)
+{
+    struct rc_store_options o = test_options();
+    struct rc_store *old = NULL, *built = NULL;
+    struct snapshot_reader *r = NULL;
+    if (rc_store_open(cask, &o, &old) != 0 || snapshot_reader_open(file, &r) != 0 ||
+        snapshot_restore_build(r, cask, &o, NULL, &built) != 0 ||
+        snapshot_restore_swap(cask, old, built) != 0)
+        _exit(3);
+    exit_at_point("done", (void *)point); /* before finish: .old is left */
+}
+
+/* A child that dies at each point of a restore: the real one (the store closed, as at
+ * start), then the node's steps (beside the open store). */
+TEST(snapshot_restore_killed_at_each_point_recovers)
+{
+    char file[4096], cask[4096], pristine[4096];
+    path_in(file, sizeof file, "state.bin");
+    path_in(cask, sizeof cask, "cask");
+    path_in(pristine, sizeof pristine, "pristine");
+    struct bytes old_contents, new_contents;
+    two_stores(pristine, file, &old_contents, &new_contents);
+    const char *closed[] = {"restore:built", "restore:complete", "restore:old-moved",
+                            "restore:swapped", "restore:done"};
+    kill_at_each_point(closed, sizeof closed / sizeof *closed, file, cask, pristine, restore_closed,
+                       &old_contents, &new_contents);
+    const char *steps[] = {"restore:built", "restore:complete", "restore:old-moved",
+                           "restore:swapped", "done"};
+    kill_at_each_point(steps, sizeof steps / sizeof *steps, file, cask, pristine, restore_in_steps,
+                       &old_contents, &new_contents);
     free(old_contents.data);
     free(new_contents.data);
 }
