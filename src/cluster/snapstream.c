@@ -749,6 +749,15 @@ static int restore_paths(const char *cask_dir, struct restore_paths *p)
     return 0;
 }
 
+/* The swapped-in store's COMPLETE marker goes (state E of the recovery). */
+static int unmark(const char *cask)
+{
+    char m[PATH_MAX];
+    if (join_path(m, sizeof m, cask, COMPLETE_NAME) == 0)
+        unlink(m);
+    return rc_fsync_dir(cask);
+}
+
 int snapshot_restore_recover(const char *cask_dir)
 {
     struct restore_paths p;
@@ -787,12 +796,8 @@ int snapshot_restore_recover(const char *cask_dir)
         if (rc != 0)
             return rc;
     }
-    if (file_exists(p.cask, COMPLETE_NAME)) { /* state E */
-        char m[PATH_MAX];
-        if (join_path(m, sizeof m, p.cask, COMPLETE_NAME) == 0)
-            unlink(m);
-        rc = rc_fsync_dir(p.cask);
-    }
+    if (file_exists(p.cask, COMPLETE_NAME)) /* state E */
+        rc = unmark(p.cask);
     return rc;
 }
 
@@ -922,10 +927,7 @@ int snapshot_restore_swap(const char *cask_dir, struct rc_store *old, struct rc_
     if (!old)
         return snapshot_restore_recover(p.cask); /* deletes .old and the marker */
     /* .old stays until snapshot_restore_finish: the old store is still open in it. */
-    char m[PATH_MAX];
-    if (join_path(m, sizeof m, p.cask, COMPLETE_NAME) == 0)
-        unlink(m);
-    return rc_fsync_dir(p.cask);
+    return unmark(p.cask);
 }
 
 int snapshot_restore_finish(const char *cask_dir, struct rc_store *old)

@@ -487,7 +487,7 @@ static int may_defer_sync(const struct raft *r)
 static int collect_committed(struct raft *r)
 {
     uint64_t lo = r->log.applied + 1, hi = applicable(r) + 1;
-    if (applicable(r) <= r->log.applied)
+    if (lo >= hi)
         return 0;
     if (hi - lo > RAFT_MAX_APPLY_BATCH)
         hi = lo + RAFT_MAX_APPLY_BATCH;

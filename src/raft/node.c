@@ -278,29 +278,11 @@ static int restore_state_machine(struct raft_node *n, int running)
     logstore_snapshot_meta(n->log, &meta);
     if (meta.index == 0 || meta.index <= n->applied)
         return 0;
-    if (running && n->cb.restore_begin) {
-        char path[4200];
-        int rc = logstore_snapshot_path(n->log, path, sizeof path);
-        if (rc == 0)
-            rc = n->cb.restore_begin(n->ctx, path, &meta);
-        if (rc == RAFT_NODE_RESTORING) {
-            /* Entries committed from here wait for raft_node_restored. */
-            n->restoring = meta.index;
-            raft_limit_apply(n->core, 0);
-            return 0;
-        }
-        if (rc != 0) {
-            rc_error("raft: restoring the state machine from the snapshot at %llu failed: %s",
-                     (unsigned long long)meta.index, rc_strerror(rc));
-            return rc;
-        }
-        n->restoring = 0; /* done at once: the state machine held it already */
-        raft_limit_apply(n->core, UINT64_MAX);
-        n->applied = meta.index;
-        n->stats.snapshots_restored++;
-        return 0;
-    }
-    if (!n->cb.restore) {
+    /* While running, the state machine may rebuild elsewhere (restore_begin). */
+    int begin = running && n->cb.restore_begin;
+    int (*restore)(void *, const char *, const struct raft_snapshot_meta *) =
+        begin ? n->cb.restore_begin : n->cb.restore;
+    if (!restore) {
         rc_error("raft: a snapshot at %llu must be restored but nothing can restore it",
                  (unsigned long long)meta.index);
         return RC_EINVAL;
@@ -308,11 +290,21 @@ static int restore_state_machine(struct raft_node *n, int running)
     char path[4200];
     int rc = logstore_snapshot_path(n->log, path, sizeof path);
     if (rc == 0)
-        rc = n->cb.restore(n->ctx, path, &meta);
+        rc = restore(n->ctx, path, &meta);
+    if (begin && rc == RAFT_NODE_RESTORING) {
+        /* Entries committed from here wait for raft_node_restored. */
+        n->restoring = meta.index;
+        raft_limit_apply(n->core, 0);
+        return 0;
+    }
     if (rc != 0) {
         rc_error("raft: restoring the state machine from the snapshot at %llu failed: %s",
                  (unsigned long long)meta.index, rc_strerror(rc));
         return rc;
+    }
+    if (n->restoring) { /* done at once: the state machine held it already */
+        n->restoring = 0;
+        raft_limit_apply(n->core, UINT64_MAX);
     }
     n->applied = meta.index;
     n->stats.snapshots_restored++;

@@ -427,6 +427,18 @@ static int take_directory(struct server *s, const char *path)
     return 0;
 }
 
+/* A store that already holds the snapshot's index is left alone (a restart does not
+ * rewrite the data). */
+static bool store_holds(struct server *s, const struct raft_snapshot_meta *meta)
+{
+    uint64_t held = rc_store_applied_revision(s->store);
+    if (held < meta->index)
+        return false;
+    rc_info("snapshot at %" PRIu64 ": the store already holds index %" PRIu64 "; not rebuilt",
+            meta->index, held);
+    return true;
+}
+
 /* What every restore does first: the directory, and the writes it makes unknown. */
 static int restore_prepare(struct server *s, const char *path)
 {
@@ -450,12 +462,8 @@ static int restore_prepare(struct server *s, const char *path)
 int snapshots_restore(void *server, const char *path, const struct raft_snapshot_meta *meta)
 {
     struct server *s = server;
-    uint64_t held = rc_store_applied_revision(s->store);
-    if (held >= meta->index) {
-        rc_info("snapshot at %" PRIu64 ": the store already holds index %" PRIu64 "; not rebuilt",
-                meta->index, held);
+    if (store_holds(s, meta))
         return 0;
-    }
     int rc = restore_prepare(s, path);
     if (rc != 0)
         return rc;
@@ -655,15 +663,8 @@ static void build_done(uv_work_t *req, int status)
 int snapshots_restore_begin(void *server, const char *path, const struct raft_snapshot_meta *meta)
 {
     struct server *s = server;
-    if (!s->restore) {
-        uint64_t held = rc_store_applied_revision(s->store);
-        if (held >= meta->index) {
-            rc_info("snapshot at %" PRIu64 ": the store already holds index %" PRIu64
-                    "; not rebuilt",
-                    meta->index, held);
-            return 0;
-        }
-    }
+    if (!s->restore && store_holds(s, meta))
+        return 0;
     struct snapshot_reader *r = NULL;
     int rc = snapshot_reader_open(path, &r);
     if (rc == 0)

@@ -719,10 +719,16 @@ int rc_store_move(struct rc_store *s, const char *dir)
     return rc;
 }
 
+/* No job queued or running on the worker (with mu held). */
+static bool worker_idle(const struct rc_store *s)
+{
+    return !s->jobs_head && !s->worker_busy && !s->merging;
+}
+
 bool rc_store_idle(struct rc_store *s)
 {
     pthread_mutex_lock(&s->mu);
-    bool idle = !s->jobs_head && !s->worker_busy && !s->merging;
+    bool idle = worker_idle(s);
     pthread_mutex_unlock(&s->mu);
     return idle;
 }
@@ -735,7 +741,7 @@ void rc_store_merge_cancel(struct rc_store *s)
 void rc_store_wait_idle(struct rc_store *s)
 {
     pthread_mutex_lock(&s->mu);
-    while (s->jobs_head || s->worker_busy || s->merging)
+    while (!worker_idle(s))
         pthread_cond_wait(&s->cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
 }
