@@ -112,7 +112,8 @@ static void apply_set(struct apply_ctx *c, size_t argc, const struct resp_arg *a
             return syntax_error(c);
     }
     struct rc_item_meta old;
-    int found = read_key(c, &a[1], &c->val, &old);
+    /* The old value itself only when GET returns it (a large one is a large copy). */
+    int found = read_key(c, &a[1], get ? &c->val : NULL, &old);
     if (found != 0 && found != RC_ENOTFOUND && store_failed(c, found))
         return;
     bool exists = found == 0;

@@ -131,7 +131,7 @@ static const char *dispatch_error(const struct client *c, const struct command *
         return "ERR key is too large (max-key-size)";
     if ((cmd->flags & CMD_WRITE) &&
         writepath_too_large(c->srv, writepath_command_bytes(argc, argv)))
-        return "ERR command too large to replicate (one write carries at most 16 MiB in a "
+        return "ERR command too large to replicate (one write carries at most 4 MiB in a "
                "cluster, 1 GiB on a node alone)";
     return NULL;
 }

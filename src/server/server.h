@@ -331,7 +331,7 @@ bool writepath_full(const struct server *s);
 /*
  * Entry size: a write's bytes in an entry (an estimate a little above the encoded size, which
  * normalising can grow by a few bytes). Entries stay small enough to replicate within an
- * election timeout (writepath.c): with other nodes in the configuration, a write above 16 MiB
+ * election timeout (writepath.c): with other nodes in the configuration, a write above 4 MiB
  * is refused (writepath_too_large; alone, above about 1 GiB); one that does not fit the batch
  * being built waits for the next (writepath_has_room false: the client stops reading
  * commands, and writepath_wait_room resumes it once the batch is proposed).

@@ -27,17 +27,19 @@
 
 /*
  * One write, and one entry, are kept small enough to replicate within an election timeout:
- * a follower busy receiving and syncing a large entry answers nothing meanwhile, and on the
- * development machine (300 ms election timeout, release build) SETs of 24 MiB replicated
- * without an election while 32 MiB and up deposed the leader. WRITE_MAX_BYTES bounds the
- * estimate of one command (refused above: writepath_too_large), ENTRY_ROOM_BYTES what a
- * batch takes in (a write that does not fit waits for the next). Estimates can fall short
- * by a little (inline commands, expired keys a read deletes); RAFT_ENTRY_MAX_BYTES, the hard
- * bound, is far above. A node alone in its configuration has no follower to keep in time:
- * only the hard bound applies to it (SPEC §5: values up to --proto-max-bulk-len).
+ * while the leader takes a large write in (parse, entry, log, each follower's append, store)
+ * its loop sends no heartbeats, and a follower busy receiving and syncing it answers
+ * nothing. On a slow machine (DESIGN.md) the loop stopped 25-45 ms per MiB and a 15 MiB SET
+ * deposed the leader; a 3.9 MiB one holds it 67 ms (release) or 127 ms (sanitizers).
+ * WRITE_MAX_BYTES bounds the estimate of one command (refused above: writepath_too_large),
+ * ENTRY_ROOM_BYTES what a batch takes in (a write that does not fit waits for the next).
+ * Estimates can fall short by a little (inline commands, expired keys a read deletes);
+ * RAFT_ENTRY_MAX_BYTES, the hard bound, is far above. A node alone in its configuration has
+ * no follower to keep in time: only the hard bound applies to it (SPEC §5: values up to
+ * --proto-max-bulk-len).
  */
-#define WRITE_MAX_BYTES  (16u << 20)
-#define ENTRY_ROOM_BYTES (20u << 20)
+#define WRITE_MAX_BYTES  (4u << 20)
+#define ENTRY_ROOM_BYTES (4u << 20)
 #define ALONE_ROOM_BYTES ((size_t)RAFT_ENTRY_MAX_BYTES - (1u << 20))
 
 static bool alone(const struct server *s)
