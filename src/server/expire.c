@@ -28,16 +28,31 @@ struct sweep {
     size_t seen;
     struct resp_arg *keys; /* copies of expired keys (ptr owned) */
     size_t nkeys;
+    size_t bytes; /* the DELEXPIRED command's size so far (writepath_command_bytes) */
+    bool full;    /* the entry has all it may carry: the step ends, not the keyspace */
     char *last;
     size_t last_len;
-    bool wrapped;
     int error;
 };
+
+/* Whether the DELEXPIRED command being built may take one more key of klen bytes: it is
+ * no larger than a client's write may be, and fits the batch being built, as a client's must
+ * (in a cluster a few MiB; 256 keys of up to --max-key-size are more). */
+static bool has_room_for(const struct sweep *w, size_t klen)
+{
+    size_t bytes = w->bytes + 4 + klen;
+    return !writepath_too_large(w->s, bytes) && writepath_has_room(w->s, bytes);
+}
 
 static int sweep_one(const void *key, size_t klen, const void *value, size_t vlen,
                      const struct rc_item_meta *meta, void *ctx)
 {
     struct sweep *w = ctx;
+    bool expired = meta->expiry_ms && meta->expiry_ms <= w->now;
+    if (expired && !has_room_for(w, klen)) {
+        w->full = true; /* this key opens a later step, in a later batch */
+        return 1;
+    }
     w->seen++;
     char *copy = rc_memdup(key, klen);
     if (!copy) {
@@ -47,7 +62,7 @@ static int sweep_one(const void *key, size_t klen, const void *value, size_t vle
     rc_free(w->last);
     w->last = copy;
     w->last_len = klen;
-    if (meta->expiry_ms && meta->expiry_ms <= w->now && w->nkeys < MAX_KEYS_PER_ENTRY) {
+    if (expired) {
         char *k = rc_memdup(key, klen);
         if (!k) {
             w->error = RC_ENOMEM;
@@ -56,8 +71,10 @@ static int sweep_one(const void *key, size_t klen, const void *value, size_t vle
         w->keys[w->nkeys].ptr = k;
         w->keys[w->nkeys].len = klen;
         w->nkeys++;
+        w->bytes += 4 + klen;
     }
-    return w->nkeys == MAX_KEYS_PER_ENTRY ? 1 : 0;
+    w->full = w->nkeys == MAX_KEYS_PER_ENTRY;
+    return w->full ? 1 : 0;
 }
 
 /* One sweep step: submits the expired keys among the next SWEEP_KEYS for deletion. Sets
@@ -67,11 +84,12 @@ static size_t sweep_step(struct server *s, int64_t now, size_t *seen, bool *wrap
 {
     struct resp_arg args[MAX_KEYS_PER_ENTRY + 1];
     struct sweep w = {.s = s, .now = now, .keys = args + 1};
+    w.bytes = writepath_command_bytes(1, &(struct resp_arg){"DELEXPIRED", 10});
     struct rc_store_range r = {.limit = SWEEP_KEYS, .include_expired = true};
     if (s->expire_pivot_set)
         r.lo = (struct kd_bound){KD_BOUND_EXCLUSIVE, s->expire_pivot, s->expire_pivot_len};
     rc_store_scan(s->store, &r, sweep_one, &w);
-    *wrapped = w.seen < SWEEP_KEYS && !w.error && w.nkeys < MAX_KEYS_PER_ENTRY;
+    *wrapped = w.seen < SWEEP_KEYS && !w.error && !w.full;
     if (*wrapped) { /* reached the end of the keyspace: the next step starts over */
         rc_free(w.last);
         w.last = NULL;
@@ -100,9 +118,22 @@ static bool has_expiring_keys(struct server *s)
     return st.keys_with_expiry > 0;
 }
 
+/* Whether deletions this node proposed are still on their way to the store: the keys they
+ * delete are still there, and a run now would propose them again. A new term voids it (the
+ * entry was applied or lost; proposing again is harmless). */
+static bool deletions_in_flight(struct server *s)
+{
+    if (!s->raft || !s->expiry_index)
+        return false;
+    struct raft_status st;
+    raft_node_status(s->raft, &st);
+    return st.term == s->expiry_term && st.applied < s->expiry_index;
+}
+
 void expire_cycle(struct server *s)
 {
-    if (s->restore || !has_expiring_keys(s)) /* not the store about to be replaced */
+    /* not the store about to be replaced */
+    if (s->restore || deletions_in_flight(s) || !has_expiring_keys(s))
         return;
     uint64_t start = (uint64_t)uv_hrtime();
     int64_t now = server_now_ms();

@@ -236,6 +236,9 @@ struct server {
     char *expire_pivot;
     size_t expire_pivot_len;
     bool expire_pivot_set;
+    /* The last proposed entry that carries expiry deletions (0: none): the cycle proposes no
+     * more while it is in flight, or it would delete the same keys again every run. */
+    uint64_t expiry_index, expiry_term;
     uint64_t rng;
     struct rc_buf scratch; /* value buffer for reads on the loop thread */
     uv_work_t sync_work;   /* the once-a-second store sync, on libuv's thread pool */

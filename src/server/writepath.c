@@ -369,6 +369,12 @@ static void propose_taken(struct server *s, struct write_batch taken)
         ok = cluster_propose(s, taken.entry.buf.data, taken.entry.buf.len, &p.index, &p.term);
     entry_builder_free(&taken.entry);
     if (ok) {
+        for (size_t i = 0; i < p.nslots; i++)
+            if (!p.slots[i].client && !p.slots[i].preset) { /* an expiry deletion */
+                s->expiry_index = p.index;
+                s->expiry_term = p.term;
+                break;
+            }
         s->proposed[s->nproposed++] = p;
         return;
     }

@@ -1026,6 +1026,31 @@ def test_expired_key_is_invisible_at_once_on_every_node(cluster):
         assert node.client().get("short") is None
 
 
+def test_expiry_of_long_keys_is_split_into_entries_a_cluster_carries(cluster):
+    """The leader deletes expired keys in DELEXPIRED entries. 100 keys with 60 KiB names
+    expiring at one instant (6 MiB of names) go out in two of them, each within the 4 MiB a
+    cluster entry carries (one entry of 256 keys of the longest names would be 16 MiB, and
+    hold the leader's loop past an election timeout), every node reclaims them, and each
+    key is proposed for deletion once (the cycle used to propose them again every 100 ms
+    until the first deletion applied: 300 deletions for 100 keys)."""
+    leader = cluster.leader()
+    client = leader.client()
+    term = int(client.info("raft")["raft_term"])
+    expired = int(client.info("stats")["expired_keys"])
+    at_ms = int(time.time() * 1000) + 2000
+    with leader.client(decode=False).pipeline(transaction=False) as pipe:
+        for i in range(100):
+            pipe.set(b"%03d" % i + b"k" * (60 << 10), b"v", pxat=at_ms)
+        assert all(pipe.execute())
+    before = int(client.info("raft")["raft_commit_index"])
+    assert time.time() * 1000 < at_ms - 300, "the keys took too long to write for this test"
+    for node in cluster.nodes:
+        wait_for(lambda: node.client().dbsize() == 0, 30, f"{node.name} to reclaim the keys")
+    assert int(client.info("raft")["raft_commit_index"]) - before >= 2
+    assert int(client.info("stats")["expired_keys"]) - expired == 100
+    assert int(client.info("raft")["raft_term"]) == term
+
+
 def test_transfers_under_writes_lose_nothing(cluster):
     leader = cluster.leader()
     entry = cluster.followers(leader)[0]
