@@ -93,17 +93,21 @@ static size_t sweep_step(struct server *s, int64_t now, size_t *seen, bool *wrap
     if (*wrapped) { /* reached the end of the keyspace: the next step starts over */
         rc_free(w.last);
         w.last = NULL;
+        rc_free(s->expire_pivot);
+        s->expire_pivot = NULL;
         s->expire_pivot_set = false;
-    }
-    rc_free(s->expire_pivot);
-    s->expire_pivot = w.last;
-    s->expire_pivot_len = w.last_len;
-    if (w.last)
+    } else if (w.last) {
+        rc_free(s->expire_pivot);
+        s->expire_pivot = w.last;
+        s->expire_pivot_len = w.last_len;
         s->expire_pivot_set = true;
+    } /* else it saw nothing (its first key did not fit): the next step starts there again */
     if (w.nkeys > 0) {
         args[0] = (struct resp_arg){"DELEXPIRED", 10};
-        if (writepath_submit(s, NULL, w.nkeys + 1, args) == 0)
+        if (writepath_submit(s, NULL, w.nkeys + 1, args) == 0) {
             s->stats.expired_keys += w.nkeys;
+            s->batch.expiry = true;
+        }
     }
     for (size_t i = 0; i < w.nkeys; i++)
         rc_free((char *)w.keys[i].ptr);
@@ -118,7 +122,7 @@ static bool has_expiring_keys(struct server *s)
     return st.keys_with_expiry > 0;
 }
 
-/* Whether deletions this node proposed are still on their way to the store: the keys they
+/* Whether deletions this cycle proposed are still on their way to the store: the keys they
  * delete are still there, and a run now would propose them again. A new term voids it (the
  * entry was applied or lost; proposing again is harmless). */
 static bool deletions_in_flight(struct server *s)

@@ -147,6 +147,7 @@ struct write_slot {
 struct write_batch {
     struct entry_builder entry;
     bool started;
+    bool expiry; /* carries the expiry cycle's deletions (server.expiry_index) */
     struct write_slot *slots;
     size_t nslots, cap;
 };
@@ -236,8 +237,8 @@ struct server {
     char *expire_pivot;
     size_t expire_pivot_len;
     bool expire_pivot_set;
-    /* The last proposed entry that carries expiry deletions (0: none): the cycle proposes no
-     * more while it is in flight, or it would delete the same keys again every run. */
+    /* The last proposed entry that carries the expiry cycle's deletions (0: none): the cycle
+     * proposes no more while it is in flight, or it would delete the same keys every run. */
     uint64_t expiry_index, expiry_term;
     uint64_t rng;
     struct rc_buf scratch; /* value buffer for reads on the loop thread */

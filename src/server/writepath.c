@@ -33,7 +33,7 @@
  * deposed the leader; a 3.9 MiB one holds it 67 ms (release) or 127 ms (sanitizers).
  * WRITE_MAX_BYTES bounds the estimate of one command (refused above: writepath_too_large),
  * ENTRY_ROOM_BYTES what a batch takes in (a write that does not fit waits for the next).
- * Estimates can fall short by a little (inline commands, expired keys a read deletes);
+ * Estimates can fall short by a little (inline commands; deletions check the room too);
  * RAFT_ENTRY_MAX_BYTES, the hard bound, is far above. A node alone in its configuration has
  * no follower to keep in time: only the hard bound applies to it (SPEC §5: values up to
  * --proto-max-bulk-len).
@@ -369,12 +369,10 @@ static void propose_taken(struct server *s, struct write_batch taken)
         ok = cluster_propose(s, taken.entry.buf.data, taken.entry.buf.len, &p.index, &p.term);
     entry_builder_free(&taken.entry);
     if (ok) {
-        for (size_t i = 0; i < p.nslots; i++)
-            if (!p.slots[i].client && !p.slots[i].preset) { /* an expiry deletion */
-                s->expiry_index = p.index;
-                s->expiry_term = p.term;
-                break;
-            }
+        if (taken.expiry) {
+            s->expiry_index = p.index;
+            s->expiry_term = p.term;
+        }
         s->proposed[s->nproposed++] = p;
         return;
     }

@@ -1051,6 +1051,35 @@ def test_expiry_of_long_keys_is_split_into_entries_a_cluster_carries(cluster):
     assert int(client.info("raft")["raft_term"]) == term
 
 
+def test_a_read_of_an_expired_long_key_queues_deletions_a_cluster_carries(cluster):
+    """A read that meets an expired key queues its deletion. One EXISTS naming an expired
+    key with a 60 KiB name 300 times queued 300 deletions into one 18 MiB entry, which
+    deposed the leader; the deletions a batch takes now stop at its room (4 MiB), and the
+    rest is left to the expiry cycle. 20000 keys without expiry sorted before it keep the
+    cycle (1000 keys per 100 ms run from the start) away from it for the read."""
+    leader = cluster.leader()
+    client = leader.client()
+    raw = leader.client(decode=False)
+    with raw.pipeline(transaction=False) as pipe:
+        for i in range(20000):
+            pipe.set(b"a%05d" % i, b"v")
+        assert all(pipe.execute())
+    term = int(client.info("raft")["raft_term"])
+    name = b"z" + b"k" * (60 << 10)
+    for attempt in range(3):
+        expired = int(client.info("stats")["expired_keys"])
+        assert raw.set(name, b"v", px=300) is True
+        time.sleep(0.35)  # the key's own lifetime, not a condition wait
+        assert raw.exists(*[name] * 300) == 0
+        queued = int(client.info("stats")["expired_keys"]) - expired
+        if queued > 1:  # else the cycle got there first: try again
+            break
+    assert queued > 1, "the expiry cycle deleted the key before every read"
+    assert queued * (len(name) + 16) <= 4 << 20, f"{queued} deletions queued in one batch"
+    wait_for(lambda: client.dbsize() == 20000, 30, "the expired key to be reclaimed")
+    assert int(client.info("raft")["raft_term"]) == term
+
+
 def test_transfers_under_writes_lose_nothing(cluster):
     leader = cluster.leader()
     entry = cluster.followers(leader)[0]
