@@ -109,14 +109,11 @@ int read_key(struct client *c, const struct resp_arg *key, struct rc_buf *value,
     struct rc_store *st = c->srv->store;
     int rc = rc_store_get(st, key->ptr, key->len, value, meta);
     /* Absent now but present at the dawn of time: it expired. Queue its deletion, as Redis
-     * deletes an expired key that a read touches, so DBSIZE drops at once — if the batch
-     * being built has room for it, as a client's write must (one read naming a long key
-     * hundreds of times made an entry of many MiB); else the expiry cycle deletes it. */
+     * deletes an expired key that a read touches, so DBSIZE drops at once (if the batch has
+     * room for it: else the expiry cycle deletes it). */
     if (rc == RC_ENOTFOUND && rc_store_get_at(st, key->ptr, key->len, 1, NULL, NULL) == 0) {
         struct resp_arg args[2] = {{"DELEXPIRED", 10}, *key};
-        size_t bytes = writepath_command_bytes(2, args);
-        if (writepath_has_room(c->srv, bytes) && !writepath_too_large(c->srv, bytes) &&
-            writepath_submit(c->srv, NULL, 2, args) == 0)
+        if (writepath_submit(c->srv, NULL, 2, args) == 0)
             c->srv->stats.expired_keys++;
     }
     return rc;

@@ -35,21 +35,14 @@ struct sweep {
     int error;
 };
 
-/* Whether the DELEXPIRED command being built may take one more key of klen bytes: it is
- * no larger than a client's write may be, and fits the batch being built, as a client's must
- * (in a cluster a few MiB; 256 keys of up to --max-key-size are more). */
-static bool has_room_for(const struct sweep *w, size_t klen)
-{
-    size_t bytes = w->bytes + 4 + klen;
-    return !writepath_too_large(w->s, bytes) && writepath_has_room(w->s, bytes);
-}
-
 static int sweep_one(const void *key, size_t klen, const void *value, size_t vlen,
                      const struct rc_item_meta *meta, void *ctx)
 {
     struct sweep *w = ctx;
     bool expired = meta->expiry_ms && meta->expiry_ms <= w->now;
-    if (expired && !has_room_for(w, klen)) {
+    /* The DELEXPIRED command being built fits the batch with this key, as writepath_submit
+     * wants (in a cluster a few MiB; 256 keys of up to --max-key-size are more)? */
+    if (expired && !writepath_fits(w->s, w->bytes + 4 + klen)) {
         w->full = true; /* this key opens a later step, in a later batch */
         return 1;
     }

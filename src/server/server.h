@@ -326,7 +326,8 @@ void client_forwarded_reply(struct client *c, const char *reply, size_t len);
 void client_list_line(struct client *c, struct resp_buf *b); /* CLIENT LIST/INFO line */
 
 /* writepath.c */
-/* Submits a normalised write for client c (NULL for internal writes). 0 or RC_ENOMEM. */
+/* Submits a normalised write for client c (NULL for internal writes). 0, RC_ENOMEM, or
+ * RC_EAGAIN for an internal write on a follower or one the batch has no room for. */
 int writepath_submit(struct server *s, struct client *c, size_t argc, const struct resp_arg *a);
 /* Queues an error reply in order behind c's writes in flight. */
 int writepath_submit_error(struct server *s, struct client *c, const char *msg, size_t len);
@@ -344,6 +345,8 @@ bool writepath_full(const struct server *s);
 size_t writepath_command_bytes(size_t argc, const struct resp_arg *a);
 bool writepath_too_large(const struct server *s, size_t bytes);
 bool writepath_has_room(const struct server *s, size_t bytes);
+/* Not too large, and room in the batch being built: what an internal write must be. */
+bool writepath_fits(const struct server *s, size_t bytes);
 bool writepath_wait_room(struct server *s, struct client *c); /* false: out of memory */
 /* Applies the batch built so far (called at the end of each loop iteration). */
 void writepath_flush(struct server *s);

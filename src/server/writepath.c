@@ -66,6 +66,11 @@ bool writepath_has_room(const struct server *s, size_t bytes)
            s->batch.entry.buf.len + bytes <= (alone(s) ? ALONE_ROOM_BYTES : ENTRY_ROOM_BYTES);
 }
 
+bool writepath_fits(const struct server *s, size_t bytes)
+{
+    return !writepath_too_large(s, bytes) && writepath_has_room(s, bytes);
+}
+
 bool writepath_wait_room(struct server *s, struct client *c)
 {
     if (c->waiting_room)
@@ -120,8 +125,9 @@ int writepath_submit(struct server *s, struct client *c, size_t argc, const stru
 {
     struct write_batch *b = &s->batch;
     /* Internal writes (expiry deletions) are the leader's to propose: followers drop them,
-     * the leader's own cycle deletes the keys for everyone. */
-    if (!c && !s->is_leader)
+     * the leader's own cycle deletes the keys for everyone. Unlike a client's, they do not
+     * wait for room: one that does not fit is dropped, and the cycle deletes the keys later. */
+    if (!c && (!s->is_leader || !writepath_fits(s, writepath_command_bytes(argc, a))))
         return RC_EAGAIN;
     if (start_batch(s) != 0 || grow_slots(b) != 0)
         return RC_ENOMEM;

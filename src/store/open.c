@@ -685,7 +685,7 @@ int rc_store_move(struct rc_store *s, const char *dir)
     pthread_mutex_lock(&s->mu);
     /* The worker uses s->dir and the files' paths without mu: let it finish first. A merge
      * may change the files until it ends: they are counted after. */
-    atomic_store(&s->merge_abort, true);
+    rc_store_merge_cancel(s);
     while (s->merging || s->worker_busy)
         pthread_cond_wait(&s->cv, &s->mu);
     size_t n = s->nfiles;
