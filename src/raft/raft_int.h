@@ -109,6 +109,7 @@ struct raft_progress {
     int heard;            /* has answered this leader at least once */
     uint32_t quiet_ticks; /* leader ticks since it last answered (saturating) */
     int stalled_heartbeats;
+    int beat_pending;     /* a periodic heartbeat went out since an answer last acted */
     uint64_t acked_round; /* highest ReadIndex round the server confirmed */
     int vote;             /* this election: 0 unknown, 1 granted, -1 rejected */
     /* snapshot state: the snapshot being sent and how much the follower confirmed */
@@ -198,8 +199,8 @@ struct raft {
     /* an incoming snapshot chunk waiting to be written (data owned) */
     struct raft_snapshot_chunk chunk;
     int has_chunk;
-    uint64_t apply_limit; /* raft_limit_apply: no committed entry above it is handed out */
-    uint64_t snapshots_refused;          /* raft_status: as a follower */
+    uint64_t apply_limit;       /* raft_limit_apply: no committed entry above it is handed out */
+    uint64_t snapshots_refused; /* raft_status: as a follower */
     uint64_t snapshots_refused_by_peers; /* raft_status: as a leader */
 };
 

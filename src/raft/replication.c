@@ -13,6 +13,9 @@
  *      most the follower's known match.
  *   4. commit never decreases (raft_commit_to ignores lower values).
  *   5. The leader never truncates or overwrites its own log (leader append-only).
+ *   6. A heartbeat answer sets off a probe, a resent snapshot chunk or a stall count only if
+ *      it is the first answer since a periodic heartbeat went to that follower (beat_pending):
+ *      at most once per heartbeat interval, however many answers arrive.
  *
  * Fast backtracking: a rejecting follower names the last entry of its log whose term is
  * <= the term the leader proposed at the rejected index (hint_index, hint_term); the leader
@@ -146,9 +149,12 @@ void raft_send_heartbeat(struct raft *r, const struct raft_progress *pr)
 
 void raft_broadcast_heartbeat(struct raft *r)
 {
-    for (uint32_t i = 0; i < r->n_prs; i++)
-        if (r->prs[i].id != r->id)
-            raft_send_heartbeat(r, &r->prs[i]);
+    for (uint32_t i = 0; i < r->n_prs; i++) {
+        if (r->prs[i].id == r->id)
+            continue;
+        r->prs[i].beat_pending = 1;
+        raft_send_heartbeat(r, &r->prs[i]);
+    }
 }
 
 void raft_tick_leader(struct raft *r)
@@ -262,6 +268,21 @@ int raft_handle_heartbeat_response(struct raft *r, const struct raft_message *m)
     pr->recent_active = 1;
     pr->heard = 1;
     pr->quiet_ticks = 0;
+    if (m->ctx > pr->acked_round) {
+        pr->acked_round = m->ctx;
+        raft_reads_on_heartbeat_ack(r);
+    }
+    /*
+     * What an answer may set off (a probe, a resent snapshot chunk, a stall counted) happens
+     * at most once per periodic heartbeat (invariant 6). Answers come in bursts that say
+     * nothing new: a read round's heartbeats, or the heartbeats a transport queued while the
+     * follower was down, all delivered and answered when it comes back. Acting on each, a
+     * leader once sent 79 probes of 1 MiB in a row to a returning follower and stopped
+     * answering anyone for 0.4-0.8 s, long enough to be deposed.
+     */
+    if (!pr->beat_pending)
+        return 0;
+    pr->beat_pending = 0;
     pr->probe_sent = 0;
     if (pr->state == PROGRESS_SNAPSHOT)
         raft_snapshot_on_heartbeat_response(r, pr);
@@ -277,10 +298,6 @@ int raft_handle_heartbeat_response(struct raft *r, const struct raft_message *m)
      * lost, and on an idle cluster nothing else would ever move next back to match + 1. */
     if (pr->match < raft_log_last_index(&r->log))
         raft_send_append(r, pr, pr->state == PROGRESS_PROBE);
-    if (m->ctx > pr->acked_round) {
-        pr->acked_round = m->ctx;
-        raft_reads_on_heartbeat_ack(r);
-    }
     return 0;
 }
 

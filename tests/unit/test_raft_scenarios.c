@@ -454,6 +454,75 @@ TEST(learner_caught_up_when_its_first_probe_is_lost)
     free_sim(s);
 }
 
+/* Steps n heartbeat answers from node `from` into a lone leader of term 2; returns how
+ * many appends its readies then send to that node. */
+static int lone_heartbeat_answers(struct lone *l, uint64_t from, int n)
+{
+    int appends = 0;
+    for (int i = 0; i < n; i++) {
+        struct raft_message m = {.type = RAFT_MSG_HEARTBEAT_RESP, .from = from, .to = 1, .term = 2};
+        CHECK_OK(raft_step(l->r, &m));
+        struct raft_message got[8];
+        size_t k = raft_has_ready(l->r) ? lone_take(l, got, 8) : 0;
+        for (size_t j = 0; j < k; j++)
+            appends += got[j].type == RAFT_MSG_APPEND && got[j].to == from;
+    }
+    return appends;
+}
+
+/*
+ * A burst of heartbeat answers (the heartbeats a transport queued while a follower was
+ * down, delivered when it returns) sets off at most one probe per periodic heartbeat, and
+ * counts as one stalled heartbeat, not many. Acting on each answer, a leader sent 79
+ * appends of 1 MiB in a row to a returning follower, stopped answering for 0.4-0.8 s and
+ * was deposed; and three answers in a burst sent a replicating follower back to probing.
+ */
+TEST(a_burst_of_heartbeat_answers_sets_off_one_probe)
+{
+    struct lone l;
+    memset(&l, 0, sizeof l);
+    l.s = rc_calloc(1, sizeof *l.s);
+    struct raft_config c = {.n_voters = 3, .voters = {1, 2, 3}};
+    struct raft_options o;
+    l.r = sim_hand_core(l.s, &l.st, &c, 1, &o);
+    for (int i = 0; i < 2 * o.election_ticks; i++) {
+        CHECK_OK(raft_tick(l.r));
+        lone_ready(&l);
+    }
+    lone_step(&l, RAFT_MSG_PREVOTE_RESP, 2, 2, 0);
+    lone_step(&l, RAFT_MSG_VOTE_RESP, 2, 2, 0);
+    struct raft_status st;
+    raft_status(l.r, &st);
+    CHECK_EQ(st.role, RAFT_LEADER);
+    CHECK_EQ_U(st.last_index, 2);                 /* the no-op of term 2 */
+    lone_step(&l, RAFT_MSG_APPEND_RESP, 2, 2, 2); /* node 2 replicates; node 3 is silent */
+    uint64_t index, term;
+    CHECK_OK(raft_propose(l.r, "x", 1, &index, &term));
+    lone_ready(&l); /* index 3 goes to node 2; node 3's probe is still outstanding */
+
+    /* No periodic heartbeat since the election: a burst changes nothing. */
+    CHECK_EQ(lone_heartbeat_answers(&l, 3, 30), 0);
+    CHECK_EQ(lone_heartbeat_answers(&l, 2, 30), 0);
+    /* One periodic heartbeat: one probe to node 3, and node 2 keeps replicating. */
+    CHECK_OK(raft_tick(l.r));
+    lone_ready(&l);
+    CHECK_EQ(lone_heartbeat_answers(&l, 3, 30), 1);
+    CHECK_EQ(lone_heartbeat_answers(&l, 2, 30), 0);
+    CHECK_OK(raft_propose(l.r, "y", 1, &index, &term));
+    struct raft_message got[8];
+    size_t k = lone_take(&l, got, 8);
+    int to_2 = 0;
+    for (size_t j = 0; j < k; j++)
+        to_2 += got[j].type == RAFT_MSG_APPEND && got[j].to == 2 && got[j].n_entries == 1 &&
+                got[j].log_index == 3;
+    CHECK_EQ(to_2, 1); /* streamed at once, not held back by a probe */
+
+    raft_destroy(l.r);
+    sim_st_destroy(&l.st);
+    sim_destroy(l.s);
+    rc_free(l.s);
+}
+
 TEST(leader_removes_itself_then_steps_down)
 {
     struct sim *s = new_quiet_sim(3, test_seed(6));
