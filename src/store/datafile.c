@@ -182,6 +182,19 @@ int datafile_seal(struct datafile *f)
     return rc;
 }
 
+int datafile_unseal(struct datafile *f)
+{
+    /* The read-write map of the active file outlives its seal (readers on other threads may
+     * be using it): giving the file its length back makes the pages past size usable again,
+     * and nothing is remapped. */
+    if (!f->map)
+        return RC_EINVAL;
+    int rc = preallocate(f->fd, f->map_len, f->path);
+    if (rc == 0)
+        f->writable = true;
+    return rc;
+}
+
 int datafile_truncate(struct datafile *f, uint64_t size)
 {
     if (ftruncate(f->fd, (off_t)size) != 0) {

@@ -49,6 +49,9 @@ int datafile_create_file(struct datafile *f, size_t capacity);
 int datafile_make_writable(struct datafile *f, size_t capacity);
 /* Cuts the file to the bytes written (f->size) and fsyncs it; it becomes read-only. */
 int datafile_seal(struct datafile *f);
+/* Undoes datafile_seal of the active file (a roll that could not make the next file): the
+ * file gets its preallocated length back and takes writes through its map again. */
+int datafile_unseal(struct datafile *f);
 /* Cuts a file opened read-only to size bytes (dropping a torn tail) and fsyncs it. */
 int datafile_truncate(struct datafile *f, uint64_t size);
 

@@ -31,8 +31,9 @@
  *      (merge.c); so a crash at any byte loses whole revisions, never part of one.
  *
  * State changes: rc_store_put/delete/clear/mark/commit → store_append (record into the
- * active file's map); store_roll (seal the active file, create the next); load_data_file and
- * hint_load at open (rebuild, truncating a torn tail); merge.c (rewrite, swap, delete).
+ * active file's map); store_roll (seal the active file, create the next; unseal it again
+ * when the next cannot be made); load_data_file and hint_load at open (rebuild, truncating
+ * a torn tail); merge.c (rewrite, swap, delete).
  *
  * Concurrency: one mutex (mu) guards the key directory, the file table and the counters;
  * every public call takes it. The worker thread writes hints and merges without holding mu
@@ -257,6 +258,16 @@ int store_roll(struct rc_store *s, uint32_t next_id, size_t min_capacity)
         rc = rc_fsync_dir(s->dir);
         if (rc != 0)
             unlink(path);
+    }
+    if (rc != 0 && datafile_unseal(old) == 0) {
+        /* No room for the next file (a full disk): the sealed file takes writes again, with
+         * the room it had, so a roll that was only asked for (a merge starting) costs
+         * nothing, and a write that needed it fails alone. A crash meanwhile finds it the
+         * last file, sealed, and makes it active again at open. */
+        datafile_unref(next);
+        rc_warn("store %s: cannot start data file %u (%s); file %u stays active", s->dir, next_id,
+                rc_strerror(rc), old->id);
+        return rc;
     }
     if (rc != 0)
         goto fail;

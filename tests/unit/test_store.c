@@ -463,6 +463,78 @@ TEST(merge_reclaims_space_and_keeps_contents)
     free(before);
 }
 
+/* The id of the newest data file in dir (the active one). */
+static unsigned newest_data_file(const char *dir)
+{
+    DIR *d = opendir(dir);
+    CHECK(d != NULL);
+    unsigned newest = 0, id;
+    const struct dirent *e;
+    char tail[8];
+    while ((e = readdir(d)) != NULL)
+        if (sscanf(e->d_name, "%6u.%7s", &id, tail) == 2 && strcmp(tail, "data") == 0 &&
+            id > newest)
+            newest = id;
+    closedir(d);
+    return newest;
+}
+
+/* Puts 1 KiB values under "roll%d" until one fails; returns how many succeeded. */
+static int put_until_refused(struct rc_store *s, uint64_t *rev)
+{
+    char k[32], v[1024];
+    memset(v, 'r', sizeof v);
+    for (int i = 0; i < 100; i++) {
+        snprintf(k, sizeof k, "roll%d", i);
+        if (rc_store_put(s, k, strlen(k), v, sizeof v, 0, *rev + 1) != 0)
+            return i;
+        ++*rev;
+    }
+    return 100;
+}
+
+/*
+ * A roll that cannot make the next file (on a full disk: its preallocation fails; here: the
+ * name is taken) leaves the active file taking writes. A merge starts with a roll; on a
+ * nearly full disk that used to lock the store ("refusing further writes") and stop every
+ * node of a cluster at once, though the merge was what would have freed space.
+ */
+TEST(a_roll_that_cannot_make_its_file_leaves_the_store_writable)
+{
+    const char *dir = test_tmpdir();
+    struct rc_store *s = open_store_opts(dir, 16384, false);
+    uint64_t rev = 0;
+    fill(s, 200, 3, &rev);
+    unsigned active = newest_data_file(dir);
+    char path[4200];
+    for (unsigned id = active + 1; id <= active + 400; id++) {
+        snprintf(path, sizeof path, "%s/%06u.data", dir, id);
+        CHECK(mkdir(path, 0755) == 0);
+    }
+    CHECK(rc_store_merge(s) != 0);
+    put_str(s, "after-merge", "still writable", ++rev);
+    /* A write that needs the next file fails alone; the ones before it stay. */
+    int fitted = put_until_refused(s, &rev);
+    CHECK(fitted < 100);
+    check_value(s, "after-merge", "still writable");
+    for (unsigned id = active + 1; id <= active + 400; id++) {
+        snprintf(path, sizeof path, "%s/%06u.data", dir, id);
+        CHECK(rmdir(path) == 0);
+    }
+    put_str(s, "after-room", "written", ++rev);
+    CHECK_OK(rc_store_merge(s));
+    char *before = dump_store(s);
+    CHECK_OK(rc_store_close(s));
+    s = open_store_opts(dir, 16384, false);
+    char *after = dump_store(s);
+    CHECK_STR(after, before);
+    check_value(s, "after-room", "written");
+    CHECK_EQ_U(rc_store_applied_revision(s), rev);
+    CHECK_OK(rc_store_close(s));
+    free(after);
+    free(before);
+}
+
 TEST(merge_keeps_revision_when_everything_is_deleted)
 {
     const char *dir = test_tmpdir();
