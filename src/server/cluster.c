@@ -274,7 +274,8 @@ static void on_state(void *ctx, const struct raft_status *st)
     else if (!s->leaderless_since_ms)
         s->leaderless_since_ms = (uint64_t)server_now_ms();
     if (st->role == RAFT_FAILED) {
-        writepath_fail_proposed(s, "-ERR this node stopped (storage failure)\r\n");
+        writepath_fail_proposed(
+            s, "-ERR this node stopped (storage failure); the write may or may not be applied\r\n");
         fail_reads(s, "-ERR this node stopped (storage failure)\r\n");
         if (!s->shutting_down)
             server_shutdown(s, 1);

@@ -296,7 +296,10 @@ int writepath_apply(struct server *s, uint64_t index, uint64_t term, const void 
         rc_error("applying entry %llu failed: %s; stopping", (unsigned long long)index,
                  rc_strerror(rc));
         if (ours) {
-            answer_rest(&r, "-ERR write failed in the store\r\n");
+            /* Committed: it stays in the log, the other nodes apply it, and so does this one
+             * once restarted with the cause fixed. A client must not apply it twice. */
+            answer_rest(&r, "-ERR the write is committed, but this node failed to apply it and "
+                            "stops; do not retry it\r\n");
             release_slots(s, mine.slots, mine.nslots);
         }
         return rc;

@@ -725,7 +725,9 @@ def test_a_node_that_cannot_apply_its_log_stops_at_start_too(start_server):
     server, first, good = flip_a_byte_of_k5(start_server)
     server.start()
     with server.raw() as conn:
-        assert conn.call("APPEND", "k5", "z") == RespError("ERR write failed in the store")
+        assert conn.call("APPEND", "k5", "z") == RespError(
+            "ERR the write is committed, but this node failed to apply it and stops; "
+            "do not retry it")
     assert server.wait_exit() == 1
     offset = server.log_path.stat().st_size
     server.launch()
