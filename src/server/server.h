@@ -289,6 +289,8 @@ struct server {
     bool restore_finishing;             /* a worker closes and removes the replaced store */
     bool force_snapshot;                /* take one at the next tick (after --restore) */
     uint64_t refusals_seen;             /* followers' refusals of our snapshot, last seen */
+    uint64_t snap_retry_at_ms;          /* after a failed compaction snapshot: not before */
+    uint64_t snap_retry_delay_ms;       /* doubles per failure (1 s .. 1 min); 0 after a success */
     uint64_t refused_checked_index;     /* the snapshot index whose file was checked then */
     uint64_t stat_forwarded, stat_redirected, stat_reads_confirmed;
 };

@@ -717,6 +717,33 @@ def test_a_record_that_fails_its_crc_is_an_error_for_every_read(start_server):
 
 
 @raftcask_only
+def test_a_failing_compaction_snapshot_is_retried_later_not_at_once(start_server):
+    """The compaction snapshot's temporary files cannot be created (their names are taken by
+    directories; on a full disk, their writes fail alike): each attempt fails, and the next
+    waits 1 s, then 2 s, then 4 s, rather than following at once (a review saw 73 failures
+    in 4.5 s on a full disk, each writing megabytes first). Writes go on meanwhile, and once
+    the names are free the next attempt compacts the log."""
+    server = start_server(["--snapshot-threshold", "50", "--snapshot-trailing", "10"])
+    taken = [server.data_dir / "raft" / f"snap-local-{n}.tmp" for n in range(1, 11)]
+    for path in taken:
+        path.mkdir()
+    offset = server.log_size()
+    client = server.client()
+    for i in range(60):
+        assert client.set(f"k{i}", "v")
+    wait_for(lambda: "next attempt in 4 s" in server.log_text(offset), 30,
+             "the third failed snapshot")
+    failures = [line for line in server.log_text(offset).splitlines()
+                if "snapshot at index" in line and "failed:" in line]
+    assert len(failures) == 3, failures
+    assert "next attempt in 1 s" in failures[0] and "next attempt in 2 s" in failures[1]
+    assert client.set("during", "failures") and client.get("k59") == "v"
+    for path in taken:
+        path.rmdir()
+    wait_for(lambda: "log compacted" in server.log_text(offset), 30, "a snapshot to succeed")
+
+
+@raftcask_only
 def test_a_node_that_cannot_apply_its_log_stops_at_start_too(start_server):
     """APPEND to a value whose record fails its CRC: the entry is committed but the store
     cannot apply it, and the node stops (exit 1). Restarted, it replays the entry, fails
