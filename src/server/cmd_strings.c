@@ -291,11 +291,12 @@ static void cmd_incrbyfloat(struct client *c, size_t argc, const struct resp_arg
     submit_write(c, 3, out);
 }
 
-/* The entry carries this node's --proto-max-bulk-len: replicas judge the result by it. */
+/* The entry carries the proposer's limit (writepath_value_max): replicas judge the result by
+ * it, not by their own settings. */
 static void cmd_append(struct client *c, size_t argc, const struct resp_arg *a)
 {
     char limit[24];
-    int n = snprintf(limit, sizeof limit, "%" PRIu64, c->srv->cfg->proto_max_bulk_len);
+    int n = snprintf(limit, sizeof limit, "%" PRIu64, writepath_value_max(c->srv));
     struct resp_arg out[4] = {a[0], a[1], a[2], {limit, (size_t)n}};
     submit_write(c, 4, out);
 }
@@ -307,8 +308,12 @@ static void cmd_setrange(struct client *c, size_t argc, const struct resp_arg *a
         return submit_error(c, "ERR value is not an integer or out of range");
     if (off < 0)
         return submit_error(c, "ERR offset is out of range");
-    if (a[3].len > 0 && (uint64_t)off + a[3].len > c->srv->cfg->proto_max_bulk_len)
-        return submit_error(c, "ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+    uint64_t max = writepath_value_max(c->srv);
+    if (a[3].len > 0 && (uint64_t)off + a[3].len > max)
+        return submit_error(c,
+                            max < c->srv->cfg->proto_max_bulk_len
+                                ? "ERR string exceeds maximum allowed size (4 MiB in a cluster)"
+                                : "ERR string exceeds maximum allowed size (proto-max-bulk-len)");
     submit_write(c, argc, a);
 }
 

@@ -350,6 +350,10 @@ bool writepath_has_room(const struct server *s, size_t bytes);
 /* Not too large, and room in the batch being built: what an internal write must be. */
 bool writepath_fits(const struct server *s, size_t bytes);
 bool writepath_wait_room(struct server *s, struct client *c); /* false: out of memory */
+/* The longest value APPEND and SETRANGE may make: --proto-max-bulk-len, and with other nodes
+ * in the configuration at most the 4 MiB a write may be (each edit rewrites the value on
+ * every node: a 50-byte SETRANGE at offset 512M stalled a cluster for 6 s). */
+uint64_t writepath_value_max(const struct server *s);
 /* Applies the batch built so far (called at the end of each loop iteration). */
 void writepath_flush(struct server *s);
 void writepath_free(struct server *s);

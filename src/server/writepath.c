@@ -66,6 +66,12 @@ bool writepath_has_room(const struct server *s, size_t bytes)
            s->batch.entry.buf.len + bytes <= (alone(s) ? ALONE_ROOM_BYTES : ENTRY_ROOM_BYTES);
 }
 
+uint64_t writepath_value_max(const struct server *s)
+{
+    uint64_t limit = s->cfg->proto_max_bulk_len;
+    return alone(s) || limit < WRITE_MAX_BYTES ? limit : WRITE_MAX_BYTES;
+}
+
 bool writepath_fits(const struct server *s, size_t bytes)
 {
     return !writepath_too_large(s, bytes) && writepath_has_room(s, bytes);

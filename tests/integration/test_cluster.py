@@ -1014,6 +1014,29 @@ def test_writes_up_to_the_cluster_limit_replicate_and_larger_are_refused(cluster
             assert conn.call("EXISTS", "big:refused") == 0
 
 
+def test_setrange_and_append_cannot_grow_a_value_past_the_cluster_limit(cluster):
+    """A 50-byte SETRANGE at offset 512M made a 512 MB value on every node and held the
+    leader's loop for 6 s (an election); each later 1-byte APPEND to a 100 MB value cost
+    another. In a cluster the value they make is bounded like a write: SETRANGE past 4 MiB
+    is refused before it is proposed, APPEND past it when applied (by the limit its entry
+    carries, so every node judges alike); up to it, both work, through any node."""
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    for node in (leader, follower):
+        with pytest.raises(redis.ResponseError, match="4 MiB in a cluster"):
+            node.client().setrange("far", 536870911, "x")
+        with pytest.raises(redis.ResponseError, match="4 MiB in a cluster"):
+            node.client().setrange("far", (4 << 20) - 1, "xy")
+    assert call(follower, "SETRANGE", "near", str((4 << 20) - 2), "xy") == 4 << 20
+    assert call(leader, "SET", "grow", "a" * ((4 << 20) - 1024)) == "OK"
+    assert call(follower, "APPEND", "grow", "b" * 1024) == 4 << 20
+    for node in (leader, follower):
+        with pytest.raises(redis.ResponseError, match="maximum allowed size"):
+            node.client().append("grow", "c")
+    assert call(leader, "EXISTS", "far") == 0
+    assert call(leader, "STRLEN", "grow") == 4 << 20
+
+
 def test_expired_key_is_invisible_at_once_on_every_node(cluster):
     leader = cluster.leader()
     follower = cluster.followers(leader)[0]
