@@ -25,12 +25,16 @@ void resp_buf_init(struct resp_buf *b)
     b->data = NULL;
     b->len = 0;
     b->cap = 0;
+    b->limit = 0;
+    b->over = 0;
 }
 
 void resp_buf_free(struct resp_buf *b)
 {
+    size_t limit = b->limit; /* a setting, not contents */
     rc_free(b->data);
     resp_buf_init(b);
+    b->limit = limit;
 }
 
 size_t resp_buf_memory(const struct resp_buf *b)
@@ -40,6 +44,10 @@ size_t resp_buf_memory(const struct resp_buf *b)
 
 int resp_buf_reserve(struct resp_buf *b, size_t extra)
 {
+    if (b->over || (b->limit && extra > b->limit - (b->len < b->limit ? b->len : b->limit))) {
+        b->over = 1;
+        return RC_ENOMEM;
+    }
     if (extra <= b->cap - b->len)
         return 0;
     if (extra > SIZE_MAX - b->len)

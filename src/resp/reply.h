@@ -14,8 +14,10 @@
 
 struct resp_buf {
     char *data;
-    size_t len; /* bytes of replies written */
-    size_t cap; /* bytes allocated */
+    size_t len;   /* bytes of replies written */
+    size_t cap;   /* bytes allocated */
+    size_t limit; /* 0, or len may not grow past it: growing fails as out of memory */
+    int over;     /* set by that failure; every later append fails too: close the client */
 };
 
 void resp_buf_init(struct resp_buf *b);

@@ -130,6 +130,10 @@ static void accept_client(uv_stream_t *listener, int status, bool tls)
     resp_argv_init(&c->argv);
     resp_buf_init(&c->out);
     resp_buf_init(&c->sending);
+    /* One command's reply cannot outgrow the limit either (an MGET naming a 1 MB key 6000
+     * times built 6 GB before the limit was checked): appends past it fail, and the client
+     * is dropped before anything more is sent. */
+    c->out.limit = c->sending.limit = (size_t)s->cfg->client_output_limit;
     struct sockaddr_storage sa;
     int salen = sizeof sa;
     char host[48] = "?";
@@ -566,10 +570,8 @@ static void on_written(uv_write_t *req, int status)
     c->sending.len = 0;
     rc_free(c->tls_out);
     c->tls_out = NULL;
-    if (c->sending.cap > (1u << 20)) { /* give back a large buffer */
+    if (c->sending.cap > (1u << 20)) /* give back a large buffer */
         resp_buf_free(&c->sending);
-        resp_buf_init(&c->sending);
-    }
     if (status < 0 || c->closed) {
         if (!c->closed)
             client_close(c);
@@ -592,7 +594,7 @@ static void start_write(struct client *c)
             client_close(c); /* its last reply is out: close now */
         return;
     }
-    if (c->out.len + c->sending.len > c->srv->cfg->client_output_limit) {
+    if (c->out.over || c->out.len + c->sending.len > c->srv->cfg->client_output_limit) {
         rc_warn("client %llu (%s) exceeded the output limit; disconnecting",
                 (unsigned long long)c->id, c->addr);
         client_close(c);

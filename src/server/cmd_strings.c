@@ -32,7 +32,7 @@ static void cmd_mget(struct client *c, size_t argc, const struct resp_arg *a)
     struct rc_buf *v = &c->srv->scratch;
     size_t mark = c->out.len; /* nothing is sent while a handler runs */
     resp_add_array(&c->out, argc - 1);
-    for (size_t i = 1; i < argc; i++) {
+    for (size_t i = 1; i < argc && !c->out.over; i++) {
         int rc = read_key(c, &a[i], v, NULL);
         if (rc == 0) {
             resp_add_bulk(&c->out, v->data, v->len);

@@ -189,7 +189,7 @@ static void deliver(struct server *s, struct write_slot *slot, const char *reply
     if (c->closed)
         return;
     resp_buf_append(&c->out, reply, len);
-    if (c->out.len + c->sending.len > s->cfg->client_output_limit) {
+    if (c->out.over || c->out.len + c->sending.len > s->cfg->client_output_limit) {
         rc_warn("client %llu (%s) exceeded the output limit; disconnecting",
                 (unsigned long long)c->id, c->addr);
         client_close(c);

@@ -674,6 +674,24 @@ TEST(reply_writer_bytes)
     resp_buf_free(&b);
 }
 
+/* A buffer with a limit refuses to grow past it, as out of memory, and from then on refuses
+ * every append (a truncated reply must never be sent: the caller closes the client). */
+TEST(reply_buffer_limit)
+{
+    struct resp_buf b;
+    resp_buf_init(&b);
+    b.limit = 16;
+    CHECK_OK(resp_add_bulk(&b, "0123456", 7)); /* 13 bytes */
+    CHECK(resp_add_bulk(&b, "xy", 2) == RC_ENOMEM);
+    CHECK(b.over && b.len == 13);
+    CHECK(resp_add_status(&b, "") == RC_ENOMEM); /* 3 bytes would fit, but it is over */
+    CHECK_EQ_U(b.len, 13);
+    resp_buf_free(&b);
+    CHECK(b.limit == 16 && !b.over && b.len == 0); /* the limit is a setting: it stays */
+    CHECK_OK(resp_add_bulk(&b, "012345678", 9));   /* 15 bytes */
+    resp_buf_free(&b);
+}
+
 /* Long and huge error messages through resp_add_errorf's second path. */
 TEST(reply_errorf_long_message)
 {
