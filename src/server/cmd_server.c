@@ -96,6 +96,14 @@ static void cmd_auth(struct client *c, size_t argc, const struct resp_arg *a)
     resp_add_status(&c->out, "OK");
 }
 
+static bool valid_client_name(const struct resp_arg *a)
+{
+    for (size_t i = 0; i < a->len; i++)
+        if (a->ptr[i] < '!' || a->ptr[i] > '~')
+            return false;
+    return true;
+}
+
 /* HELLO [protover [AUTH username password] [SETNAME name]] */
 static void cmd_hello(struct client *c, size_t argc, const struct resp_arg *a)
 {
@@ -116,6 +124,10 @@ static void cmd_hello(struct client *c, size_t argc, const struct resp_arg *a)
             i += 2;
         } else if (arg_is(&a[i], "SETNAME") && i + 1 < argc) {
             name = &a[++i];
+            /* As CLIENT SETNAME: a newline in a name forged lines of CLIENT LIST. */
+            if (!valid_client_name(name))
+                return reply_error(c, "ERR Client names cannot contain spaces, newlines or "
+                                      "special characters.");
         } else {
             return reply_errorf(c, "ERR Syntax error in HELLO option '%.*s'",
                                 (int)(a[i].len > 40 ? 40 : a[i].len), a[i].ptr);
@@ -147,14 +159,6 @@ static void cmd_hello(struct client *c, size_t argc, const struct resp_arg *a)
 }
 
 /* ============================== CLIENT ============================== */
-
-static bool valid_client_name(const struct resp_arg *a)
-{
-    for (size_t i = 0; i < a->len; i++)
-        if (a->ptr[i] < '!' || a->ptr[i] > '~')
-            return false;
-    return true;
-}
 
 static void client_kill(struct client *c, size_t argc, const struct resp_arg *a)
 {

@@ -590,6 +590,12 @@ def test_hello(raw):
     assert {b"server", b"version", b"mode", b"role"} <= set(fields)
     assert raw.call("HELLO", "4") == RespError("NOPROTO unsupported protocol version")
     assert raw.call("HELLO", "x") == RespError("ERR Protocol version is not an integer or out of range")
+    # As CLIENT SETNAME (a newline in a name used to forge a line of CLIENT LIST).
+    assert raw.call("HELLO", "2", "SETNAME", "a\nid=999 name=forged") == RespError(
+        "ERR Client names cannot contain spaces, newlines or special characters.")
+    assert raw.call("CLIENT", "GETNAME") is None
+    assert isinstance(raw.call("HELLO", "2", "SETNAME", "fine-name"), list)
+    assert raw.call("CLIENT", "GETNAME") == b"fine-name"
 
 
 def test_client_id_list_info_kill(server):
