@@ -5,9 +5,10 @@
  *
  * SCAN cursors: keys are kept in byte order, so a scan position is simply "after key K".
  * Clients (redis-py, go-redis) parse the cursor as an unsigned integer, so the cursor
- * handed out is a number naming K in a small table (the most recent MAX_CURSORS). A cursor
- * that is unknown (evicted, or from before a restart) restarts the scan from the first key:
- * that may return keys twice, which SCAN allows, but never skips one.
+ * handed out is a number naming K in a table (the most recent MAX_CURSORS, within
+ * MAX_CURSOR_BYTES of keys). A cursor that is unknown (pushed out, or from before a restart)
+ * restarts the scan from the first key: that may return keys twice, which SCAN allows, but
+ * never skips one.
  */
 #include "server.h"
 
@@ -19,7 +20,11 @@
 
 #include <string.h>
 
-#define MAX_CURSORS 1024
+/* Other clients' scans push a cursor out only after 16384 newer ones (a review's 1100
+ * SCAN 0 between two steps of one iteration, at 1024, restarted it for good), or 8 MiB of
+ * newer cursors' keys. */
+#define MAX_CURSORS      16384
+#define MAX_CURSOR_BYTES (8u << 20)
 
 static struct rc_store *store_of(struct client *c)
 {
@@ -247,19 +252,27 @@ struct scan_cursor {
 
 void scan_cursors_free(struct server *s)
 {
-    for (size_t i = 0; i < s->ncursors; i++)
-        rc_free(s->cursors[i].key);
+    if (s->cursors)
+        for (size_t i = 0; i < MAX_CURSORS; i++)
+            rc_free(s->cursors[i].key);
     rc_free(s->cursors);
     s->cursors = NULL;
-    s->ncursors = 0;
+    s->cursor_bytes = 0;
 }
 
+/* Ids are consecutive, so cursor id lives in slot id % MAX_CURSORS until MAX_CURSORS newer
+ * ones were made, or the key bytes of newer ones pushed it out. */
 static const struct scan_cursor *find_cursor(struct server *s, uint64_t id)
 {
-    for (size_t i = 0; i < s->ncursors; i++)
-        if (s->cursors[i].id == id)
-            return &s->cursors[i];
-    return NULL;
+    const struct scan_cursor *cur = s->cursors ? &s->cursors[id % MAX_CURSORS] : NULL;
+    return cur && cur->key && cur->id == id ? cur : NULL;
+}
+
+static void drop_cursor(struct server *s, struct scan_cursor *cur)
+{
+    s->cursor_bytes -= cur->len;
+    rc_free(cur->key);
+    *cur = (struct scan_cursor){0};
 }
 
 /* Remembers key as a new cursor; returns its id (0 if memory ran out: the scan restarts). */
@@ -273,21 +286,23 @@ static uint64_t new_cursor(struct server *s, const char *key, size_t len)
     char *copy = rc_memdup(key, len);
     if (!copy)
         return 0;
-    size_t slot;
-    if (s->ncursors < MAX_CURSORS) {
-        slot = s->ncursors++;
-    } else { /* replace the oldest (lowest id) */
-        slot = 0;
-        for (size_t i = 1; i < s->ncursors; i++)
-            if (s->cursors[i].id < s->cursors[slot].id)
-                slot = i;
-        rc_free(s->cursors[slot].key);
-    }
     /* Ids grow and start at a random point so a cursor from before a restart is unknown. */
     if (s->next_cursor == 0)
         s->next_cursor = (server_random(s) >> 16) | 1;
-    s->cursors[slot] = (struct scan_cursor){s->next_cursor++, copy, len};
-    return s->cursors[slot].id;
+    uint64_t id = s->next_cursor++;
+    struct scan_cursor *cur = &s->cursors[id % MAX_CURSORS];
+    if (cur->key)
+        drop_cursor(s, cur); /* the oldest */
+    *cur = (struct scan_cursor){id, copy, len};
+    s->cursor_bytes += len;
+    /* Within the byte budget too, oldest first (long keys). */
+    for (uint64_t old = id >= MAX_CURSORS ? id - (MAX_CURSORS - 1) : 0;
+         s->cursor_bytes > MAX_CURSOR_BYTES && old < id; old++) {
+        struct scan_cursor *o = &s->cursors[old % MAX_CURSORS];
+        if (o->key && o->id == old)
+            drop_cursor(s, o);
+    }
+    return id;
 }
 
 struct scan_state {

@@ -1188,6 +1188,28 @@ def test_scan_in_key_order_has_no_duplicates(r):
     assert seen == sorted(seen) and len(seen) == len(set(seen)) == 1000
 
 
+@raftcask_only
+def test_a_scan_finishes_while_other_clients_scan_a_lot(server, r):
+    """Other clients' scans between two steps of one iteration do not restart it: with a
+    table of 1024 cursors, 1100 SCAN 0 in between pushed the iteration's cursor out, and it
+    started again from the first key each time, never finishing."""
+    r.mset({f"it:{i:03d}": 1 for i in range(300)})
+    seen, cursor, steps = [], 0, 0
+    with server.raw() as other:
+        while True:
+            cursor, keys = r.scan(cursor, count=10)
+            seen += keys
+            steps += 1
+            for _ in range(1100):
+                other.send("SCAN", "0", "COUNT", "1")
+            for _ in range(1100):
+                other.read_reply()
+            if cursor == 0:
+                break
+            assert steps <= 31, "the iteration restarted"
+    assert sorted(seen) == [f"it:{i:03d}" for i in range(300)]
+
+
 def test_empty_key(raw):
     run_steps(raw, [(("SET", "", "v"), OK), (("GET", ""), b"v"), ("KEYS *", [b""]), (("DEL", ""), 1)])
 
