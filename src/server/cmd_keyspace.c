@@ -492,8 +492,16 @@ static void cmd_range(struct client *c, size_t argc, const struct resp_arg *a)
     reply_listing(c, &l, rc);
 }
 
+/* PDEL runs on every node, and matching costs up to the pattern's length times the key's
+ * for each key: three 60 KB keys and a 20 KB pattern held a cluster 13.7 s. What follows the
+ * literal prefix (which only narrows the keys visited) is kept short. */
+#define PDEL_GLOB_MAX 256
+
 static void cmd_pdel(struct client *c, size_t argc, const struct resp_arg *a)
 {
+    if (a[1].len - resp_glob_literal_prefix(a[1].ptr, a[1].len) > PDEL_GLOB_MAX)
+        return submit_error(c, "ERR PDEL pattern too long: at most 256 bytes after its "
+                               "literal prefix");
     struct resp_arg out[2] = {{"PDEL", 4}, a[1]};
     submit_write(c, 2, out);
 }
@@ -564,7 +572,8 @@ static const struct command rows[] = {
      "min max [LIMIT n] [WITHVALUES] [REV]",
      "Returns the keys between two ZRANGEBYLEX-style bounds, in key order."},
     {"pdel", 2, W, 0, 0, 0, cmd_pdel, "raftcask", "raftcask", "pattern",
-     "Deletes every key matching a glob pattern; returns how many."},
+     "Deletes every key matching a glob pattern (at most 256 bytes after its literal prefix); "
+     "returns how many."},
     {"delrange", 3, W, 0, 0, 0, cmd_delrange, "raftcask", "raftcask", "min max",
      "Deletes the keys between two bounds; returns them."},
 };

@@ -886,6 +886,10 @@ def test_pdel(ordered):
     assert ordered.call("PDEL", "*") == 2
     assert ordered.call("DBSIZE") == 0
     assert ordered.call("PDEL") == arity("pdel")
+    # What follows the literal prefix is at most 256 bytes (each node matches it per key).
+    assert ordered.call("PDEL", "p" * 60000 + "*" + "a" * 255) == 0
+    assert ordered.call("PDEL", "p" * 10 + "*" + "a" * 256) == RespError(
+        "ERR PDEL pattern too long: at most 256 bytes after its literal prefix")
 
 
 RANGE_CASES = [
