@@ -584,6 +584,46 @@ SIM_FN struct raft *sim_hand_core(struct sim *s, struct sim_storage *st,
     return r;
 }
 
+/* Persists a hand-fed core's readies to st (entries, then a sync), dropping their messages. */
+SIM_FN void sim_hand_persist(struct sim *s, struct sim_storage *st, struct raft *r)
+{
+    while (raft_has_ready(r)) {
+        struct raft_ready rd;
+        CHECK_OK(raft_ready(r, &rd));
+        if (rd.n_entries) {
+            sim_st_truncate(st, (size_t)(rd.entries[0].index - 1));
+            for (size_t i = 0; i < rd.n_entries; i++)
+                sim_st_append(s, st, &rd.entries[i]);
+        }
+        sim_st_sync(st);
+        CHECK_OK(raft_advance(r, 0));
+    }
+}
+
+/* sim_hand_core for voters {1, 2, 3}, made leader of term 2 by node 2's pre-vote and vote:
+ * its log is the bootstrap entry and the no-op at index 2, which nobody acknowledged yet. */
+SIM_FN struct raft *sim_hand_leader(struct sim *s, struct sim_storage *st)
+{
+    struct raft_config c = {.n_voters = 3, .voters = {1, 2, 3}};
+    struct raft_options o;
+    struct raft *r = sim_hand_core(s, st, &c, 1, &o);
+    for (int i = 0; i < 2 * o.election_ticks; i++) {
+        CHECK_OK(raft_tick(r));
+        sim_hand_persist(s, st, r);
+    }
+    static const uint8_t grants[] = {RAFT_MSG_PREVOTE_RESP, RAFT_MSG_VOTE_RESP};
+    for (size_t i = 0; i < sizeof grants; i++) {
+        struct raft_message m = {.type = grants[i], .from = 2, .to = 1, .term = 2};
+        CHECK_OK(raft_step(r, &m));
+        sim_hand_persist(s, st, r);
+    }
+    struct raft_status st2;
+    raft_status(r, &st2);
+    CHECK_EQ(st2.role, RAFT_LEADER);
+    CHECK_EQ_U(st2.last_index, 2);
+    return r;
+}
+
 /* ---------------------------------------------------------------- nodes */
 
 SIM_FN void sim_node_options(struct sim *s, uint64_t id, struct raft_options *o)

@@ -227,18 +227,9 @@ TEST(review_read_arriving_mid_round_waits_for_next_round)
     struct lone2 l;
     memset(&l, 0, sizeof l);
     l.s = rc_calloc(1, sizeof *l.s);
-    struct raft_config c = {.n_voters = 3, .voters = {1, 2, 3}};
-    struct raft_options o;
-    l.r = sim_hand_core(l.s, &l.st, &c, 1, &o);
-    for (int i = 0; i < 2 * o.election_ticks; i++) {
-        CHECK_OK(raft_tick(l.r));
-        l2_ready(&l);
-    }
-    l2_step(&l, RAFT_MSG_PREVOTE_RESP, 2, 2, 0, 0);
-    l2_step(&l, RAFT_MSG_VOTE_RESP, 2, 2, 0, 0);
+    l.r = sim_hand_leader(l.s, &l.st);
     struct raft_status st;
     raft_status(l.r, &st);
-    CHECK_EQ(st.role, RAFT_LEADER);
     l2_step(&l, RAFT_MSG_APPEND_RESP, 2, 2, st.last_index, 0);
     raft_status(l.r, &st);
     CHECK_EQ_U(st.commit, st.last_index);

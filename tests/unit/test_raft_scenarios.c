@@ -482,19 +482,7 @@ TEST(a_burst_of_heartbeat_answers_sets_off_one_probe)
     struct lone l;
     memset(&l, 0, sizeof l);
     l.s = rc_calloc(1, sizeof *l.s);
-    struct raft_config c = {.n_voters = 3, .voters = {1, 2, 3}};
-    struct raft_options o;
-    l.r = sim_hand_core(l.s, &l.st, &c, 1, &o);
-    for (int i = 0; i < 2 * o.election_ticks; i++) {
-        CHECK_OK(raft_tick(l.r));
-        lone_ready(&l);
-    }
-    lone_step(&l, RAFT_MSG_PREVOTE_RESP, 2, 2, 0);
-    lone_step(&l, RAFT_MSG_VOTE_RESP, 2, 2, 0);
-    struct raft_status st;
-    raft_status(l.r, &st);
-    CHECK_EQ(st.role, RAFT_LEADER);
-    CHECK_EQ_U(st.last_index, 2);                 /* the no-op of term 2 */
+    l.r = sim_hand_leader(l.s, &l.st);            /* its no-op is index 2 */
     lone_step(&l, RAFT_MSG_APPEND_RESP, 2, 2, 2); /* node 2 replicates; node 3 is silent */
     uint64_t index, term;
     CHECK_OK(raft_propose(l.r, "x", 1, &index, &term));
