@@ -90,22 +90,49 @@ static void sync_done(uv_work_t *req, int status)
 
 /* Every 10 s: a merge (on the store's worker thread) once superseded records take more
  * space than live ones and at least MERGE_MIN_DEAD_BYTES. Between entries here, so the store
- * is never in the middle of a revision (atomic_revisions refuses a merge then). */
+ * is never in the middle of a revision (atomic_revisions refuses a merge then). After a
+ * merge that failed or could not start (a nearly full disk fails them all alike, and each
+ * attempt rolls the active file first), the next waits twice as long, up to 10 minutes. */
 #define MERGE_MIN_DEAD_BYTES (64ull << 20)
+#define MERGE_PERIOD_MS      10000
+#define MERGE_BACKOFF_MAX_MS (600ull * 1000)
+static void merge_failed(struct server *s)
+{
+    uint64_t d = s->merge_delay_ms ? 2 * s->merge_delay_ms : 2 * MERGE_PERIOD_MS;
+    s->merge_delay_ms = d < MERGE_BACKOFF_MAX_MS ? d : MERGE_BACKOFF_MAX_MS;
+    s->merge_not_before_ms = (uint64_t)server_now_ms() + s->merge_delay_ms;
+}
+
 static void maybe_merge(struct server *s)
 {
-    if (s->cron_ticks % (10000 / CRON_INTERVAL_MS) != 0 || s->restore)
+    if (s->cron_ticks % (MERGE_PERIOD_MS / CRON_INTERVAL_MS) != 0 || s->restore)
         return;
     struct rc_store_stats st;
-    if (rc_store_stats(s->store, &st) != 0 || st.dead_bytes < MERGE_MIN_DEAD_BYTES ||
-        st.dead_bytes < st.live_bytes)
+    if (rc_store_stats(s->store, &st) != 0)
+        return;
+    if (s->merge_counted != s->store) { /* a new store counts from 0 */
+        s->merge_counted = s->store;
+        s->merges_seen = st.merges;
+        s->merges_failed_seen = st.merges_failed;
+    } else if (st.merges_failed != s->merges_failed_seen) {
+        s->merges_failed_seen = st.merges_failed;
+        merge_failed(s);
+    } else if (st.merges != s->merges_seen) {
+        s->merges_seen = st.merges;
+        s->merge_delay_ms = 0;
+    }
+    if (st.dead_bytes < MERGE_MIN_DEAD_BYTES || st.dead_bytes < st.live_bytes ||
+        (uint64_t)server_now_ms() < s->merge_not_before_ms)
         return;
     int rc = rc_store_merge_start(s->store);
-    if (rc == 0)
+    if (rc == 0) {
         rc_info("merging the store: %llu dead bytes, %llu live", (unsigned long long)st.dead_bytes,
                 (unsigned long long)st.live_bytes);
-    else if (rc != RC_EBUSY)
-        rc_warn("cannot start a merge: %s", rc_strerror(rc));
+    } else if (rc != RC_EBUSY) {
+        merge_failed(s);
+        rc_warn("cannot start a merge: %s; next attempt in %llu s", rc_strerror(rc),
+                (unsigned long long)(s->merge_delay_ms / 1000));
+    }
 }
 
 static void on_cron(uv_timer_t *t)

@@ -291,7 +291,11 @@ struct server {
     uint64_t refusals_seen;             /* followers' refusals of our snapshot, last seen */
     uint64_t snap_retry_at_ms;          /* after a failed compaction snapshot: not before */
     uint64_t snap_retry_delay_ms;       /* doubles per failure (1 s .. 1 min); 0 after a success */
-    uint64_t refused_checked_index;     /* the snapshot index whose file was checked then */
+    /* merges (server.c, maybe_merge): the store's counters last seen, and the backoff */
+    const struct rc_store *merge_counted; /* the store they were read from (a restore swaps it) */
+    uint64_t merges_seen, merges_failed_seen;
+    uint64_t merge_delay_ms, merge_not_before_ms;
+    uint64_t refused_checked_index; /* the snapshot index whose file was checked then */
     uint64_t stat_forwarded, stat_redirected, stat_reads_confirmed;
 };
 

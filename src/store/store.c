@@ -682,6 +682,7 @@ int rc_store_stats(struct rc_store *s, struct rc_store_stats *out)
     out->keydir_bytes = keydir_memory(s->kd);
     out->applied_revision = store_visible_revision(s);
     out->merges = s->merges;
+    out->merges_failed = s->merges_failed;
     pthread_mutex_unlock(&s->mu);
     return 0;
 }

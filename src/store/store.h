@@ -198,7 +198,8 @@ struct rc_store_stats {
     uint64_t files;            /* data files */
     uint64_t keydir_bytes;     /* memory of the key directory (shared nodes counted once) */
     uint64_t applied_revision;
-    uint64_t merges; /* merges completed since open */
+    uint64_t merges;        /* merges completed since open */
+    uint64_t merges_failed; /* merges started since open that did not complete */
 };
 int rc_store_stats(struct rc_store *s, struct rc_store_stats *out);
 

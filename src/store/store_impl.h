@@ -44,6 +44,7 @@ struct rc_store {
     uint64_t total_bytes; /* bytes of all data files */
     uint64_t keys_with_expiry;
     uint64_t merges;
+    uint64_t merges_failed;
     int failed; /* non-zero once a write failed: writes are refused */
     /* The active file's bytes below synced_size are on disk (an fsync completed). When
      * sync_unrecorded, the next write first appends a SYNC record saying so, which lets

@@ -750,6 +750,31 @@ def test_one_reply_cannot_outgrow_the_client_output_limit(start_server):
 
 
 @raftcask_only
+def test_a_merge_that_cannot_start_is_retried_later_and_writes_go_on(start_server):
+    """70 MB of dead records make the server start a merge (checked every 10 s); the roll a
+    merge starts with cannot make its file (the names are taken: on a nearly full disk its
+    preallocation fails alike). The merge fails alone: writes go on (the store used to
+    refuse every write after such a roll, and the node stopped), and the next attempt waits
+    20 s, not 10 (each attempt rolls the active file first)."""
+    server = start_server(["--data-file-size", str(8 << 20)])
+    client = server.client(decode=False)
+    for i in range(70):
+        assert client.set("churn", bytes([i]) * (1 << 20))
+    cask = server.data_dir / "cask"
+    newest = max(int(p.name.split(".")[0]) for p in cask.glob("*.data"))
+    taken = [cask / f"{n:06d}.data" for n in range(newest + 1, newest + 400)]
+    for path in taken:
+        path.mkdir()
+    offset = server.log_size()
+    wait_for(lambda: "cannot start a merge" in server.log_text(offset), 30, "a merge to be tried")
+    assert "next attempt in 20 s" in server.log_text(offset), server.log_tail(offset)
+    assert client.set("after", b"written") and client.get("after") == b"written"
+    assert client.get("churn") == bytes([69]) * (1 << 20)
+    for path in taken:
+        path.rmdir()
+
+
+@raftcask_only
 def test_a_failing_compaction_snapshot_is_retried_later_not_at_once(start_server):
     """The compaction snapshot's temporary files cannot be created (their names are taken by
     directories; on a full disk, their writes fail alike): each attempt fails, and the next
