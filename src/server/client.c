@@ -405,7 +405,7 @@ static void process_input(struct client *c)
     c->in_process_input = true;
     size_t pos = 0;
     struct resp_limits limits = s->limits;
-    while (!c->closing && pos < c->query_len) {
+    while (!c->closing && !c->out.over && pos < c->query_len) {
         if (c->out.len + c->sending.len > OUTPUT_SOFT_LIMIT)
             break; /* back-pressure: resumed when the replies drain */
         if (c->pending_writes && (writepath_full(s) || c->pending_writes >= MAX_PENDING_WRITES))
@@ -449,7 +449,7 @@ static void process_input(struct client *c)
     }
     compact_query(c, pos);
     set_reading(c, wants_input(c));
-    if (c->out.len)
+    if (c->out.len || c->out.over)
         client_mark_output(c);
     c->in_process_input = false;
 }
@@ -578,7 +578,7 @@ static void on_written(uv_write_t *req, int status)
         client_release(c);
         return;
     }
-    if (c->out.len)
+    if (c->out.len || c->out.over)
         start_write(c);
     else
         output_drained(c);
@@ -589,15 +589,16 @@ static void start_write(struct client *c)
 {
     if (c->writing || c->closed)
         return;
-    if (c->out.len == 0) {
-        if (c->closing && c->pending_writes == 0)
-            client_close(c); /* its last reply is out: close now */
-        return;
-    }
+    /* Before the empty case: a reply refused whole leaves nothing in out but over set. */
     if (c->out.over || c->out.len + c->sending.len > c->srv->cfg->client_output_limit) {
         rc_warn("client %llu (%s) exceeded the output limit; disconnecting",
                 (unsigned long long)c->id, c->addr);
         client_close(c);
+        return;
+    }
+    if (c->out.len == 0) {
+        if (c->closing && c->pending_writes == 0)
+            client_close(c); /* its last reply is out: close now */
         return;
     }
     if (c->tls) {

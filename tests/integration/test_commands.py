@@ -747,6 +747,13 @@ def test_one_reply_cannot_outgrow_the_client_output_limit(start_server):
     assert grown_mb < 100, f"peak memory grew {grown_mb:.0f} MB"
     assert "exceeded the output limit" in server.log_text()
     assert client.mget(["big"] * 4) == [b"v" * (1 << 20)] * 4  # under the limit: answered
+    # One value larger than the limit: refused whole, which left nothing to send, and the
+    # client hung without a reply or a close while the commands after it still ran.
+    assert client.set("huge", b"h" * (9 << 20))
+    with server.raw() as conn:
+        conn.send_raw(encode_command("GET", "huge") + encode_command("SET", "after-get", "1"))
+        assert conn.is_closed_by_peer(timeout_s=30)
+    assert client.exists("after-get") == 0
 
 
 @raftcask_only
