@@ -291,12 +291,31 @@ static void cmd_incrbyfloat(struct client *c, size_t argc, const struct resp_arg
     submit_write(c, 3, out);
 }
 
+#define CLUSTER_VALUE_TOO_LONG "ERR string exceeds maximum allowed size (4 MiB in a cluster)"
+
+/* In a cluster: whether APPEND of `n` bytes (append) or SETRANGE ending at `n` makes the
+ * value at key longer than max. A value already longer (written while the node was alone)
+ * is not rewritten on every node either: a 1-byte SETRANGE on a 200 MB one cost the leader
+ * its leadership. Judged on the proposer, before anything is proposed. */
+static bool cluster_value_too_long(struct client *c, const struct resp_arg *key, uint64_t n,
+                                   bool append, uint64_t max)
+{
+    if (max >= c->srv->cfg->proto_max_bulk_len)
+        return false; /* alone: the entry's own checks apply */
+    struct rc_item_meta m;
+    uint64_t len = rc_store_get(c->srv->store, key->ptr, key->len, NULL, &m) == 0 ? m.value_len : 0;
+    return (append ? len + n : len > n ? len : n) > max;
+}
+
 /* The entry carries the proposer's limit (writepath_value_max): replicas judge the result by
  * it, not by their own settings. */
 static void cmd_append(struct client *c, size_t argc, const struct resp_arg *a)
 {
+    uint64_t max = writepath_value_max(c->srv);
+    if (cluster_value_too_long(c, &a[1], a[2].len, true, max))
+        return submit_error(c, CLUSTER_VALUE_TOO_LONG);
     char limit[24];
-    int n = snprintf(limit, sizeof limit, "%" PRIu64, writepath_value_max(c->srv));
+    int n = snprintf(limit, sizeof limit, "%" PRIu64, max);
     struct resp_arg out[4] = {a[0], a[1], a[2], {limit, (size_t)n}};
     submit_write(c, 4, out);
 }
@@ -309,11 +328,10 @@ static void cmd_setrange(struct client *c, size_t argc, const struct resp_arg *a
     if (off < 0)
         return submit_error(c, "ERR offset is out of range");
     uint64_t max = writepath_value_max(c->srv);
+    if (a[3].len > 0 && cluster_value_too_long(c, &a[1], (uint64_t)off + a[3].len, false, max))
+        return submit_error(c, CLUSTER_VALUE_TOO_LONG);
     if (a[3].len > 0 && (uint64_t)off + a[3].len > max)
-        return submit_error(c,
-                            max < c->srv->cfg->proto_max_bulk_len
-                                ? "ERR string exceeds maximum allowed size (4 MiB in a cluster)"
-                                : "ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+        return submit_error(c, "ERR string exceeds maximum allowed size (proto-max-bulk-len)");
     submit_write(c, argc, a);
 }
 

@@ -1037,6 +1037,25 @@ def test_setrange_and_append_cannot_grow_a_value_past_the_cluster_limit(cluster)
     assert call(leader, "STRLEN", "grow") == 4 << 20
 
 
+def test_a_long_value_from_a_lone_node_is_not_rewritten_once_it_has_peers(cluster_factory):
+    """A node alone takes a 20 MB SETRANGE; once a peer joined, an APPEND or SETRANGE of one
+    byte to that value would rewrite all of it on every node (a review saw a 200 MB one cost
+    the leader its leadership, twice): refused before it is proposed. GET still reads it."""
+    cluster = cluster_factory(1)
+    first = cluster.nodes[0]
+    assert call(first, "SETRANGE", "long", str(20 << 20), "x") == (20 << 20) + 1
+    cluster.add_node()
+    cluster.wait_formed(voters=2)
+    leader = cluster.leader()
+    for node in cluster.nodes:
+        assert call(node, "SETRANGE", "long", "0", "z") == RespError(
+            "ERR string exceeds maximum allowed size (4 MiB in a cluster)")
+        assert call(node, "APPEND", "long", "z") == RespError(
+            "ERR string exceeds maximum allowed size (4 MiB in a cluster)")
+    assert call(leader, "STRLEN", "long") == (20 << 20) + 1
+    assert call(leader, "SETRANGE", "short", "0", "ok") == 2
+
+
 def test_expired_key_is_invisible_at_once_on_every_node(cluster):
     leader = cluster.leader()
     follower = cluster.followers(leader)[0]
