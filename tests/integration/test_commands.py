@@ -922,6 +922,12 @@ def test_pdel(ordered):
     assert ordered.call("PDEL", "p" * 60000 + "*" + "a" * 255) == 0
     assert ordered.call("PDEL", "p" * 10 + "*" + "a" * 256) == RespError(
         "ERR PDEL pattern too long: at most 256 bytes after its literal prefix")
+    # A pattern that takes a key far more steps than its length (matching costs up to their
+    # product on every node: 100 keys of 64 KiB and a 256-byte pattern held a node 3.7 s).
+    assert ordered.call("SET", "a" * 60000, "long") == OK
+    assert ordered.call("PDEL", "*" + "a" * 200 + "b") == RespError(
+        "ERR PDEL pattern too costly to match; nothing was deleted")
+    assert ordered.call("PDEL", "aaaa*a") == 1  # a usual pattern on the same key
 
 
 RANGE_CASES = [
