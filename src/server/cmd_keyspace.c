@@ -295,11 +295,13 @@ static uint64_t new_cursor(struct server *s, const char *key, size_t len)
         drop_cursor(s, cur); /* the oldest */
     *cur = (struct scan_cursor){id, copy, len};
     s->cursor_bytes += len;
-    /* Within the byte budget too, oldest first (long keys). */
-    for (uint64_t old = id >= MAX_CURSORS ? id - (MAX_CURSORS - 1) : 0;
-         s->cursor_bytes > MAX_CURSOR_BYTES && old < id; old++) {
-        struct scan_cursor *o = &s->cursors[old % MAX_CURSORS];
-        if (o->key && o->id == old)
+    /* Within the byte budget too, oldest first (long keys); below cursor_oldest every slot
+     * was dropped already, so each id is stepped over once. */
+    if (s->cursor_oldest + MAX_CURSORS <= id)
+        s->cursor_oldest = id - (MAX_CURSORS - 1);
+    for (; s->cursor_bytes > MAX_CURSOR_BYTES && s->cursor_oldest < id; s->cursor_oldest++) {
+        struct scan_cursor *o = &s->cursors[s->cursor_oldest % MAX_CURSORS];
+        if (o->key && o->id == s->cursor_oldest)
             drop_cursor(s, o);
     }
     return id;
@@ -364,7 +366,14 @@ static void cmd_scan(struct client *c, size_t argc, const struct resp_arg *a)
     if (cur)
         r.lo = (struct kd_bound){KD_BOUND_EXCLUSIVE, cur->key, cur->len};
     resp_buf_init(&st.keys);
+    st.keys.limit = c->out.limit;
     int rc = rc_store_scan(store_of(c), &r, scan_visit, &st);
+    if (st.keys.over) { /* past the client's output limit: dropped, as for any reply */
+        resp_buf_free(&st.keys);
+        rc_free(st.last_copy);
+        c->out.over = 1;
+        return;
+    }
     if (rc < 0) {
         resp_buf_free(&st.keys);
         rc_free(st.last_copy);
@@ -405,6 +414,11 @@ static int list_visit(const void *key, size_t klen, const void *value, size_t vl
 
 static void reply_listing(struct client *c, struct listing *l, int rc)
 {
+    if (l->items.over) { /* past the client's output limit: dropped, as for any reply */
+        resp_buf_free(&l->items);
+        c->out.over = 1;
+        return;
+    }
     if (rc < 0) {
         resp_buf_free(&l->items);
         return reply_errorf(c, "ERR %s", rc_strerror(rc));
@@ -459,6 +473,7 @@ static void cmd_keys(struct client *c, size_t argc, const struct resp_arg *a)
             *b = (struct kd_bound){KD_BOUND_EXCLUSIVE, pivot->ptr, pivot->len};
     }
     resp_buf_init(&l.items);
+    l.items.limit = c->out.limit;
     int rc = rc_store_scan(store_of(c), &r, list_visit, &l);
     rc_free(succ);
     reply_listing(c, &l, rc);
@@ -488,6 +503,7 @@ static void cmd_range(struct client *c, size_t argc, const struct resp_arg *a)
     }
     r.with_values = l.with_values;
     resp_buf_init(&l.items);
+    l.items.limit = c->out.limit;
     int rc = lo == 0 && hi == 0 ? rc_store_scan(store_of(c), &r, list_visit, &l) : 0;
     reply_listing(c, &l, rc);
 }

@@ -232,6 +232,7 @@ struct server {
     /* SCAN cursors: a cursor is a number naming the last key returned (see cmd_keyspace.c). */
     struct scan_cursor *cursors; /* MAX_CURSORS slots, allocated by the first cursor */
     size_t cursor_bytes;         /* of their keys */
+    uint64_t cursor_oldest;      /* no live cursor has a smaller id */
     uint64_t next_cursor;
     /* Active expiry: where the next sweep resumes. */
     char *expire_pivot;
