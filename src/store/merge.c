@@ -429,7 +429,7 @@ void merge_run(struct rc_store *s, struct merge_job *job)
     pthread_mutex_lock(&s->mu);
     s->merging = false;
     s->merge_result = rc;
-    s->merges_failed += rc != 0;
+    s->merges_failed += rc != 0 && rc != RC_ECLOSED; /* not one cancelled (a restore) */
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
 }
