@@ -334,12 +334,13 @@ class ServerProcess:
         text = self.log_text(offset)
         return next((marker for marker in SANITIZER_MARKERS if marker in text), None)
 
-    def rss_kb(self):
+    def rss_kb(self, field="VmRSS"):
+        """Resident memory in KiB; field="VmHWM" for its peak."""
         with open(f"/proc/{self.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
-        raise RuntimeError("no VmRSS line")
+        raise RuntimeError(f"no {field} line")
 
     def client(self, decode=True, **kwargs):
         """A redis-py client (connections are made lazily)."""

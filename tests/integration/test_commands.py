@@ -722,14 +722,6 @@ def test_a_record_that_fails_its_crc_is_an_error_for_every_read(start_server):
                                                    b"value-6-" + b"y" * 100]
 
 
-def peak_rss_kb(server):
-    with open(f"/proc/{server.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmHWM line")
-
-
 @raftcask_only
 def test_one_reply_cannot_outgrow_the_client_output_limit(start_server):
     """An MGET naming a 1 MB key 300 times asks for a 300 MB reply. With an 8 MiB output
@@ -739,11 +731,11 @@ def test_one_reply_cannot_outgrow_the_client_output_limit(start_server):
     server = start_server(["--client-output-limit", str(8 << 20)])
     client = server.client(decode=False)
     assert client.set("big", b"v" * (1 << 20))
-    before = peak_rss_kb(server)
+    before = server.rss_kb("VmHWM")
     with server.raw() as conn:
         conn.send("MGET", *(["big"] * 300))
         assert conn.is_closed_by_peer(timeout_s=30)
-    grown_mb = (peak_rss_kb(server) - before) / 1024
+    grown_mb = (server.rss_kb("VmHWM") - before) / 1024
     assert grown_mb < 100, f"peak memory grew {grown_mb:.0f} MB"
     assert "exceeded the output limit" in server.log_text()
     assert client.mget(["big"] * 4) == [b"v" * (1 << 20)] * 4  # under the limit: answered
