@@ -114,13 +114,12 @@ static void cmd_hello(struct client *c, size_t argc, const struct resp_arg *a)
         if (proto != 2)
             return reply_error(c, "NOPROTO unsupported protocol version");
     }
-    const struct resp_arg *name = NULL;
+    /* Every option is checked before AUTH takes effect, as in Redis: a HELLO refused for a
+     * bad name or option does not authenticate the connection. */
+    const struct resp_arg *name = NULL, *auth = NULL;
     for (size_t i = 2; i < argc; i++) {
         if (arg_is(&a[i], "AUTH") && i + 2 < argc) {
-            if (!password_ok(c, &a[i + 1], &a[i + 2]))
-                return reply_error(c, "WRONGPASS invalid username-password pair or user is "
-                                      "disabled.");
-            c->authenticated = true;
+            auth = &a[i + 1];
             i += 2;
         } else if (arg_is(&a[i], "SETNAME") && i + 1 < argc) {
             name = &a[++i];
@@ -133,6 +132,10 @@ static void cmd_hello(struct client *c, size_t argc, const struct resp_arg *a)
                                 (int)(a[i].len > 40 ? 40 : a[i].len), a[i].ptr);
         }
     }
+    if (auth && !password_ok(c, &auth[0], &auth[1]))
+        return reply_error(c, "WRONGPASS invalid username-password pair or user is disabled.");
+    if (auth)
+        c->authenticated = true;
     if (!c->authenticated)
         return reply_error(c, "NOAUTH HELLO must be called with the client already "
                               "authenticated, otherwise the HELLO <proto> AUTH <user> <pass> "

@@ -574,6 +574,12 @@ def test_requirepass(start_server):
                          ("AUTH default wrong",
                           RespError("WRONGPASS invalid username-password pair or user is disabled."))])
     with server.raw() as conn:
+        # Refused for its name or an option: not authenticated either (as Redis).
+        assert conn.call("HELLO", "2", "AUTH", "default", "s3cret", "SETNAME", "a b") == RespError(
+            "ERR Client names cannot contain spaces, newlines or special characters.")
+        assert str(conn.call("HELLO", "2", "AUTH", "default", "s3cret", "BOGUS")).startswith(
+            "ERR Syntax error in HELLO option 'BOGUS'")
+        assert conn.call("GET", "k") == RespError("NOAUTH Authentication required.")
         hello = conn.call("HELLO", "2", "AUTH", "default", "s3cret")
         assert isinstance(hello, list) and dict(zip(hello[::2], hello[1::2]))[b"proto"] == 2
         assert conn.call("GET", "k") == b"v"
