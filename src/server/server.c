@@ -96,11 +96,17 @@ static void sync_done(uv_work_t *req, int status)
 #define MERGE_MIN_DEAD_BYTES (64ull << 20)
 #define MERGE_PERIOD_MS      10000
 #define MERGE_BACKOFF_MAX_MS (600ull * 1000)
-static void merge_failed(struct server *s)
+
+void backoff_failed(struct backoff *b, uint64_t first_ms, uint64_t max_ms)
 {
-    uint64_t d = s->merge_delay_ms ? 2 * s->merge_delay_ms : 2 * MERGE_PERIOD_MS;
-    s->merge_delay_ms = d < MERGE_BACKOFF_MAX_MS ? d : MERGE_BACKOFF_MAX_MS;
-    s->merge_not_before_ms = (uint64_t)server_now_ms() + s->merge_delay_ms;
+    uint64_t d = b->delay_ms ? 2 * b->delay_ms : first_ms;
+    b->delay_ms = d < max_ms ? d : max_ms;
+    b->not_before_ms = (uint64_t)server_now_ms() + b->delay_ms;
+}
+
+bool backoff_waiting(const struct backoff *b)
+{
+    return (uint64_t)server_now_ms() < b->not_before_ms;
 }
 
 static void maybe_merge(struct server *s)
@@ -110,28 +116,24 @@ static void maybe_merge(struct server *s)
     struct rc_store_stats st;
     if (rc_store_stats(s->store, &st) != 0)
         return;
-    if (s->merge_counted != s->store) { /* a new store counts from 0 */
-        s->merge_counted = s->store;
-        s->merges_seen = st.merges;
-        s->merges_failed_seen = st.merges_failed;
-    } else if (st.merges_failed != s->merges_failed_seen) {
-        s->merges_failed_seen = st.merges_failed;
-        merge_failed(s);
-    } else if (st.merges != s->merges_seen) {
-        s->merges_seen = st.merges;
-        s->merge_delay_ms = 0;
-    }
+    if (st.merges_failed > s->merges_failed_seen)
+        backoff_failed(&s->merge_backoff, 2 * MERGE_PERIOD_MS, MERGE_BACKOFF_MAX_MS);
+    else if (st.merges > s->merges_seen)
+        s->merge_backoff.delay_ms = 0;
+    /* (Counters that went down belong to a new store, after a restore: only taken.) */
+    s->merges_seen = st.merges;
+    s->merges_failed_seen = st.merges_failed;
     if (st.dead_bytes < MERGE_MIN_DEAD_BYTES || st.dead_bytes < st.live_bytes ||
-        (uint64_t)server_now_ms() < s->merge_not_before_ms)
+        backoff_waiting(&s->merge_backoff))
         return;
     int rc = rc_store_merge_start(s->store);
     if (rc == 0) {
         rc_info("merging the store: %llu dead bytes, %llu live", (unsigned long long)st.dead_bytes,
                 (unsigned long long)st.live_bytes);
     } else if (rc != RC_EBUSY) {
-        merge_failed(s);
+        backoff_failed(&s->merge_backoff, 2 * MERGE_PERIOD_MS, MERGE_BACKOFF_MAX_MS);
         rc_warn("cannot start a merge: %s; next attempt in %llu s", rc_strerror(rc),
-                (unsigned long long)(s->merge_delay_ms / 1000));
+                (unsigned long long)(s->merge_backoff.delay_ms / 1000));
     }
 }
 

@@ -144,6 +144,14 @@ struct write_slot {
     const char *fixed_reply; /* a preset's static reply when preset_reply is NULL */
 };
 
+/* Waits that double after each failure of a task retried on a timer, up to a maximum. */
+struct backoff {
+    uint64_t delay_ms;      /* the last wait; 0 after a success */
+    uint64_t not_before_ms; /* server_now_ms() before which the task is not tried again */
+};
+void backoff_failed(struct backoff *b, uint64_t first_ms, uint64_t max_ms);
+bool backoff_waiting(const struct backoff *b);
+
 struct write_batch {
     struct entry_builder entry;
     bool started;
@@ -290,13 +298,10 @@ struct server {
     bool restore_finishing;             /* a worker closes and removes the replaced store */
     bool force_snapshot;                /* take one at the next tick (after --restore) */
     uint64_t refusals_seen;             /* followers' refusals of our snapshot, last seen */
-    uint64_t snap_retry_at_ms;          /* after a failed compaction snapshot: not before */
-    uint64_t snap_retry_delay_ms;       /* doubles per failure (1 s .. 1 min); 0 after a success */
-    /* merges (server.c, maybe_merge): the store's counters last seen, and the backoff */
-    const struct rc_store *merge_counted; /* the store they were read from (a restore swaps it) */
-    uint64_t merges_seen, merges_failed_seen;
-    uint64_t merge_delay_ms, merge_not_before_ms;
-    uint64_t refused_checked_index; /* the snapshot index whose file was checked then */
+    struct backoff snap_backoff;        /* after failed compaction snapshots (snapshots.c) */
+    struct backoff merge_backoff;       /* after failed merges (server.c, maybe_merge) */
+    uint64_t merges_seen, merges_failed_seen; /* the store's counters when last looked at */
+    uint64_t refused_checked_index;           /* the snapshot index whose file was checked then */
     uint64_t stat_forwarded, stat_redirected, stat_reads_confirmed;
 };
 

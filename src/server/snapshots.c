@@ -138,11 +138,9 @@ static void job_reply(struct snapshot_job *j, const char *text, bool bulk)
  * writing megabytes first. */
 static void compaction_failed(struct server *s, uint64_t index, int rc)
 {
-    uint64_t delay = s->snap_retry_delay_ms ? 2 * s->snap_retry_delay_ms : 1000;
-    s->snap_retry_delay_ms = delay < SNAPSHOT_RETRY_MAX_MS ? delay : SNAPSHOT_RETRY_MAX_MS;
-    s->snap_retry_at_ms = (uint64_t)server_now_ms() + s->snap_retry_delay_ms;
+    backoff_failed(&s->snap_backoff, 1000, SNAPSHOT_RETRY_MAX_MS);
     rc_warn("snapshot at index %" PRIu64 " failed: %s; next attempt in %" PRIu64 " s", index,
-            rc_strerror(rc), s->snap_retry_delay_ms / 1000);
+            rc_strerror(rc), s->snap_backoff.delay_ms / 1000);
 }
 
 static void job_done(uv_work_t *req, int status)
@@ -174,7 +172,7 @@ static void job_done(uv_work_t *req, int status)
         } else if (rc != 0) {
             compaction_failed(s, j->index, rc);
         } else {
-            s->snap_retry_delay_ms = 0;
+            s->snap_backoff.delay_ms = 0;
         }
     } else {
         if (rc == 0)
@@ -288,7 +286,7 @@ void snapshots_tick(struct server *s)
     }
     uint64_t threshold = s->cfg->snapshot_threshold;
     if (s->snap || !s->raft || threshold == 0 || s->shutting_down ||
-        (uint64_t)server_now_ms() < s->snap_retry_at_ms)
+        backoff_waiting(&s->snap_backoff))
         return;
     struct raft_status st;
     raft_node_status(s->raft, &st);
