@@ -30,6 +30,12 @@
  * 5. Backoff. A failed dial or a connection lost within backoff_max_ms of being established
  *    doubles the delay (backoff_min_ms .. backoff_max_ms); a connection that lived longer
  *    resets it, so a node that refuses us (other cluster) is retried slowly, not in a loop.
+ * 6. Heartbeats supersede. A heartbeat sent while an older one to the same peer is still
+ *    queued (not yet being written) overwrites that one in place: a peer that was down for
+ *    seconds gets one heartbeat on its return, not one per heartbeat interval, each of
+ *    which it would answer. This is a lost message plus a reordering, both of which Raft
+ *    tolerates; the newer heartbeat carries the later read round and a commit index the
+ *    leader bounds by what the peer is known to hold, so it is safe ahead of appends.
  */
 #include "raft/transport.h"
 
@@ -102,6 +108,7 @@ struct peer {
     uv_timer_t timer;
     struct conn *conn;
     struct frame *head, *tail;
+    struct frame *queued_heartbeat; /* a heartbeat in head..tail, not yet written (note 6) */
     size_t queued_bytes;
     uint64_t queued_msgs;
     unsigned failures;
@@ -635,6 +642,8 @@ static unsigned take_frames(struct conn *c, uv_buf_t *bufs)
         p->head = f->next;
         if (!p->head)
             p->tail = NULL;
+        if (f == p->queued_heartbeat)
+            p->queued_heartbeat = NULL;
         f->next = NULL;
         *tail = f;
         tail = &f->next;
@@ -1037,7 +1046,7 @@ static void peer_destroy(struct peer *p)
         conn_close(p->conn, 0);
     t->stats.msgs_dropped += p->queued_msgs;
     free_frames(p->head);
-    p->head = p->tail = NULL;
+    p->head = p->tail = p->queued_heartbeat = NULL;
     p->queued_bytes = 0;
     p->queued_msgs = 0;
     uv_timer_stop(&p->timer);
@@ -1107,6 +1116,13 @@ int transport_send(struct transport *t, uint64_t to, const struct raft_message *
         t->stats.msgs_dropped++;
         return RC_ETOOBIG;
     }
+    struct frame *hb = p->queued_heartbeat;
+    if (m->type == RAFT_MSG_HEARTBEAT && hb && hb->len == bytes) {
+        raft_msg_encode(m, hb->data + TRANSPORT_HEADER_BYTES);
+        seal_frame(hb);
+        t->stats.heartbeats_superseded++;
+        return 0;
+    }
     size_t used = p->queued_bytes + (p->conn ? p->conn->inflight_bytes : 0);
     if (used > 0 && (bytes > t->opts.send_queue_bytes || used > t->opts.send_queue_bytes - bytes)) {
         t->stats.msgs_dropped++;
@@ -1124,6 +1140,8 @@ int transport_send(struct transport *t, uint64_t to, const struct raft_message *
     else
         p->head = f;
     p->tail = f;
+    if (m->type == RAFT_MSG_HEARTBEAT)
+        p->queued_heartbeat = f;
     p->queued_bytes += f->len;
     p->queued_msgs++;
     if (!t->corked)

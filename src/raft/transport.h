@@ -108,6 +108,8 @@ struct transport_stats {
                                     too many waiting) */
     uint64_t frames_rejected;    /* bad magic/version/kind/length/CRC or undecodable */
     uint64_t connections_accepted;
+    uint64_t heartbeats_superseded; /* overwritten by a newer one while queued (transport.c,
+                                       note 6); counted in neither sent nor dropped */
 };
 
 /*

@@ -699,6 +699,59 @@ TEST(transport_peer_down_then_up_delivers_queued_messages)
     loop_finish();
 }
 
+/* Heartbeats queued for a peer that is down collapse into the newest one, in the place of
+ * the first (transport.c, note 6); other messages keep their order, and a heartbeat queued
+ * after the collapsed one went out is queued anew. */
+TEST(transport_heartbeats_queued_for_a_down_peer_collapse_to_the_newest)
+{
+    loop_start();
+    struct node a, b;
+    struct transport_options o;
+    transport_options_default(&o);
+    o.cluster_id = 5;
+    o.backoff_min_ms = 10;
+    o.backoff_max_ms = 40;
+    open_pair(&a, &b, &o);
+    link_to(&a, &b);
+    struct raft_message first = make_msg(RAFT_MSG_APPEND, 1, 2, 1);
+    CHECK_OK(transport_send(a.t, 2, &first));
+    run_until(got_one, &b, "first message");
+    int port = b.port;
+    node_close(&b);
+    run_until(peer_disconnected, &a, "a to notice");
+    struct raft_message append = make_msg(RAFT_MSG_APPEND, 1, 2, 2);
+    struct raft_message hb = make_msg(RAFT_MSG_HEARTBEAT, 1, 2, 0);
+    for (uint64_t i = 1; i <= 80; i++) {
+        hb = make_msg(RAFT_MSG_HEARTBEAT, 1, 2, i);
+        CHECK_OK(transport_send(a.t, 2, &hb));
+        if (i == 40)
+            CHECK_OK(transport_send(a.t, 2, &append));
+    }
+    struct transport_stats st = stats_of(&a);
+    CHECK_EQ_U(st.heartbeats_superseded, 79);
+    CHECK_EQ_U(st.msgs_dropped, 0);
+    run_until(reconnected_twice, &a, "re-dials while the peer is down");
+
+    struct transport_options ob;
+    transport_options_default(&ob);
+    ob.cluster_id = 5;
+    node_open_opts(&b, 2, &ob, port);
+    struct count_wait two = {&b, 1, 2};
+    run_until(all_received, &two, "the queued messages after the restart");
+    CHECK(check_msg(&b.got[0], &hb)); /* the 80th heartbeat, where the 1st was queued */
+    CHECK(check_msg(&b.got[1], &append));
+    struct raft_message hb2 = make_msg(RAFT_MSG_HEARTBEAT, 1, 2, 81);
+    CHECK_OK(transport_send(a.t, 2, &hb2));
+    struct count_wait three = {&b, 1, 3};
+    run_until(all_received, &three, "a heartbeat after the queue went out");
+    CHECK(check_msg(&b.got[2], &hb2));
+    CHECK_EQ(b.n_got, 3);
+    CHECK_EQ_U(stats_of(&a).heartbeats_superseded, 79);
+    node_close(&a);
+    node_close(&b);
+    loop_finish();
+}
+
 /* ============================== bounded queue ============================== */
 
 static int dialed_three_times(void *arg)
