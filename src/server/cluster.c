@@ -480,20 +480,43 @@ static bool config_has(const struct raft_config *cfg, uint64_t id, bool voter)
     return voter ? raft_config_has_voter(cfg, id) : raft_config_has_learner(cfg, id);
 }
 
-/* The most caught-up voter other than this node (0: none). */
+/* The voter other than this node best placed to take over (0: none): one the leader hears
+ * from over a live connection before one it does not (a voter killed or stopped a moment
+ * ago never answers TimeoutNow, and in an idle cluster every voter's match is the same),
+ * then the most caught-up. */
 static uint64_t best_other_voter(struct server *s, const struct raft_config *cfg)
 {
     uint64_t id = 0, best = 0;
+    int best_reachable = 0;
     for (uint32_t i = 0; i < cfg->n_voters; i++) {
         uint64_t v = cfg->voters[i], match = 0;
         if (v == s->self.id || raft_node_peer_match(s->raft, v, &match) != 0)
             continue;
-        if (!id || match > best) {
+        int reachable = raft_node_peer_reachable(s->raft, v);
+        if (!id || reachable > best_reachable || (reachable == best_reachable && match > best)) {
             id = v;
             best = match;
+            best_reachable = reachable;
         }
     }
     return id;
+}
+
+/* The core gave up a transfer it was handed (the target did not take over within an
+ * election timeout) and this node still leads. */
+static bool transfer_abandoned(const struct server *s, const struct raft_status *st)
+{
+    return s->job.transfer_to && s->is_leader && st->transferee == RAFT_NONE;
+}
+
+static void job_finish_transfer_abandoned(struct server *s)
+{
+    char reply[160];
+    snprintf(reply, sizeof reply,
+             "-ERR node %" PRIu64 " did not take over within an election timeout; this node "
+             "still leads\r\n",
+             s->job.transfer_to);
+    job_finish(s, reply);
 }
 
 /*
@@ -531,7 +554,9 @@ static bool remove_self_step(struct server *s, const struct raft_status *st)
     }
     uint64_t now = (uint64_t)server_now_ms();
     if (j->transfer_deadline_ms) { /* transferring: this node may be between leaders */
-        if (now > j->transfer_deadline_ms)
+        if (transfer_abandoned(s, st))
+            job_finish_transfer_abandoned(s);
+        else if (now > j->transfer_deadline_ms)
             job_finish(s, "-ERR cannot remove the leader: no other voter took over\r\n");
         return true;
     }
@@ -543,9 +568,10 @@ static bool remove_self_step(struct server *s, const struct raft_status *st)
     if (!to)
         return false; /* a lone voter: the core refuses to remove it */
     int rc = raft_node_transfer(s->raft, to);
-    if (rc == 0)
+    if (rc == 0) {
         j->transfer_deadline_ms = now + TRANSFER_DEADLINE_MS;
-    else if (rc != RC_EAGAIN && rc != RC_EBUSY)
+        j->transfer_to = to;
+    } else if (rc != RC_EAGAIN && rc != RC_EBUSY)
         job_finish(s, "-ERR cannot transfer leadership\r\n");
     return true;
 }
@@ -564,17 +590,29 @@ static void job_step(struct server *s)
     bool committed = st.config_index <= st.commit;
     if (remove_self_step(s, &st))
         return;
-    if (j->kind == 3) { /* transfer: done once someone else leads */
+    if (j->kind == 3) { /* transfer (j->id 0: to any voter): done once its target leads */
         if (st.leader != RAFT_NONE && st.leader != s->self.id) {
-            job_finish(s, "+OK\r\n");
+            char reply[128] = "+OK\r\n";
+            if (j->id && st.leader != j->id)
+                snprintf(reply, sizeof reply,
+                         "-ERR node %" PRIu64 " was elected, not node %" PRIu64 "\r\n", st.leader,
+                         j->id);
+            job_finish(s, reply);
+            return;
+        }
+        if (transfer_abandoned(s, &st)) {
+            job_finish_transfer_abandoned(s);
             return;
         }
         if (j->step == 0 && s->is_leader) {
-            int rc = raft_node_transfer(s->raft, j->id);
-            if (rc == 0)
+            uint64_t to = j->id ? j->id : best_other_voter(s, &st.config);
+            int rc = to ? raft_node_transfer(s->raft, to) : RC_ENOTFOUND;
+            if (rc == 0) {
                 j->step = 1;
-            else if (rc != RC_EAGAIN && rc != RC_EBUSY)
+                j->transfer_to = to;
+            } else if (rc != RC_EAGAIN && rc != RC_EBUSY) {
                 job_finish(s, "-ERR cannot transfer leadership\r\n");
+            }
         }
         return;
     }
@@ -686,7 +724,13 @@ static bool job_start(struct client *c, int kind, uint64_t id, const char *clien
 {
     struct server *s = c->srv;
     if (s->job.kind) {
-        reply_error(c, "ERR another membership change is in progress");
+        static const char *const what[] = {"", "adding", "removing", "transferring to"};
+        uint64_t busy = s->job.id ? s->job.id : s->job.transfer_to;
+        if (busy)
+            reply_errorf(c, "ERR another membership change is in progress (%s node %" PRIu64 ")",
+                         what[s->job.kind], busy);
+        else
+            reply_error(c, "ERR another membership change is in progress (a transfer)");
         return false;
     }
     memset(&s->job, 0, sizeof s->job);
@@ -980,9 +1024,19 @@ static void cmd_raftaddpeer(struct client *c, size_t argc, const struct resp_arg
     }
     for (size_t i = 0; i < s->members.count; i++) {
         const struct cluster_member *m = &s->members.m[i];
-        if (m->id != id &&
-            (strcmp(m->peer_addr, peer) == 0 || strcmp(m->client_addr, client) == 0)) {
-            reply_error(c, "ERR peer already known"); /* its address is another node's */
+        bool same_peer = strcmp(m->peer_addr, peer) == 0;
+        if (m->id != id && (same_peer || strcmp(m->client_addr, client) == 0)) {
+            /* Its address is another node's: say whose, and how to free it (a joiner killed
+             * and wiped mid-join left a learner behind that holds it). */
+            const char *role = raft_config_has_voter(&st.config, m->id) ? "a voter"
+                               : raft_config_has_learner(&st.config, m->id)
+                                   ? "a learner"
+                                   : "not in the configuration";
+            reply_errorf(c,
+                         "ERR peer already known: %s address %s is node %" PRIu64
+                         "'s (%s); if that node is gone, RAFTREMOVEPEER %" PRIu64 " first",
+                         same_peer ? "peer" : "client", same_peer ? peer : client, m->id, role,
+                         m->id);
             return;
         }
     }
@@ -1061,14 +1115,11 @@ static void cmd_rafttransfer(struct client *c, size_t argc, const struct resp_ar
             reply_raw(c, "+OK\r\n");
             return;
         }
-    } else {
-        id = best_other_voter(s, &st.config);
-        if (!id) {
-            reply_error(c, "ERR no other voter to transfer to");
-            return;
-        }
+    } else if (!best_other_voter(s, &st.config)) {
+        reply_error(c, "ERR no other voter to transfer to");
+        return;
     }
-    job_start(c, 3, id, NULL, NULL);
+    job_start(c, 3, id, NULL, NULL); /* id 0: the job picks the voter */
 }
 
 /* JOIN id peer-addr (finn): RAFTADDPEER peer-addr ID id */

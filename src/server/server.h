@@ -190,6 +190,7 @@ struct member_job {
     int step;
     uint64_t deadline_ms;
     uint64_t transfer_deadline_ms; /* removing the leader itself: its transfer's */
+    uint64_t transfer_to;          /* the voter a transfer was handed to (0: not yet) */
     uint64_t learner_since_ms;     /* adding: when its learner was added */
 };
 
