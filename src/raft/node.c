@@ -672,6 +672,31 @@ static void on_tick(uv_timer_t *h)
     raft_node_process(n);
 }
 
+/*
+ * A heartbeat's commit is at most what its leader counts this node as holding (its match,
+ * learned from this node's acknowledgements in that term, each sent only once the entries
+ * were durable), so a commit beyond this node's last entry proves its disk lost entries it
+ * had made durable: a log tail cut at a restart that was no torn write. The core would
+ * clamp the commit and the leader treat every refusal below that match as stale, so the
+ * node would stay behind for good, silently. It stops, saying so (etcd panics here).
+ */
+static void check_heartbeat_commit(struct raft_node *n, const struct raft_message *m)
+{
+    struct raft_status st;
+    raft_status(n->core, &st);
+    uint64_t last = st.last_index > st.snapshot_index ? st.last_index : st.snapshot_index;
+    if (st.role != RAFT_FOLLOWER || st.term != m->term || st.leader != m->from || m->commit <= last)
+        return;
+    rc_error("raft: leader %llu counts entries up to %llu as held by this node, which "
+             "acknowledged them, but its log ends at %llu: this disk lost durable entries "
+             "(damage, or a disk that does not keep what it synced). Remove this node "
+             "(RAFTREMOVEPEER %llu), delete its DIR and join it again",
+             (unsigned long long)m->from, (unsigned long long)m->commit, (unsigned long long)last,
+             (unsigned long long)st.id);
+    fail(n, "checking the log against the leader's", RC_ECORRUPT);
+    report_state(n); /* the server stops on RAFT_FAILED; no ready round follows to say it */
+}
+
 static void on_message(void *ctx, uint64_t from, const struct raft_message *m)
 {
     struct raft_node *n = ctx;
@@ -679,6 +704,8 @@ static void on_message(void *ctx, uint64_t from, const struct raft_message *m)
         return;
     n->stats.msgs_received++;
     int rc = raft_step(n->core, m);
+    if (rc == 0 && m->type == RAFT_MSG_HEARTBEAT)
+        check_heartbeat_commit(n, m);
     /* A malformed or stale message is refused by the core and changes nothing; only
      * running out of memory is the node's problem. */
     if (rc == RC_ENOMEM)

@@ -1573,6 +1573,16 @@ int cluster_start(struct server *s)
                  cfg->dir, s->raft_dir, cfg->dir);
         return RC_EINVAL;
     }
+    uint64_t held = rc_store_applied_revision(s->store);
+    if (fresh && held > 0 && !(cfg->restore_from && cfg->restore_from[0])) {
+        /* A --restore killed after it rebuilt the store but before node.conf was written:
+         * a new log from index 1 over that store would skip every new write as held. */
+        rc_error("%s/node.conf is missing but %s/cask holds data (up to revision %llu): a "
+                 "--restore that did not finish? Start it again with the same --restore "
+                 "FILE; if this node never served, remove %s and start it again",
+                 cfg->dir, cfg->dir, (unsigned long long)held, cfg->dir);
+        return RC_EINVAL;
+    }
     /* Before --advertise lent its host to a wildcard --peer-bind, the peer address stored
      * was --peer-bind itself: such a node keeps it. */
     if (!fresh && strcmp(peer_addr, s->self.peer_addr) != 0 &&
@@ -1657,6 +1667,23 @@ int cluster_start(struct server *s)
             rc_error("--recover failed: %s", rc_strerror(rc));
             return rc;
         }
+        /* A new cluster id: the members of the old configuration, should they come back
+         * with their old DIRs (or were only cut off, not lost), are refused at the peer
+         * handshake. With the old id they still made a quorum of that configuration, and
+         * this node, seeing their higher term, followed a leader its own configuration does
+         * not have: two histories, and this node serving neither. */
+        uint64_t old_id = s->self.cluster_id;
+        do
+            s->self.cluster_id = random_u64();
+        while (s->self.cluster_id == old_id || s->self.cluster_id == 0);
+        rc = cluster_node_conf_save(cfg->dir, &s->self);
+        if (rc != 0) {
+            rc_error("cannot write %s/node.conf: %s", cfg->dir, rc_strerror(rc));
+            return rc;
+        }
+        rc_warn("--recover: the cluster id is now %016llx (was %016llx); nodes of the old "
+                "configuration are refused: remove their DIRs before they join this node",
+                (unsigned long long)s->self.cluster_id, (unsigned long long)old_id);
         s->force_snapshot = true; /* a joiner can then be sent the state, whatever the log */
     }
     rc = cluster_members_load(cfg->dir, &s->members);
@@ -1709,6 +1736,18 @@ int cluster_start(struct server *s)
     }
     struct raft_status st;
     raft_node_status(s->raft, &st);
+    held = rc_store_applied_revision(s->store);
+    if (!join && !cfg->recover && st.config.n_voters == 1 && st.config.voters[0] == s->self.id &&
+        held > st.last_index) {
+        /* The only voter applies an entry only once its own copy is durable, so its store
+         * cannot be ahead of its log unless the log lost durable entries: new writes would
+         * be proposed at indexes the store holds, and skipped (DESIGN.md). */
+        rc_error("the store holds entries up to %llu but the Raft log in %s ends at %llu: the "
+                 "log lost durable entries (a damaged disk?). Start this node once with "
+                 "--recover (OPERATIONS.md): its log then goes on after the store",
+                 (unsigned long long)held, s->raft_dir, (unsigned long long)st.last_index);
+        return RC_EINVAL;
+    }
     if (!join && st.last_index > 0 && !raft_config_has_voter(&st.config, s->self.id) &&
         !raft_config_has_learner(&st.config, s->self.id))
         rc_warn("node %llu is not in the configuration its log holds (%u voters): it was "

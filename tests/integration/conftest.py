@@ -20,6 +20,7 @@ import resource
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -492,3 +493,17 @@ def raw(server):
     """A RespConnection to the shared server: replies exactly as typed on the wire."""
     with server.raw() as conn:
         yield conn
+
+
+def log_record_starts(segment):
+    """Offsets at which the records of a Raft log segment start, up to its zero-filled tail
+    (docs/RAFT.md §12: u32 crc | u32 len | u8 kind | u8 flags | 2 zero bytes | payload)."""
+    raw = segment.read_bytes()
+    starts, at = [], 0
+    while at + 12 <= len(raw):
+        crc, length = struct.unpack_from("<II", raw, at)
+        if crc == 0 and length == 0:
+            break
+        starts.append(at)
+        at += 12 + length
+    return starts

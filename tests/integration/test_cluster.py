@@ -25,7 +25,8 @@ import pytest
 import redis
 
 from conftest import (RAFTCASK_BIN, RespError, ServerProcess, Status, attach_log, encode_command,
-                      free_port, has_failpoints, raftcask_only, require_raftcask, wait_for)
+                      free_port, has_failpoints, log_record_starts, raftcask_only, require_raftcask,
+                      wait_for)
 
 pytestmark = raftcask_only
 
@@ -1980,6 +1981,68 @@ def test_quorum_loss_then_recover(cluster):
     cluster.wait_formed(voters=2, nodes=[survivor, fresh])
     cluster.wait_caught_up(fresh, survivor)
     assert readonly_get(fresh, "q:199") == b"v199"
+
+
+def test_a_follower_whose_log_lost_acknowledged_entries_stops_and_says_so(cluster):
+    """A follower killed, then its log cut by its last 20 entries (a damaged disk): it used
+    to restart behind the leader and stay there for good, silently, since the leader took
+    its refusals of appends below what it had acknowledged for stale ones. The leader's
+    heartbeat commit shows the loss, and the follower stops with a line saying what to do
+    (or its log store refuses the start, when raft-state's commit fell among the entries
+    cut)."""
+    leader = cluster.leader()
+    client = leader.client()
+    for i in range(300):
+        assert client.set(f"t:{i}", "v") is True
+    follower = cluster.followers(leader)[0]
+    cluster.wait_caught_up(follower, leader)
+    cluster.kill(follower)
+    segment = sorted((follower.data_dir / "raft").glob("log-*.seg"))[-1]
+    starts = log_record_starts(segment)
+    assert len(starts) > 30
+    with open(segment, "r+b") as f:
+        f.truncate(starts[-20])
+    offset = follower.log_size()
+    follower.launch()
+    assert follower.wait_exit(timeout_s=30) != 0
+    log = follower.log_text(offset)
+    assert (f"Remove this node (RAFTREMOVEPEER {follower.node_id}), delete its DIR" in log or
+            "beyond the last entry" in log), follower.log_tail(offset)
+    assert client.set("after", "1") is True
+
+
+def test_after_recover_the_old_majority_cannot_take_the_node_back(cluster):
+    """--recover gives the survivor a new cluster id. The two lost nodes, restarted with their
+    old DIRs (an operator's mistake, or a partition that healed), are still a quorum of the
+    old configuration and elect a leader of their own; with the old id that leader's higher
+    term made the recovered node its follower, which then served nothing (a review saw
+    CLUSTERDOWN on every command, and writes acknowledged on the other side). Now they are
+    refused at the peer handshake and the recovered node goes on leading its own cluster."""
+    leader = cluster.leader()
+    assert leader.client().set("before", "1") is True
+    survivor = cluster.followers(leader)[0]
+    cluster.wait_caught_up(survivor, leader)
+    old_id = cluster.stats(survivor)["cluster_id"]
+    lost = [n for n in cluster.nodes if n is not survivor]
+    for node in lost:
+        cluster.kill(node)
+    cluster.restart(survivor, [*survivor.extra_args, "--recover"])
+    wait_for(lambda: text(call(survivor, "RAFTSTATE")) == "Leader", 5.0, "the survivor to lead")
+    new_id = cluster.stats(survivor)["cluster_id"]
+    assert new_id != old_id
+    assert f"the cluster id is now {new_id} (was {old_id})" in survivor.log_text()
+
+    for node in lost:
+        cluster.start_node(node)
+    wait_for(lambda: any(text(call(n, "RAFTSTATE")) == "Leader" for n in lost), 20.0,
+             "the old majority to elect a leader of its own")
+    wait_for(lambda: f"cluster {old_id}, ours {new_id}" in survivor.log_text(), 10.0,
+             "the survivor to refuse a node of the old cluster")
+    assert text(call(survivor, "RAFTSTATE")) == "Leader"
+    assert call(survivor, "SET", "after", "1") == "OK"
+    assert call(survivor, "GET", "before") == b"1"
+    rows = peer_rows(survivor)
+    assert [(row[0], row[3]) for row in rows] == [(str(survivor.node_id), "voter")]
 
 
 @raftcask_only
