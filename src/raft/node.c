@@ -688,9 +688,10 @@ static void check_heartbeat_commit(struct raft_node *n, const struct raft_messag
     if (st.role != RAFT_FOLLOWER || st.term != m->term || st.leader != m->from || m->commit <= last)
         return;
     rc_error("raft: leader %llu counts entries up to %llu as held by this node, which "
-             "acknowledged them, but its log ends at %llu: this disk lost durable entries "
-             "(damage, or a disk that does not keep what it synced). Remove this node "
-             "(RAFTREMOVEPEER %llu), delete its DIR and join it again",
+             "acknowledged them, but its log ends at %llu: this node lost durable entries (a "
+             "damaged disk, a disk that does not keep what it synced, or a DIR wiped or "
+             "replaced under the same id). Remove this node (RAFTREMOVEPEER %llu), delete "
+             "its DIR and join it again",
              (unsigned long long)m->from, (unsigned long long)m->commit, (unsigned long long)last,
              (unsigned long long)st.id);
     fail(n, "checking the log against the leader's", RC_ECORRUPT);

@@ -423,10 +423,13 @@ static void on_hello(struct conn *c, const unsigned char *p, uint32_t len)
     int bad_id = c->outgoing ? node != c->remote_id : node == RAFT_NONE || node == t->opts.node_id;
     if (cluster != t->opts.cluster_id || bad_id) {
         t->stats.handshake_refusals++;
-        rc_warn("transport: refusing %s node %llu (%.*s): cluster %016llx, ours %016llx%s",
-                c->outgoing ? "dialed" : "incoming", (unsigned long long)node, addr_len,
-                (const char *)p + 18, (unsigned long long)cluster,
-                (unsigned long long)t->opts.cluster_id, bad_id ? ", unexpected node id" : "");
+        /* At most a line a second: nodes of another cluster (the old members of one that
+         * was recovered) re-dial every couple of seconds for as long as they run. */
+        rc_log(stranger_warning_ok(t) ? RC_LOG_WARNING : RC_LOG_DEBUG,
+               "transport: refusing %s node %llu (%.*s): cluster %016llx, ours %016llx%s",
+               c->outgoing ? "dialed" : "incoming", (unsigned long long)node, addr_len,
+               (const char *)p + 18, (unsigned long long)cluster,
+               (unsigned long long)t->opts.cluster_id, bad_id ? ", unexpected node id" : "");
         conn_close(c, 1);
         return;
     }

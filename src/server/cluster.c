@@ -1662,16 +1662,13 @@ int cluster_start(struct server *s)
             rc_error("--recover needs a node with state in %s", cfg->dir);
             return RC_EINVAL;
         }
-        rc = raft_node_recover(s->raft_dir, s->self.id, rc_store_applied_revision(s->store));
-        if (rc != 0) {
-            rc_error("--recover failed: %s", rc_strerror(rc));
-            return rc;
-        }
-        /* A new cluster id: the members of the old configuration, should they come back
-         * with their old DIRs (or were only cut off, not lost), are refused at the peer
+        /* A new cluster id first: the members of the old configuration, should they come
+         * back with their old DIRs (or were only cut off, not lost), are refused at the peer
          * handshake. With the old id they still made a quorum of that configuration, and
          * this node, seeing their higher term, followed a leader its own configuration does
-         * not have: two histories, and this node serving neither. */
+         * not have: two histories, and this node serving neither. Written before the log is
+         * rewritten, so that a --recover cut short between the two leaves a node that the
+         * old members cannot reach, not one with its new configuration and the old id. */
         uint64_t old_id = s->self.cluster_id;
         do
             s->self.cluster_id = random_u64();
@@ -1684,6 +1681,11 @@ int cluster_start(struct server *s)
         rc_warn("--recover: the cluster id is now %016llx (was %016llx); nodes of the old "
                 "configuration are refused: remove their DIRs before they join this node",
                 (unsigned long long)s->self.cluster_id, (unsigned long long)old_id);
+        rc = raft_node_recover(s->raft_dir, s->self.id, rc_store_applied_revision(s->store));
+        if (rc != 0) {
+            rc_error("--recover failed: %s", rc_strerror(rc));
+            return rc;
+        }
         s->force_snapshot = true; /* a joiner can then be sent the state, whatever the log */
     }
     rc = cluster_members_load(cfg->dir, &s->members);
