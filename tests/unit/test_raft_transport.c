@@ -654,24 +654,40 @@ static int got_three(void *arg)
     return ((struct node *)arg)->n_got >= 3;
 }
 
-TEST(transport_peer_down_then_up_delivers_queued_messages)
+/* a (id 1) linked to b (id 2), in cluster 5: one message delivered, then b closed and a
+ * aware of it. Returns b's port, where reopen_b opens it again. */
+static int open_pair_then_close_b(struct node *a, struct node *b, uint32_t backoff_max_ms)
 {
-    loop_start();
-    struct node a, b;
     struct transport_options o;
     transport_options_default(&o);
     o.cluster_id = 5;
     o.backoff_min_ms = 10;
-    o.backoff_max_ms = 80;
-    open_pair(&a, &b, &o);
-    link_to(&a, &b);
+    o.backoff_max_ms = backoff_max_ms;
+    open_pair(a, b, &o);
+    link_to(a, b);
     struct raft_message m1 = make_msg(RAFT_MSG_HEARTBEAT, 1, 2, 1);
-    CHECK_OK(transport_send(a.t, 2, &m1));
-    run_until(got_one, &b, "first message");
-    CHECK(transport_peer_connected(a.t, 2));
-    int port = b.port;
-    node_close(&b);
-    run_until(peer_disconnected, &a, "a to notice");
+    CHECK_OK(transport_send(a->t, 2, &m1));
+    run_until(got_one, b, "first message");
+    CHECK(transport_peer_connected(a->t, 2));
+    int port = b->port;
+    node_close(b);
+    run_until(peer_disconnected, a, "a to notice");
+    return port;
+}
+
+static void reopen_b(struct node *b, int port)
+{
+    struct transport_options o;
+    transport_options_default(&o);
+    o.cluster_id = 5;
+    node_open_opts(b, 2, &o, port);
+}
+
+TEST(transport_peer_down_then_up_delivers_queued_messages)
+{
+    loop_start();
+    struct node a, b;
+    int port = open_pair_then_close_b(&a, &b, 80);
     /* Sent while b is down: queued; a keeps re-dialing (refused) with backoff. */
     struct raft_message m2 = make_msg(RAFT_MSG_HEARTBEAT, 1, 2, 2);
     CHECK_OK(transport_send(a.t, 2, &m2));
@@ -679,11 +695,7 @@ TEST(transport_peer_down_then_up_delivers_queued_messages)
     CHECK(transport_queued_bytes(a.t, 2) > 0);
     CHECK_EQ_U(stats_of(&a).msgs_dropped, 0);
     uint64_t before = stats_of(&a).reconnects;
-
-    struct transport_options ob;
-    transport_options_default(&ob);
-    ob.cluster_id = 5;
-    node_open_opts(&b, 2, &ob, port);
+    reopen_b(&b, port);
     run_until(got_one, &b, "queued message after the restart");
     CHECK(check_msg(&b.got[0], &m2));
     CHECK(stats_of(&a).reconnects > before);
@@ -706,19 +718,7 @@ TEST(transport_heartbeats_queued_for_a_down_peer_collapse_to_the_newest)
 {
     loop_start();
     struct node a, b;
-    struct transport_options o;
-    transport_options_default(&o);
-    o.cluster_id = 5;
-    o.backoff_min_ms = 10;
-    o.backoff_max_ms = 40;
-    open_pair(&a, &b, &o);
-    link_to(&a, &b);
-    struct raft_message first = make_msg(RAFT_MSG_APPEND, 1, 2, 1);
-    CHECK_OK(transport_send(a.t, 2, &first));
-    run_until(got_one, &b, "first message");
-    int port = b.port;
-    node_close(&b);
-    run_until(peer_disconnected, &a, "a to notice");
+    int port = open_pair_then_close_b(&a, &b, 40);
     struct raft_message append = make_msg(RAFT_MSG_APPEND, 1, 2, 2);
     struct raft_message hb = make_msg(RAFT_MSG_HEARTBEAT, 1, 2, 0);
     for (uint64_t i = 1; i <= 80; i++) {
@@ -731,11 +731,7 @@ TEST(transport_heartbeats_queued_for_a_down_peer_collapse_to_the_newest)
     CHECK_EQ_U(st.heartbeats_superseded, 79);
     CHECK_EQ_U(st.msgs_dropped, 0);
     run_until(reconnected_twice, &a, "re-dials while the peer is down");
-
-    struct transport_options ob;
-    transport_options_default(&ob);
-    ob.cluster_id = 5;
-    node_open_opts(&b, 2, &ob, port);
+    reopen_b(&b, port);
     struct count_wait two = {&b, 1, 2};
     run_until(all_received, &two, "the queued messages after the restart");
     CHECK(check_msg(&b.got[0], &hb)); /* the 80th heartbeat, where the 1st was queued */
