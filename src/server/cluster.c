@@ -1691,6 +1691,7 @@ int cluster_start(struct server *s)
     rc = cluster_members_load(cfg->dir, &s->members);
     if (rc != 0)
         return rc;
+    snapshots_remove_unfinished(s);
 
     struct raft_node_options o;
     raft_node_options_default(&o, s->self.id);

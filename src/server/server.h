@@ -397,6 +397,8 @@ extern const struct command_table cluster_commands;
 
 /* snapshots.c: local snapshots (log compaction), RAFTSNAPSHOT backups, restores. */
 void snapshots_tick(struct server *s);
+/* Removes the directories of backups cut short (no meta.json) under DIR/snapshots. */
+void snapshots_remove_unfinished(struct server *s);
 int snapshots_restore(void *server, const char *path, const struct raft_snapshot_meta *meta);
 int snapshots_restore_begin(void *server, const char *path, const struct raft_snapshot_meta *meta);
 void snapshots_stop(struct server *s);

@@ -32,6 +32,8 @@
 #include "common/log.h"
 #include "raftcask.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -382,6 +384,42 @@ static void cmd_raftsnapshot(struct client *c, size_t argc, const struct resp_ar
     }
     j->client = c;
     client_block(c);
+}
+
+/*
+ * A backup's meta.json is written last (atomically), so a directory under DIR/snapshots
+ * without one is a backup cut short (the node was killed while it wrote state.bin.tmp): it
+ * looks like a backup id in a listing but is none. Removed at start, with a line; anything
+ * in it beyond the two files a backup writes is left alone, with a warning.
+ */
+void snapshots_remove_unfinished(struct server *s)
+{
+    char root[4200];
+    snprintf(root, sizeof root, "%s/snapshots", s->cfg->dir);
+    DIR *d = opendir(root);
+    if (!d)
+        return;
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char dir[4460], path[4480];
+        snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
+        snprintf(path, sizeof path, "%s/meta.json", dir);
+        if (access(path, F_OK) == 0 || errno != ENOENT)
+            continue;
+        static const char *const parts[] = {"state.bin.tmp", "state.bin"};
+        for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+            snprintf(path, sizeof path, "%s/%s", dir, parts[i]);
+            (void)unlink(path);
+        }
+        if (rmdir(dir) == 0)
+            rc_warn("removed %s: a backup cut short (no meta.json)", dir);
+        else if (errno != ENOTDIR)
+            rc_warn("%s has no meta.json, so it is no finished backup; left as it is: %s", dir,
+                    strerror(errno));
+    }
+    closedir(d);
 }
 
 #define A CMD_ADMIN

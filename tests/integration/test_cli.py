@@ -250,6 +250,35 @@ def start_write_and_stop(data, port, count, kill=False):
         stop(proc)
 
 
+def test_a_backup_cut_short_is_removed_at_start(tmp_path):
+    """A node killed while it wrote a backup left DIR/snapshots/ID with only state.bin.tmp,
+    which looks like a backup in a listing. The next start removes it (meta.json is written
+    last), and leaves finished backups and anything it did not write alone."""
+    data, port = tmp_path / "data", free_port()
+    start_write_and_stop(data, port, 3)
+    cut = data / "snapshots" / "1-7-1795651060824"
+    cut.mkdir(parents=True)
+    (cut / "state.bin.tmp").write_bytes(b"partial")
+    done = data / "snapshots" / "1-5-1795651060000"
+    done.mkdir()
+    (done / "state.bin").write_bytes(b"x")
+    (done / "meta.json").write_text("{}")
+    other = data / "snapshots" / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("kept")
+    proc = subprocess.Popen([BIN, "--dir", str(data), "--bind", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_ready(port, proc)
+    finally:
+        stop(proc)
+    log = proc.stderr.read()
+    assert not cut.exists()
+    assert f"removed {cut}: a backup cut short" in log, log
+    assert (done / "meta.json").exists() and (other / "mine.txt").exists()
+    assert f"{other} has no meta.json" in log, log
+
+
 def test_a_store_without_node_conf_or_log_is_refused(tmp_path):
     """A --restore killed after it rebuilt the store, before it wrote the log and node.conf:
     started again without --restore, the node used to bootstrap a log from index 1 over that
