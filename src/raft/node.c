@@ -932,6 +932,29 @@ static void transport_closed(void *ctx)
     handle_closed(&h);
 }
 
+/*
+ * The only voter applies an entry only once its own copy is durable (it has no followers
+ * to defer to), so its state machine cannot be ahead of its log unless the log lost
+ * durable entries. Started anyway, it would elect itself and append at indexes the state
+ * machine holds, and skip those entries as applied: its no-op, then client writes, which
+ * replicas replaying the log would apply where it did not. Checked before that election.
+ * --recover (raft_node_recover) moves the log past the state machine.
+ */
+static int check_sole_voter_log(struct raft_node *n, const struct raft_node_options *o)
+{
+    struct raft_status st;
+    raft_status(n->core, &st);
+    uint64_t last = st.last_index > st.snapshot_index ? st.last_index : st.snapshot_index;
+    if (st.config.n_voters != 1 || st.config.voters[0] != o->id || o->applied <= last)
+        return 0;
+    rc_error("raft: the state machine holds entries up to %llu but the log in %s ends at "
+             "%llu: the log lost durable entries (a damaged disk?). Start this node once "
+             "with --recover (docs/OPERATIONS.md): its log then goes on after the state "
+             "machine",
+             (unsigned long long)o->applied, o->dir, (unsigned long long)last);
+    return RC_ECORRUPT;
+}
+
 int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
                     const struct raft_node_callbacks *cb, void *ctx, struct raft_node **out)
 {
@@ -980,6 +1003,8 @@ int raft_node_start(uv_loop_t *loop, const struct raft_node_options *o,
         rc_error("raft: cannot start from the log in %s: %s", o->dir, rc_strerror(rc));
         goto fail_log;
     }
+    if ((rc = check_sole_voter_log(n, o)) != 0)
+        goto fail_core;
     struct transport_options to;
     transport_options_default(&to);
     to.cluster_id = o->cluster_id;

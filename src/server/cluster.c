@@ -1739,18 +1739,6 @@ int cluster_start(struct server *s)
     }
     struct raft_status st;
     raft_node_status(s->raft, &st);
-    held = rc_store_applied_revision(s->store);
-    if (!join && !cfg->recover && st.config.n_voters == 1 && st.config.voters[0] == s->self.id &&
-        held > st.last_index) {
-        /* The only voter applies an entry only once its own copy is durable, so its store
-         * cannot be ahead of its log unless the log lost durable entries: new writes would
-         * be proposed at indexes the store holds, and skipped (DESIGN.md). */
-        rc_error("the store holds entries up to %llu but the Raft log in %s ends at %llu: the "
-                 "log lost durable entries (a damaged disk?). Start this node once with "
-                 "--recover (OPERATIONS.md): its log then goes on after the store",
-                 (unsigned long long)held, s->raft_dir, (unsigned long long)st.last_index);
-        return RC_EINVAL;
-    }
     if (!join && st.last_index > 0 && !raft_config_has_voter(&st.config, s->self.id) &&
         !raft_config_has_learner(&st.config, s->self.id))
         rc_warn("node %llu is not in the configuration its log holds (%u voters): it was "
