@@ -30,6 +30,7 @@
  * 5. Backoff. A failed dial or a connection lost within backoff_max_ms of being established
  *    doubles the delay (backoff_min_ms .. backoff_max_ms); a connection that lived longer
  *    resets it, so a node that refuses us (other cluster) is retried slowly, not in a loop.
+ *    A HELLO from a peer we are waiting to redial ends the wait: it can reach us again.
  * 6. Heartbeats supersede. A heartbeat sent while an older one to the same peer is still
  *    queued (not yet being written) overwrites that one in place: a peer that was down for
  *    seconds gets one heartbeat on its return, not one per heartbeat interval, each of
@@ -444,6 +445,17 @@ static void on_hello(struct conn *c, const unsigned char *p, uint32_t len)
                          (unsigned long long)node);
                 conn_close(d, 0);
             }
+        }
+        /* The node just reached us, so the way to it is likely back too: a redial of it
+         * waiting out its backoff goes now. Links that flap hold that backoff at its cap
+         * (connections die young), and a review saw a cut-off follower stay leaderless for
+         * 8-12 s while the leader's redials, 2 s apart, all fell in cut windows. */
+        struct peer *q = find_peer(t, node);
+        if (q && q->in_backoff && !q->conn) {
+            uv_timer_stop(&q->timer);
+            q->in_backoff = 0;
+            q->failures = 0;
+            peer_kick(q);
         }
     }
     /* A node we do not know yet (one joining the cluster, or whose address we have not

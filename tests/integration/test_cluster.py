@@ -1317,7 +1317,11 @@ def test_a_wiped_node_rejoining_with_its_old_id_is_refused(cluster):
                           "--id", str(lost.node_id), "--join", cluster.addr(leader)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out.stderr
-    assert f"cannot join: node {lost.node_id} is already a voter" in out.stderr, out.stderr
+    # Whichever comes first: the leader's answer to its join, or a heartbeat from the leader
+    # (which still counts the entries the old DIR acknowledged) showing the loss.
+    assert (f"cannot join: node {lost.node_id} is already a voter" in out.stderr or
+            f"Remove this node (RAFTREMOVEPEER {lost.node_id}), delete its DIR" in out.stderr), \
+        out.stderr
     assert call(leader, "SET", "k", "v") == "OK"
 
 

@@ -748,6 +748,39 @@ TEST(transport_heartbeats_queued_for_a_down_peer_collapse_to_the_newest)
     loop_finish();
 }
 
+/* A node waiting out its redial backoff to a peer dials at once when that peer connects to
+ * it: with a 60 s backoff, the queued message would otherwise miss the 10 s deadline. */
+TEST(transport_a_peer_that_reaches_us_ends_our_redial_backoff)
+{
+    loop_start();
+    struct node a, b;
+    struct transport_options o;
+    transport_options_default(&o);
+    o.cluster_id = 5;
+    o.backoff_min_ms = 60000;
+    o.backoff_max_ms = 60000;
+    open_pair(&a, &b, &o);
+    link_to(&a, &b);
+    struct raft_message m1 = make_msg(RAFT_MSG_APPEND, 1, 2, 1);
+    CHECK_OK(transport_send(a.t, 2, &m1));
+    run_until(got_one, &b, "first message");
+    int port = b.port;
+    node_close(&b);
+    run_until(peer_disconnected, &a, "a to notice");
+    struct raft_message m2 = make_msg(RAFT_MSG_APPEND, 1, 2, 2);
+    CHECK_OK(transport_send(a.t, 2, &m2)); /* queued: a waits 60 s before it dials */
+    reopen_b(&b, port);
+    link_to(&b, &a);
+    struct raft_message hello = make_msg(RAFT_MSG_HEARTBEAT_RESP, 2, 1, 1);
+    CHECK_OK(transport_send(b.t, 1, &hello));
+    run_until(got_one, &a, "b's message to a");
+    run_until(got_one, &b, "a's queued message, once b reached a");
+    CHECK(check_msg(&b.got[0], &m2));
+    node_close(&a);
+    node_close(&b);
+    loop_finish();
+}
+
 /* ============================== bounded queue ============================== */
 
 static int dialed_three_times(void *arg)
