@@ -386,11 +386,42 @@ static void cmd_raftsnapshot(struct client *c, size_t argc, const struct resp_ar
     client_block(c);
 }
 
+/* A backup's directory name: TERM-INDEX-MS, three runs of digits. */
+static bool backup_name(const char *name)
+{
+    for (int part = 0; part < 3; part++) {
+        if (*name < '0' || *name > '9')
+            return false;
+        while (*name >= '0' && *name <= '9')
+            name++;
+        if (*name != (part < 2 ? '-' : '\0'))
+            return false;
+        name++;
+    }
+    return true;
+}
+
+/* 1 if dir holds nothing but the files a backup writes before its meta.json. */
+static bool only_backup_data(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    bool only = true;
+    const struct dirent *e;
+    while (only && (e = readdir(d)) != NULL)
+        only = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 ||
+               strcmp(e->d_name, "state.bin.tmp") == 0 || strcmp(e->d_name, "state.bin") == 0;
+    closedir(d);
+    return only;
+}
+
 /*
- * A backup's meta.json is written last (atomically), so a directory under DIR/snapshots
- * without one is a backup cut short (the node was killed while it wrote state.bin.tmp): it
- * looks like a backup id in a listing but is none. Removed at start, with a line; anything
- * in it beyond the two files a backup writes is left alone, with a warning.
+ * A backup's meta.json is written last (atomically), so a backup directory under
+ * DIR/snapshots without one is a backup cut short (the node was killed while it wrote it):
+ * it looks like a backup id in a listing but is none, and RAFTSNAPSHOT never answered with
+ * its id. Removed at start, with a line, when it holds only a backup's own files; anything
+ * else is left alone, with a warning.
  */
 void snapshots_remove_unfinished(struct server *s)
 {
@@ -401,13 +432,19 @@ void snapshots_remove_unfinished(struct server *s)
         return;
     const struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
+        if (!backup_name(e->d_name))
             continue;
         char dir[4460], path[4480];
         snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
         snprintf(path, sizeof path, "%s/meta.json", dir);
         if (access(path, F_OK) == 0 || errno != ENOENT)
+            continue; /* a finished backup, or not a directory */
+        if (!only_backup_data(dir)) {
+            rc_warn("%s has no meta.json, so it is no finished backup; it holds other files "
+                    "too, so it is left as it is",
+                    dir);
             continue;
+        }
         static const char *const parts[] = {"state.bin.tmp", "state.bin"};
         for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
             snprintf(path, sizeof path, "%s/%s", dir, parts[i]);
@@ -415,9 +452,8 @@ void snapshots_remove_unfinished(struct server *s)
         }
         if (rmdir(dir) == 0)
             rc_warn("removed %s: a backup cut short (no meta.json)", dir);
-        else if (errno != ENOTDIR)
-            rc_warn("%s has no meta.json, so it is no finished backup; left as it is: %s", dir,
-                    strerror(errno));
+        else
+            rc_warn("cannot remove %s, a backup cut short: %s", dir, strerror(errno));
     }
     closedir(d);
 }

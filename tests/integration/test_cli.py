@@ -253,7 +253,8 @@ def start_write_and_stop(data, port, count, kill=False):
 def test_a_backup_cut_short_is_removed_at_start(tmp_path):
     """A node killed while it wrote a backup left DIR/snapshots/ID with only state.bin.tmp,
     which looks like a backup in a listing. The next start removes it (meta.json is written
-    last), and leaves finished backups and anything it did not write alone."""
+    last), and leaves finished backups, directories holding other files and directories not
+    named like a backup alone."""
     data, port = tmp_path / "data", free_port()
     start_write_and_stop(data, port, 3)
     cut = data / "snapshots" / "1-7-1795651060824"
@@ -263,9 +264,13 @@ def test_a_backup_cut_short_is_removed_at_start(tmp_path):
     done.mkdir()
     (done / "state.bin").write_bytes(b"x")
     (done / "meta.json").write_text("{}")
-    other = data / "snapshots" / "notes"
+    other = data / "snapshots" / "2-9-1795651061111"
     other.mkdir()
+    (other / "state.bin").write_bytes(b"x")
     (other / "mine.txt").write_text("kept")
+    notes = data / "snapshots" / "notes"
+    notes.mkdir()
+    (notes / "state.bin").write_bytes(b"not a backup of ours")
     proc = subprocess.Popen([BIN, "--dir", str(data), "--bind", f"127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -275,8 +280,9 @@ def test_a_backup_cut_short_is_removed_at_start(tmp_path):
     log = proc.stderr.read()
     assert not cut.exists()
     assert f"removed {cut}: a backup cut short" in log, log
-    assert (done / "meta.json").exists() and (other / "mine.txt").exists()
-    assert f"{other} has no meta.json" in log, log
+    assert (done / "meta.json").exists() and (notes / "state.bin").exists()
+    assert (other / "mine.txt").exists() and (other / "state.bin").exists()
+    assert f"{other} has no meta.json" in log and "notes" not in log, log
 
 
 def test_a_store_without_node_conf_or_log_is_refused(tmp_path):
