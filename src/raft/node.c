@@ -684,7 +684,7 @@ static void check_heartbeat_commit(struct raft_node *n, const struct raft_messag
 {
     struct raft_status st;
     raft_status(n->core, &st);
-    uint64_t last = st.last_index > st.snapshot_index ? st.last_index : st.snapshot_index;
+    uint64_t last = st.last_index; /* at least the snapshot's index (log.c) */
     if (st.role != RAFT_FOLLOWER || st.term != m->term || st.leader != m->from || m->commit <= last)
         return;
     rc_error("raft: leader %llu counts entries up to %llu as held by this node, which "
@@ -944,7 +944,7 @@ static int check_sole_voter_log(struct raft_node *n, const struct raft_node_opti
 {
     struct raft_status st;
     raft_status(n->core, &st);
-    uint64_t last = st.last_index > st.snapshot_index ? st.last_index : st.snapshot_index;
+    uint64_t last = st.last_index; /* at least the snapshot's index (log.c) */
     if (st.config.n_voters != 1 || st.config.voters[0] != o->id || o->applied <= last)
         return 0;
     rc_error("raft: the state machine holds entries up to %llu but the log in %s ends at "

@@ -502,21 +502,19 @@ static uint64_t best_other_voter(struct server *s, const struct raft_config *cfg
     return id;
 }
 
-/* The core gave up a transfer it was handed (the target did not take over within an
- * election timeout) and this node still leads. */
-static bool transfer_abandoned(const struct server *s, const struct raft_status *st)
+/* Finishes the job, and says true, if the core gave up the transfer it was handed (the
+ * target did not take over within an election timeout) and this node still leads. */
+static bool finish_if_transfer_abandoned(struct server *s, const struct raft_status *st)
 {
-    return s->job.transfer_to && s->is_leader && st->transferee == RAFT_NONE;
-}
-
-static void job_finish_transfer_abandoned(struct server *s)
-{
+    if (!s->job.transfer_to || !s->is_leader || st->transferee != RAFT_NONE)
+        return false;
     char reply[160];
     snprintf(reply, sizeof reply,
              "-ERR node %" PRIu64 " did not take over within an election timeout; this node "
              "still leads\r\n",
              s->job.transfer_to);
     job_finish(s, reply);
+    return true;
 }
 
 /*
@@ -554,9 +552,7 @@ static bool remove_self_step(struct server *s, const struct raft_status *st)
     }
     uint64_t now = (uint64_t)server_now_ms();
     if (j->transfer_deadline_ms) { /* transferring: this node may be between leaders */
-        if (transfer_abandoned(s, st))
-            job_finish_transfer_abandoned(s);
-        else if (now > j->transfer_deadline_ms)
+        if (!finish_if_transfer_abandoned(s, st) && now > j->transfer_deadline_ms)
             job_finish(s, "-ERR cannot remove the leader: no other voter took over\r\n");
         return true;
     }
@@ -600,10 +596,8 @@ static void job_step(struct server *s)
             job_finish(s, reply);
             return;
         }
-        if (transfer_abandoned(s, &st)) {
-            job_finish_transfer_abandoned(s);
+        if (finish_if_transfer_abandoned(s, &st))
             return;
-        }
         if (j->step == 0 && s->is_leader) {
             uint64_t to = j->id ? j->id : best_other_voter(s, &st.config);
             int rc = to ? raft_node_transfer(s->raft, to) : RC_ENOTFOUND;
@@ -1545,6 +1539,14 @@ static int restore_backup(struct server *s, uint64_t *base)
     return 0;
 }
 
+static int save_node_conf(struct server *s)
+{
+    int rc = cluster_node_conf_save(s->cfg->dir, &s->self);
+    if (rc != 0)
+        rc_error("cannot write %s/node.conf: %s", s->cfg->dir, rc_strerror(rc));
+    return rc;
+}
+
 int cluster_start(struct server *s)
 {
     struct rc_config *cfg = s->cfg;
@@ -1645,11 +1647,8 @@ int cluster_start(struct server *s)
                 return rc;
             }
         }
-        rc = cluster_node_conf_save(cfg->dir, &s->self);
-        if (rc != 0) {
-            rc_error("cannot write %s/node.conf: %s", cfg->dir, rc_strerror(rc));
+        if ((rc = save_node_conf(s)) != 0)
             return rc;
-        }
     } else if (cfg->id && cfg->id != s->self.id) {
         rc_error("--id %llu differs from the id %llu stored in %s/node.conf",
                  (unsigned long long)cfg->id, (unsigned long long)s->self.id, cfg->dir);
@@ -1673,11 +1672,8 @@ int cluster_start(struct server *s)
         do
             s->self.cluster_id = random_u64();
         while (s->self.cluster_id == old_id || s->self.cluster_id == 0);
-        rc = cluster_node_conf_save(cfg->dir, &s->self);
-        if (rc != 0) {
-            rc_error("cannot write %s/node.conf: %s", cfg->dir, rc_strerror(rc));
+        if ((rc = save_node_conf(s)) != 0)
             return rc;
-        }
         rc_warn("--recover: the cluster id is now %016llx (was %016llx); nodes of the old "
                 "configuration are refused: remove their DIRs before they join this node",
                 (unsigned long long)s->self.cluster_id, (unsigned long long)old_id);
