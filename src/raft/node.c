@@ -903,6 +903,10 @@ void raft_node_stats(const struct raft_node *n, struct raft_node_stats *st)
     struct transport_stats ts;
     transport_stats(n->transport, &ts);
     st->msgs_dropped += ts.msgs_dropped;
+    st->peer_reconnects = ts.reconnects;
+    st->heartbeats_superseded = ts.heartbeats_superseded;
+    st->peer_frames_rejected = ts.frames_rejected;
+    st->peer_handshakes_refused = ts.handshake_refusals;
 }
 
 /* ============================== start and stop ============================== */

@@ -182,6 +182,10 @@ struct raft_node_stats {
     uint64_t snapshots_installed; /* received from a leader */
     uint64_t snapshots_restored;  /* state machine rebuilt from a snapshot */
     uint64_t snapshots_taken;     /* local snapshots committed (raft_node_compacted) */
+    /* The peer links (transport.h, struct transport_stats): redials after a failure,
+     * heartbeats overwritten while queued for a peer that is down, frames refused as
+     * malformed, HELLOs refused (another cluster, an unexpected node id). */
+    uint64_t peer_reconnects, heartbeats_superseded, peer_frames_rejected, peer_handshakes_refused;
 };
 void raft_node_stats(const struct raft_node *n, struct raft_node_stats *st);
 

@@ -1175,12 +1175,15 @@ void cluster_info(struct server *s, struct resp_buf *b)
         "\r\nraft_msgs_sent:%" PRIu64 "\r\nraft_msgs_received:%" PRIu64
         "\r\nraft_msgs_dropped:%" PRIu64 "\r\nraft_forwarded:%" PRIu64
         "\r\nraft_redirected:%" PRIu64 "\r\nraft_reads_confirmed:%" PRIu64
-        "\r\nraft_forwarded_bytes_in_flight:%" PRIu64 "\r\n\r\n",
+        "\r\nraft_forwarded_bytes_in_flight:%" PRIu64 "\r\nraft_peer_reconnects:%" PRIu64
+        "\r\nraft_heartbeats_superseded:%" PRIu64 "\r\nraft_peer_frames_rejected:%" PRIu64
+        "\r\nraft_peer_handshakes_refused:%" PRIu64 "\r\n\r\n",
         s->self.id, s->self.cluster_id, role_name(st.role), st.term, st.leader, leader, st.commit,
         st.applied, st.last_index, st.first_index, st.snapshot_index, st.config.n_voters,
         st.config.n_learners, ns.fsyncs, ns.fsyncs ? ns.fsync_total_us / ns.fsyncs : 0,
         ns.fsync_max_us, ns.msgs_sent, ns.msgs_received, ns.msgs_dropped, s->stat_forwarded,
-        s->stat_redirected, s->stat_reads_confirmed, s->fwd_bytes_inflight);
+        s->stat_redirected, s->stat_reads_confirmed, s->fwd_bytes_inflight, ns.peer_reconnects,
+        ns.heartbeats_superseded, ns.peer_frames_rejected, ns.peer_handshakes_refused);
     resp_buf_append(b, text, (size_t)n);
 }
 

@@ -212,6 +212,16 @@ static void metrics_body(struct server *s, struct resp_buf *b)
     metric(b, "raft_msgs_received_total", "counter", "Raft messages received.", ns.msgs_received);
     metric(b, "raft_msgs_dropped_total", "counter",
            "Raft messages dropped (queue full, peer down).", ns.msgs_dropped);
+    metric(b, "raft_peer_reconnects_total", "counter",
+           "Peer connections dialed again after a failure.", ns.peer_reconnects);
+    metric(b, "raft_heartbeats_superseded_total", "counter",
+           "Heartbeats replaced by a newer one while queued for a peer that is down.",
+           ns.heartbeats_superseded);
+    metric(b, "raft_peer_frames_rejected_total", "counter", "Malformed frames from peers.",
+           ns.peer_frames_rejected);
+    metric(b, "raft_peer_handshakes_refused_total", "counter",
+           "Peer handshakes refused (another cluster, an unexpected node id).",
+           ns.peer_handshakes_refused);
     metric(b, "raft_snapshots_installed_total", "counter", "Snapshots received from a leader.",
            ns.snapshots_installed);
     metric(b, "raft_snapshots_taken_total", "counter", "Local snapshots (log compactions).",

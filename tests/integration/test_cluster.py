@@ -2382,3 +2382,51 @@ def test_health_follows_the_leader_and_metrics_the_role(cluster_factory):
             cluster.stop(node)
     wait_for(lambda: get(index, "/health") == (503, '{"health":"false","reason":"no leader"}\n'),
              10.0, "503 no leader on the survivor")
+
+
+def test_info_and_metrics_count_what_the_peer_links_meet(cluster_factory):
+    """INFO raft and /metrics count what a node's peer links meet: a follower killed makes
+    the leader redial it and replace the heartbeats queued for it by newer ones; a frame
+    without the protocol's magic is rejected; a HELLO naming another cluster (the old
+    majority after a --recover) is a refused handshake."""
+    port = free_port()
+    cluster = cluster_factory(3, {1: ["--metrics", f"127.0.0.1:{port}"]})
+    leader = cluster.nodes[0]
+    assert cluster.leader() is leader  # n1 bootstraps and leads a cluster left alone
+    names = ("peer_reconnects", "heartbeats_superseded", "peer_frames_rejected",
+             "peer_handshakes_refused")
+
+    def counts():
+        raft = info_section(leader, "raft")
+        return {name: int(raft[f"raft_{name}"]) for name in names}
+
+    def exported():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            body = r.read().decode()
+        return {name: int(body.split(f"\nraftcask_raft_{name}_total ")[1].split("\n")[0])
+                for name in names}
+
+    before = counts()
+    cluster.kill(cluster.followers(leader)[0])
+    wait_for(lambda: counts()["peer_reconnects"] > before["peer_reconnects"] and
+             counts()["heartbeats_superseded"] > before["heartbeats_superseded"], 10.0,
+             "the leader to redial the killed follower and supersede its heartbeats")
+
+    cluster_id = int(cluster.stats(leader)["cluster_id"], 16)
+    frames = [struct.pack("<IBBHII", 0x0BADF00D, 1, 1, 0, 0, 0),
+              plaintext_hello(cluster_id ^ 1, 4242, "127.0.0.1:1")]
+    for frame in frames:
+        with socket.create_connection(("127.0.0.1", leader.port + 1), timeout=5) as sock:
+            sock.sendall(frame)
+            sock.settimeout(5)
+            try:  # the node closes the connection
+                while sock.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+    wait_for(lambda: counts()["peer_frames_rejected"] == before["peer_frames_rejected"] + 1 and
+             counts()["peer_handshakes_refused"] == before["peer_handshakes_refused"] + 1, 5.0,
+             "the bad frame rejected and the stranger's HELLO refused")
+    now = counts()
+    assert {name: value >= now[name] for name, value in exported().items()} == dict.fromkeys(names, True)
+    assert "learned node 4242" not in leader.log_text()
