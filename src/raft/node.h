@@ -184,7 +184,8 @@ struct raft_node_stats {
     uint64_t snapshots_taken;     /* local snapshots committed (raft_node_compacted) */
     /* The peer links (transport.h, struct transport_stats): redials after a failure,
      * heartbeats overwritten while queued for a peer that is down, frames refused as
-     * malformed, HELLOs refused (another cluster, an unexpected node id). */
+     * malformed, HELLOs refused (another cluster, an unexpected node id) and accepted
+     * connections closed without one. */
     uint64_t peer_reconnects, heartbeats_superseded, peer_frames_rejected, peer_handshakes_refused;
 };
 void raft_node_stats(const struct raft_node *n, struct raft_node_stats *st);

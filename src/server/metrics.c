@@ -220,7 +220,7 @@ static void metrics_body(struct server *s, struct resp_buf *b)
     metric(b, "raft_peer_frames_rejected_total", "counter", "Malformed frames from peers.",
            ns.peer_frames_rejected);
     metric(b, "raft_peer_handshakes_refused_total", "counter",
-           "Peer handshakes refused (another cluster, an unexpected node id).",
+           "Peer handshakes refused (another cluster, an unexpected node id, no HELLO in time).",
            ns.peer_handshakes_refused);
     metric(b, "raft_snapshots_installed_total", "counter", "Snapshots received from a leader.",
            ns.snapshots_installed);
