@@ -31,6 +31,8 @@
  *    doubles the delay (backoff_min_ms .. backoff_max_ms); a connection that lived longer
  *    resets it, so a node that refuses us (other cluster) is retried slowly, not in a loop.
  *    A HELLO from a peer we are waiting to redial ends the wait: it can reach us again.
+ *    The cap is 500 ms: under links that flap every 0.3-1.5 s a 2 s cap let a cut-off
+ *    follower go leaderless for 8-14 s (RAFT.md §13).
  * 6. Heartbeats supersede. A heartbeat sent while an older one to the same peer is still
  *    queued (not yet being written) overwrites that one in place: a peer that was down for
  *    seconds gets one heartbeat on its return, not one per heartbeat interval, each of
@@ -114,6 +116,7 @@ struct peer {
     uint64_t queued_msgs;
     unsigned failures;
     int in_backoff, dialed_once;
+    uint64_t tls_warned_ms; /* last TLS failure with it logged at warning level (0: none) */
 };
 
 struct transport {
@@ -700,12 +703,22 @@ static int tls_send_control(struct conn *c)
     return 0;
 }
 
+/* A failure on a dialed connection is logged at warning level once per TLS_WARN_MS per
+ * peer (the redials of a peer whose certificate we refuse come every backoff_max_ms). */
+#define TLS_WARN_MS 10000
+
 static void tls_failed(struct conn *c, const char *why)
 {
     c->t->stats.handshake_refusals += !c->tls_done;
-    if (c->outgoing || c->hello_received)
+    uint64_t now = uv_now(c->t->loop);
+    struct peer *p = c->outgoing ? c->peer : NULL;
+    if (p && p->tls_warned_ms && now - p->tls_warned_ms < TLS_WARN_MS)
+        rc_debug("transport: TLS with node %llu: %s", (unsigned long long)c->remote_id, why);
+    else if (c->outgoing || c->hello_received) {
         rc_warn("transport: TLS with node %llu: %s", (unsigned long long)c->remote_id, why);
-    else
+        if (p)
+            p->tls_warned_ms = now;
+    } else
         rc_log(stranger_warning_ok(c->t) ? RC_LOG_WARNING : RC_LOG_DEBUG,
                "transport: TLS with an incoming connection: %s", why);
     conn_close(c, 1);
@@ -1186,7 +1199,7 @@ void transport_options_default(struct transport_options *opts)
     opts->max_frame_bytes = (size_t)RAFT_ENTRY_MAX_BYTES + (1u << 20);
     opts->send_queue_bytes = 8u << 20;
     opts->backoff_min_ms = 50;
-    opts->backoff_max_ms = 2000;
+    opts->backoff_max_ms = 500;
     opts->handshake_timeout_ms = 5000;
 }
 

@@ -94,7 +94,7 @@ struct transport_options {
 };
 
 /* Defaults: frames up to RAFT_ENTRY_MAX_BYTES + 1 MiB (an append with the largest entry),
- * 8 MiB queue, backoff 50 ms to 2 s, 5 s for a HELLO. node_id, bind: caller's. */
+ * 8 MiB queue, backoff 50 ms to 500 ms, 5 s for a HELLO. node_id, bind: caller's. */
 void transport_options_default(struct transport_options *opts);
 
 struct transport_stats {

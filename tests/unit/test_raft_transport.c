@@ -8,6 +8,7 @@
 
 #include "common/alloc.h"
 #include "common/crc32c.h"
+#include "common/log.h"
 #include "raft/transport.h"
 #include "raftcask.h"
 
@@ -1237,6 +1238,50 @@ TEST(transport_tls_refuses_a_certificate_from_another_ca)
     for (int i = 0; i < 2; i++)
         node_close(&n[i]);
     loop_finish();
+    tls_context_free(ta);
+    tls_context_free(tc);
+}
+
+/* Counts the lines about TLS failures on connections dialed to node 3. */
+struct tls_lines {
+    int warnings, all;
+};
+
+static void count_tls_lines(enum rc_log_level level, const char *line, void *ctx)
+{
+    struct tls_lines *c = ctx;
+    if (strstr(line, "transport: TLS with node 3: ")) {
+        c->all++;
+        c->warnings += level == RC_LOG_WARNING;
+    }
+}
+
+static int several_tls_failures(void *arg)
+{
+    return ((struct tls_lines *)arg)->all >= 4;
+}
+
+/* A peer whose certificate we refuse is redialed every backoff_max_ms at most; the failure
+ * is logged at warning level once (per 10 s), the redials' failures at debug level. */
+TEST(transport_tls_failures_with_a_peer_are_warned_once_then_at_debug)
+{
+    const char *dir = make_certs();
+    struct tls_context *ta = tls_for(dir, "a", "ca"), *tc = tls_for(dir, "c", "ca");
+    struct tls_lines lines = {0};
+    enum rc_log_level level = rc_log_get_level();
+    rc_log_set_level(RC_LOG_DEBUG);
+    rc_log_set_sink(count_tls_lines, &lines);
+    struct node n[2];
+    open_linked_pair(n, 0xCAu, ta, 3, tc);
+    struct raft_message m = make_msg(RAFT_MSG_HEARTBEAT, n[0].id, n[1].id, 1);
+    CHECK_OK(transport_send(n[0].t, n[1].id, &m));
+    run_until(several_tls_failures, &lines, "four failed TLS dials of node 3");
+    for (int i = 0; i < 2; i++)
+        node_close(&n[i]);
+    loop_finish();
+    rc_log_set_sink(NULL, NULL);
+    rc_log_set_level(level);
+    CHECK_EQ(lines.warnings, 1);
     tls_context_free(ta);
     tls_context_free(tc);
 }
