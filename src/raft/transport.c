@@ -452,7 +452,8 @@ static void on_hello(struct conn *c, const unsigned char *p, uint32_t len)
         /* The node just reached us, so the way to it is likely back too: a redial of it
          * waiting out its backoff goes now. Links that flap hold that backoff at its cap
          * (connections die young), and a review saw a cut-off follower stay leaderless for
-         * 8-12 s while the leader's redials, 2 s apart, all fell in cut windows. */
+         * 8-12 s while the leader's redials, 2 s apart (the cap then), all fell in cut
+         * windows. */
         struct peer *q = find_peer(t, node);
         if (q && q->in_backoff && !q->conn) {
             uv_timer_stop(&q->timer);
@@ -710,13 +711,13 @@ static int tls_send_control(struct conn *c)
 static void tls_failed(struct conn *c, const char *why)
 {
     c->t->stats.handshake_refusals += !c->tls_done;
-    uint64_t now = uv_now(c->t->loop);
-    struct peer *p = c->outgoing ? c->peer : NULL;
-    if (p && p->tls_warned_ms && now - p->tls_warned_ms < TLS_WARN_MS)
-        rc_debug("transport: TLS with node %llu: %s", (unsigned long long)c->remote_id, why);
-    else if (c->outgoing || c->hello_received) {
-        rc_warn("transport: TLS with node %llu: %s", (unsigned long long)c->remote_id, why);
-        if (p)
+    if (c->outgoing || c->hello_received) {
+        uint64_t now = uv_now(c->t->loop);
+        struct peer *p = c->outgoing ? c->peer : NULL;
+        int repeat = p && p->tls_warned_ms && now - p->tls_warned_ms < TLS_WARN_MS;
+        rc_log(repeat ? RC_LOG_DEBUG : RC_LOG_WARNING, "transport: TLS with node %llu: %s",
+               (unsigned long long)c->remote_id, why);
+        if (p && !repeat)
             p->tls_warned_ms = now;
     } else
         rc_log(stranger_warning_ok(c->t) ? RC_LOG_WARNING : RC_LOG_DEBUG,

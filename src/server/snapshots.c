@@ -401,7 +401,19 @@ static bool backup_name(const char *name)
     return true;
 }
 
-/* 1 if dir holds nothing but the files a backup writes before its meta.json. */
+/* The files a backup writes before its meta.json. */
+static const char *const backup_data_files[] = {"state.bin.tmp", "state.bin"};
+#define N_BACKUP_DATA_FILES (sizeof backup_data_files / sizeof backup_data_files[0])
+
+static bool is_backup_data_file(const char *name)
+{
+    for (size_t i = 0; i < N_BACKUP_DATA_FILES; i++)
+        if (strcmp(name, backup_data_files[i]) == 0)
+            return true;
+    return false;
+}
+
+/* 1 if dir holds nothing but backup_data_files. */
 static bool only_backup_data(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -411,7 +423,7 @@ static bool only_backup_data(const char *dir)
     const struct dirent *e;
     while (only && (e = readdir(d)) != NULL)
         only = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 ||
-               strcmp(e->d_name, "state.bin.tmp") == 0 || strcmp(e->d_name, "state.bin") == 0;
+               is_backup_data_file(e->d_name);
     closedir(d);
     return only;
 }
@@ -445,9 +457,8 @@ void snapshots_remove_unfinished(struct server *s)
                     dir);
             continue;
         }
-        static const char *const parts[] = {"state.bin.tmp", "state.bin"};
-        for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-            snprintf(path, sizeof path, "%s/%s", dir, parts[i]);
+        for (size_t i = 0; i < N_BACKUP_DATA_FILES; i++) {
+            snprintf(path, sizeof path, "%s/%s", dir, backup_data_files[i]);
             (void)unlink(path);
         }
         if (rmdir(dir) == 0)

@@ -245,6 +245,9 @@ def cluster(cluster_factory):
     return cluster_factory(3)
 
 
+PATIENT_ELECTION = ("--election-timeout-ms", "2000")
+
+
 @pytest.fixture
 def patient_cluster(cluster_factory):
     """Three nodes with a 2 s election timeout instead of 300 ms, for tests that assert a
@@ -254,7 +257,7 @@ def patient_cluster(cluster_factory):
     the sanitizer build, and about twice that with two CPU hogs beside it, which is how a CI
     run saw an election. With 2 s such a test checks what the code bounds (no entry above
     4 MiB), not how quiet the machine is."""
-    return cluster_factory(3, extra_args={i: ("--election-timeout-ms", "2000") for i in (1, 2, 3)})
+    return cluster_factory(3, extra_args={i: PATIENT_ELECTION for i in (1, 2, 3)})
 
 
 def readonly_get(node, key, timeout_s=5.0):
@@ -2256,7 +2259,7 @@ def test_tls_clients_on_tls_port(cluster_factory, tmp_path):
     # A 2 s election timeout (patient_cluster): the 3 MiB write over TLS cost an election
     # beside two CPU hogs, and this test is about TLS.
     cluster = cluster_factory(3, {i: [*tls_args(certs, f"n{i}"), "--tls-port", str(tls_ports[i]),
-                                      "--election-timeout-ms", "2000", *client_ca.get(i, [])]
+                                      *PATIENT_ELECTION, *client_ca.get(i, [])]
                                   for i in (1, 2, 3)})
     index = {node: i + 1 for i, node in enumerate(cluster.nodes)}
     leader = cluster.leader()
